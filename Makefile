@@ -1,0 +1,54 @@
+# CrossEdge: `make run` (dashboard + local agent; DEMO=1 adds the demo workload),
+# `make test` (everything CI runs). Both install what is missing first; run as root.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := bpftrace bpftool clang llvm libbpf-dev iproute2 python3-venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test setup apt venv mounts lint check pytest clean
+
+run: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensureadmin
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) manage.py up --host $(HOST) --port $(PORT) $(if $(DEMO),--demo)
+
+test: setup lint check pytest
+
+setup: apt venv mounts
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# tracefs for tracepoints, bpffs for pinned programs and maps, securityfs for BPF LSM.
+mounts:
+	@mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+	@mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+check:
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+pytest:
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

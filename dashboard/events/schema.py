@@ -1,0 +1,69 @@
+"""The shape of one event in an agent's batch. An event that does not fit is rejected
+with a reason; the rest of its batch is still stored."""
+
+from __future__ import annotations
+
+import ipaddress
+
+INT64 = (0, (1 << 63) - 1)
+FIELDS = {
+    # name: (type, (min, max) for numbers / max length for strings)
+    "seq": (int, (1, INT64[1])),
+    "ts_ns": (int, (0, INT64[1])),
+    "pid": (int, (0, (1 << 31) - 1)),
+    "tid": (int, (0, (1 << 31) - 1)),
+    "uid": (int, (0, (1 << 32) - 1)),
+    "gid": (int, (0, (1 << 32) - 1)),
+    "cgroup_id": (int, INT64),
+    "family": (int, (4, 6)),
+    "dest_port": (int, (0, 65535)),
+    "result": (int, (-4095, 0)),
+    "policy_version": (int, (0, (1 << 31) - 1)),
+    "kind": (str, 32),
+    "comm": (str, 64),
+    "cgroup_path": (str, 1024),
+    "dest_ip": (str, 45),
+    "verdict": (str, 5),
+    "rule_id": (str, 64),
+    "severity": (str, 10),
+}
+CONTAINER_FIELDS = {"runtime": 20, "id": 64, "name": 255, "pod_uid": 64}
+VERDICTS = ("allow", "alert", "deny")
+
+
+class EventError(ValueError):
+    pass
+
+
+def check_event(event) -> dict:
+    """Return the event if it fits the schema, else raise EventError naming the field."""
+    if not isinstance(event, dict):
+        raise EventError("event must be an object")
+    for name, (kind, limit) in FIELDS.items():
+        value = event.get(name)
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int) or not limit[0] <= value <= limit[1]:
+                raise EventError(f"{name}: must be an integer in {limit[0]}..{limit[1]}")
+        elif not isinstance(value, str) or len(value) > limit:
+            raise EventError(f"{name}: must be a string of at most {limit} characters")
+    if event["verdict"] not in VERDICTS:
+        raise EventError(f"verdict: must be one of {', '.join(VERDICTS)}")
+    if event["verdict"] != "allow" and not event["rule_id"]:
+        raise EventError("rule_id: required when the verdict is not allow")
+    try:
+        addr = ipaddress.ip_address(event["dest_ip"])
+    except ValueError:
+        raise EventError("dest_ip: not an IP address") from None
+    if addr.version != event["family"]:
+        raise EventError("dest_ip: does not match family")
+    container = event.get("container")
+    if container is not None:
+        if not isinstance(container, dict):
+            raise EventError("container: must be an object or null")
+        for name, limit in CONTAINER_FIELDS.items():
+            value = container.get(name)
+            if not isinstance(value, str) or len(value) > limit or (name != "pod_uid" and not value):
+                raise EventError(f"container.{name}: must be a string of at most {limit} characters")
+        if not event["cgroup_path"]:
+            raise EventError("cgroup_path: required for a container")
+    return event

@@ -1,0 +1,71 @@
+"""`manage.py up`: the dashboard (daphne) and this machine's agent, and optionally the demo.
+
+Used by `make run`. Children get SIGTERM on Ctrl-C or when any of them exits.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = "Run the dashboard with a local agent (and --demo workload) until Ctrl-C."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("CROSSEDGE_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("CROSSEDGE_PORT", "8000")))
+        parser.add_argument("--demo", action="store_true", help="also run the demo workload")
+        parser.add_argument("--no-agent", action="store_true", help="dashboard only")
+
+    def handle(self, *args, **opts):
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        host, port = opts["host"], opts["port"]
+        children = {}
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+        signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+        try:
+            children["dashboard"] = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "dashboard.asgi:application"],
+                cwd=settings.BASE_DIR,
+            )
+            self.wait_for_port(host, port, children["dashboard"])
+            self.stdout.write(self.style.SUCCESS(f"dashboard: http://{host}:{port}/"))
+            if not opts["no_agent"]:
+                children["agent"] = subprocess.Popen(
+                    [*manage, "runagent", "--server", f"ws://{host}:{port}"], cwd=settings.BASE_DIR
+                )
+            if opts["demo"]:
+                children["demo"] = subprocess.Popen([*manage, "demo"], cwd=settings.BASE_DIR)
+            while not stopping:
+                for name, proc in children.items():
+                    if proc.poll() is not None:
+                        raise CommandError(f"{name} exited with status {proc.returncode}; stopping")
+                time.sleep(0.5)
+        finally:
+            for proc in reversed(list(children.values())):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in children.values():
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    def wait_for_port(self, host, port, proc, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise CommandError(f"the dashboard exited with status {proc.returncode} (is port {port} in use?)")
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise CommandError(f"the dashboard did not listen on {host}:{port} within {timeout}s")

@@ -1,0 +1,82 @@
+"""Edge nodes (one agent each) and the containers seen on them."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+
+from monitor.protocol import HEARTBEAT_SECONDS
+
+__all__ = ["Node", "Container"]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Node(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    revoked = models.BooleanField(default=False, help_text="A revoked node's agent is refused.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    kernel = models.CharField(max_length=255, blank=True)
+    agent_version = models.CharField(max_length=50, blank=True)
+    health = models.JSONField(default=dict, blank=True)
+    last_seq = models.BigIntegerField(default=0, help_text="Highest event sequence number stored.")
+    policy_version = models.IntegerField(default=0, help_text="Policy version the agent applied.")
+    policy_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def issue_token(self) -> str:
+        """Set a new random token; returns it (only its hash is kept)."""
+        token = secrets.token_urlsafe(32)
+        self.token_hash = hash_token(token)
+        return token
+
+    @classmethod
+    def authenticate(cls, token: str | None) -> Node | None:
+        if not token or len(token) > 200:
+            return None
+        return cls.objects.filter(token_hash=hash_token(token), revoked=False).first()
+
+    def status(self, now=None) -> str:
+        """online, unknown (heartbeats stopped), never (no agent yet) or revoked."""
+        if self.revoked:
+            return "revoked"
+        if self.last_seen_at is None:
+            return "never"
+        now = now or timezone.now()
+        return "online" if now - self.last_seen_at <= timedelta(seconds=3 * HEARTBEAT_SECONDS) else "unknown"
+
+
+class Container(models.Model):
+    """A container seen on a node; the key is the cgroup path (ids are reused by the kernel)."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="containers")
+    cgroup_path = models.CharField(max_length=1024)
+    cgroup_id = models.BigIntegerField()
+    runtime = models.CharField(max_length=20)
+    container_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=255)
+    pod_uid = models.CharField(max_length=64, blank=True)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["node", "cgroup_path"], name="container_unique_path")]
+        indexes = [models.Index(fields=["name"]), models.Index(fields=["container_id"])]
+
+    def __str__(self):
+        return f"{self.name} ({self.node})"

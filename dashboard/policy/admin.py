@@ -1,0 +1,69 @@
+"""Rules in the admin, with YAML import and export pages."""
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+
+from . import actions, policyfile
+from .models import Rule
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="A policy file in the seed format (rules: with id, match, action).")
+    mode = forms.ChoiceField(
+        choices=[("merge", "merge: keep rules the file does not name"), ("replace", "replace: delete them")]
+    )
+
+
+@admin.register(Rule)
+class RuleAdmin(admin.ModelAdmin):
+    list_display = ("rule_id", "priority", "action", "severity", "container", "dest_ip", "dest_port", "description")
+    list_editable = ("priority", "action")
+    list_filter = ("action", "severity")
+    search_fields = ("rule_id", "description", "container", "dest_ip")
+    change_list_template = "admin/policy/rule/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("rule_id", "description", "action", "severity", "priority", "tags")}),
+        (
+            "Match (empty fields match anything)",
+            {"fields": ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_port")},
+        ),
+    )
+
+    def get_urls(self):
+        extra = [
+            path("import/", self.admin_site.admin_view(self.import_view), name="policy_rule_import"),
+            path("export/", self.admin_site.admin_view(self.export_view), name="policy_rule_export"),
+        ]
+        return extra + super().get_urls()
+
+    def import_view(self, request):
+        if not self.has_change_permission(request) or not self.has_add_permission(request):
+            return redirect("admin:policy_rule_changelist")
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            limit = settings.POLICY_MAX_BYTES
+            try:
+                rules = policyfile.loads(upload.read(limit + 1), upload.name, limit)
+                result = actions.import_rules(rules, form.cleaned_data["mode"])
+            except policyfile.PolicyFileError as exc:
+                form.add_error("file", f"Nothing was imported. {exc}")
+            else:
+                messages.success(request, f"Imported {upload.name}: {result}.")
+                return redirect("admin:policy_rule_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "Import rules from YAML",
+            "opts": self.model._meta,
+        }
+        return render(request, "admin/policy/rule/import.html", context)
+
+    def export_view(self, request):
+        response = HttpResponse(policyfile.dumps(actions.export_specs()), content_type="application/yaml")
+        response["Content-Disposition"] = 'attachment; filename="crossedge-policy.yaml"'
+        return response

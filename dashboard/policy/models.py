@@ -1,0 +1,98 @@
+"""Rules as staff edit them, and the policy version agents follow.
+
+Validation is the agent's own rule parser (monitor.rules.parse_rule), so the admin, the
+YAML import and the agent agree on what a valid rule is.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from monitor import rules as engine
+
+__all__ = ["Rule", "PolicyState"]
+
+ACTION_CHOICES = [(a, a) for a in engine.ACTIONS]
+SEVERITY_CHOICES = [(s, s) for s in engine.SEVERITIES]
+
+
+def form_field(engine_field: str) -> str:
+    """The model field an engine error names ("match.dest_ip" -> "dest_ip", "id" -> "rule_id")."""
+    name = engine_field.removeprefix("match.")
+    return "rule_id" if name == "id" else name
+
+
+class Rule(models.Model):
+    rule_id = models.CharField("id", max_length=64, unique=True, help_text="e.g. rule-001")
+    description = models.CharField(max_length=500, blank=True)
+    priority = models.PositiveIntegerField(default=engine.DEFAULT_PRIORITY, help_text="Lower runs first.")
+    action = models.CharField(max_length=10, choices=ACTION_CHOICES)
+    severity = models.CharField(max_length=10, choices=SEVERITY_CHOICES, default=engine.DEFAULT_SEVERITY)
+    tags = models.JSONField(default=list, blank=True, help_text='e.g. ["T1071"]')
+    cgroup_id = models.BigIntegerField(null=True, blank=True, help_text="cgroup2 id of one container")
+    cgroup_path = models.CharField(max_length=1024, blank=True, help_text="glob, e.g. /system.slice/docker-*")
+    container = models.CharField(max_length=255, blank=True, help_text="container name or glob")
+    dest_ip = models.CharField("destination CIDR", max_length=64, blank=True, help_text="e.g. 127.10.10.5/32")
+    dest_port = models.CharField("destination port", max_length=11, blank=True, help_text="443 or 8000-8080")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self):
+        return self.rule_id
+
+    def to_spec(self) -> dict:
+        match = {}
+        if self.cgroup_id is not None:
+            match["cgroup_id"] = self.cgroup_id
+        for key in ("cgroup_path", "container", "dest_ip"):
+            if getattr(self, key):
+                match[key] = getattr(self, key)
+        if self.dest_port:
+            match["dest_port"] = int(self.dest_port) if self.dest_port.isdigit() else self.dest_port
+        return {
+            "id": self.rule_id,
+            "description": self.description,
+            "priority": self.priority,
+            "severity": self.severity,
+            "tags": list(self.tags or []),
+            "match": match,
+            "action": self.action,
+        }
+
+    def set_from(self, rule: engine.Rule) -> None:
+        """Copy a validated engine rule into this row (normalised: CIDR and port as text)."""
+        self.rule_id = rule.id
+        self.description = rule.description
+        self.priority = rule.priority
+        self.severity = rule.severity
+        self.tags = list(rule.tags)
+        self.action = rule.action
+        self.cgroup_id = rule.cgroup_id
+        self.cgroup_path = rule.cgroup_path or ""
+        self.container = rule.container or ""
+        self.dest_ip = str(rule.dest_net) if rule.dest_net else ""
+        self.dest_port = str(engine.format_port(*rule.port_range)) if rule.port_range else ""
+
+    def clean(self):
+        try:
+            self.set_from(engine.parse_rule(self.to_spec()))
+        except engine.RuleError as exc:
+            raise ValidationError({form_field(exc.field): exc.message}) from None
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class PolicyState(models.Model):
+    """A single row: the policy version, bumped in the same transaction as any rule change."""
+
+    version = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    @classmethod
+    def current(cls) -> int:
+        row = cls.objects.filter(pk=1).first()
+        return row.version if row else 0

@@ -1,0 +1,116 @@
+"""CrossEdge dashboard settings, read from the environment.
+
+Defaults give the embedded setup (SQLite, in-memory channel layer, state under var/).
+Production: CROSSEDGE_DEBUG=0, CROSSEDGE_SECRET_KEY, CROSSEDGE_ALLOWED_HOSTS.
+"""
+
+import os
+from pathlib import Path
+
+from .env import envbool, envint, envlist, envsecret
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("CROSSEDGE_VAR_DIR", BASE_DIR / "var"))
+
+DEBUG = envbool("CROSSEDGE_DEBUG", False)
+SECRET_KEY = envsecret("CROSSEDGE_SECRET_KEY", VAR_DIR / "secret_key")
+ALLOWED_HOSTS = envlist("CROSSEDGE_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "dashboard.fleet",
+    "dashboard.policy",
+    "dashboard.events",
+    "dashboard.api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+ASGI_APPLICATION = "dashboard.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "crossedge.sqlite3",
+        "OPTIONS": {
+            # WAL lets the feeds read while ingest writes; IMMEDIATE avoids lock upgrades.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    }
+}
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+WHITENOISE_USE_FINDERS = True  # serve static/ and the admin's files without a collectstatic step
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+
+SESSION_COOKIE_SECURE = envbool("CROSSEDGE_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Policy files: the importer refuses anything larger.
+POLICY_MAX_BYTES = envint("CROSSEDGE_POLICY_MAX_BYTES", 1 << 20)
+FEED_BACKFILL = envint("CROSSEDGE_FEED_BACKFILL", 50)
+API_PAGE_SIZE = envint("CROSSEDGE_API_PAGE_SIZE", 100)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"crossedge": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}
+
+# Where the agent finds Docker's container metadata (for names); the demo writes its own.
+DOCKER_ROOTS = envlist("CROSSEDGE_DOCKER_ROOTS", f"/var/lib/docker,{VAR_DIR / 'demo-docker'}")

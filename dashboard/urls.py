@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from dashboard.api import views as api
+from dashboard.events import views as events
+from dashboard.fleet import views as fleet
+from dashboard.policy import views as policy
+
+urlpatterns = [
+    path("", events.overview, name="overview"),
+    path("feed/<str:feed>/", events.feed, name="feed"),
+    path("nodes/", fleet.nodes, name="nodes"),
+    path("containers/", fleet.containers, name="containers"),
+    path("rules/", policy.rules, name="rules"),
+    path("api/connections/", api.connections, name="api-connections"),
+    path("api/violations/", api.violations, name="api-violations"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+]

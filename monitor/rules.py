@@ -1,0 +1,240 @@
+"""The rule engine: plain data in, verdict out.
+
+No Django here: the agent evaluates with it, and the dashboard validates admin forms and
+YAML imports with the same `parse_rule`, so a rule the dashboard accepts is exactly a rule
+the agent can run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+ACTIONS = ("allow", "alert", "deny")
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action")
+MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_port")
+DEFAULT_PRIORITY = 100
+DEFAULT_SEVERITY = "medium"
+RULE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+MAX_TEXT = 500
+MAX_TAGS = 32
+
+
+class RuleError(ValueError):
+    """A rule that does not fit the schema; names the rule and the field at fault."""
+
+    def __init__(self, rule_id: str | None, field_name: str, message: str):
+        self.rule_id = rule_id
+        self.field = field_name
+        self.message = message
+        who = f"rule {rule_id!r}" if rule_id else "rule"
+        super().__init__(f"{who}: {field_name}: {message}")
+
+
+def parse_port(value) -> tuple[int, int]:
+    """A port (443) or an inclusive range ("8000-8080") as (low, high)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a port number or a range like 8000-8080")
+    if isinstance(value, int):
+        low = high = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d{1,5}\s*(-\s*\d{1,5}\s*)?", value):
+        parts = [int(p) for p in value.split("-")]
+        low, high = parts[0], parts[-1]
+    else:
+        raise ValueError("must be a port number or a range like 8000-8080")
+    if not (1 <= low <= 65535 and 1 <= high <= 65535):
+        raise ValueError("ports must be between 1 and 65535")
+    if low > high:
+        raise ValueError(f"range {low}-{high} runs backwards")
+    return low, high
+
+
+def format_port(low: int, high: int) -> int | str:
+    return low if low == high else f"{low}-{high}"
+
+
+def parse_network(value) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str):
+        raise ValueError("must be an IP address or CIDR such as 127.10.10.5/32 or fd00::/8")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid CIDR ({exc})") from None
+
+
+def _text(rule_id, name, value, *, required=False, limit=MAX_TEXT) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise RuleError(rule_id, name, "must be a non-empty string" if required else "must be a string")
+    if len(value) > limit:
+        raise RuleError(rule_id, name, f"longer than {limit} characters")
+    return value
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validated rule. Unset selectors match anything."""
+
+    id: str
+    action: str
+    description: str = ""
+    priority: int = DEFAULT_PRIORITY
+    severity: str = DEFAULT_SEVERITY
+    tags: tuple[str, ...] = ()
+    cgroup_id: int | None = None
+    cgroup_path: str | None = None
+    container: str | None = None
+    dest_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    port_range: tuple[int, int] | None = None
+    order: int = field(default=0, compare=False)
+
+    def matches(self, flow: Flow) -> bool:
+        if self.cgroup_id is not None and flow.cgroup_id != self.cgroup_id:
+            return False
+        if self.container is not None and not (flow.container and fnmatch.fnmatchcase(flow.container, self.container)):
+            return False
+        if self.cgroup_path is not None and not (
+            flow.cgroup_path and fnmatch.fnmatchcase(flow.cgroup_path, self.cgroup_path)
+        ):
+            return False
+        if self.dest_net is not None and (
+            flow.dest_ip is None or flow.dest_ip.version != self.dest_net.version or flow.dest_ip not in self.dest_net
+        ):
+            return False
+        if self.port_range is not None and not (self.port_range[0] <= flow.dest_port <= self.port_range[1]):
+            return False
+        return True
+
+    def to_spec(self) -> dict:
+        """The rule in the policy file's (seed) format."""
+        match = {}
+        if self.cgroup_id is not None:
+            match["cgroup_id"] = self.cgroup_id
+        if self.cgroup_path is not None:
+            match["cgroup_path"] = self.cgroup_path
+        if self.container is not None:
+            match["container"] = self.container
+        if self.dest_net is not None:
+            match["dest_ip"] = str(self.dest_net)
+        if self.port_range is not None:
+            match["dest_port"] = format_port(*self.port_range)
+        spec = {"id": self.id, "description": self.description, "match": match, "action": self.action}
+        if self.priority != DEFAULT_PRIORITY:
+            spec["priority"] = self.priority
+        if self.severity != DEFAULT_SEVERITY:
+            spec["severity"] = self.severity
+        if self.tags:
+            spec["tags"] = list(self.tags)
+        return spec
+
+
+def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
+    """Validate one rule in the seed format against the strict schema."""
+    if not isinstance(data, dict):
+        raise RuleError(where, "rule", "must be a mapping with id, match and action")
+    rule_id = data.get("id")
+    if not isinstance(rule_id, str) or not RULE_ID_RE.match(rule_id):
+        raise RuleError(where, "id", "must be 1-64 letters, digits, '.', '_', ':' or '-' (e.g. rule-001)")
+    unknown = sorted(set(data) - set(RULE_KEYS))
+    if unknown:
+        raise RuleError(rule_id, unknown[0], f"unknown field (allowed: {', '.join(RULE_KEYS)})")
+
+    action = data.get("action")
+    if action not in ACTIONS:
+        raise RuleError(rule_id, "action", f"must be one of {', '.join(ACTIONS)}, not {action!r}")
+    severity = data.get("severity", DEFAULT_SEVERITY)
+    if severity not in SEVERITIES:
+        raise RuleError(rule_id, "severity", f"must be one of {', '.join(SEVERITIES)}, not {severity!r}")
+    priority = data.get("priority", DEFAULT_PRIORITY)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1_000_000:
+        raise RuleError(rule_id, "priority", "must be a whole number from 0 to 1000000 (lower runs first)")
+    description = _text(rule_id, "description", data.get("description"))
+    tags = data.get("tags", [])
+    if not isinstance(tags, list) or len(tags) > MAX_TAGS:
+        raise RuleError(rule_id, "tags", f"must be a list of at most {MAX_TAGS} strings")
+    for tag in tags:
+        _text(rule_id, "tags", tag, required=True, limit=64)
+
+    match = data.get("match")
+    if not isinstance(match, dict):
+        raise RuleError(rule_id, "match", "must be a mapping (use {} to match every connection)")
+    unknown = sorted(set(match) - set(MATCH_KEYS))
+    if unknown:
+        raise RuleError(rule_id, f"match.{unknown[0]}", f"unknown selector (allowed: {', '.join(MATCH_KEYS)})")
+
+    cgroup_id = match.get("cgroup_id")
+    if cgroup_id is not None and (isinstance(cgroup_id, bool) or not isinstance(cgroup_id, int) or cgroup_id <= 0):
+        raise RuleError(rule_id, "match.cgroup_id", "must be a positive whole number (the cgroup2 inode)")
+    for key in ("cgroup_path", "container"):
+        if key in match:
+            _text(rule_id, f"match.{key}", match[key], required=True, limit=4096)
+    try:
+        dest_net = parse_network(match["dest_ip"]) if "dest_ip" in match else None
+    except ValueError as exc:
+        raise RuleError(rule_id, "match.dest_ip", str(exc)) from None
+    try:
+        port_range = parse_port(match["dest_port"]) if "dest_port" in match else None
+    except ValueError as exc:
+        raise RuleError(rule_id, "match.dest_port", str(exc)) from None
+
+    return Rule(
+        id=rule_id,
+        action=action,
+        description=description,
+        priority=priority,
+        severity=severity,
+        tags=tuple(tags),
+        cgroup_id=cgroup_id,
+        cgroup_path=match.get("cgroup_path"),
+        container=match.get("container"),
+        dest_net=dest_net,
+        port_range=port_range,
+        order=order,
+    )
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What a rule looks at in a connection."""
+
+    dest_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    dest_port: int
+    cgroup_id: int | None = None
+    cgroup_path: str | None = None
+    container: str | None = None
+
+    @classmethod
+    def of(cls, dest_ip: str, dest_port: int, **scope) -> Flow:
+        try:
+            addr = ipaddress.ip_address(dest_ip)
+        except ValueError:
+            addr = None
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped  # a v4 socket reached through a v6 one is still v4 traffic
+        return cls(dest_ip=addr, dest_port=dest_port, **scope)
+
+
+class RuleSet:
+    """Rules in evaluation order: lowest priority number first, then file/creation order."""
+
+    def __init__(self, rules=(), version: int = 0):
+        self.rules = sorted(rules, key=lambda r: (r.priority, r.order))
+        self.version = version
+
+    @classmethod
+    def from_specs(cls, specs, version: int = 0) -> RuleSet:
+        return cls([parse_rule(s, order=i) for i, s in enumerate(specs)], version)
+
+    def evaluate(self, flow: Flow) -> Rule | None:
+        """First matching rule, or None (no match means allow)."""
+        for rule in self.rules:
+            if rule.matches(flow):
+                return rule
+        return None
+
+    def __len__(self):
+        return len(self.rules)

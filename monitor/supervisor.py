@@ -1,0 +1,173 @@
+"""Runs one backend as a child process and keeps it running.
+
+The child is restarted with exponential backoff when it exits (reset after it has run
+`stable_after` seconds); its stderr goes to the log; its non-data lines become health
+figures. A bad line is skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from .backends import Backend
+from .parsers.bpftrace import LineError, Signal, decode
+
+log = logging.getLogger("crossedge.supervisor")
+HARMLESS_STDERR = ("couldn't set RLIMIT_MEMLOCK",)
+LINE_LIMIT = 1 << 20
+
+
+@dataclass
+class BackendHealth:
+    state: str = "starting"  # starting | running | backoff | failed | stopped
+    pid: int | None = None
+    restarts: int = 0
+    attached_probes: int = 0
+    events: int = 0
+    lost_events: int = 0
+    bad_lines: int = 0
+    last_error: str = ""
+    since: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        backend: Backend,
+        on_event: Callable[[str, dict], None],
+        *,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        stable_after: float = 30.0,
+    ):
+        self.backend = backend
+        self.on_event = on_event
+        self.min_backoff, self.max_backoff, self.stable_after = min_backoff, max_backoff, stable_after
+        self.health = BackendHealth(since=time.time())
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._last_stderr = ""
+        self.ready = asyncio.Event()  # set once the probes are attached
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            started = time.monotonic()
+            await self._run_once()
+            if self._stopping:
+                break
+            failures = 0 if time.monotonic() - started >= self.stable_after else failures + 1
+            delay = min(self.max_backoff, self.min_backoff * 2 ** max(0, failures - 1))
+            self.health.restarts += 1
+            self._set_state("backoff")
+            log.warning("backend %s stopped (%s); restart in %.1fs", self.backend.name, self.health.last_error, delay)
+            await asyncio.sleep(delay)
+        self._set_state("stopped")
+
+    async def _run_once(self) -> None:
+        executable = shutil.which(self.backend.program)
+        if executable is None:
+            self.health.last_error = (
+                f"{self.backend.program} not found on PATH; install it ({self.backend.install_hint})"
+            )
+            self._set_state("failed")
+            return
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.backend.argv(executable),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                limit=LINE_LIMIT,
+                start_new_session=True,  # our signals, not the terminal's, stop it
+            )
+        except OSError as exc:
+            self.health.last_error = f"cannot start {executable}: {exc}"
+            self._set_state("failed")
+            return
+        self.health.pid = self._proc.pid
+        self._set_state("starting")
+        stderr_task = asyncio.create_task(self._pump_stderr(self._proc.stderr))
+        await self._pump_stdout(self._proc.stdout)
+        code = await self._proc.wait()
+        await stderr_task
+        self.health.pid = None
+        self.ready.clear()
+        if not self._stopping:
+            self.health.last_error = f"exited with status {code}" + (
+                f": {self._last_stderr}" if self._last_stderr else ""
+            )
+
+    async def _pump_stdout(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # longer than LINE_LIMIT: the reader drops it
+                self.health.bad_lines += 1
+                continue
+            if not line:
+                return
+            self.handle_line(line)
+
+    def handle_line(self, line: bytes | str) -> None:
+        """One stdout line: an event, a health signal, or a counted bad line."""
+        try:
+            item = decode(line)
+            if isinstance(item, Signal):
+                self._signal(item)
+                return
+            event = self.backend.parse(item)
+        except LineError as exc:
+            self.health.bad_lines += 1
+            if self.health.bad_lines <= 10 or self.health.bad_lines % 1000 == 0:
+                log.warning("backend %s: bad line skipped (%s): %.200r", self.backend.name, exc, line)
+            return
+        self.health.events += 1
+        self.on_event(self.backend.name, event)
+
+    def _signal(self, sig: Signal) -> None:
+        if sig.kind == "attached":
+            self.health.attached_probes = sig.count
+            self._set_state("running")
+            self.ready.set()
+        elif sig.kind == "lost":
+            self.health.lost_events += sig.count
+            log.warning("backend %s: kernel dropped %d events", self.backend.name, sig.count)
+
+    async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
+        self._last_stderr = ""
+        while line := await stream.readline():
+            text = line.decode(errors="replace").strip()
+            if not text:
+                continue
+            if any(h in text for h in HARMLESS_STDERR):
+                log.debug("backend %s: %s", self.backend.name, text)
+                continue
+            self._last_stderr = text[:500]
+            log.warning("backend %s: %s", self.backend.name, text)
+
+    def _set_state(self, state: str) -> None:
+        if state != self.health.state:
+            self.health.state = state
+            self.health.since = time.time()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        proc = self._proc
+        if proc and proc.returncode is None:
+            proc.send_signal(signal.SIGINT)  # bpftrace detaches its probes on SIGINT
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                os.kill(proc.pid, signal.SIGKILL)
+                await proc.wait()
