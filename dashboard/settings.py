@@ -88,7 +88,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = os.environ.get("CROSSEDGE_STATIC_ROOT") or None  # set it to collectstatic for a proxy
 WHITENOISE_USE_FINDERS = True  # serve static/ and the admin's files without a collectstatic step
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -121,6 +121,8 @@ class Supervisor:
 
     def handle_line(self, line: bytes | str) -> None:
         """One stdout line: an event, a health signal, or a counted bad line."""
+        if not line.strip():
+            return  # bpftrace prints empty lines as it exits
         try:
             item = decode(line)
             if isinstance(item, Signal):

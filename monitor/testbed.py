@@ -102,11 +102,11 @@ class SimulatedContainer:
         self.remove()
 
 
-def connect_once(host: str, port: int, timeout: float = 2.0) -> int:
-    """One TCP connect; 0 or the errno, like connect() itself."""
+def connect_once(host: str, port: int) -> int:
+    """One blocking TCP connect (so the kernel reports its final result, not EINPROGRESS);
+    0 or the errno. Targets are on loopback or a test's own netns: they answer at once."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
         return sock.connect_ex((host, port))
 
 

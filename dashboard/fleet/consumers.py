@@ -121,6 +121,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def policy_changed(self, message):
         """Group message: a rule changed; push the whole current policy."""
+        if message.get("version") is not None and message["version"] == self.pushed_version:
+            return
         policy = await database_sync_to_async(current_policy)()
         self.pushed_version = policy["version"]
         await self.send(json.dumps(policy))

@@ -10,7 +10,6 @@ from django.db.models import F
 from .models import PolicyState, Rule
 
 AGENTS_GROUP = "agents"
-_last_announced = {"version": -1}
 
 
 def current_policy() -> dict:
@@ -27,11 +26,12 @@ def bump_version() -> None:
 
 
 def announce() -> None:
-    """Tell every connected agent consumer in this channel layer that the policy changed."""
+    """Tell every connected agent consumer in this channel layer that the policy changed.
+
+    An import that saved many rules announces many times, all with the final version;
+    consumers push each version once.
+    """
     version = PolicyState.current()
-    if version == _last_announced["version"]:
-        return  # one import that saved many rules announces once
-    _last_announced["version"] = version
     layer = get_channel_layer()
     if layer is not None:
         async_to_sync(layer.group_send)(AGENTS_GROUP, {"type": "policy.changed", "version": version})

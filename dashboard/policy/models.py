@@ -58,7 +58,7 @@ class Rule(models.Model):
             "description": self.description,
             "priority": self.priority,
             "severity": self.severity,
-            "tags": list(self.tags or []),
+            "tags": self.tags if self.tags is not None else [],
             "match": match,
             "action": self.action,
         }

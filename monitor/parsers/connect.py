@@ -43,6 +43,7 @@ def parse(payload: str) -> dict:
         raise LineError("address does not match its family")
     if not 0 <= event["dest_port"] <= 65535 or min(event["pid"], event["tid"], event["cgroup_id"]) < 0:
         raise LineError("number out of range")
-    event["dest_ip"] = str(addr)
+    mapped = addr.version == 6 and addr.ipv4_mapped
+    event["dest_ip"] = f"::ffff:{mapped}" if mapped else str(addr)  # as people write it
     event["comm"] = comm
     return event

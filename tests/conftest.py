@@ -1,0 +1,41 @@
+"""Shared fixtures. Kernel tests need root, bpftrace and the cgroup2/tracefs mounts:
+without them they skip on a developer's machine and fail under CI=true."""
+
+import os
+import shutil
+import uuid
+
+import pytest
+
+from monitor.cgroups import cgroup2_mount
+
+
+def _kernel_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "kernel tests need root"
+    for tool in ("bpftrace",):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (make setup)"
+    if not os.path.isdir("/sys/kernel/tracing/events/syscalls"):
+        return "tracefs is not mounted at /sys/kernel/tracing (make mounts)"
+    try:
+        cgroup2_mount()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(scope="session")
+def kernel():
+    """Use in every test that touches the real kernel."""
+    problem = _kernel_problem()
+    if problem:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"kernel test cannot run in CI: {problem}")
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def cgroup_parent():
+    """A parent cgroup name of this test's own (never the root)."""
+    return f"crossedge-test-{uuid.uuid4().hex[:8]}.slice"

@@ -1,0 +1,50 @@
+"""Named fixtures for dashboard tests: nodes, users, and agent events as agents send them."""
+
+import itertools
+import time
+
+import pytest
+
+from dashboard.fleet.models import Node
+
+_seq = itertools.count(1)
+
+
+@pytest.fixture
+def node(db):
+    n = Node(name="edge-1")
+    n.token = n.issue_token()
+    n.save()
+    return n
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_superuser("staff", "", "pw-staff-123")
+
+
+def agent_event(seq=None, **overrides):
+    """One event shaped exactly like the agent's pipeline emits it."""
+    event = {
+        "seq": seq if seq is not None else next(_seq),
+        "kind": "connect",
+        "ts_ns": time.time_ns(),
+        "pid": 4242,
+        "tid": 4242,
+        "uid": 0,
+        "gid": 0,
+        "cgroup_id": 7519,
+        "cgroup_path": "/system.slice/docker-" + "ab" * 32 + ".scope",
+        "family": 4,
+        "dest_ip": "127.10.10.5",
+        "dest_port": 443,
+        "result": 0,
+        "comm": "curl",
+        "container": {"runtime": "docker", "id": "ab" * 32, "name": "edge-app-prod", "pod_uid": ""},
+        "verdict": "alert",
+        "rule_id": "rule-001",
+        "severity": "high",
+        "policy_version": 1,
+    }
+    event.update(overrides)
+    return event

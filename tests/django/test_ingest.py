@@ -1,0 +1,64 @@
+"""Storing agent batches: idempotent by (node, seq), bad events rejected alone."""
+
+import pytest
+
+from dashboard.events.ingest import ingest_batch
+from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.fleet.models import Container, Node
+
+from .conftest import agent_event
+
+
+@pytest.mark.django_db
+def test_batch_is_stored_with_containers_and_violations(node):
+    batch = [
+        agent_event(1),
+        agent_event(2, verdict="allow", rule_id="", severity=""),
+        agent_event(3, container=None, cgroup_path="/user.slice", verdict="deny", rule_id="rule-002"),
+    ]
+    result = ingest_batch(node, batch)
+    assert (result.stored, result.duplicates, result.rejected, result.last_seq) == (3, 0, [], 3)
+    assert Container.objects.get().name == "edge-app-prod"
+    host_event = ConnectionEvent.objects.get(seq=3)
+    assert host_event.container is None and host_event.cgroup_path == "/user.slice"
+    assert sorted(Violation.objects.values_list("rule_id", "action")) == [("rule-001", "alert"), ("rule-002", "deny")]
+    assert Node.objects.get(pk=node.pk).last_seq == 3
+
+
+@pytest.mark.django_db
+def test_resent_batch_stores_nothing_twice(node):
+    batch = [agent_event(10), agent_event(11)]
+    ingest_batch(node, batch)
+    again = ingest_batch(node, batch + [agent_event(12)])
+    assert (again.stored, again.duplicates) == (1, 2)
+    assert ConnectionEvent.objects.count() == 3 and Violation.objects.count() == 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tid": "1"},
+        {"dest_ip": "not-an-ip"},
+        {"dest_ip": "::1"},  # family 4
+        {"dest_port": 70000},
+        {"verdict": "maybe"},
+        {"verdict": "deny", "rule_id": ""},
+        {"comm": "x" * 65},
+        {"pid": True},
+        {"container": {"runtime": "docker"}},
+        {"container": "edge"},
+        {"ts_ns": -5},
+    ],
+)
+def test_bad_event_is_rejected_the_rest_of_its_batch_is_stored(node, bad):
+    result = ingest_batch(node, [agent_event(1), agent_event(2, **bad), agent_event(3)])
+    assert result.stored == 2 and len(result.rejected) == 1
+    assert result.rejected[0]["index"] == 1 and result.rejected[0]["reason"]
+    assert sorted(ConnectionEvent.objects.values_list("seq", flat=True)) == [1, 3]
+
+
+@pytest.mark.django_db
+def test_non_object_events_are_rejected(node):
+    result = ingest_batch(node, ["x", None, 5])
+    assert result.stored == 0 and len(result.rejected) == 3

@@ -1,0 +1,50 @@
+"""Rules edited in the admin are validated by the engine's own schema."""
+
+import pytest
+
+from dashboard.policy.models import PolicyState, Rule
+
+FORM = {
+    "rule_id": "rule-010",
+    "description": "",
+    "action": "deny",
+    "severity": "medium",
+    "priority": 100,
+    "tags": "[]",
+    "container": "",
+    "cgroup_path": "",
+    "cgroup_id": "",
+    "dest_ip": "",
+    "dest_port": "",
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "change, field, text",
+    [
+        ({"dest_ip": "127.0.0.300/32"}, "dest_ip", "not a valid CIDR"),
+        ({"dest_port": "70000"}, "dest_port", "between 1 and 65535"),
+        ({"dest_port": "http"}, "dest_port", "port number or a range"),
+        ({"action": "block"}, "action", "block"),
+        ({"tags": '{"a": 1}'}, "tags", "list"),
+    ],
+)
+def test_invalid_rule_is_a_form_error(client, staff, change, field, text):
+    client.force_login(staff)
+    response = client.post("/admin/policy/rule/add/", {**FORM, **change})
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors and text in " ".join(errors[field])
+    assert not Rule.objects.exists()
+
+
+@pytest.mark.django_db
+def test_valid_rule_saves_normalised_and_bumps_version(client, staff):
+    client.force_login(staff)
+    version = PolicyState.current()
+    response = client.post("/admin/policy/rule/add/", {**FORM, "dest_ip": "127.10.10.5", "dest_port": "8000 - 8080"})
+    assert response.status_code == 302
+    rule = Rule.objects.get()
+    assert (rule.dest_ip, rule.dest_port) == ("127.10.10.5/32", "8000-8080")
+    assert PolicyState.current() == version + 1

@@ -1,0 +1,64 @@
+"""cgroup path -> container, by each runtime's naming convention."""
+
+import json
+
+from monitor.cgroups import CgroupIndex, cgroup2_mount
+from monitor.containers import identify
+
+CID = "ab" * 32
+POD = "0d5a8a3e-1f2b-4c3d-9e8f-7a6b5c4d3e2f"
+
+
+def test_docker_systemd_and_cgroupfs_drivers():
+    ref = identify(f"/system.slice/docker-{CID}.scope", ())
+    assert (ref.runtime, ref.container_id, ref.name) == ("docker", CID, CID[:12])
+    assert identify(f"/docker/{CID}", ()).runtime == "docker"
+
+
+def test_containerd_crio_podman():
+    assert identify(f"/system.slice/cri-containerd-{CID}.scope", ()).runtime == "containerd"
+    assert identify(f"/machine.slice/libpod-{CID}.scope", ()).runtime == "podman"
+    assert identify(f"/crio-{CID}.scope", ()).runtime == "cri-o"
+
+
+def test_kubepods_both_drivers():
+    pod_slice = f"kubepods-burstable-pod{POD.replace('-', '_')}.slice"
+    systemd = f"/kubepods.slice/kubepods-burstable.slice/{pod_slice}/cri-containerd-{CID}.scope"
+    ref = identify(systemd, ())
+    assert (ref.runtime, ref.pod_uid) == ("containerd", POD)
+    ref = identify(f"/kubepods/burstable/pod{POD}/{CID}", ())
+    assert (ref.runtime, ref.container_id, ref.pod_uid) == ("kubepods", CID, POD)
+
+
+def test_host_paths_are_not_containers():
+    for path in ("/", "/system.slice/ssh.service", "/user.slice/user-0.slice/session-1.scope", "", None):
+        assert identify(path, ()) is None
+
+
+def test_nested_cgroup_inside_a_container_belongs_to_it():
+    assert identify(f"/system.slice/docker-{CID}.scope/init", ()).container_id == CID
+
+
+def test_docker_metadata_gives_the_name(tmp_path):
+    meta = tmp_path / "containers" / CID
+    meta.mkdir(parents=True)
+    ref = identify(f"/system.slice/docker-{CID}.scope", (str(tmp_path),))
+    assert ref.name == CID[:12]  # no metadata yet: short id, and the miss is not cached
+    (meta / "config.v2.json").write_text(json.dumps({"Name": "/edge-app-prod"}))
+    assert identify(f"/system.slice/docker-{CID}.scope", ("/nonexistent", str(tmp_path))).name == "edge-app-prod"
+
+
+def test_cgroup2_mount_from_proc_mounts(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n")
+    assert cgroup2_mount(str(mounts)) == "/sys/fs/cgroup/unified"
+
+
+def test_index_finds_new_directories_on_a_miss(tmp_path):
+    (tmp_path / "a").mkdir()
+    index = CgroupIndex(str(tmp_path), rescan_interval=0)
+    assert index.path((tmp_path / "a").stat().st_ino) == "/a"
+    (tmp_path / "a" / "b").mkdir()
+    assert index.path((tmp_path / "a" / "b").stat().st_ino) == "/a/b"
+    assert index.path(tmp_path.stat().st_ino) == "/"
+    assert index.path(1) is None or index.path(1)  # unknown ids do not raise

@@ -1,0 +1,110 @@
+"""The rule engine: first match by priority, CIDR v4/v6, ports and ranges, selectors."""
+
+import pytest
+
+from monitor.rules import Flow, RuleError, RuleSet, parse_port, parse_rule
+
+
+def rules(*specs):
+    return RuleSet.from_specs(list(specs))
+
+
+def verdict(ruleset, ip, port, **scope):
+    rule = ruleset.evaluate(Flow.of(ip, port, **scope))
+    return (rule.id, rule.action) if rule else None
+
+
+def test_no_match_means_allow():
+    rs = rules({"id": "r1", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"})
+    assert verdict(rs, "127.10.10.6", 443) is None
+
+
+def test_first_match_in_priority_order_wins():
+    rs = rules(
+        {"id": "broad", "match": {"dest_ip": "127.0.0.0/8"}, "action": "alert"},
+        {"id": "narrow", "priority": 10, "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"},
+        {"id": "later", "match": {"dest_ip": "127.10.10.0/24"}, "action": "allow"},
+    )
+    assert verdict(rs, "127.10.10.5", 1) == ("narrow", "deny")
+    assert verdict(rs, "127.10.10.6", 1) == ("broad", "alert")  # same priority: file order
+
+
+def test_cidr_v4_and_v6_do_not_cross():
+    rs = rules(
+        {"id": "v6", "match": {"dest_ip": "fd00::/8"}, "action": "deny"},
+        {"id": "v4", "match": {"dest_ip": "127.0.0.0/8"}, "action": "alert"},
+    )
+    assert verdict(rs, "fd12::1", 80) == ("v6", "deny")
+    assert verdict(rs, "fe80::1", 80) is None
+    assert verdict(rs, "127.1.2.3", 80) == ("v4", "alert")
+    assert verdict(rs, "::1", 80) is None
+
+
+def test_ipv4_mapped_ipv6_is_matched_as_ipv4():
+    rs = rules({"id": "v4", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"})
+    assert verdict(rs, "::ffff:127.10.10.5", 80) == ("v4", "deny")
+
+
+def test_ports_and_ranges():
+    rs = rules(
+        {"id": "db", "match": {"dest_port": 3306}, "action": "deny"},
+        {"id": "web", "match": {"dest_port": "8000-8080"}, "action": "alert"},
+    )
+    assert verdict(rs, "127.0.0.2", 3306) == ("db", "deny")
+    assert verdict(rs, "127.0.0.2", 8000) == ("web", "alert")
+    assert verdict(rs, "127.0.0.2", 8080) == ("web", "alert")
+    assert verdict(rs, "127.0.0.2", 8081) is None
+    assert parse_port("22- 25") == (22, 25)
+
+
+def test_container_selectors():
+    rs = rules(
+        {"id": "by-id", "match": {"cgroup_id": 4242}, "action": "deny"},
+        {"id": "by-name", "match": {"container": "edge-app-staging", "dest_port": 3306}, "action": "deny"},
+        {"id": "by-glob", "match": {"container": "edge-*"}, "action": "alert"},
+        {"id": "by-path", "match": {"cgroup_path": "/kubepods.slice/*"}, "action": "alert"},
+    )
+    assert verdict(rs, "127.0.0.2", 1, cgroup_id=4242) == ("by-id", "deny")
+    assert verdict(rs, "127.0.0.2", 3306, container="edge-app-staging") == ("by-name", "deny")
+    assert verdict(rs, "127.0.0.2", 3306, container="edge-app-prod") == ("by-glob", "alert")
+    assert verdict(rs, "127.0.0.2", 3306, container="other") is None
+    assert verdict(rs, "127.0.0.2", 1, cgroup_path="/kubepods.slice/pod1/x") == ("by-path", "alert")
+    assert verdict(rs, "127.0.0.2", 3306) is None  # the host is not a container
+
+
+@pytest.mark.parametrize(
+    "spec, field",
+    [
+        ({"id": "x", "match": {"dest_ip": "300.1.1.1/32"}, "action": "deny"}, "match.dest_ip"),
+        ({"id": "x", "match": {"dest_ip": "10.0.0.1/24"}, "action": "deny"}, "match.dest_ip"),  # host bits set
+        ({"id": "x", "match": {"dest_port": 0}, "action": "deny"}, "match.dest_port"),
+        ({"id": "x", "match": {"dest_port": 65536}, "action": "deny"}, "match.dest_port"),
+        ({"id": "x", "match": {"dest_port": "90-80"}, "action": "deny"}, "match.dest_port"),
+        ({"id": "x", "match": {"dest_port": True}, "action": "deny"}, "match.dest_port"),
+        ({"id": "x", "match": {}, "action": "block"}, "action"),
+        ({"id": "x", "match": {}, "action": "deny", "severity": "urgent"}, "severity"),
+        ({"id": "x", "match": {"host": "a"}, "action": "deny"}, "match.host"),
+        ({"id": "x", "match": {}, "action": "deny", "extra": 1}, "extra"),
+        ({"id": "bad id!", "match": {}, "action": "deny"}, "id"),
+        ({"id": "x", "match": "everything", "action": "deny"}, "match"),
+        ({"id": "x", "match": {"cgroup_id": -1}, "action": "deny"}, "match.cgroup_id"),
+        ({"id": "x", "match": {}, "action": "deny", "tags": "T1071"}, "tags"),
+    ],
+)
+def test_malformed_rules_name_the_field(spec, field):
+    with pytest.raises(RuleError) as err:
+        parse_rule(spec)
+    assert err.value.field == field
+
+
+def test_spec_round_trip():
+    spec = {
+        "id": "r",
+        "description": "d",
+        "match": {"container": "c", "dest_ip": "fd00::/8", "dest_port": "1-2"},
+        "action": "deny",
+        "priority": 5,
+        "severity": "high",
+        "tags": ["T1"],
+    }
+    assert parse_rule(spec).to_spec() == spec
