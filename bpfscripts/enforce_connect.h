@@ -1,0 +1,57 @@
+/* Types shared by enforce_connect.bpf.c and its decoder, monitor/kernel/layout.py.
+ * A test compares the decoder's sizes and offsets with the BTF of the built object. */
+#ifndef CROSSEDGE_ENFORCE_CONNECT_H
+#define CROSSEDGE_ENFORCE_CONNECT_H
+
+#define CE_RULE_ID_LEN 64
+#define CE_MAX_SLOTS 16384   /* rules that can be counted; slot 0 counts "no rule matched" */
+#define CE_MAX_ENTRIES 65536 /* entries per trie */
+
+#define CE_ALLOW 0
+#define CE_ALERT 1
+#define CE_DENY 2
+
+/* LPM trie keys. The prefix always covers cgroup_id and port in full (80 bits), then
+ * prefixlen - 80 bits of the address. cgroup_id 0 = every monitored container;
+ * port 0 = any port (network byte order otherwise). */
+struct ce_key4 {
+	__u32 prefixlen;
+	__u64 cgroup_id;
+	__u16 port;
+	__u8 addr[4];
+} __attribute__((packed));
+
+struct ce_key6 {
+	__u32 prefixlen;
+	__u64 cgroup_id;
+	__u16 port;
+	__u8 addr[16];
+} __attribute__((packed));
+
+/* What a key decides. rank orders rules (lower wins, as in the rule engine); the agent
+ * flattens the rule set so a trie's longest match is its bucket's first match. */
+struct ce_rule {
+	__u32 rank;
+	__u32 slot;
+	__u8 action;
+	__u8 audit; /* 1: count and report a would-be deny, let the connection through */
+	__u8 pad[2];
+	char rule_id[CE_RULE_ID_LEN];
+};
+
+/* One deny (or audited would-be deny), sent through the perf event array. */
+struct ce_event {
+	__u64 ts_ns; /* CLOCK_MONOTONIC */
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 uid;
+	__u32 slot;
+	__u16 port; /* network byte order */
+	__u8 family; /* 4 or 6 */
+	__u8 audit;
+	__u8 addr[16];
+	char comm[16];
+	char rule_id[CE_RULE_ID_LEN];
+};
+
+#endif
