@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from .cgroups import cgroup2_mount, cgroup_id
@@ -108,6 +109,23 @@ def connect_once(host: str, port: int) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         return sock.connect_ex((host, port))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A loopback listener that accepts and closes, so connects to it succeed. Close it to stop."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
 
 
 def parse_target(text: str) -> tuple[str, int]:

@@ -7,7 +7,6 @@ loopback. It imports the demo policy (merge) and removes its cgroups on exit.
 
 import os
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -16,28 +15,12 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from monitor.testbed import SimulatedContainer
+from monitor.testbed import SimulatedContainer, listen
 
 CONTAINERS = ("edge-app-prod", "edge-app-staging")
 TARGETS = ("127.8.8.8:80", "127.10.10.5:443", "127.0.0.2:3306")
 PARENT = "crossedge-demo.slice"
 POLICY = Path(__file__).resolve().parents[3] / "policy" / "demo.yaml"
-
-
-def serve(host: str, port: int) -> socket.socket:
-    """A loopback listener that accepts and closes, so the demo's connects succeed."""
-    sock = socket.create_server((host, port), reuse_port=False)
-
-    def loop():
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            conn.close()
-
-    threading.Thread(target=loop, daemon=True).start()
-    return sock
 
 
 class Command(BaseCommand):
@@ -56,7 +39,7 @@ class Command(BaseCommand):
         for target in TARGETS:
             host, port = target.rsplit(":", 1)
             try:
-                listeners.append(serve(host, int(port)))
+                listeners.append(listen(host, int(port)))
             except OSError as exc:
                 raise CommandError(f"cannot listen on {target}: {exc.strerror}") from None
         docker_root = str(settings.VAR_DIR / "demo-docker")
