@@ -9,6 +9,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from dashboard.fleet.models import Container, Node
@@ -56,9 +57,8 @@ def ingest_batch(node: Node, batch: list) -> IngestResult:
         )
         result.stored = len(rows)
         top = max(seqs)
-        Node.objects.filter(pk=node.pk, last_seq__lt=top).update(last_seq=top)
+        Node.objects.filter(pk=node.pk).update(last_seq=Greatest("last_seq", top), last_seen_at=timezone.now())
         node.last_seq = result.last_seq = max(node.last_seq, top)
-        Node.objects.filter(pk=node.pk).update(last_seen_at=timezone.now())
         transaction.on_commit(lambda: _publish(rows, violations))
     return result
 
