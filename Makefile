@@ -7,7 +7,7 @@ APT_PACKAGES := bpftrace bpftool clang llvm libbpf-dev iproute2 python3-venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup apt venv mounts lint check pytest clean
+.PHONY: run test setup apt venv mounts bpf lint check pytest clean
 
 run: setup
 	$(PY) manage.py migrate --noinput
@@ -16,7 +16,18 @@ run: setup
 
 test: setup lint check pytest
 
-setup: apt venv mounts
+setup: apt venv mounts bpf
+
+# The enforcement programs, compiled CO-RE against this kernel's BTF.
+BPF_OBJECTS := bpfscripts/enforce_connect.bpf.o
+bpf: $(BPF_OBJECTS)
+
+bpfscripts/vmlinux.h:
+	@test -r /sys/kernel/btf/vmlinux || { echo "this kernel has no BTF (/sys/kernel/btf/vmlinux): CONFIG_DEBUG_INFO_BTF=y is needed"; exit 1; }
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+bpfscripts/%.bpf.o: bpfscripts/%.bpf.c bpfscripts/%.h bpfscripts/vmlinux.h
+	clang -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibpfscripts -c $< -o $@
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT); do \
@@ -51,4 +62,4 @@ pytest:
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache bpfscripts/*.bpf.o bpfscripts/vmlinux.h

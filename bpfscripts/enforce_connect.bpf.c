@@ -11,11 +11,8 @@
  * sent to `events`, which the agent reads with `bpftool -j map event_pipe`.
  * IPv4-mapped IPv6 destinations are judged by the IPv4 rules, as the rule engine does.
  *
- * STATUS (issue 3, in progress): verified by hand on this kernel (loads, attaches with
- * `multi`, a rules4 entry makes connect() fail with EPERM, event_pipe shows the event).
- * Not yet built by make nor loaded by the agent. Note: `bpftool -j map event_pipe` writes
- * each event's closing brace only when the next event starts: decode on the end of
- * `data` (ijson prefix events under `stdbuf -o0`), not on the end of the object.
+ * Loaded, attached and fed by monitor/kernel/enforcer.py; the struct layouts are mirrored
+ * in monitor/kernel/layout.py (a test checks them against this object's BTF).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -40,8 +37,10 @@ struct {
 	__type(value, struct ce_rule);
 } rules6 SEC(".maps");
 
+/* Per-rule decision counts. The agent creates one entry per rule slot it writes (and
+ * slot 0), so a dump lists only live rules; the program never inserts. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, CE_MAX_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);

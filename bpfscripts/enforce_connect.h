@@ -4,7 +4,7 @@
 #define CROSSEDGE_ENFORCE_CONNECT_H
 
 #define CE_RULE_ID_LEN 64
-#define CE_MAX_SLOTS 16384   /* rules that can be counted; slot 0 counts "no rule matched" */
+#define CE_MAX_SLOTS 16384   /* counted rules; slot 0 counts "no rule matched" */
 #define CE_MAX_ENTRIES 65536 /* entries per trie */
 
 #define CE_ALLOW 0

@@ -113,4 +113,8 @@ LOGGING = {
 }
 
 # Where the agent finds Docker's container metadata (for names); the demo writes its own.
+# Kernel enforcement: which container cgroups get the connect4/connect6 programs (a glob
+# on the cgroup path; never the root), and where their pins live in bpffs.
+ENFORCE_SCOPE = os.environ.get("CROSSEDGE_ENFORCE_SCOPE", "*")
+PIN_ROOT = os.environ.get("CROSSEDGE_PIN_ROOT", "/sys/fs/bpf/crossedge")
 DOCKER_ROOTS = envlist("CROSSEDGE_DOCKER_ROOTS", f"/var/lib/docker,{VAR_DIR / 'demo-docker'}")

@@ -2,7 +2,9 @@
 
 Plain Python: the dashboard is reached only through an uplink that drains `outbox`
 and feeds `set_policy`, so the same agent runs against a remote dashboard, the local
-one, or a test.
+one, a policy file, or a test. With an Enforcer, the kernel decides deny rules too: each
+policy is written to its maps, and the kernel's deny events are paired with the traced
+connects they refused (monitor.pairing).
 """
 
 from __future__ import annotations
@@ -15,14 +17,21 @@ import socket
 import time
 
 from . import AGENT_VERSION
-from .backends import BACKENDS
+from .backends import BACKENDS, event_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, identify
+from .kernel.bpftool import BpftoolError
+from .kernel.enforcer import Enforcer, EnforcerError
+from .pairing import EPERM, Pairing
+from .parsers import event_pipe as event_pipe_parser
 from .rules import Flow, RuleError, RuleSet
 from .supervisor import Supervisor
 
 log = logging.getLogger("crossedge.agent")
 DEFAULT_OUTBOX_CAP = 200_000
+KERNEL_POLL = 1.0  # seconds between cgroup rescans (new containers get enforcement)
+COUNTER_POLL = 2.0
+START_RETRY = 30.0
 
 
 class Agent:
@@ -33,10 +42,13 @@ class Agent:
         cgroups: CgroupIndex | None = None,
         docker_roots: tuple[str, ...] = (DEFAULT_DOCKER_ROOT,),
         outbox_cap: int = DEFAULT_OUTBOX_CAP,
+        enforcer: Enforcer | None = None,
+        pair_window: float = 1.0,
     ):
         self.cgroups = cgroups or CgroupIndex()
         self.docker_roots = tuple(docker_roots)
         self.ruleset = RuleSet()
+        self.policy_received = False  # until then an adopted kernel policy is left as it is
         self.policy_error = ""
         self.outbox: collections.deque[dict] = collections.deque()
         self.outbox_cap = outbox_cap
@@ -45,6 +57,12 @@ class Agent:
         self.wakeup = asyncio.Event()
         self.supervisors = [Supervisor(BACKENDS[name], self.handle) for name in backends]
         self.started = time.time()
+        self.enforcer = enforcer
+        self.pairing = Pairing(pair_window)
+        self.kernel_error = ""
+        self.kernel_counters: dict[str, int] = {}
+        self.kernel_ready = asyncio.Event()  # programs attached and the first policy written
+        self._policy_changed = asyncio.Event()
 
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
@@ -57,6 +75,9 @@ class Agent:
         event["container"] = (
             {"runtime": ref.runtime, "id": ref.container_id, "name": ref.name, "pod_uid": ref.pod_uid} if ref else None
         )
+        if backend == "enforce":
+            self._kernel_deny(event)
+            return
         rule = self.ruleset.evaluate(
             Flow.of(
                 event["dest_ip"],
@@ -70,12 +91,55 @@ class Agent:
         event["rule_id"] = rule.id if rule else ""
         event["severity"] = rule.severity if rule else ""
         event["policy_version"] = self.ruleset.version
+        event["enforced"] = False
+        event["audit"] = bool(rule and rule.audit)
+        if self._awaits_kernel(event):
+            for ready in self.pairing.connect(event):
+                self._emit(ready)
+        else:
+            self._emit(event)
+
+    def _awaits_kernel(self, event: dict) -> bool:
+        """A connect the kernel may have denied (or audited): wait for its deny event."""
+        return (
+            self.enforcer is not None
+            and self.kernel_ready.is_set()
+            and (event["verdict"] == "deny" or event["result"] == EPERM)
+            and event["cgroup_id"] in self.enforcer.scope_ids
+        )
+
+    def _kernel_deny(self, event: dict) -> None:
+        """A deny event from the kernel, completed so it can stand alone if unpaired."""
+        event.pop("slot", None)
+        rule = self.ruleset.by_id.get(event["rule_id"])
+        audit = event["audit"]
+        event.update(
+            tid=event["pid"],
+            gid=0,
+            result=0 if audit else EPERM,
+            verdict="deny",
+            severity=rule.severity if rule else "",
+            policy_version=self.enforcer.policy_version or 0,
+            enforced=not audit,
+        )
+        for ready in self.pairing.deny(event):
+            self._emit(ready)
+
+    def _emit(self, event: dict) -> None:
         self.verdicts[event["verdict"]] += 1
         if len(self.outbox) >= self.outbox_cap:
             self.outbox.popleft()
             self.outbox_dropped += 1
         self.outbox.append(event)
         self.wakeup.set()
+
+    def flush_pairs(self, force: bool = False) -> None:
+        connects, denies = self.pairing.expire(force)
+        for event in connects:  # no deny event came: the traced result still tells
+            event["enforced"] = event["verdict"] == "deny" and event["result"] == EPERM
+            self._emit(event)
+        for event in denies:  # no traced connect came (not traced, or lost): the kernel's word alone
+            self._emit(event)
 
     # -- policy ---------------------------------------------------------------
     def set_policy(self, version: int, specs: list) -> str:
@@ -87,8 +151,62 @@ class Agent:
             log.error(self.policy_error)
             return self.policy_error
         self.policy_error = ""
+        self.policy_received = True
+        self._policy_changed.set()
         log.info("policy version %d applied (%d rules)", version, len(self.ruleset))
         return ""
+
+    # -- kernel enforcement -----------------------------------------------------
+    async def _kernel_loop(self) -> None:
+        enforcer = self.enforcer
+        while True:
+            try:
+                await asyncio.to_thread(enforcer.start)
+                break
+            except (EnforcerError, BpftoolError, OSError) as exc:
+                self.kernel_error = f"enforcement not started: {exc}"
+                log.error("%s; retrying in %.0fs", self.kernel_error, START_RETRY)
+                await asyncio.sleep(START_RETRY)
+        self.kernel_error = ""
+        pipe = Supervisor(
+            event_pipe("enforce", lambda: enforcer.layout.map("events"), event_pipe_parser.parse), self.handle
+        )
+        self.supervisors.append(pipe)
+        pipe_task = asyncio.create_task(pipe.run())
+        last_counters = 0.0
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._policy_changed.wait(), KERNEL_POLL)
+                except TimeoutError:
+                    pass
+                self._policy_changed.clear()
+                try:
+                    if self.policy_received and enforcer.ruleset is not self.ruleset:
+                        await asyncio.to_thread(enforcer.sync, self.ruleset)
+                        if enforcer.policy_version == self.ruleset.version:
+                            self.kernel_ready.set()
+                    else:
+                        await asyncio.to_thread(enforcer.rescan)
+                    if time.monotonic() - last_counters >= COUNTER_POLL:
+                        self.kernel_counters = await asyncio.to_thread(enforcer.counters)
+                        last_counters = time.monotonic()
+                    self.kernel_error = ""
+                except (BpftoolError, EnforcerError, OSError) as exc:
+                    self.kernel_error = str(exc)
+                    log.error("enforcement: %s", exc)  # enforcement stays attached; we retry
+        finally:
+            await pipe.stop()
+            pipe_task.cancel()
+            await asyncio.gather(pipe_task, return_exceptions=True)
+
+    async def _pair_loop(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(0.1)
+                self.flush_pairs()
+        finally:
+            self.flush_pairs(force=True)
 
     # -- health ---------------------------------------------------------------
     def identity(self) -> dict:
@@ -100,7 +218,7 @@ class Agent:
         }
 
     def health(self) -> dict:
-        return {
+        health = {
             "backends": {s.backend.name: s.health.as_dict() for s in self.supervisors},
             "outbox": len(self.outbox),
             "outbox_dropped": self.outbox_dropped,
@@ -109,6 +227,13 @@ class Agent:
             "policy_error": self.policy_error,
             "uptime": round(time.time() - self.started, 1),
         }
+        if self.enforcer is not None:
+            health["kernel"] = self.enforcer.health() | {
+                "counters": self.kernel_counters,
+                "error": self.kernel_error or self.enforcer.error,
+                "paired": self.pairing.paired,
+            }
+        return health
 
     # -- lifecycle ------------------------------------------------------------
     async def wait_ready(self, timeout: float) -> None:
@@ -116,8 +241,11 @@ class Agent:
         await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in self.supervisors)), timeout)
 
     async def run(self, *tasks) -> None:
-        """Run the backends (and the given uplink coroutines) until cancelled."""
+        """Run the backends, enforcement (and the given uplink coroutines) until cancelled."""
         runners = [asyncio.create_task(s.run()) for s in self.supervisors]
+        runners.append(asyncio.create_task(self._pair_loop()))
+        if self.enforcer is not None:
+            runners.append(asyncio.create_task(self._kernel_loop()))
         runners += [asyncio.create_task(t) for t in tasks]
         try:
             await asyncio.gather(*runners)

@@ -19,19 +19,37 @@ BPFSCRIPTS = Path(__file__).resolve().parent.parent / "bpfscripts"
 class Backend:
     name: str
     program: str  # executable looked up on PATH
-    script: str  # file in bpfscripts/
-    parse: Callable[[str], dict]
+    command: Callable[[str], list[str]]  # argv, given the program's full path
+    parse: Callable  # payload or record -> event dict (or a Signal)
     install_hint: str
+    framing: str = "lines"  # "lines": bpftrace -f json; "json-array": bpftool -j event_pipe
 
     def argv(self, executable: str) -> list[str]:
-        return [executable, "-B", "line", "-f", "json", str(BPFSCRIPTS / self.script)]
+        return self.command(executable)
+
+
+def bpftrace_script(script: str) -> Callable[[str], list[str]]:
+    return lambda exe: [exe, "-B", "line", "-f", "json", str(BPFSCRIPTS / script)]
+
+
+def event_pipe(name: str, map_pin: Callable[[], str], parse: Callable) -> Backend:
+    """bpftool reading a pinned perf event array; unbuffered, as bpftool buffers a pipe fully.
+    `map_pin` is asked at each (re)start, so a restart follows a new program generation."""
+    return Backend(
+        name=name,
+        program="bpftool",
+        command=lambda exe: ["stdbuf", "-o0", exe, "-j", "map", "event_pipe", "pinned", map_pin()],
+        parse=parse,
+        install_hint="apt-get install bpftool",
+        framing="json-array",
+    )
 
 
 BACKENDS = {
     "connect": Backend(
         name="connect",
         program="bpftrace",
-        script="connect.bt",
+        command=bpftrace_script("connect.bt"),
         parse=connect.parse,
         install_hint="apt-get install bpftrace",
     ),

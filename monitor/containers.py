@@ -56,6 +56,15 @@ def identify(cgroup_path: str | None, docker_roots: tuple[str, ...] = (DEFAULT_D
     return None
 
 
+def is_container_cgroup(cgroup_path: str) -> bool:
+    """True for the cgroup a runtime made for a container, not one nested inside it: where
+    enforcement attaches (programs there also run for the cgroups below)."""
+    parts = [p for p in cgroup_path.split("/") if p]
+    if not parts or not _from_leaf(parts[-1], parts[:-1]):
+        return False
+    return not any(_from_leaf(parts[i], parts[:i]) for i in range(len(parts) - 1))
+
+
 def _from_leaf(leaf: str, parents: list[str]) -> tuple[str, str] | None:
     m = SCOPE_RE.match(leaf)
     if m:

@@ -13,11 +13,13 @@ import re
 from dataclasses import dataclass, field
 
 ACTIONS = ("allow", "alert", "deny")
+MODES = ("enforce", "audit")  # audit: a deny is reported (and counted by the kernel) but let through
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action")
+RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode")
 MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_port")
 DEFAULT_PRIORITY = 100
 DEFAULT_SEVERITY = "medium"
+DEFAULT_MODE = "enforce"
 RULE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 MAX_TEXT = 500
 MAX_TAGS = 32
@@ -90,16 +92,29 @@ class Rule:
     container: str | None = None
     dest_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     port_range: tuple[int, int] | None = None
+    mode: str = DEFAULT_MODE
     order: int = field(default=0, compare=False)
 
+    @property
+    def scoped(self) -> bool:
+        """True when the rule selects some containers rather than every one."""
+        return self.cgroup_id is not None or self.cgroup_path is not None or self.container is not None
+
+    @property
+    def audit(self) -> bool:
+        return self.mode == "audit"
+
+    def matches_scope(self, cgroup_id: int | None, cgroup_path: str | None, container: str | None) -> bool:
+        if self.cgroup_id is not None and cgroup_id != self.cgroup_id:
+            return False
+        if self.container is not None and not (container and fnmatch.fnmatchcase(container, self.container)):
+            return False
+        if self.cgroup_path is not None and not (cgroup_path and fnmatch.fnmatchcase(cgroup_path, self.cgroup_path)):
+            return False
+        return True
+
     def matches(self, flow: Flow) -> bool:
-        if self.cgroup_id is not None and flow.cgroup_id != self.cgroup_id:
-            return False
-        if self.container is not None and not (flow.container and fnmatch.fnmatchcase(flow.container, self.container)):
-            return False
-        if self.cgroup_path is not None and not (
-            flow.cgroup_path and fnmatch.fnmatchcase(flow.cgroup_path, self.cgroup_path)
-        ):
+        if not self.matches_scope(flow.cgroup_id, flow.cgroup_path, flow.container):
             return False
         if self.dest_net is not None and (
             flow.dest_ip is None or flow.dest_ip.version != self.dest_net.version or flow.dest_ip not in self.dest_net
@@ -129,6 +144,8 @@ class Rule:
             spec["severity"] = self.severity
         if self.tags:
             spec["tags"] = list(self.tags)
+        if self.mode != DEFAULT_MODE:
+            spec["mode"] = self.mode
         return spec
 
 
@@ -146,6 +163,11 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
     action = data.get("action")
     if action not in ACTIONS:
         raise RuleError(rule_id, "action", f"must be one of {', '.join(ACTIONS)}, not {action!r}")
+    mode = data.get("mode", DEFAULT_MODE)
+    if mode not in MODES:
+        raise RuleError(rule_id, "mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "audit" and action != "deny":
+        raise RuleError(rule_id, "mode", "audit applies to deny rules only (it reports a deny without enforcing it)")
     severity = data.get("severity", DEFAULT_SEVERITY)
     if severity not in SEVERITIES:
         raise RuleError(rule_id, "severity", f"must be one of {', '.join(SEVERITIES)}, not {severity!r}")
@@ -193,6 +215,7 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         container=match.get("container"),
         dest_net=dest_net,
         port_range=port_range,
+        mode=mode,
         order=order,
     )
 
@@ -224,6 +247,7 @@ class RuleSet:
     def __init__(self, rules=(), version: int = 0):
         self.rules = sorted(rules, key=lambda r: (r.priority, r.order))
         self.version = version
+        self.by_id = {r.id: r for r in self.rules}
 
     @classmethod
     def from_specs(cls, specs, version: int = 0) -> RuleSet:

@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import ijson
+
 from .backends import Backend
+from .parsers import event_pipe
 from .parsers.bpftrace import LineError, Signal, decode
 
 log = logging.getLogger("crossedge.supervisor")
@@ -98,7 +101,10 @@ class Supervisor:
         self.health.pid = self._proc.pid
         self._set_state("starting")
         stderr_task = asyncio.create_task(self._pump_stderr(self._proc.stderr))
-        await self._pump_stdout(self._proc.stdout)
+        if self.backend.framing == "json-array":
+            await self._pump_records(self._proc.stdout)
+        else:
+            await self._pump_stdout(self._proc.stdout)
         code = await self._proc.wait()
         await stderr_task
         self.health.pid = None
@@ -119,23 +125,52 @@ class Supervisor:
                 return
             self.handle_line(line)
 
+    async def _pump_records(self, stream: asyncio.StreamReader) -> None:
+        """A JSON array streamed by bpftool: there is no line to skip, so a syntax error
+        ends this run (the child is stopped and restarted)."""
+        self._set_state("running")  # bpftool has opened the buffers once it runs
+        self.ready.set()
+        try:
+            async for record in event_pipe.items(stream):
+                self.handle_record(record)
+        except ijson.JSONError as exc:
+            self.health.bad_lines += 1
+            log.warning("backend %s: output is not JSON (%s); restarting it", self.backend.name, exc)
+            if self._proc and self._proc.returncode is None:
+                self._proc.kill()
+            await stream.read()
+
     def handle_line(self, line: bytes | str) -> None:
         """One stdout line: an event, a health signal, or a counted bad line."""
         if not line.strip():
             return  # bpftrace prints empty lines as it exits
         try:
             item = decode(line)
-            if isinstance(item, Signal):
-                self._signal(item)
-                return
-            event = self.backend.parse(item)
         except LineError as exc:
-            self.health.bad_lines += 1
-            if self.health.bad_lines <= 10 or self.health.bad_lines % 1000 == 0:
-                log.warning("backend %s: bad line skipped (%s): %.200r", self.backend.name, exc, line)
+            self._bad(exc, line)
+            return
+        if isinstance(item, Signal):
+            self._signal(item)
+        else:
+            self.handle_record(item)
+
+    def handle_record(self, record) -> None:
+        """One payload (bpftrace printf text, or a bpftool record) through the backend's parser."""
+        try:
+            event = self.backend.parse(record)
+        except LineError as exc:
+            self._bad(exc, record)
+            return
+        if isinstance(event, Signal):
+            self._signal(event)
             return
         self.health.events += 1
         self.on_event(self.backend.name, event)
+
+    def _bad(self, exc: Exception, raw) -> None:
+        self.health.bad_lines += 1
+        if self.health.bad_lines <= 10 or self.health.bad_lines % 1000 == 0:
+            log.warning("backend %s: bad input skipped (%s): %.200r", self.backend.name, exc, raw)
 
     def _signal(self, sig: Signal) -> None:
         if sig.kind == "attached":

@@ -8,16 +8,21 @@ import uuid
 import pytest
 
 from monitor.cgroups import cgroup2_mount
+from monitor.kernel.enforcer import OBJECT as ENFORCE_OBJECT
 
 
 def _kernel_problem() -> str | None:
     if os.geteuid() != 0:
         return "kernel tests need root"
-    for tool in ("bpftrace",):
+    for tool in ("bpftrace", "bpftool", "stdbuf"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (make setup)"
     if not os.path.isdir("/sys/kernel/tracing/events/syscalls"):
         return "tracefs is not mounted at /sys/kernel/tracing (make mounts)"
+    if not os.path.ismount("/sys/fs/bpf"):
+        return "bpffs is not mounted at /sys/fs/bpf (make mounts)"
+    if not ENFORCE_OBJECT.exists():
+        return f"{ENFORCE_OBJECT} is not built (make bpf)"
     try:
         cgroup2_mount()
     except RuntimeError as exc:

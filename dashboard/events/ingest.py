@@ -53,7 +53,7 @@ def ingest_batch(node: Node, batch: list) -> IngestResult:
         rows = [_event_row(node, e, containers.get(e["cgroup_path"])) for e in fresh]
         ConnectionEvent.objects.bulk_create(rows)
         violations = Violation.objects.bulk_create(
-            [_violation_row(ev, e["severity"]) for ev, e in zip(rows, fresh, strict=True) if e["verdict"] != "allow"]
+            [_violation_row(ev, e) for ev, e in zip(rows, fresh, strict=True) if e["verdict"] != "allow"]
         )
         result.stored = len(rows)
         top = max(seqs)
@@ -120,7 +120,7 @@ def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEv
     )
 
 
-def _violation_row(ev: ConnectionEvent, severity: str) -> Violation:
+def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
     return Violation(
         event=ev,
         node=ev.node,
@@ -128,8 +128,9 @@ def _violation_row(ev: ConnectionEvent, severity: str) -> Violation:
         ts=ev.ts,
         rule_id=ev.rule_id,
         action=ev.verdict,
-        severity=severity,
-        enforced=False,
+        severity=e["severity"],
+        enforced=e["enforced"],
+        audit=e["audit"],
         comm=ev.comm,
         pid=ev.pid,
         dest_ip=ev.dest_ip,

@@ -58,6 +58,7 @@ class Violation(models.Model):
     action = models.CharField(max_length=5, choices=VERDICTS)
     severity = models.CharField(max_length=10, blank=True)
     enforced = models.BooleanField(default=False, help_text="The kernel refused the connection.")
+    audit = models.BooleanField(default=False, help_text="An audit-mode deny: reported, let through.")
     comm = models.CharField(max_length=64)
     pid = models.IntegerField()
     dest_ip = models.GenericIPAddressField(unpack_ipv4=False)

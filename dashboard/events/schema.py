@@ -27,6 +27,7 @@ FIELDS = {
     "rule_id": (str, 64),
     "severity": (str, 10),
 }
+FLAGS = ("enforced", "audit")  # optional booleans: the kernel's part in a deny
 CONTAINER_FIELDS = {"runtime": 20, "id": 64, "name": 255, "pod_uid": 64}
 VERDICTS = ("allow", "alert", "deny")
 
@@ -46,6 +47,9 @@ def check_event(event) -> dict:
                 raise EventError(f"{name}: must be an integer in {limit[0]}..{limit[1]}")
         elif not isinstance(value, str) or len(value) > limit:
             raise EventError(f"{name}: must be a string of at most {limit} characters")
+    for name in FLAGS:
+        if not isinstance(event.setdefault(name, False), bool):
+            raise EventError(f"{name}: must be true or false")
     if event["verdict"] not in VERDICTS:
         raise EventError(f"verdict: must be one of {', '.join(VERDICTS)}")
     if event["verdict"] != "allow" and not event["rule_id"]:

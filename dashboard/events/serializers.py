@@ -37,6 +37,7 @@ def violation_row(v) -> dict:
         "action": v.action,
         "severity": v.severity,
         "enforced": v.enforced,
+        "audit": v.audit,
         "pid": v.pid,
         "comm": v.comm,
         "dest_ip": v.dest_ip,

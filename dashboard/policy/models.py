@@ -15,6 +15,7 @@ __all__ = ["Rule", "PolicyState"]
 
 ACTION_CHOICES = [(a, a) for a in engine.ACTIONS]
 SEVERITY_CHOICES = [(s, s) for s in engine.SEVERITIES]
+MODE_CHOICES = [(m, m) for m in engine.MODES]
 
 
 def form_field(engine_field: str) -> str:
@@ -28,6 +29,12 @@ class Rule(models.Model):
     description = models.CharField(max_length=500, blank=True)
     priority = models.PositiveIntegerField(default=engine.DEFAULT_PRIORITY, help_text="Lower runs first.")
     action = models.CharField(max_length=10, choices=ACTION_CHOICES)
+    mode = models.CharField(
+        max_length=10,
+        choices=MODE_CHOICES,
+        default=engine.DEFAULT_MODE,
+        help_text="audit: a deny is reported and counted in the kernel but the connection goes through",
+    )
     severity = models.CharField(max_length=10, choices=SEVERITY_CHOICES, default=engine.DEFAULT_SEVERITY)
     tags = models.JSONField(default=list, blank=True, help_text='e.g. ["T1071"]')
     cgroup_id = models.BigIntegerField(null=True, blank=True, help_text="cgroup2 id of one container")
@@ -61,6 +68,7 @@ class Rule(models.Model):
             "tags": self.tags if self.tags is not None else [],
             "match": match,
             "action": self.action,
+            "mode": self.mode,
         }
 
     def set_from(self, rule: engine.Rule) -> None:
@@ -71,6 +79,7 @@ class Rule(models.Model):
         self.severity = rule.severity
         self.tags = list(rule.tags)
         self.action = rule.action
+        self.mode = rule.mode
         self.cgroup_id = rule.cgroup_id
         self.cgroup_path = rule.cgroup_path or ""
         self.container = rule.container or ""

@@ -1,6 +1,16 @@
+"""Kernel-test helpers: loopback targets, connects from inside a cgroup, and an Enforcer
+confined to the test's own cgroups and pins."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
-from monitor.testbed import listen
+from monitor.kernel.enforcer import Enforcer
+from monitor.testbed import SimulatedContainer, listen
 
 
 @pytest.fixture
@@ -9,3 +19,48 @@ def v6_listener():
     sock = listen("::1", 0)
     yield sock.getsockname()[1]
     sock.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CONNECT = "import sys; from monitor.testbed import connect_once as c; print(c(sys.argv[1], int(sys.argv[2])))"
+
+
+def connect_from(container, host: str, port: int) -> int:
+    """connect() from inside the container's cgroup: 0 or the errno (1 = EPERM)."""
+    proc = container.spawn([sys.executable, "-c", CONNECT, host, str(port)], cwd=ROOT, stdout=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=10)
+    return int(out)
+
+
+@pytest.fixture
+def targets():
+    """Listeners on 127.8.8.8 and 127.10.10.5 (same port) and [::1] (two ports)."""
+    a = listen("127.8.8.8", 0)
+    port = a.getsockname()[1]
+    socks = [a, listen("127.10.10.5", port), listen("::1", 0), listen("::1", 0)]
+    yield SimpleNamespace(port=port, v6_ports=[s.getsockname()[1] for s in socks[2:]])
+    for s in socks:
+        s.close()
+
+
+@pytest.fixture
+def enforcement(kernel, cgroup_parent, tmp_path):
+    """An Enforcer confined to this test's cgroups and pin root; everything it attached or
+    pinned, and every container made through it, is gone afterwards (checked)."""
+    pin_root = f"/sys/fs/bpf/{cgroup_parent.removesuffix('.slice')}"
+    made = []
+
+    def container(name):
+        made.append(SimulatedContainer(name, cgroup_parent, str(tmp_path)).create())
+        return made[-1]
+
+    enforcer = Enforcer(pin_root=pin_root, scope=f"/{cgroup_parent}/*", docker_roots=(str(tmp_path),))
+    yield SimpleNamespace(enforcer=enforcer, container=container, pin_root=pin_root, parent=cgroup_parent)
+    try:
+        enforcer.uninstall()
+        leftover = [cg for cg, _ in enforcer.attachments() if cgroup_parent in cg]
+    finally:
+        for c in made:
+            c.remove()
+    assert not os.path.exists(pin_root), "pins left behind"
+    assert not leftover, f"attachments left behind: {leftover}"

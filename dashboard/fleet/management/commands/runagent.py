@@ -3,27 +3,37 @@
 With --token it is a remote node of the dashboard at --server. Without one it enrols
 itself as a node of this machine's dashboard (it shares the database), which is what
 `make run` does; the traffic still goes over the agent protocol like any node's.
+With --policy FILE it runs alone: rules from the file, events printed as JSON lines.
+
+Deny rules are enforced in the kernel (cgroup connect4/connect6 programs on the
+container cgroups matching --enforce-scope) unless --no-enforce. The programs stay
+pinned and enforcing when the agent stops; `--uninstall` removes them.
 """
 
 import asyncio
+import json
 import logging
 import os
 import shutil
 import signal
 import socket
+import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.fleet.models import Node
+from dashboard.policy import policyfile
 from monitor.agent import Agent
 from monitor.backends import BACKENDS
+from monitor.kernel import bpftool
+from monitor.kernel.enforcer import Enforcer
 from monitor.protocol import AGENT_PATH
 from monitor.uplink import Refused, Uplink
 
 
 class Command(BaseCommand):
-    help = "Run the CrossEdge node agent (needs root): trace connections, judge them, send them to the dashboard."
+    help = "Run the CrossEdge node agent (needs root): trace connections, judge them, deny in the kernel, report."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -43,6 +53,22 @@ class Command(BaseCommand):
             dest="docker_roots",
             help="where Docker keeps container metadata, for names (repeatable)",
         )
+        parser.add_argument("--policy", metavar="FILE", help="run without a dashboard: rules from this YAML file")
+        parser.add_argument(
+            "--enforce-scope",
+            default=settings.ENFORCE_SCOPE,
+            metavar="GLOB",
+            help="container cgroup paths that get kernel enforcement (env CROSSEDGE_ENFORCE_SCOPE; default *)",
+        )
+        parser.add_argument("--no-enforce", action="store_true", help="report deny rules only; load no programs")
+        parser.add_argument(
+            "--pin-root",
+            default=settings.PIN_ROOT,
+            help="bpffs directory for the pinned programs and maps (env CROSSEDGE_PIN_ROOT)",
+        )
+        parser.add_argument(
+            "--uninstall", action="store_true", help="detach and unpin the enforcement programs, then exit"
+        )
 
     def handle(self, *args, **opts):
         logging.getLogger("crossedge").setLevel(logging.INFO)
@@ -51,17 +77,46 @@ class Command(BaseCommand):
                 "the agent must run as root (it loads eBPF programs: CAP_BPF, CAP_PERFMON, "
                 "CAP_SYS_ADMIN); try: sudo python manage.py runagent"
             )
+        enforcer = None
+        if opts["uninstall"] or not opts["no_enforce"]:
+            enforcer = Enforcer(pin_root=opts["pin_root"], scope=opts["enforce_scope"])
+        if opts["uninstall"]:
+            try:
+                done = enforcer.uninstall()
+            except bpftool.BpftoolError as exc:
+                raise CommandError(f"uninstall failed: {exc}") from None
+            self.stdout.write(
+                f"detached {done['detached']} program(s), removed {len(done['generations'])} pinned generation(s)"
+            )
+            return
         for backend in BACKENDS.values():
             if shutil.which(backend.program) is None:
                 raise CommandError(f"{backend.program} is not installed ({backend.install_hint}, or `make setup`)")
-        token = opts["token"] or self.enrol_local(opts["node"])
         roots = opts["docker_roots"] or settings.DOCKER_ROOTS
-        agent = Agent(docker_roots=roots)
-        url = opts["server"].rstrip("/") + AGENT_PATH
+        if enforcer:
+            enforcer.docker_roots = tuple(roots)
+        agent = Agent(docker_roots=roots, enforcer=enforcer)
+        if opts["policy"]:
+            job = self.standalone(agent, self.read_policy(opts["policy"]))
+        else:
+            token = opts["token"] or self.enrol_local(opts["node"])
+            url = opts["server"].rstrip("/") + AGENT_PATH
+            self.stdout.write(f"agent sending to {url}")
+            job = Uplink(agent, url, token).run()
         try:
-            asyncio.run(self.run(agent, Uplink(agent, url, token)))
+            asyncio.run(self.run(agent, job))
         except Refused as exc:
             raise CommandError(str(exc)) from None
+
+    def read_policy(self, path: str) -> list[dict]:
+        try:
+            with open(path, "rb") as fh:
+                rules = policyfile.loads(fh.read(), source=path)
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+        except policyfile.PolicyFileError as exc:
+            raise CommandError(str(exc)) from None
+        return [r.to_spec() for r in rules]
 
     def enrol_local(self, name: str) -> str:
         node = Node.objects.filter(name=name).first() or Node(name=name)
@@ -71,13 +126,22 @@ class Command(BaseCommand):
         self.stdout.write(f"enrolled this machine as node {name!r}")
         return token
 
-    async def run(self, agent: Agent, uplink: Uplink) -> None:
+    async def standalone(self, agent: Agent, specs: list[dict]) -> None:
+        """No dashboard: the file is the policy, stdout is the feed."""
+        agent.set_policy(1, specs)
+        while True:
+            await agent.wakeup.wait()
+            agent.wakeup.clear()
+            while agent.outbox:
+                sys.stdout.write(json.dumps(agent.outbox.popleft()) + "\n")
+            sys.stdout.flush()
+
+    async def run(self, agent: Agent, job) -> None:
         main = asyncio.current_task()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, main.cancel)
-        self.stdout.write(f"agent sending to {uplink.url}")
         try:
-            await agent.run(uplink.run())
+            await agent.run(job)
         except asyncio.CancelledError:
-            self.stdout.write("agent stopped")
+            self.stdout.write("agent stopped (enforcement stays in the kernel; --uninstall removes it)")

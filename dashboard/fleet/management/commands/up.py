@@ -13,6 +13,8 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from .demo import PARENT as DEMO_PARENT
+
 
 class Command(BaseCommand):
     help = "Run the dashboard with a local agent (and --demo workload) until Ctrl-C."
@@ -38,9 +40,10 @@ class Command(BaseCommand):
             self.wait_for_port(host, port, children["dashboard"])
             self.stdout.write(self.style.SUCCESS(f"dashboard: http://{host}:{port}/"))
             if not opts["no_agent"]:
-                children["agent"] = subprocess.Popen(
-                    [*manage, "runagent", "--server", f"ws://{host}:{port}"], cwd=settings.BASE_DIR
-                )
+                agent = [*manage, "runagent", "--server", f"ws://{host}:{port}"]
+                if opts["demo"]:  # enforce only on the demo's own cgroups
+                    agent += ["--enforce-scope", f"/{DEMO_PARENT}/*"]
+                children["agent"] = subprocess.Popen(agent, cwd=settings.BASE_DIR)
             if opts["demo"]:
                 children["demo"] = subprocess.Popen([*manage, "demo"], cwd=settings.BASE_DIR)
             while not stopping:

@@ -1,0 +1,300 @@
+"""Loads, attaches and feeds the connect4/connect6 enforcement programs.
+
+Pins live in `<pin_root>/<generation>/{progs,maps}`, a generation being named by the
+object's hash. A restarted agent finds its generation pinned and adopts it (reading the
+maps back, attaching only where missing); an upgraded one loads a new generation, attaches
+it, and only then detaches the old: no moment without enforcement. Pinned programs keep
+enforcing, and counting, while the agent is down.
+
+Programs attach to container cgroups (the outermost cgroup a runtime made for a
+container) whose path matches `scope`, a glob; the demo and the tests confine it to
+cgroups they made. Never the cgroup root. Only programs named `crossedge_*` and pinned
+under our own pin root are ever detached.
+
+Every method is blocking (bpftool runs as a child); the agent calls them from a thread.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cgroups import cgroup2_mount, cgroup_id
+from ..containers import DEFAULT_DOCKER_ROOT, identify, is_container_cgroup
+from ..rules import RuleSet
+from . import bpftool
+from .compile import MAPS, Scope, compile_rules
+from .layout import COUNTER, MAX_ENTRIES, SLOT, KernelRule, decode_key, from_json_bytes, hex_bytes
+
+log = logging.getLogger("crossedge.enforcer")
+OBJECT = Path(__file__).resolve().parents[2] / "bpfscripts" / "enforce_connect.bpf.o"
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/crossedge"
+PREFIX = "crossedge_"
+# program -> (bpftool attach type, the name `cgroup show` reports)
+PROGRAMS = {"crossedge_c4": ("connect4", "cgroup_inet4_connect"), "crossedge_c6": ("connect6", "cgroup_inet6_connect")}
+NO_RULE = "(no rule)"
+
+
+class EnforcerError(RuntimeError):
+    pass
+
+
+@dataclass
+class Layout:
+    """Where one generation is pinned."""
+
+    root: Path
+
+    def prog(self, name: str) -> str:
+        return str(self.root / "progs" / name)
+
+    def map(self, name: str) -> str:
+        return str(self.root / "maps" / name)
+
+    def complete(self) -> bool:
+        return all(os.path.exists(self.prog(p)) for p in PROGRAMS) and os.path.exists(self.map("events"))
+
+
+class Enforcer:
+    def __init__(
+        self,
+        obj: str | Path = OBJECT,
+        pin_root: str = DEFAULT_PIN_ROOT,
+        scope: str = "*",
+        cgroup_root: str | None = None,
+        docker_roots: tuple[str, ...] = (DEFAULT_DOCKER_ROOT,),
+    ):
+        self.obj = Path(obj)
+        self.pin_root = Path(pin_root)
+        self.scope = scope or "*"
+        self.cgroup_root = cgroup_root or cgroup2_mount()
+        self.docker_roots = tuple(docker_roots)
+        self.layout: Layout | None = None
+        self.prog_ids: dict[str, int] = {}
+        self.mirror: dict[str, dict[bytes, bytes]] = {m: {} for m in MAPS.values()}
+        self.slots: dict[str, int] = {}
+        self.targets: list[str] = []
+        self.scopes: list[Scope] = []
+        self.scope_ids: frozenset[int] = frozenset()  # cgroups the programs run for
+        self.ruleset: RuleSet | None = None
+        self.policy_version: int | None = None  # what the kernel holds
+        self.notes: list[dict] = []
+        self.error = ""
+        self.adopted = False
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> None:
+        """Adopt or load this object's generation, attach it, retire older generations."""
+        if not self.obj.exists():
+            raise EnforcerError(f"{self.obj} is missing: build it with `make bpf` (needs clang and libbpf-dev)")
+        digest = hashlib.sha256(self.obj.read_bytes()).hexdigest()[:16]
+        self.layout = Layout(self.pin_root / f"gen-{digest}")
+        if self.layout.complete():
+            self.adopted = True
+            log.info("adopting pinned enforcement %s", self.layout.root)
+        else:
+            self._load()
+        self.prog_ids = {name: bpftool.prog_show(self.layout.prog(name))["id"] for name in PROGRAMS}
+        self._read_maps()
+        self.rescan(force=True)
+        self._retire_old_generations()
+
+    def _load(self) -> None:
+        shutil.rmtree(self.layout.root, ignore_errors=True)  # a half-made generation from a crash
+        (self.layout.root / "maps").mkdir(parents=True)
+        try:
+            bpftool.loadall(str(self.obj), str(self.layout.root / "progs"), str(self.layout.root / "maps"))
+            bpftool.batch([bpftool.update_command(self.layout.map("counters"), hex_bytes(SLOT.pack(0)), "00 " * 8)])
+        except bpftool.BpftoolError:
+            shutil.rmtree(self.layout.root, ignore_errors=True)
+            raise
+        log.info("loaded %s, pinned under %s", self.obj.name, self.layout.root)
+
+    def _read_maps(self) -> None:
+        """The kernel's policy entries and slot assignment, as pinned (after adopt or a failed write)."""
+        slots = {}
+        for name in MAPS.values():
+            entries = {}
+            for item in bpftool.map_dump(self.layout.map(name)):
+                key, value = from_json_bytes(item["key"]), from_json_bytes(item["value"])
+                entries[key] = value
+                rule = KernelRule.decode(value)
+                if rule.slot:
+                    slots[rule.rule_id] = rule.slot
+            self.mirror[name] = entries
+        self.slots = slots
+
+    # -- attachment ---------------------------------------------------------------
+    def _walk(self) -> tuple[list[str], list[Scope]]:
+        """Container cgroups in scope, and every cgroup at or below them."""
+        targets, scopes = [], []
+        for dirpath, _dirs, _files in os.walk(self.cgroup_root):
+            rel = "/" + os.path.relpath(dirpath, self.cgroup_root)
+            if rel == "/.":
+                continue
+            inside = any(rel == t or rel.startswith(t + "/") for t in targets)
+            if not inside and is_container_cgroup(rel) and fnmatch.fnmatchcase(rel, self.scope):
+                targets.append(rel)
+                inside = True
+            if inside:
+                try:
+                    ref = identify(rel, self.docker_roots)
+                    scopes.append(Scope(cgroup_id(dirpath), rel, ref.name if ref else None))
+                except FileNotFoundError:
+                    continue
+        return targets, scopes
+
+    def rescan(self, force: bool = False) -> bool:
+        """Attach to new containers; rewrite the maps when the set of cgroups changed."""
+        targets, scopes = self._walk()
+        changed = force or scopes != self.scopes
+        for rel in targets:
+            if rel not in self.targets or force:
+                self._attach(rel)
+        self.targets = targets
+        if changed:
+            self.scopes = scopes
+            self.scope_ids = frozenset(s.cgroup_id for s in scopes)
+            if self.ruleset is not None:
+                self.sync(self.ruleset)
+        return changed
+
+    def _attach(self, rel: str) -> None:
+        if rel.strip("/") == "":
+            raise EnforcerError("refusing to attach at the cgroup root")
+        path = os.path.join(self.cgroup_root, rel.lstrip("/"))
+        try:
+            present = {p["id"] for p in bpftool.cgroup_show(path)}
+            for name, (attach_type, _shown) in PROGRAMS.items():
+                if self.prog_ids[name] not in present:
+                    bpftool.cgroup_attach(path, attach_type, self.layout.prog(name))
+                    log.info("enforcing on %s (%s)", rel, attach_type)
+        except bpftool.NotFound:
+            pass  # the container went away while we looked
+
+    def attachments(self) -> list[tuple[str, dict]]:
+        """(cgroup directory, program) for every crossedge program attached anywhere."""
+        found = []
+        for group in bpftool.run("cgroup", "tree", self.cgroup_root) or []:
+            for prog in group.get("programs", []):
+                if str(prog.get("name", "")).startswith(PREFIX):
+                    found.append((group["cgroup"], prog))
+        return found
+
+    def _generations(self) -> list[Layout]:
+        if not self.pin_root.is_dir():
+            return []
+        return [Layout(p) for p in sorted(self.pin_root.iterdir()) if p.name.startswith("gen-")]
+
+    def _pinned_ids(self, layout: Layout) -> set[int]:
+        ids = set()
+        for name in PROGRAMS:
+            if os.path.exists(layout.prog(name)):
+                ids.add(bpftool.prog_show(layout.prog(name))["id"])
+        return ids
+
+    def _detach(self, ids: set[int]) -> int:
+        count = 0
+        for cgroup_dir, prog in self.attachments():
+            if prog["id"] in ids:
+                attach_type = next(a for a, shown in PROGRAMS.values() if shown == prog["attach_type"])
+                bpftool.cgroup_detach(cgroup_dir, attach_type, prog["id"])
+                count += 1
+        return count
+
+    def _retire_old_generations(self) -> None:
+        for old in self._generations():
+            if old.root != self.layout.root:
+                detached = self._detach(self._pinned_ids(old))
+                shutil.rmtree(old.root, ignore_errors=True)
+                log.info("retired %s (%d attachments)", old.root.name, detached)
+
+    def uninstall(self) -> dict:
+        """Detach and unpin everything under our pin root."""
+        detached, removed = 0, []
+        for layout in self._generations():
+            detached += self._detach(self._pinned_ids(layout))
+            shutil.rmtree(layout.root, ignore_errors=True)
+            removed.append(layout.root.name)
+        if self.pin_root.is_dir() and not any(self.pin_root.iterdir()):
+            self.pin_root.rmdir()
+        return {"detached": detached, "generations": removed}
+
+    # -- policy -------------------------------------------------------------------
+    def sync(self, ruleset: RuleSet) -> None:
+        """Write the difference between the rule set and the kernel maps. A policy the maps
+        cannot hold is refused whole (the previous one keeps enforcing) and shown in health."""
+        self.ruleset = ruleset
+        compiled = compile_rules(ruleset, self.scopes, self.slots)
+        for name, entries in compiled.entries.items():
+            if len(entries) > MAX_ENTRIES:
+                self.error = (
+                    f"policy {ruleset.version} needs {len(entries)} entries in {name}, which holds {MAX_ENTRIES}: "
+                    f"kernel keeps policy {self.policy_version}"
+                )
+                self.notes = compiled.notes
+                log.error(self.error)
+                return
+        counters = self.layout.map("counters")
+        new_slots = set(compiled.slots.values()) - set(self.slots.values())
+        old_slots = set(self.slots.values()) - set(compiled.slots.values())
+        commands = [bpftool.update_command(counters, hex_bytes(SLOT.pack(s)), "00 " * 8) for s in sorted(new_slots)]
+        deletes = []
+        for name, want in compiled.entries.items():
+            have, pin = self.mirror[name], self.layout.map(name)
+            changed = [(k, v) for k, v in want.items() if have.get(k) != v]
+            commands += [bpftool.update_command(pin, hex_bytes(k), hex_bytes(v)) for k, v in changed]
+            deletes += [bpftool.delete_command(pin, hex_bytes(k)) for k in have if k not in want]
+        commands += deletes + [bpftool.delete_command(counters, hex_bytes(SLOT.pack(s))) for s in sorted(old_slots)]
+        try:
+            bpftool.batch(commands)
+        except bpftool.BpftoolError as exc:
+            self.error = f"writing policy {ruleset.version} to the kernel failed ({exc}); the kernel holds part of it"
+            self.policy_version = None
+            log.error(self.error)
+            self._read_maps()
+            return
+        self.mirror = compiled.entries
+        self.slots = compiled.slots
+        self.notes = compiled.notes
+        self.policy_version = ruleset.version
+        self.error = ""
+        log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))
+
+    def counters(self) -> dict[str, int]:
+        """Decisions per rule since this generation was loaded (summed over CPUs)."""
+        by_slot = {slot: rule_id for rule_id, slot in self.slots.items()}
+        totals: dict[str, int] = {}
+        for item in bpftool.map_dump(self.layout.map("counters")):
+            (slot,) = SLOT.unpack(from_json_bytes(item["key"]))
+            count = sum(COUNTER.unpack(from_json_bytes(v["value"]))[0] for v in item.get("values", []))
+            name = NO_RULE if slot == 0 else by_slot.get(slot, f"slot {slot}")
+            totals[name] = totals.get(name, 0) + count
+        return totals
+
+    def health(self) -> dict:
+        return {
+            "generation": self.layout.root.name if self.layout else "",
+            "adopted": self.adopted,
+            "scope": self.scope,
+            "attached": list(self.targets),
+            "policy_version": self.policy_version,
+            "entries": {name: len(entries) for name, entries in self.mirror.items()},
+            "notes": self.notes,
+            "error": self.error,
+        }
+
+    def describe_entries(self) -> list[dict]:
+        """The kernel's policy entries, readable (for `runagent --show-kernel` and tests)."""
+        rows = []
+        for name, entries in self.mirror.items():
+            for key, value in entries.items():
+                net, cgid, port = decode_key(key)
+                rule = KernelRule.decode(value)
+                rows.append({"map": name, "net": str(net), "cgroup_id": cgid, "port": port} | vars(rule))
+        return rows

@@ -1,0 +1,98 @@
+"""Byte layouts of bpfscripts/enforce_connect.h, for writing map entries and reading events.
+
+`struct` formats with "<" (little-endian, no padding) mirror the packed keys and the
+naturally aligned value/event structs; tests/kernel/test_layout.py compares them with the
+BTF of the built object, so a change on one side alone fails the build.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+
+RULE_ID_LEN = 64
+MAX_SLOTS = 16384
+MAX_ENTRIES = 65536
+ACTION_CODES = {"allow": 0, "alert": 1, "deny": 2}
+ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
+SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's prefix
+
+KEY4 = struct.Struct("<IQH4s")
+KEY6 = struct.Struct("<IQH16s")
+RULE = struct.Struct(f"<IIBB2x{RULE_ID_LEN}s")
+EVENT = struct.Struct(f"<QQIIIHBB16s16s{RULE_ID_LEN}s")
+COUNTER = struct.Struct("<Q")
+SLOT = struct.Struct("<I")
+
+STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT}
+
+
+def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
+    """A trie key: (cgroup_id, port) matched exactly, then the network's prefix."""
+    fmt = KEY4 if net.version == 4 else KEY6
+    return fmt.pack(SCOPE_BITS + net.prefixlen, cgroup_id, socket.htons(port), net.network_address.packed)
+
+
+def decode_key(data: bytes) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int, int]:
+    fmt = KEY4 if len(data) == KEY4.size else KEY6
+    prefixlen, cgroup_id, port, addr = fmt.unpack(data)
+    net = ipaddress.ip_network((addr, prefixlen - SCOPE_BITS), strict=False)
+    return net, cgroup_id, socket.ntohs(port)
+
+
+@dataclass(frozen=True)
+class KernelRule:
+    """A trie entry's value: which rule decides, how it ranks, where it counts."""
+
+    rank: int
+    slot: int
+    action: str
+    audit: bool
+    rule_id: str
+
+    def encode(self) -> bytes:
+        return RULE.pack(self.rank, self.slot, ACTION_CODES[self.action], int(self.audit), self.rule_id.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> KernelRule:
+        rank, slot, action, audit, rule_id = RULE.unpack(data)
+        return cls(rank, slot, ACTION_NAMES.get(action, "allow"), bool(audit), _cstr(rule_id))
+
+
+def decode_event(data: bytes) -> dict:
+    """One struct ce_event from the perf buffer, as the agent's event fields."""
+    if len(data) < EVENT.size:
+        raise ValueError(f"deny event is {len(data)} bytes, expected {EVENT.size}")
+    ts_ns, cgroup_id, pid, uid, slot, port, family, audit, addr, comm, rule_id = EVENT.unpack_from(data)
+    if family not in (4, 6):
+        raise ValueError(f"deny event has address family {family}")
+    ip = ipaddress.ip_address(addr[:4] if family == 4 else addr)
+    return {
+        "mono_ns": ts_ns,
+        "cgroup_id": cgroup_id,
+        "pid": pid,
+        "uid": uid,
+        "slot": slot,
+        "dest_ip": str(ip),
+        "dest_port": socket.ntohs(port),
+        "family": family,
+        "audit": bool(audit),
+        "comm": _cstr(comm),
+        "rule_id": _cstr(rule_id),
+    }
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def hex_bytes(data: bytes) -> str:
+    """bpftool's `hex` argument form."""
+    return " ".join(f"{b:02x}" for b in data)
+
+
+def from_json_bytes(items) -> bytes:
+    """bpftool -j prints bytes as "0x1f" strings (map dump) or integers (event_pipe)."""
+    return bytes(int(b, 16) if isinstance(b, str) else int(b) for b in items)

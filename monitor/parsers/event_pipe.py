@@ -1,0 +1,47 @@
+"""Decoding of `bpftool -j map event_pipe`: the kernel's deny events.
+
+bpftool writes one JSON array of records and closes each record's brace only when the
+next record starts, so waiting for whole objects would hold every event back until the
+next one. `items` emits a record as soon as its `data` (or `lost`) member is complete,
+reading the stream with ijson's event parser.
+"""
+
+from __future__ import annotations
+
+import ijson
+
+from ..kernel.layout import decode_event
+from .bpftrace import LineError, Signal
+
+
+async def items(stream):
+    """Records from an asyncio stream, each as soon as its payload has arrived."""
+    builder = None
+    async for prefix, event, value in ijson.parse_async(stream, use_float=True):
+        if prefix == "item" and event == "start_map":
+            builder = ijson.ObjectBuilder()
+        if builder is None:
+            continue  # the array itself, or the late closing brace of a record already sent
+        builder.event(event, value)
+        if (prefix == "item.data" and event == "end_array") or (prefix == "item.lost" and event == "end_map"):
+            yield builder.value
+            builder = None
+
+
+def parse(record) -> dict | Signal:
+    """One deny event, or a Signal for the kernel's lost-sample records."""
+    if not isinstance(record, dict):
+        raise LineError("record is not an object")
+    if "lost" in record:
+        lost = record["lost"]
+        count = lost.get("count") if isinstance(lost, dict) else None
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise LineError("lost record without a count")
+        return Signal("lost", count, record)
+    data = record.get("data")
+    if not isinstance(data, list):
+        raise LineError("record without data")
+    try:
+        return decode_event(bytes(data))
+    except (ValueError, TypeError) as exc:
+        raise LineError(f"bad deny event: {exc}") from None

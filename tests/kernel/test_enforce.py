@@ -1,0 +1,185 @@
+"""The kernel refuses what deny rules say, in cgroups these tests make, and nothing else."""
+
+import os
+
+import pytest
+
+from monitor.kernel import bpftool
+from monitor.rules import RuleSet
+
+from .conftest import connect_from
+
+pytestmark = pytest.mark.kernel
+EPERM = 1
+
+
+def policy(version, *rules):
+    return RuleSet.from_specs(list(rules), version)
+
+
+def test_ipv4_deny_refuses_only_its_address(enforcement, targets):
+    app = enforcement.container("app-a")
+    enforcement.enforcer.start()
+    enforcement.enforcer.sync(policy(1, {"id": "deny-5", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM
+    assert connect_from(app, "127.8.8.8", targets.port) == 0
+    assert connect_from(app, "::ffff:127.10.10.5", targets.port) == EPERM  # v4-mapped is still IPv4
+    counters = enforcement.enforcer.counters()
+    assert counters["deny-5"] == 2 and counters["(no rule)"] == 1
+
+
+def test_ipv6_deny_and_port_only_deny(enforcement, targets):
+    app = enforcement.container("app-a")
+    denied, open_port = targets.v6_ports
+    enforcement.enforcer.start()
+    enforcement.enforcer.sync(
+        policy(
+            1,
+            {"id": "deny-v6", "match": {"dest_ip": "::1/128", "dest_port": denied}, "action": "deny"},
+            {"id": "deny-port", "match": {"dest_port": targets.port}, "action": "deny"},
+        )
+    )
+    assert connect_from(app, "::1", denied) == EPERM
+    assert connect_from(app, "::1", open_port) == 0
+    assert connect_from(app, "127.8.8.8", targets.port) == EPERM  # port-only: any address
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM
+    assert connect_from(app, "::1", targets.port) != 0  # nothing listens; the rule covers v6 too
+    assert connect_from(app, "::1", targets.port) == EPERM
+
+
+def test_container_scoped_deny_spares_the_other_container_and_new_ones_get_it(enforcement, targets):
+    a, b = enforcement.container("app-a"), enforcement.container("app-b")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(
+        policy(1, {"id": "a-only", "match": {"container": "*app-a", "dest_ip": "127.8.8.8/32"}, "action": "deny"})
+    )
+    assert connect_from(a, "127.8.8.8", targets.port) == EPERM
+    assert connect_from(b, "127.8.8.8", targets.port) == 0
+    late = enforcement.container("late-app-a")  # appears after start: attached and scoped on rescan
+    enforcer.rescan()
+    assert any(late.cgroup_path == t for t in enforcer.targets)
+    assert connect_from(late, "127.8.8.8", targets.port) == EPERM
+
+
+def test_an_earlier_allow_rule_shadows_a_wider_deny(enforcement, targets):
+    """First match wins in the kernel as in the rule engine, though the trie is longest-match."""
+    app = enforcement.container("app-a")
+    enforcement.enforcer.start()
+    enforcement.enforcer.sync(
+        policy(
+            1,
+            {"id": "allow-8", "priority": 10, "match": {"dest_ip": "127.8.8.0/24"}, "action": "allow"},
+            {"id": "deny-lo", "priority": 20, "match": {"dest_ip": "127.0.0.0/8"}, "action": "deny"},
+            {"id": "allow-5", "priority": 30, "match": {"dest_ip": "127.10.10.5/32"}, "action": "allow"},
+        )
+    )
+    assert connect_from(app, "127.8.8.8", targets.port) == 0
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM  # its allow comes after the deny
+
+
+def test_policy_changes_are_written_as_differences(enforcement, targets):
+    app = enforcement.container("app-a")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(policy(1, {"id": "d", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM
+    enforcer.sync(policy(2, {"id": "d", "match": {"dest_ip": "127.8.8.8/32"}, "action": "deny"}))
+    assert connect_from(app, "127.10.10.5", targets.port) == 0
+    assert connect_from(app, "127.8.8.8", targets.port) == EPERM
+    kernel = {(e["map"], e["net"]) for e in enforcer.describe_entries()}
+    assert kernel == {("rules4", "127.8.8.8/32")}
+    assert enforcer.health()["policy_version"] == 2
+    enforcer.sync(policy(3))
+    assert connect_from(app, "127.8.8.8", targets.port) == 0
+    assert bpftool.map_dump(enforcer.layout.map("rules4")) == []
+
+
+def test_inexpressible_deny_is_reported_not_dropped(enforcement, targets):
+    enforcement.container("app-a")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(
+        policy(
+            4,
+            {"id": "gone", "match": {"container": "no-such-container"}, "action": "deny"},
+            {"id": "wide", "match": {"dest_port": "1000-9000"}, "action": "deny"},
+        )
+    )
+    notes = {n["rule_id"]: n["message"] for n in enforcer.health()["notes"]}
+    assert "matches no monitored container" in notes["gone"]
+    assert "wider than the kernel maps take" in notes["wide"]
+    assert enforcer.health()["policy_version"] == 4
+
+
+def test_a_policy_too_big_for_the_maps_is_refused_whole(enforcement, targets):
+    app = enforcement.container("app-a")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(policy(1, {"id": "keep", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    huge = [  # 66 rules x 1000 ports, each on its own network: 66,000 entries for one trie
+        {
+            "id": f"r{i}",
+            "match": {"dest_ip": f"127.{i}.0.0/16", "dest_port": f"{1 + i * 990}-{1000 + i * 990}"},
+            "action": "deny",
+        }
+        for i in range(66)
+    ]
+    enforcer.sync(policy(2, *huge))
+    assert "holds 65536" in enforcer.health()["error"] and "keeps policy 1" in enforcer.health()["error"]
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM  # the old policy still enforces
+
+
+def test_map_full_from_the_kernel_is_a_clear_error(enforcement):
+    tiny = f"{enforcement.pin_root}-tiny"
+    bpftool.run(
+        "map",
+        "create",
+        tiny,
+        "type",
+        "lpm_trie",
+        "key",
+        "8",
+        "value",
+        "4",
+        "entries",
+        "1",
+        "name",
+        "tiny",
+        "flags",
+        "1",
+        json_output=False,
+    )
+    try:
+        first = bpftool.update_command(tiny, "20 00 00 00 7f 00 00 01", "00 00 00 00")
+        second = bpftool.update_command(tiny, "20 00 00 00 7f 00 00 02", "00 00 00 00")
+        with pytest.raises(bpftool.MapFull, match="No space left"):
+            bpftool.batch([first, second])
+    finally:
+        os.unlink(tiny)
+
+
+def test_generations_swap_without_an_unenforced_moment(enforcement, targets, tmp_path):
+    """An upgraded object is attached before the old one is detached, and the old is unpinned."""
+    app = enforcement.container("app-a")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(policy(1, {"id": "d", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    old_ids = set(enforcer.prog_ids.values())
+    upgraded = tmp_path / "enforce_connect.bpf.o"
+    upgraded.write_bytes(enforcer.obj.read_bytes() + b"\0")  # same programs, new hash: a new generation
+    new = type(enforcer)(
+        pin_root=enforcement.pin_root, scope=enforcer.scope, docker_roots=enforcer.docker_roots, obj=upgraded
+    )
+    new.start()
+    new.sync(policy(1, {"id": "d", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    attached = {p["id"] for cg, p in new.attachments() if enforcement.parent in cg}
+    assert attached == set(new.prog_ids.values()) and not attached & old_ids
+    assert [g.root.name for g in new._generations()] == [new.layout.root.name]
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM
+
+
+def test_never_attaches_at_the_cgroup_root(enforcement):
+    enforcement.enforcer.start()
+    with pytest.raises(Exception, match="refusing to attach at the cgroup root"):
+        enforcement.enforcer._attach("/")
