@@ -8,6 +8,7 @@ figures. A bad line is skipped and counted, never fatal.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import shutil
@@ -23,8 +24,16 @@ from .parsers import event_pipe
 from .parsers.bpftrace import LineError, Signal, decode
 
 log = logging.getLogger("crossedge.supervisor")
-HARMLESS_STDERR = ("couldn't set RLIMIT_MEMLOCK",)
+HARMLESS_STDERR = ("couldn't set RLIMIT_MEMLOCK", "Stopping...")  # bpftrace; bpftool event_pipe on SIGINT
 LINE_LIMIT = 1 << 20
+PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the agent dies (even by SIGKILL), so no
+    tracer is left running unread. Pinned enforcement is not a child and stays."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -93,6 +102,7 @@ class Supervisor:
                 stderr=asyncio.subprocess.PIPE,
                 limit=LINE_LIMIT,
                 start_new_session=True,  # our signals, not the terminal's, stop it
+                preexec_fn=die_with_parent,
             )
         except OSError as exc:
             self.health.last_error = f"cannot start {executable}: {exc}"

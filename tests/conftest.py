@@ -44,3 +44,8 @@ def kernel():
 def cgroup_parent():
     """A parent cgroup name of this test's own (never the root)."""
     return f"crossedge-test-{uuid.uuid4().hex[:8]}.slice"
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_superuser("staff", "", "pw-staff-123")

@@ -50,6 +50,27 @@ class Node(models.Model):
             return None
         return cls.objects.filter(token_hash=hash_token(token), revoked=False).first()
 
+    @property
+    def enforcement(self) -> dict:
+        """The kernel part of the last heartbeat, with its types checked ({} without enforcement).
+        The agent's word is data, not trusted structure: anything malformed is left out."""
+        raw = (self.health or {}).get("kernel") if isinstance(self.health, dict) else None
+        if not isinstance(raw, dict):
+            return {}
+        version = raw.get("policy_version")
+        notes = [n for n in raw.get("notes") or [] if isinstance(n, dict) and isinstance(n.get("rule_id"), str)]
+        counters = raw.get("counters") if isinstance(raw.get("counters"), dict) else {}
+        entries = raw.get("entries") if isinstance(raw.get("entries"), dict) else {}
+        return {
+            "policy_version": version if isinstance(version, int) and not isinstance(version, bool) else None,
+            "attached": len(raw["attached"]) if isinstance(raw.get("attached"), list) else 0,
+            "entries": sum(v for v in entries.values() if isinstance(v, int)),
+            "notes": [{"rule_id": n["rule_id"], "message": str(n.get("message", ""))} for n in notes],
+            "counters": {str(k): v for k, v in counters.items() if isinstance(v, int) and not isinstance(v, bool)},
+            "error": str(raw.get("error") or ""),
+            "generation": str(raw.get("generation") or ""),
+        }
+
     def status(self, now=None) -> str:
         """online, unknown (heartbeats stopped), never (no agent yet) or revoked."""
         if self.revoked:

@@ -20,13 +20,23 @@ class ImportForm(forms.Form):
 
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):
-    list_display = ("rule_id", "priority", "action", "severity", "container", "dest_ip", "dest_port", "description")
-    list_editable = ("priority", "action")
-    list_filter = ("action", "severity")
+    list_display = (
+        "rule_id",
+        "priority",
+        "action",
+        "mode",
+        "severity",
+        "container",
+        "dest_ip",
+        "dest_port",
+        "description",
+    )
+    list_editable = ("priority", "action", "mode")
+    list_filter = ("action", "mode", "severity")
     search_fields = ("rule_id", "description", "container", "dest_ip")
     change_list_template = "admin/policy/rule/change_list.html"
     fieldsets = (
-        (None, {"fields": ("rule_id", "description", "action", "severity", "priority", "tags")}),
+        (None, {"fields": ("rule_id", "description", "action", "mode", "severity", "priority", "tags")}),
         (
             "Match (empty fields match anything)",
             {"fields": ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_port")},

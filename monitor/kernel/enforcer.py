@@ -104,6 +104,30 @@ class Enforcer:
         self.rescan(force=True)
         self._retire_old_generations()
 
+    def open(self) -> bool:
+        """Look at what is pinned without changing anything (for status); False if nothing is."""
+        generations = [g for g in self._generations() if g.complete()]
+        if not generations:
+            return False
+        self.layout = generations[-1]
+        self.prog_ids = {name: bpftool.prog_show(self.layout.prog(name))["id"] for name in PROGRAMS}
+        self._read_maps()
+        return True
+
+    def status(self) -> dict:
+        """What the kernel holds: for `runagent --status` and for people debugging a node."""
+        if not self.open():
+            return {"pinned": False, "pin_root": str(self.pin_root)}
+        ours = set(self.prog_ids.values())
+        return {
+            "pinned": True,
+            "pin_root": str(self.pin_root),
+            "generation": self.layout.root.name,
+            "attached": sorted({cg for cg, prog in self.attachments() if prog["id"] in ours}),
+            "entries": {name: len(entries) for name, entries in self.mirror.items()},
+            "counters": self.counters(),
+        }
+
     def _load(self) -> None:
         shutil.rmtree(self.layout.root, ignore_errors=True)  # a half-made generation from a crash
         (self.layout.root / "maps").mkdir(parents=True)

@@ -14,12 +14,13 @@
   const dest = (r) => (r.dest_ip.includes(":") ? `[${r.dest_ip}]` : r.dest_ip) + ":" + r.dest_port;
   const proc = (r) => `${r.comm} [${r.pid}]`;
   const container = (r) => (r.container ? r.container.name : "host");
-  const pill = (text) => ({ text, cls: "pill " + text });
+  const pill = (text, cls) => ({ text, cls: "pill " + (cls || text) });
+  const enforcement = (r) => (r.enforced ? " · refused by kernel" : r.audit ? " · audit only" : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
       r.result === 0 ? "ok" : String(r.result), pill(r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r), r.rule_id,
-      pill(r.action + (r.enforced ? " (kernel)" : "")), r.severity],
+      pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];
 
   function add(rows) {

@@ -18,11 +18,6 @@ def node(db):
     return n
 
 
-@pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_superuser("staff", "", "pw-staff-123")
-
-
 def agent_event(seq=None, **overrides):
     """One event shaped exactly like the agent's pipeline emits it."""
     event = {

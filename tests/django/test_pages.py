@@ -34,3 +34,48 @@ def test_runagent_refuses_without_root(monkeypatch):
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     with pytest.raises(CommandError, match="must run as root"):
         call_command("runagent")
+
+
+KERNEL_HEALTH = {
+    "kernel": {
+        "policy_version": 12,
+        "attached": ["/x.slice/docker-a.scope", "/x.slice/docker-b.scope"],
+        "entries": {"rules4": 3, "rules6": 1},
+        "notes": [
+            {"rule_id": "ghost-deny", "message": "matches no monitored container on this node: nothing to enforce"}
+        ],
+        "counters": {"ghost-deny": 0, "deny-db": 41, "(no rule)": 9},
+        "error": "policy 13 needs 70000 entries in rules4, which holds 65536: kernel keeps policy 12",
+    }
+}
+
+
+@pytest.mark.django_db
+def test_node_and_rule_pages_show_what_the_kernel_holds(client, staff, node):
+    from dashboard.policy.models import Rule
+
+    node.health = KERNEL_HEALTH
+    node.save()
+    Rule.objects.create(rule_id="ghost-deny", action="deny", container="gone")
+    Rule.objects.create(rule_id="deny-db", action="deny", dest_port="3306", mode="audit")
+    client.force_login(staff)
+    nodes = client.get("/nodes/").content.decode()
+    assert "kernel holds v12" in nodes and "2 containers" in nodes and "4 entries" in nodes
+    assert "holds 65536: kernel keeps policy 12" in nodes
+    assert "ghost-deny: matches no monitored container" in nodes
+    rules = client.get("/rules/").content.decode()
+    assert "not enforced on edge-1: matches no monitored container" in rules
+    assert "<td>41</td>" in rules and 'class="pill audit"' in rules
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "kernel",
+    ["nonsense", {"notes": "x", "counters": [1], "attached": 3}, {"notes": [{"rule_id": 5}], "counters": {"a": "b"}}],
+)
+def test_malformed_kernel_health_renders_without_error(client, staff, node, kernel):
+    node.health = {"kernel": kernel}
+    node.save()
+    client.force_login(staff)
+    assert client.get("/nodes/").status_code == 200
+    assert client.get("/rules/").status_code == 200

@@ -8,6 +8,7 @@ FORM = {
     "rule_id": "rule-010",
     "description": "",
     "action": "deny",
+    "mode": "enforce",
     "severity": "medium",
     "priority": 100,
     "tags": "[]",

@@ -1,14 +1,18 @@
 """Kernel-test helpers: loopback targets, connects from inside a cgroup, and an Enforcer
 confined to the test's own cgroups and pins."""
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from asgiref.sync import sync_to_async
 
+from dashboard.events.ingest import ingest_batch
 from monitor.kernel.enforcer import Enforcer
 from monitor.testbed import SimulatedContainer, listen
 
@@ -23,6 +27,24 @@ def v6_listener():
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECT = "import sys; from monitor.testbed import connect_once as c; print(c(sys.argv[1], int(sys.argv[2])))"
+
+
+async def deliver_until(agent, node, done, timeout=5.0):
+    """Play the uplink: number and store what the agent queued until done() holds."""
+    seq = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = []
+        while agent.outbox:
+            seq += 1
+            batch.append(agent.outbox.popleft() | {"seq": seq})
+        if batch:
+            result = await sync_to_async(ingest_batch)(node, batch)
+            assert not result.rejected
+        if await sync_to_async(done)():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not seen within {timeout}s")
 
 
 def connect_from(container, host: str, port: int) -> int:

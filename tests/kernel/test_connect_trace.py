@@ -4,16 +4,16 @@ judged by the rules and stored with their violations."""
 import asyncio
 import os
 import sys
-import time
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from dashboard.events.ingest import ingest_batch
 from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
 from monitor.testbed import SimulatedContainer
+
+from .conftest import deliver_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.django_db(transaction=True)]
 
@@ -26,24 +26,6 @@ COMM = os.path.basename(sys.executable)[:15]  # the task name the kernel gives o
 
 def client(container, *targets):
     return container.spawn([sys.executable, "-m", "monitor.testbed", "connect", *targets])
-
-
-async def deliver_until(agent, node, done, timeout=5.0):
-    """Play the uplink: number and store what the agent queued until done() holds."""
-    seq = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = []
-        while agent.outbox:
-            seq += 1
-            batch.append(agent.outbox.popleft() | {"seq": seq})
-        if batch:
-            result = await sync_to_async(ingest_batch)(node, batch)
-            assert not result.rejected
-        if await sync_to_async(done)():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not seen within {timeout}s")
 
 
 async def test_connects_from_a_docker_scope_are_traced_attributed_and_judged(

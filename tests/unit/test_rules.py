@@ -108,3 +108,13 @@ def test_spec_round_trip():
         "tags": ["T1"],
     }
     assert parse_rule(spec).to_spec() == spec
+
+
+def test_audit_mode_is_for_deny_rules_and_round_trips():
+    rule = parse_rule({"id": "try-it", "match": {"dest_port": 22}, "action": "deny", "mode": "audit"})
+    assert rule.audit and rule.to_spec()["mode"] == "audit"
+    assert "mode" not in parse_rule({"id": "x", "match": {}, "action": "deny"}).to_spec()
+    with pytest.raises(RuleError, match="audit applies to deny rules only"):
+        parse_rule({"id": "x", "match": {}, "action": "alert", "mode": "audit"})
+    with pytest.raises(RuleError, match="mode: must be one of enforce, audit"):
+        parse_rule({"id": "x", "match": {}, "action": "deny", "mode": "dry-run"})

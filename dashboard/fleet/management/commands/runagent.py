@@ -69,6 +69,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--uninstall", action="store_true", help="detach and unpin the enforcement programs, then exit"
         )
+        parser.add_argument(
+            "--status", action="store_true", help="print what the kernel enforces (JSON: attachments, counters)"
+        )
 
     def handle(self, *args, **opts):
         logging.getLogger("crossedge").setLevel(logging.INFO)
@@ -78,8 +81,14 @@ class Command(BaseCommand):
                 "CAP_SYS_ADMIN); try: sudo python manage.py runagent"
             )
         enforcer = None
-        if opts["uninstall"] or not opts["no_enforce"]:
+        if opts["uninstall"] or opts["status"] or not opts["no_enforce"]:
             enforcer = Enforcer(pin_root=opts["pin_root"], scope=opts["enforce_scope"])
+        if opts["status"]:
+            try:
+                self.stdout.write(json.dumps(enforcer.status(), indent=2))
+            except bpftool.BpftoolError as exc:
+                raise CommandError(f"cannot read the kernel state: {exc}") from None
+            return
         if opts["uninstall"]:
             try:
                 done = enforcer.uninstall()

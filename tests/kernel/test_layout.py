@@ -1,0 +1,32 @@
+"""monitor/kernel/layout.py mirrors the structs of enforce_connect.h: checked against the
+BTF that clang wrote into the built object, so one side cannot change alone. (ce_event
+has no BTF, being only a stack variable; the agent tests decode real events field by field.)"""
+
+import re
+import struct
+
+import pytest
+
+from monitor.kernel import bpftool, layout
+from monitor.kernel.enforcer import OBJECT
+
+pytestmark = pytest.mark.kernel
+MEMBERS = {
+    "ce_key4": ["prefixlen", "cgroup_id", "port", "addr"],
+    "ce_key6": ["prefixlen", "cgroup_id", "port", "addr"],
+    "ce_rule": ["rank", "slot", "action", "audit", "pad", "rule_id"],
+}
+
+
+def offsets(fmt: struct.Struct) -> list[int]:
+    tokens = re.findall(r"\d*[a-zA-Z]", fmt.format.lstrip("<"))
+    return [struct.calcsize("<" + "".join(tokens[:i])) for i in range(len(tokens))]
+
+
+@pytest.mark.parametrize("name", sorted(MEMBERS))
+def test_python_layout_matches_the_objects_btf(kernel, name):
+    types = {t.get("name"): t for t in bpftool.run("btf", "dump", "file", str(OBJECT))["types"]}
+    btf = types[name]
+    assert btf["size"] == layout.STRUCTS[name].size
+    assert [m["name"] for m in btf["members"]] == MEMBERS[name]
+    assert [m["bits_offset"] // 8 for m in btf["members"]] == offsets(layout.STRUCTS[name])

@@ -1,0 +1,59 @@
+"""Replay of real `bpftool -j map event_pipe` output (two denies recorded on this kernel):
+each record is decoded as soon as its data is complete, not when the next one starts."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from monitor.parsers import event_pipe
+from monitor.parsers.bpftrace import LineError, Signal
+
+RECORDED = (Path(__file__).parents[1] / "fixtures" / "enforce.event_pipe.json").read_bytes()
+
+
+async def records_from(chunks, settle=0.05):
+    stream = asyncio.StreamReader()
+    got = []
+
+    async def consume():
+        async for record in event_pipe.items(stream):
+            got.append(record)
+
+    task = asyncio.create_task(consume())
+    seen_after_chunk = []
+    for chunk in chunks:
+        stream.feed_data(chunk)
+        await asyncio.sleep(settle)
+        seen_after_chunk.append(len(got))
+    stream.feed_eof()
+    await task
+    return got, seen_after_chunk
+
+
+async def test_recorded_denies_decode_field_by_field():
+    got, _ = await records_from([RECORDED])
+    events = [event_pipe.parse(r) for r in got]
+    assert len(events) == 2
+    first = events[0]
+    assert (first["dest_ip"], first["dest_port"], first["family"]) == ("127.10.10.5", 80, 4)
+    assert (first["comm"], first["rule_id"], first["audit"], first["slot"]) == ("python3", "r", False, 1)
+    assert first["pid"] == events[1]["pid"] > 0 and first["mono_ns"] < events[1]["mono_ns"]
+
+
+async def test_a_record_is_emitted_before_the_next_one_starts():
+    cut = RECORDED.index(b"]", RECORDED.index(b'"data"')) + 1  # end of the first data array, no brace yet
+    _, seen = await records_from([RECORDED[:cut], RECORDED[cut:]])
+    assert seen == [1, 2]
+
+
+def test_lost_records_are_signals_and_garbage_is_refused():
+    lost = event_pipe.parse({"type": 2, "cpu": 0, "index": 0, "lost": {"id": 7, "count": 12}})
+    assert lost == Signal("lost", 12, {"type": 2, "cpu": 0, "index": 0, "lost": {"id": 7, "count": 12}})
+    for bad in ([1, 2], {"type": 9}, {"data": [1, 2, 3]}, {"data": [300] * 128}, {"lost": {"count": -1}}):
+        with pytest.raises(LineError):
+            event_pipe.parse(bad)
+    bad_family = bytearray(128)
+    bad_family[30] = 9
+    with pytest.raises(LineError, match="family"):
+        event_pipe.parse({"data": list(bad_family)})
