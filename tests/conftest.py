@@ -1,6 +1,7 @@
 """Shared fixtures. Kernel tests need root, bpftrace and the cgroup2/tracefs mounts:
 without them they skip on a developer's machine and fail under CI=true."""
 
+import glob
 import os
 import shutil
 import uuid
@@ -49,3 +50,15 @@ def cgroup_parent():
 @pytest.fixture
 def staff(django_user_model):
     return django_user_model.objects.create_superuser("staff", "", "pw-staff-123")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """After the whole run: no test cgroup and no test pin may remain."""
+    yield
+    try:
+        mount = cgroup2_mount()
+    except RuntimeError:
+        return
+    left = glob.glob("/sys/fs/bpf/crossedge-test-*") + glob.glob(os.path.join(mount, "crossedge-test-*"))
+    assert not left, f"tests left these behind: {left}"

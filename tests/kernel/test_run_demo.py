@@ -37,9 +37,11 @@ def api(port, path, key):
         return json.load(resp)
 
 
-def test_up_with_demo_shows_violations_within_ten_seconds(kernel, tmp_path):
+def test_up_with_demo_shows_violations_within_ten_seconds(kernel, tmp_path, cgroup_parent):
+    pins = f"/sys/fs/bpf/{cgroup_parent.removesuffix('.slice')}"
     env = {
         **os.environ,
+        "CROSSEDGE_PIN_ROOT": pins,
         "CROSSEDGE_VAR_DIR": str(tmp_path),
         "CROSSEDGE_ADMIN_PASSWORD": "pw-e2e-123",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -77,6 +79,10 @@ def test_up_with_demo_shows_violations_within_ten_seconds(kernel, tmp_path):
         )
         row = found[("edge-app-staging", "rule-002", "deny")]
         assert (row["dest_ip"], row["dest_port"]) == ("127.0.0.2", 3306)
+        deadline = time.monotonic() + 15  # the demo connects every 3 s; enforcement attaches in about 1 s
+        while not any(r["enforced"] for r in api(port, "/api/violations/?rule=rule-002", key)["results"]):
+            assert time.monotonic() < deadline, "no kernel-enforced rule-002 violation"
+            time.sleep(0.5)
         nodes = api(port, "/api/connections/?limit=1", key)["results"]
         assert nodes and nodes[0]["node"] == socket.gethostname()
     finally:
@@ -84,3 +90,4 @@ def test_up_with_demo_shows_violations_within_ten_seconds(kernel, tmp_path):
         output = up.communicate(timeout=30)[0]
     assert "demo stopped, cgroups removed" in output, output[-3000:]
     assert not os.path.exists(os.path.join(cgroup2_mount(), "crossedge-demo.slice"))
+    assert not os.path.exists(f"{pins}-demo"), "the demo's pins were left behind"

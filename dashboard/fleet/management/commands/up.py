@@ -30,6 +30,9 @@ class Command(BaseCommand):
         host, port = opts["host"], opts["port"]
         children = {}
         stopping = []
+        # The demo's enforcement is the demo's own: its cgroups only, its own pins, removed after.
+        demo_pins = f"{settings.PIN_ROOT}-demo"
+        demo_enforcement = ["--enforce-scope", f"/{DEMO_PARENT}/*", "--pin-root", demo_pins] if opts["demo"] else []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
         try:
@@ -40,10 +43,9 @@ class Command(BaseCommand):
             self.wait_for_port(host, port, children["dashboard"])
             self.stdout.write(self.style.SUCCESS(f"dashboard: http://{host}:{port}/"))
             if not opts["no_agent"]:
-                agent = [*manage, "runagent", "--server", f"ws://{host}:{port}"]
-                if opts["demo"]:  # enforce only on the demo's own cgroups
-                    agent += ["--enforce-scope", f"/{DEMO_PARENT}/*"]
-                children["agent"] = subprocess.Popen(agent, cwd=settings.BASE_DIR)
+                children["agent"] = subprocess.Popen(
+                    [*manage, "runagent", "--server", f"ws://{host}:{port}", *demo_enforcement], cwd=settings.BASE_DIR
+                )
             if opts["demo"]:
                 children["demo"] = subprocess.Popen([*manage, "demo"], cwd=settings.BASE_DIR)
             while not stopping:
@@ -60,6 +62,9 @@ class Command(BaseCommand):
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
+            if demo_enforcement and "agent" in children:
+                subprocess.run([*manage, "runagent", "--uninstall", "--pin-root", demo_pins], cwd=settings.BASE_DIR)
 
     def wait_for_port(self, host, port, proc, timeout=30):
         deadline = time.monotonic() + timeout
