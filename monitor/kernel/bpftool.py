@@ -7,6 +7,7 @@ through `run` or `batch` here, so one place knows its output formats and failure
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -85,6 +86,9 @@ def batch(commands: list[str]) -> None:
 
 # -- the commands the enforcer needs ----------------------------------------------
 def loadall(obj: str, progs_dir: str, maps_dir: str) -> None:
+    """Load every program in `obj`, pinning programs in `progs_dir` and maps in `maps_dir`."""
+    os.makedirs(maps_dir, exist_ok=True)  # bpftool makes the last level only, and only for progs
+    os.makedirs(os.path.dirname(progs_dir.rstrip("/")), exist_ok=True)
     run("prog", "loadall", obj, progs_dir, "pinmaps", maps_dir, json_output=False)
 
 

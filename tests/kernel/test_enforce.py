@@ -1,10 +1,13 @@
 """The kernel refuses what deny rules say, in cgroups these tests make, and nothing else."""
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
 from monitor.kernel import bpftool
+from monitor.kernel.enforcer import OBJECT
 from monitor.rules import RuleSet
 
 from .conftest import connect_from
@@ -183,3 +186,53 @@ def test_never_attaches_at_the_cgroup_root(enforcement):
     enforcement.enforcer.start()
     with pytest.raises(Exception, match="refusing to attach at the cgroup root"):
         enforcement.enforcer._attach("/")
+
+
+BAD_PROGRAM = """
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} m SEC(".maps");
+SEC("cgroup/connect4")
+int crossedge_bad(struct bpf_sock_addr *ctx)
+{
+	__u32 k = 0;
+	__u64 *v = bpf_map_lookup_elem(&m, &k);
+	return *v > 0; /* no NULL check: the verifier must refuse this */
+}
+"""
+
+
+def test_a_verifier_rejection_is_an_error_with_the_verifier_log(kernel, tmp_path, cgroup_parent):
+    source = tmp_path / "bad.bpf.c"
+    source.write_text(BAD_PROGRAM)
+    obj = tmp_path / "bad.bpf.o"
+    bpfscripts = OBJECT.parent
+    subprocess.run(
+        [
+            "clang",
+            "-g",
+            "-O2",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            f"-I{bpfscripts}",
+            "-c",
+            str(source),
+            "-o",
+            str(obj),
+        ],
+        check=True,
+    )
+    pins = f"/sys/fs/bpf/{cgroup_parent.removesuffix('.slice')}-bad"
+    try:
+        with pytest.raises(bpftool.VerifierRejected) as info:
+            bpftool.loadall(str(obj), f"{pins}/progs", f"{pins}/maps")
+        assert "invalid mem access" in info.value.detail or "map_value_or_null" in info.value.detail
+    finally:
+        shutil.rmtree(pins, ignore_errors=True)

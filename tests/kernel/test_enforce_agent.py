@@ -3,6 +3,8 @@ connection (once, with the kernel's rule), audit-mode rules let traffic through 
 still report, and the API serves the result."""
 
 import asyncio
+import os
+import signal
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -13,7 +15,9 @@ from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
 
-from .conftest import ROOT, deliver_until
+from .conftest import ROOT, connect_from, deliver_until
+
+EPERM = 1
 
 pytestmark = [pytest.mark.kernel, pytest.mark.django_db(transaction=True)]
 
@@ -98,3 +102,32 @@ async def test_a_kernel_deny_with_no_traced_connect_still_reports(enforcement, t
     assert event["kind"] == "enforce" and event["pid"] == proc.pid
     assert (event["verdict"], event["rule_id"], event["enforced"], event["result"]) == ("deny", "deny-5", True, -1)
     assert event["container"]["name"] == "edge-app-staging" and event["dest_port"] == targets.port
+
+
+async def test_a_crashing_event_reader_restarts_and_never_lifts_enforcement(enforcement, targets, tmp_path):
+    app = enforcement.container("edge-app-prod")
+    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer, pair_window=0.2)
+    agent.set_policy(1, POLICY[:1])
+    runner = await run_agent(agent)
+    try:
+        reader = next(s for s in agent.supervisors if s.backend.name == "enforce")
+        reader.min_backoff = 0.05
+        for _ in range(3):
+            pid = reader.health.pid
+            os.kill(pid, signal.SIGKILL)  # the agent's own child
+            assert await asyncio.to_thread(connect_from, app, "127.10.10.5", targets.port) == EPERM
+            for _ in range(100):
+                if reader.health.pid not in (None, pid) and reader.health.state == "running":
+                    break
+                await asyncio.sleep(0.05)
+        assert reader.health.restarts == 3 and "exited with status" in reader.health.last_error
+        agent.outbox.clear()
+        await asyncio.sleep(0.3)  # the new reader has opened its buffers
+        assert await asyncio.to_thread(connect_from, app, "127.10.10.5", targets.port) == EPERM
+        for _ in range(50):
+            if agent.outbox:
+                break
+            await asyncio.sleep(0.1)
+        assert [e["rule_id"] for e in agent.outbox] == ["deny-5"]  # still reported after the restarts
+    finally:
+        await stop(runner)
