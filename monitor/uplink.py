@@ -1,9 +1,10 @@
 """Carries the agent's events to the dashboard and its policy back, over one websocket.
 
-Events get a per-node sequence number when they leave the outbox and stay in `unacked`
-until the dashboard acks them, so a reconnect resends exactly what was not stored and
-the dashboard's (node, seq) uniqueness drops what was. Reconnection and its backoff are
-websockets' own (`connect` as an async iterator).
+Events go from the agent's outbox into the durable spool (monitor.spool) whether or not
+the dashboard is reachable; the sender streams the spool from the last acknowledged
+number, so a reconnect, or a restart of either side, resends exactly what was not
+stored, and the dashboard's (node, seq) uniqueness drops what was. Reconnection and its
+backoff are websockets' own (`connect` as an async iterator), capped at 10 s.
 """
 
 from __future__ import annotations
@@ -14,31 +15,54 @@ import json
 import logging
 
 from websockets.asyncio.client import connect
+from websockets.client import backoff
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .agent import Agent
 from .protocol import HEARTBEAT_SECONDS, MAX_BATCH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from .spool import Spool
 
 log = logging.getLogger("crossedge.uplink")
+PUMP_BATCH = 5000
+MAX_RECONNECT_DELAY = 10.0
 
 
 class Refused(RuntimeError):
     """The dashboard will not take this agent (bad or revoked token): retrying cannot help."""
 
 
+def reconnect_delays():
+    return backoff(initial_delay=1.0, min_delay=1.0, max_delay=MAX_RECONNECT_DELAY)
+
+
 class Uplink:
-    def __init__(self, agent: Agent, url: str, token: str, *, window: int = 20 * MAX_BATCH, flush_interval=0.1):
+    def __init__(
+        self,
+        agent: Agent,
+        url: str,
+        token: str,
+        *,
+        spool: Spool | None = None,
+        window: int = 20 * MAX_BATCH,
+        flush_interval: float = 0.05,
+    ):
         self.agent, self.url, self.token = agent, url, token
+        self.spool = spool or Spool()
         self.window, self.flush_interval = window, flush_interval
-        self.unacked: collections.deque[dict] = collections.deque()
-        self.next_seq = 1
+        self.acked = 0  # highest number the dashboard has acknowledged
+        self.sent = 0  # highest number sent in this session
+        self.spooled = asyncio.Event()
+        self.ack_received = asyncio.Event()
         self.connected = asyncio.Event()
         self.stats = collections.Counter()
 
     async def run(self) -> None:
+        pump = asyncio.create_task(self._pump())
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
-            async for ws in connect(self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES):
+            async for ws in connect(
+                self.url, additional_headers=headers, max_size=MAX_MESSAGE_BYTES, reconnect_delays=reconnect_delays
+            ):
                 try:
                     await self._session(ws)
                 except ConnectionClosed as exc:
@@ -48,13 +72,42 @@ class Uplink:
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise Refused(f"dashboard at {self.url} refused this agent (HTTP {status}): check the node token") from None
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            self.flush_outbox()
 
+    # -- outbox -> spool, connected or not ----------------------------------------
+    async def _pump(self) -> None:
+        outbox = self.agent.outbox
+        while True:
+            if not outbox:
+                self.agent.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.agent.wakeup.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+                await asyncio.sleep(self.flush_interval)  # let a batch gather
+                continue
+            batch = [outbox.popleft() for _ in range(min(len(outbox), PUMP_BATCH))]
+            await asyncio.to_thread(self.spool.append, batch)
+            self.spooled.set()
+
+    def flush_outbox(self) -> None:
+        """Spool whatever the agent still holds (on the way out: nothing is left in memory)."""
+        batch = list(self.agent.outbox)
+        self.agent.outbox.clear()
+        self.spool.append(batch)
+
+    # -- one connection -----------------------------------------------------------
     async def _session(self, ws) -> None:
         await ws.send(json.dumps({"type": "hello", "v": PROTOCOL_VERSION, "node": self.agent.identity()}))
         welcome = json.loads(await ws.recv())
         if welcome.get("type") != "welcome":
             raise ConnectionClosed(None, None)
-        self.next_seq = max(self.next_seq, int(welcome.get("last_seq", 0)) + 1)
+        last_stored = int(welcome.get("last_seq", 0))
+        await asyncio.to_thread(self.spool.welcome, last_stored)
+        self.acked = self.sent = last_stored
         await self._apply_policy(ws, welcome.get("policy") or {})
         log.info("connected to %s as node %s", self.url, welcome.get("node"))
         self.connected.set()
@@ -70,27 +123,18 @@ class Uplink:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, ws) -> None:
-        for i in range(0, len(self.unacked), MAX_BATCH):  # resend what the last session left unacked
-            batch = list(self.unacked)[i : i + MAX_BATCH]
-            await ws.send(json.dumps({"type": "events", "batch": batch}))
-        outbox = self.agent.outbox
         while True:
-            if not outbox or len(self.unacked) >= self.window:
-                self.agent.wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.agent.wakeup.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
-                await asyncio.sleep(self.flush_interval)  # let a batch gather
+            if self.sent - self.acked >= self.window:
+                self.ack_received.clear()
+                await asyncio.wait({asyncio.create_task(self.ack_received.wait())}, timeout=1.0)
                 continue
-            batch = []
-            while outbox and len(batch) < MAX_BATCH and len(self.unacked) < self.window:
-                event = outbox.popleft()
-                event["seq"] = self.next_seq
-                self.next_seq += 1
-                self.unacked.append(event)
-                batch.append(event)
+            self.spooled.clear()
+            batch = await asyncio.to_thread(self.spool.read, self.sent, MAX_BATCH)
+            if not batch:
+                await asyncio.wait({asyncio.create_task(self.spooled.wait())}, timeout=1.0)
+                continue
             await ws.send(json.dumps({"type": "events", "batch": batch}))
+            self.sent = batch[-1]["seq"]
             self.stats["batches"] += 1
 
     async def _receive(self, ws) -> None:
@@ -99,8 +143,9 @@ class Uplink:
             kind = msg.get("type")
             if kind == "ack":
                 seq = int(msg["seq"])
-                while self.unacked and self.unacked[0]["seq"] <= seq:
-                    self.unacked.popleft()
+                await asyncio.to_thread(self.spool.ack, seq)
+                self.acked = max(self.acked, seq)
+                self.ack_received.set()
                 self.stats["acked_batches"] += 1
                 if msg.get("rejected"):
                     self.stats["rejected"] += len(msg["rejected"])
@@ -108,6 +153,7 @@ class Uplink:
             elif kind == "policy":
                 await self._apply_policy(ws, msg)
             elif kind == "error":
+                self.stats["errors"] += 1
                 log.error("dashboard: %s", msg.get("reason"))
 
     async def _apply_policy(self, ws, policy: dict) -> None:
@@ -117,8 +163,16 @@ class Uplink:
         error = self.agent.set_policy(version, policy.get("rules") or [])
         await ws.send(json.dumps({"type": "policy_ack", "version": version, "error": error}))
 
+    async def health(self) -> dict:
+        depth, dropped = await asyncio.to_thread(lambda: (self.spool.depth, self.spool.dropped))
+        return self.agent.health() | {
+            "spool": depth,
+            "spool_dropped": dropped,
+            "unacked": max(0, self.sent - self.acked),
+            "rejected": self.stats["rejected"],
+        }
+
     async def _heartbeat(self, ws) -> None:
         while True:
-            health = self.agent.health() | {"unacked": len(self.unacked)}
-            await ws.send(json.dumps({"type": "heartbeat", "health": health}))
+            await ws.send(json.dumps({"type": "heartbeat", "health": await self.health()}))
             await asyncio.sleep(HEARTBEAT_SECONDS)

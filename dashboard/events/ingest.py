@@ -25,11 +25,14 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     rejected: list = field(default_factory=list)  # [{"seq": .., "reason": ..}]
-    last_seq: int = 0
+    last_seq: int = 0  # highest number stored for the node
+    processed_seq: int = 0  # highest number in the batch, stored or rejected: what the ack covers
 
 
 def ingest_batch(node: Node, batch: list) -> IngestResult:
     result = IngestResult(last_seq=node.last_seq)
+    numbered = [e["seq"] for e in batch if isinstance(e, dict) and type(e.get("seq")) is int]
+    result.processed_seq = max([node.last_seq, *numbered])
     good = []
     for index, raw in enumerate(batch):
         try:
@@ -59,6 +62,7 @@ def ingest_batch(node: Node, batch: list) -> IngestResult:
         top = max(seqs)
         Node.objects.filter(pk=node.pk).update(last_seq=Greatest("last_seq", top), last_seen_at=timezone.now())
         node.last_seq = result.last_seq = max(node.last_seq, top)
+        result.processed_seq = max(result.processed_seq, top)
         transaction.on_commit(lambda: _publish(rows, violations))
     return result
 

@@ -91,7 +91,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             json.dumps(
                 {
                     "type": "ack",
-                    "seq": result.last_seq,
+                    "seq": result.processed_seq,
                     "stored": result.stored,
                     "duplicates": result.duplicates,
                     "rejected": result.rejected,

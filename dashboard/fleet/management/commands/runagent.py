@@ -29,6 +29,7 @@ from monitor.backends import BACKENDS
 from monitor.kernel import bpftool
 from monitor.kernel.enforcer import Enforcer
 from monitor.protocol import AGENT_PATH
+from monitor.spool import DEFAULT_CAP, Spool
 from monitor.uplink import Refused, Uplink
 
 
@@ -52,6 +53,20 @@ class Command(BaseCommand):
             action="append",
             dest="docker_roots",
             help="where Docker keeps container metadata, for names (repeatable)",
+        )
+        parser.add_argument(
+            "--spool",
+            default=os.environ.get("CROSSEDGE_SPOOL"),
+            metavar="FILE",
+            help="where events wait for the dashboard's ack (SQLite; env CROSSEDGE_SPOOL; "
+            "default <var dir>/spool-<node>.db)",
+        )
+        parser.add_argument(
+            "--spool-cap",
+            type=int,
+            default=int(os.environ.get("CROSSEDGE_SPOOL_CAP", DEFAULT_CAP)),
+            help=f"events kept while the dashboard is unreachable; past it the oldest are dropped and counted "
+            f"(default {DEFAULT_CAP:,})",
         )
         parser.add_argument("--policy", metavar="FILE", help="run without a dashboard: rules from this YAML file")
         parser.add_argument(
@@ -105,17 +120,25 @@ class Command(BaseCommand):
         if enforcer:
             enforcer.docker_roots = tuple(roots)
         agent = Agent(docker_roots=roots, enforcer=enforcer)
+        uplink = None
         if opts["policy"]:
             job = self.standalone(agent, self.read_policy(opts["policy"]))
         else:
             token = opts["token"] or self.enrol_local(opts["node"])
             url = opts["server"].rstrip("/") + AGENT_PATH
-            self.stdout.write(f"agent sending to {url}")
-            job = Uplink(agent, url, token).run()
+            spool_path = opts["spool"] or str(settings.VAR_DIR / f"spool-{opts['node']}.db")
+            os.makedirs(os.path.dirname(os.path.abspath(spool_path)), exist_ok=True)
+            uplink = Uplink(agent, url, token, spool=Spool(spool_path, cap=opts["spool_cap"]))
+            self.stdout.write(f"agent sending to {url} (spool {spool_path}, {uplink.spool.depth} events waiting)")
+            job = uplink.run()
         try:
             asyncio.run(self.run(agent, job))
         except Refused as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            if uplink:
+                uplink.flush_outbox()  # what the tracers printed while stopping
+                uplink.spool.close()
 
     def read_policy(self, path: str) -> list[dict]:
         try:
