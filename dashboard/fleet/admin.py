@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
 from .models import Container, Node
+from .signals import cut_off
 
 
 @admin.register(Node)
@@ -18,8 +19,10 @@ class NodeAdmin(admin.ModelAdmin):
         "last_seq",
         "policy_version",
         "policy_error",
+        "rejected_messages",
+        "last_rejection",
     )
-    actions = ("rotate_token",)
+    actions = ("rotate_token", "revoke")
 
     @admin.display(description="status")
     def status(self, obj):
@@ -36,7 +39,15 @@ class NodeAdmin(admin.ModelAdmin):
         for node in queryset:
             token = node.issue_token()
             node.save(update_fields=["token_hash"])
+            cut_off(node.pk)  # its agent reconnects only with the new token
             self._show_token(request, node, token)
+
+    @admin.action(description="Revoke: disconnect now and refuse from now on")
+    def revoke(self, request, queryset):
+        for node in queryset:
+            node.revoked = True
+            node.save(update_fields=["revoked"])  # the post_save signal cuts it off
+        messages.success(request, f"Revoked {queryset.count()} node(s).")
 
     def _show_token(self, request, node, token):
         messages.warning(

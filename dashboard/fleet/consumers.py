@@ -7,16 +7,24 @@ import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db.models import F
 from django.utils import timezone
 
 from dashboard.events.ingest import ingest_batch
 from dashboard.policy.distribution import AGENTS_GROUP, current_policy
 from dashboard.policy.models import PolicyState
-from monitor.protocol import MAX_BATCH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from monitor.protocol import MAX_HEALTH_BYTES, MAX_MESSAGE_BYTES, MessageError, check_message
 
 from .models import Node
 
 log = logging.getLogger("crossedge.agents")
+MAX_REJECTIONS = 100  # per session: past this the agent is cut off (close code 4400)
+CLOSE_REVOKED = 4403
+CLOSE_TOO_MANY_ERRORS = 4400
+
+
+def node_group(pk: int) -> str:
+    return f"node-{pk}"
 
 
 def bearer_token(scope) -> str | None:
@@ -37,35 +45,49 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         self.hello = False
         self.pushed_version = None
+        self.rejections = 0
         await self.channel_layer.group_add(AGENTS_GROUP, self.channel_name)
+        await self.channel_layer.group_add(node_group(self.node.pk), self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
         if getattr(self, "node", None):
             await self.channel_layer.group_discard(AGENTS_GROUP, self.channel_name)
+            await self.channel_layer.group_discard(node_group(self.node.pk), self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
-        if text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
-            return await self.reject("message must be JSON text under the size limit")
+        if text_data is None:
+            return await self.reject("binary frames are not part of the protocol: send JSON text")
+        if len(text_data) > MAX_MESSAGE_BYTES:
+            return await self.reject(f"message of {len(text_data)} bytes is over the {MAX_MESSAGE_BYTES} limit")
         try:
             msg = json.loads(text_data)
-        except ValueError as exc:
-            return await self.reject(f"not JSON: {exc}")
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        handler = getattr(self, f"on_{kind}", None) if isinstance(kind, str) and kind.isidentifier() else None
-        if handler is None:
-            return await self.reject(f"unknown message type {kind!r}")
+            kind = check_message(msg)
+        except (ValueError, RecursionError) as exc:  # MessageError is a ValueError, as are JSON errors
+            reason = str(exc) if isinstance(exc, MessageError) else f"not JSON: {str(exc)[:200] or 'too deeply nested'}"
+            return await self.reject(reason)
         if kind != "hello" and not self.hello:
             return await self.reject("say hello first")
-        await handler(msg)
+        await getattr(self, f"on_{kind}")(msg)
 
     async def reject(self, reason: str):
+        """Answer with the reason, count it on the node, and cut off an agent that keeps at it."""
+        self.rejections += 1
         log.warning("node %s: message rejected: %s", self.node, reason)
+        await database_sync_to_async(Node.objects.filter(pk=self.node.pk).update)(
+            rejected_messages=F("rejected_messages") + 1, last_rejection=reason[:500]
+        )
         await self.send(json.dumps({"type": "error", "reason": reason}))
+        if self.rejections >= MAX_REJECTIONS:
+            log.error("node %s: %d messages rejected in one session; disconnecting it", self.node, self.rejections)
+            await self.close(code=CLOSE_TOO_MANY_ERRORS)
+
+    async def node_revoked(self, message):
+        """Group message: an admin revoked this node; it is cut off now, not at its next connect."""
+        log.warning("node %s revoked: closing its connection", self.node)
+        await self.close(code=CLOSE_REVOKED)
 
     async def on_hello(self, msg):
-        if msg.get("v") != PROTOCOL_VERSION or not isinstance(msg.get("node"), dict):
-            return await self.reject(f"hello needs v={PROTOCOL_VERSION} and a node object")
         self.hello = True
         last_seq = await database_sync_to_async(self._save_hello)(msg["node"])
         policy = await database_sync_to_async(current_policy)()
@@ -83,10 +105,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         return node.last_seq
 
     async def on_events(self, msg):
-        batch = msg.get("batch")
-        if not isinstance(batch, list) or not 0 < len(batch) <= MAX_BATCH:
-            return await self.reject(f"events.batch must be a list of 1..{MAX_BATCH} events")
-        result = await database_sync_to_async(ingest_batch)(self.node, batch)
+        result = await database_sync_to_async(ingest_batch)(self.node, msg["batch"])
         await self.send(
             json.dumps(
                 {
@@ -100,9 +119,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         )
 
     async def on_heartbeat(self, msg):
-        health = msg.get("health")
-        if not isinstance(health, dict):
-            return await self.reject("heartbeat.health must be an object")
+        health = msg["health"]
+        if len(json.dumps(health)) > MAX_HEALTH_BYTES:
+            return await self.reject(f"heartbeat.health is over {MAX_HEALTH_BYTES} bytes")
         version = await database_sync_to_async(self._beat)(health)
         if version != self.pushed_version:  # changed by another process (e.g. `policy import`)
             await self.policy_changed({})
@@ -112,9 +131,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         return PolicyState.current()
 
     async def on_policy_ack(self, msg):
-        version, error = msg.get("version"), msg.get("error") or ""
-        if not isinstance(version, int) or not isinstance(error, str):
-            return await self.reject("policy_ack needs an integer version and a string error")
+        version, error = msg["version"], msg["error"]
         await database_sync_to_async(Node.objects.filter(pk=self.node.pk).update)(
             policy_version=version, policy_error=error[:2000]
         )

@@ -31,6 +31,8 @@ class Node(models.Model):
     last_seq = models.BigIntegerField(default=0, help_text="Highest event sequence number stored.")
     policy_version = models.IntegerField(default=0, help_text="Policy version the agent applied.")
     policy_error = models.TextField(blank=True)
+    rejected_messages = models.PositiveBigIntegerField(default=0, help_text="Agent messages refused as malformed.")
+    last_rejection = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["name"]
