@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := bpftrace bpftool clang llvm libbpf-dev iproute2 python3-venv
+TEST_APT_PACKAGES := postgresql redis-server redis-tools
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -14,6 +15,7 @@ run: setup
 	$(PY) manage.py ensureadmin
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) manage.py up --host $(HOST) --port $(PORT) $(if $(DEMO),--demo)
 
+test: EXTRA_APT = $(TEST_APT_PACKAGES)
 test: setup lint check pytest
 
 setup: apt venv mounts bpf
@@ -58,8 +60,9 @@ check:
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
+# The scale-path tests also run against PostgreSQL and Redis (scripts/test-services.sh).
 pytest:
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@set -a; eval "$$(scripts/test-services.sh)"; set +a; $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bpfscripts/*.bpf.o bpfscripts/vmlinux.h

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 
 def envbool(name: str, default: bool = False) -> bool:
@@ -37,3 +38,23 @@ def envsecret(name: str, fallback_file: Path | None = None) -> str:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(50))
     return fallback_file.read_text().strip()
+
+
+def database_from_url(url: str) -> dict:
+    """Django's DATABASES entry for postgres://user:password@host:port/name?sslmode=... ."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"DATABASE_URL: only postgres:// is supported, not {parts.scheme or url!r}")
+    if not parts.path.strip("/"):
+        raise ValueError("DATABASE_URL: the database name is missing (postgres://user:pass@host:5432/NAME)")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "OPTIONS": dict(parse_qsl(parts.query)),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }

@@ -7,7 +7,7 @@ Production: CROSSEDGE_DEBUG=0, CROSSEDGE_SECRET_KEY, CROSSEDGE_ALLOWED_HOSTS.
 import os
 from pathlib import Path
 
-from .env import envbool, envint, envlist, envsecret
+from .env import database_from_url, envbool, envint, envlist, envsecret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CROSSEDGE_VAR_DIR", BASE_DIR / "var"))
@@ -73,7 +73,19 @@ DATABASES = {
     }
 }
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# At scale: DATABASE_URL selects PostgreSQL, REDIS_URL the Redis channel layer (so several
+# daphne processes, and `manage.py` commands, reach every browser and agent).
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": database_from_url(os.environ["DATABASE_URL"])}
+if os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "capacity": 1000, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

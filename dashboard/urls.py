@@ -15,6 +15,7 @@ urlpatterns = [
     path("rules/", policy.rules, name="rules"),
     path("api/connections/", api.connections, name="api-connections"),
     path("api/violations/", api.violations, name="api-violations"),
+    path("api/nodes/", api.nodes, name="api-nodes"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fnmatch
+import functools
 import logging
 import os
 import socket
@@ -28,6 +30,13 @@ from .rules import Flow, RuleError, RuleSet
 from .supervisor import Supervisor
 
 log = logging.getLogger("crossedge.agent")
+
+
+@functools.lru_cache(maxsize=4096)
+def in_scope(path: str, scope: str) -> bool:
+    return fnmatch.fnmatchcase(path, scope)
+
+
 DEFAULT_OUTBOX_CAP = 200_000
 KERNEL_POLL = 1.0  # seconds between cgroup rescans (new containers get enforcement)
 COUNTER_POLL = 2.0
@@ -44,8 +53,11 @@ class Agent:
         outbox_cap: int = DEFAULT_OUTBOX_CAP,
         enforcer: Enforcer | None = None,
         pair_window: float = 1.0,
+        monitor_scope: str = "*",
     ):
         self.cgroups = cgroups or CgroupIndex()
+        self.monitor_scope = monitor_scope or "*"
+        self.out_of_scope = 0
         self.docker_roots = tuple(docker_roots)
         self.ruleset = RuleSet()
         self.policy_received = False  # until then an adopted kernel policy is left as it is
@@ -70,6 +82,9 @@ class Agent:
         event["kind"] = backend
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
         path = self.cgroups.path(event["cgroup_id"])
+        if self.monitor_scope != "*" and not in_scope(path or "", self.monitor_scope):
+            self.out_of_scope += 1  # another node's (several agents on one test host), not lost
+            return
         event["cgroup_path"] = path or ""
         ref = identify(path, self.docker_roots)
         event["container"] = (
@@ -222,6 +237,7 @@ class Agent:
             "backends": {s.backend.name: s.health.as_dict() for s in self.supervisors},
             "outbox": len(self.outbox),
             "outbox_dropped": self.outbox_dropped,
+            "out_of_scope": self.out_of_scope,
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,
             "policy_error": self.policy_error,

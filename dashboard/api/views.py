@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.events.serializers import connection_row, violation_row
+from dashboard.fleet.models import Node
 
 from .models import ApiToken
 
@@ -108,3 +109,26 @@ def connections(request):
 @api_auth
 def violations(request):
     return _page(request, _filtered(request, Violation.objects.all(), "action"), violation_row)
+
+
+@require_GET
+@api_auth
+def nodes(request):
+    """Every node with its liveness, applied policy and protocol figures (for fleet scripts)."""
+    rows = [
+        {
+            "name": n.name,
+            "status": n.status(),
+            "last_seen": n.last_seen_at.isoformat() if n.last_seen_at else None,
+            "hostname": n.hostname,
+            "kernel": n.kernel,
+            "agent_version": n.agent_version,
+            "policy_version": n.policy_version,
+            "policy_error": n.policy_error,
+            "kernel_policy_version": n.enforcement.get("policy_version"),
+            "last_seq": n.last_seq,
+            "rejected_messages": n.rejected_messages,
+        }
+        for n in Node.objects.all()
+    ]
+    return JsonResponse({"results": rows})

@@ -75,6 +75,12 @@ class Command(BaseCommand):
             metavar="GLOB",
             help="container cgroup paths that get kernel enforcement (env CROSSEDGE_ENFORCE_SCOPE; default *)",
         )
+        parser.add_argument(
+            "--monitor-scope",
+            default=os.environ.get("CROSSEDGE_MONITOR_SCOPE", "*"),
+            metavar="GLOB",
+            help="report only processes whose cgroup path matches (env CROSSEDGE_MONITOR_SCOPE; default *: all)",
+        )
         parser.add_argument("--no-enforce", action="store_true", help="report deny rules only; load no programs")
         parser.add_argument(
             "--pin-root",
@@ -119,7 +125,7 @@ class Command(BaseCommand):
         roots = opts["docker_roots"] or settings.DOCKER_ROOTS
         if enforcer:
             enforcer.docker_roots = tuple(roots)
-        agent = Agent(docker_roots=roots, enforcer=enforcer)
+        agent = Agent(docker_roots=roots, enforcer=enforcer, monitor_scope=opts["monitor_scope"])
         uplink = None
         if opts["policy"]:
             job = self.standalone(agent, self.read_policy(opts["policy"]))
