@@ -125,6 +125,10 @@ LOGGING = {
 }
 
 # Where the agent finds Docker's container metadata (for names); the demo writes its own.
+# /metrics: a bearer token, or scrapes from these networks (loopback by default).
+METRICS_TOKEN = os.environ.get("CROSSEDGE_METRICS_TOKEN", "")
+METRICS_ALLOW = envlist("CROSSEDGE_METRICS_ALLOW", "127.0.0.0/8,::1/128")
+
 # Kernel enforcement: which container cgroups get the connect4/connect6 programs (a glob
 # on the cgroup path; never the root), and where their pins live in bpffs.
 ENFORCE_SCOPE = os.environ.get("CROSSEDGE_ENFORCE_SCOPE", "*")

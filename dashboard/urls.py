@@ -4,6 +4,7 @@ from django.urls import path
 
 from dashboard.api import views as api
 from dashboard.events import views as events
+from dashboard.fleet import metrics as fleet_metrics
 from dashboard.fleet import views as fleet
 from dashboard.policy import views as policy
 
@@ -16,6 +17,7 @@ urlpatterns = [
     path("api/connections/", api.connections, name="api-connections"),
     path("api/violations/", api.violations, name="api-violations"),
     path("api/nodes/", api.nodes, name="api-nodes"),
+    path("metrics", fleet_metrics.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

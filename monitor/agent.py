@@ -54,9 +54,13 @@ class Agent:
         enforcer: Enforcer | None = None,
         pair_window: float = 1.0,
         monitor_scope: str = "*",
+        features: dict | None = None,
+        degraded: list[str] | None = None,
     ):
         self.cgroups = cgroups or CgroupIndex()
         self.monitor_scope = monitor_scope or "*"
+        self.features = features or {}
+        self.degraded = list(degraded or [])  # what this node does without, and why
         self.out_of_scope = 0
         self.docker_roots = tuple(docker_roots)
         self.ruleset = RuleSet()
@@ -230,6 +234,8 @@ class Agent:
             "kernel": os.uname().release,
             "agent_version": AGENT_VERSION,
             "backends": [s.backend.name for s in self.supervisors],
+            "features": self.features,
+            "degraded": self.degraded,
         }
 
     def health(self) -> dict:
@@ -242,6 +248,7 @@ class Agent:
             "policy_version": self.ruleset.version,
             "policy_error": self.policy_error,
             "uptime": round(time.time() - self.started, 1),
+            "degraded": self.degraded,
         }
         if self.enforcer is not None:
             health["kernel"] = self.enforcer.health() | {

@@ -13,6 +13,7 @@ from django.utils import timezone
 from dashboard.events.ingest import ingest_batch
 from dashboard.policy.distribution import AGENTS_GROUP, current_policy
 from dashboard.policy.models import PolicyState
+from monitor.features import FEATURES
 from monitor.protocol import MAX_HEALTH_BYTES, MAX_MESSAGE_BYTES, MessageError, check_message
 
 from .models import Node
@@ -21,6 +22,18 @@ log = logging.getLogger("crossedge.agents")
 MAX_REJECTIONS = 100  # per session: past this the agent is cut off (close code 4400)
 CLOSE_REVOKED = 4403
 CLOSE_TOO_MANY_ERRORS = 4400
+
+
+def probe_report(raw) -> dict:
+    """The agent's feature probe, reduced to known names and plain values (it is agent data)."""
+    if not isinstance(raw, dict):
+        return {}
+    flags = raw.get("features") if isinstance(raw.get("features"), dict) else {}
+    tools = raw.get("tools") if isinstance(raw.get("tools"), dict) else {}
+    return {
+        "features": {name: flags[name] for name in FEATURES if isinstance(flags.get(name), bool)},
+        "tools": {name: str(tools[name])[:32] for name in ("bpftool", "bpftrace") if name in tools},
+    }
 
 
 def node_group(pk: int) -> str:
@@ -99,8 +112,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         node.hostname = str(info.get("hostname", ""))[:255]
         node.kernel = str(info.get("kernel", ""))[:255]
         node.agent_version = str(info.get("agent_version", ""))[:50]
+        node.features = probe_report(info.get("features"))
         node.last_seen_at = timezone.now()
-        node.save(update_fields=["hostname", "kernel", "agent_version", "last_seen_at"])
+        node.save(update_fields=["hostname", "kernel", "agent_version", "features", "last_seen_at"])
         self.node = node
         return node.last_seq
 

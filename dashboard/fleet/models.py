@@ -31,6 +31,7 @@ class Node(models.Model):
     last_seq = models.BigIntegerField(default=0, help_text="Highest event sequence number stored.")
     policy_version = models.IntegerField(default=0, help_text="Policy version the agent applied.")
     policy_error = models.TextField(blank=True)
+    features = models.JSONField(default=dict, blank=True, help_text="Kernel and tool probe from the agent's hello.")
     rejected_messages = models.PositiveBigIntegerField(default=0, help_text="Agent messages refused as malformed.")
     last_rejection = models.CharField(max_length=500, blank=True)
 
@@ -51,6 +52,12 @@ class Node(models.Model):
         if not token or len(token) > 200:
             return None
         return cls.objects.filter(token_hash=hash_token(token), revoked=False).first()
+
+    @property
+    def degraded(self) -> list[str]:
+        """What the node runs without, as its agent said (strings only)."""
+        raw = self.health.get("degraded") if isinstance(self.health, dict) else None
+        return [str(r) for r in raw] if isinstance(raw, list) else []
 
     @property
     def enforcement(self) -> dict:

@@ -101,3 +101,20 @@ async def test_messages_before_hello_are_rejected(node):
     await ws.send_json_to({"type": "events", "batch": [agent_event(1)]})
     assert "hello" in (await ws.receive_json_from(timeout=5))["reason"]
     await ws.disconnect()
+
+
+@pytest.mark.django_db
+def test_a_silent_node_is_unknown_within_three_heartbeats(node):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from monitor.protocol import HEARTBEAT_SECONDS
+
+    now = timezone.now()
+    node.last_seen_at = now - timedelta(seconds=HEARTBEAT_SECONDS)
+    assert node.status(now) == "online"
+    node.last_seen_at = now - timedelta(seconds=3 * HEARTBEAT_SECONDS + 0.1)
+    assert node.status(now) == "unknown"
+    node.revoked = True
+    assert node.status(now) == "revoked"

@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -24,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.fleet.models import Node
 from dashboard.policy import policyfile
+from monitor import features
 from monitor.agent import Agent
 from monitor.backends import BACKENDS
 from monitor.kernel import bpftool
@@ -119,13 +119,29 @@ class Command(BaseCommand):
                 f"detached {done['detached']} program(s), removed {len(done['generations'])} pinned generation(s)"
             )
             return
-        for backend in BACKENDS.values():
-            if shutil.which(backend.program) is None:
-                raise CommandError(f"{backend.program} is not installed ({backend.install_hint}, or `make setup`)")
+        report = features.probe()
+        degraded, backends = [], tuple(BACKENDS)
+        if missing := features.missing_for_tracing(report):
+            degraded.append(f"no connection tracing: missing {', '.join(missing)} ({BACKENDS['connect'].install_hint})")
+            backends = ()
+        if enforcer and (missing := features.missing_for_enforcement(report)):
+            degraded.append(f"no kernel enforcement (deny rules only reported): missing {', '.join(missing)}")
+            enforcer = None
+        for reason in degraded:
+            self.stderr.write(f"degraded: {reason}")
+        if not backends and not enforcer:
+            raise CommandError("this kernel offers neither connection tracing nor enforcement: " + "; ".join(degraded))
         roots = opts["docker_roots"] or settings.DOCKER_ROOTS
         if enforcer:
             enforcer.docker_roots = tuple(roots)
-        agent = Agent(docker_roots=roots, enforcer=enforcer, monitor_scope=opts["monitor_scope"])
+        agent = Agent(
+            backends,
+            docker_roots=roots,
+            enforcer=enforcer,
+            monitor_scope=opts["monitor_scope"],
+            features=report,
+            degraded=degraded,
+        )
         uplink = None
         if opts["policy"]:
             job = self.standalone(agent, self.read_policy(opts["policy"]))
