@@ -10,9 +10,9 @@ from functools import wraps
 
 from django.conf import settings
 from django.http import JsonResponse
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
+from dashboard.events.filters import EventFilter, FilterError
 from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.events.serializers import connection_row, violation_row
 from dashboard.fleet.models import Node
@@ -63,23 +63,10 @@ def _int(request, name, default=None, lo=1, hi=None):
 
 
 def _filtered(request, qs, action_field: str):
-    params = request.GET
-    if params.get("container"):
-        value = params["container"]
-        qs = qs.filter(container_id=int(value)) if value.isdigit() else qs.filter(container__name=value)
-    if params.get("node"):
-        qs = qs.filter(node__name=params["node"])
-    if params.get("rule"):
-        qs = qs.filter(rule_id=params["rule"])
-    if params.get("action"):
-        if params["action"] not in ("allow", "alert", "deny"):
-            raise BadQuery("action must be allow, alert or deny")
-        qs = qs.filter(**{action_field: params["action"]})
-    if params.get("since"):
-        since = parse_datetime(params["since"])
-        if since is None:
-            raise BadQuery("since must be an ISO 8601 time, e.g. 2026-11-22T10:00:00Z")
-        qs = qs.filter(ts__gte=since)
+    try:
+        qs = EventFilter.parse(request.GET).apply(qs, action_field)
+    except FilterError as exc:
+        raise BadQuery(str(exc)) from None
     before = _int(request, "before")
     if before:
         qs = qs.filter(pk__lt=before)

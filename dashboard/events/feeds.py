@@ -1,17 +1,36 @@
-"""The live feeds' channel-layer groups, and publishing to them after a commit."""
+"""The live feeds' channel-layer groups, and publishing to them after a commit.
+
+Each published message carries this process's id and a per-feed number, so a consumer
+can tell when the channel layer dropped messages for it (layers drop on a full channel)
+and resync from the database instead of silently missing rows.
+"""
 
 from __future__ import annotations
+
+import itertools
+import threading
+import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 FEEDS = {"connections": "feed-connections", "violations": "feed-violations"}
+PUBLISHER = uuid.uuid4().hex[:12]
+_numbers = {feed: itertools.count(1) for feed in FEEDS}
+_lock = threading.Lock()
 
 
 def publish(feed: str, rows: list[dict]) -> None:
-    """Send rows (already serialised) to every browser on the feed. Call after commit."""
+    """Send rows (already serialised, oldest first) to every browser on the feed. Call after commit."""
     if not rows:
         return
     layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(FEEDS[feed], {"type": "feed.rows", "rows": rows})
+    if layer is None:
+        return
+    with _lock:
+        number = next(_numbers[feed])
+    async_to_sync(layer.group_send)(FEEDS[feed], {"type": "feed.rows", "rows": rows, "pub": PUBLISHER, "n": number})
+
+
+def session_group(session_key: str) -> str:
+    return f"session-{session_key}"

@@ -8,9 +8,10 @@ from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
 
-from dashboard.fleet.models import Node
+from dashboard.fleet.models import Container, Node
 
 from .feeds import FEEDS
+from .filters import ACTIONS, EventFilter, FilterError
 from .models import ConnectionEvent, Violation
 
 FEED_COLUMNS = {
@@ -37,4 +38,18 @@ def overview(request):
 def feed(request, feed):
     if feed not in FEEDS:
         raise Http404
-    return render(request, "events/feed.html", {"feed": feed, "columns": FEED_COLUMNS[feed]})
+    error = ""
+    try:
+        flt = EventFilter.parse(request.GET)
+    except FilterError as exc:
+        flt, error = EventFilter(), str(exc)
+    context = {
+        "feed": feed,
+        "columns": FEED_COLUMNS[feed],
+        "filter": flt,
+        "error": error,
+        "actions": ACTIONS,
+        "node_names": Node.objects.values_list("name", flat=True),
+        "container_names": Container.objects.order_by().values_list("name", flat=True).distinct()[:500],
+    }
+    return render(request, "events/feed.html", context)

@@ -6,4 +6,9 @@ class PolicyConfig(AppConfig):
     verbose_name = "Policy"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from . import signals  # noqa: F401
+        from .roles import ensure_roles
+
+        post_migrate.connect(ensure_roles, sender=self)

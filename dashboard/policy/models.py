@@ -11,7 +11,7 @@ from django.db import models
 
 from monitor import rules as engine
 
-__all__ = ["Rule", "PolicyState"]
+__all__ = ["Rule", "PolicyState", "RuleChange"]
 
 ACTION_CHOICES = [(a, a) for a in engine.ACTIONS]
 SEVERITY_CHOICES = [(s, s) for s in engine.SEVERITIES]
@@ -105,3 +105,36 @@ class PolicyState(models.Model):
     def current(cls) -> int:
         row = cls.objects.filter(pk=1).first()
         return row.version if row else 0
+
+
+class RuleChange(models.Model):
+    """One change to one rule: the history shown on the rule's page."""
+
+    ACTIONS = [("created", "created"), ("changed", "changed"), ("deleted", "deleted")]
+    rule_id = models.CharField(max_length=64)
+    action = models.CharField(max_length=10, choices=ACTIONS)
+    actor = models.CharField(max_length=150, help_text="user name, or the command that made the change")
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    ts = models.DateTimeField(auto_now_add=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-ts", "-id"]
+        indexes = [models.Index(fields=["rule_id", "-ts"], name="rulechange_rule_ts")]
+
+    def __str__(self):
+        return f"{self.rule_id} {self.action} by {self.actor}"
+
+    def changed_fields(self) -> list[tuple[str, object, object]]:
+        """(field, before, after) for what differs, match fields flattened."""
+
+        def flat(spec):
+            spec = dict(spec or {})
+            return {
+                **{k: v for k, v in spec.items() if k != "match"},
+                **{f"match.{k}": v for k, v in (spec.get("match") or {}).items()},
+            }
+
+        old, new = flat(self.before), flat(self.after)
+        return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]

@@ -1,14 +1,20 @@
 // Live feed: backfill on open, then new rows on top. Every value is set as text,
 // never as HTML: process names, paths and container names come from the monitored hosts.
+// The filter (the page's query string) goes to the server with the socket; a reconnect
+// asks for every row after the newest one shown, so it leaves no gap and, with `seen`,
+// no duplicate. Messages are numbered: a gap makes the page reconnect and say so.
 (function () {
   "use strict";
   const body = document.getElementById("feed-rows");
   const status = document.getElementById("feed-status");
   const empty = document.getElementById("feed-empty");
+  const notice = document.getElementById("feed-notice");
+  const pauseButton = document.getElementById("feed-pause");
   const feed = body.dataset.feed;
+  const filter = new URLSearchParams(location.search);
   const MAX_ROWS = 500;
   const seen = new Set();
-  let retry = 1000;
+  let retry = 1000, lastSeq = 0, maxId = 0, paused = false, held = [], socket = null;
 
   const time = (iso) => new Date(iso).toISOString().replace("T", " ").slice(0, 19);
   const dest = (r) => (r.dest_ip.includes(":") ? `[${r.dest_ip}]` : r.dest_ip) + ":" + r.dest_port;
@@ -23,7 +29,9 @@
       pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];
 
-  function add(rows) {
+  function say(text) { notice.textContent = text; notice.hidden = !text; }
+
+  function render(rows) {
     for (const r of rows) {
       if (seen.has(r.id)) continue;
       seen.add(r.id);
@@ -50,20 +58,47 @@
     empty.hidden = body.rows.length > 0;
   }
 
+  function add(rows) {  // rows arrive oldest first
+    for (const r of rows) maxId = Math.max(maxId, r.id);
+    if (paused) {
+      held = held.concat(rows).slice(-MAX_ROWS);
+      pauseButton.textContent = `Resume (${held.length} new)`;
+    } else {
+      render(rows);
+    }
+  }
+
+  pauseButton.addEventListener("click", () => {
+    paused = !paused;
+    if (!paused) { render(held); held = []; }
+    pauseButton.textContent = paused ? "Resume" : "Pause";
+    status.textContent = paused ? "paused" : "live";
+  });
+
   function connect() {
     const proto = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${proto}://${location.host}/ws/feed/${feed}/`);
-    ws.onopen = () => { status.textContent = "live"; status.className = "status live"; retry = 1000; };
-    ws.onmessage = (msg) => {
+    const query = new URLSearchParams(filter);
+    if (maxId) query.set("after", maxId);
+    socket = new WebSocket(`${proto}://${location.host}/ws/feed/${feed}/?${query}`);
+    lastSeq = 0;
+    socket.onopen = () => { status.textContent = paused ? "paused" : "live"; status.className = "status live"; retry = 1000; };
+    socket.onmessage = (msg) => {
       const data = JSON.parse(msg.data);
-      // backfill comes newest first; live rows oldest first
-      add(data.type === "backfill" ? data.rows.slice().reverse() : data.rows);
+      if (data.seq !== lastSeq + 1) {  // a message went missing: start again from the last row shown
+        say(`Missed ${data.seq - lastSeq - 1} update(s); resyncing from the database.`);
+        socket.close(4000);
+        return;
+      }
+      lastSeq = data.seq;
+      if (data.type === "resync") say(`Resynced from the database: ${data.reason}.`);
+      add(data.rows);
     };
-    ws.onclose = (ev) => {
+    socket.onclose = (ev) => {
       status.className = "status down";
-      if (ev.code === 4401) { status.textContent = "logged out"; return; }
+      if (ev.code === 4401) { status.textContent = "signed out"; say("Your session ended: sign in again to resume."); return; }
+      if (ev.code === 4400) { status.textContent = "bad filter"; return; }
       status.textContent = "reconnecting…";
-      setTimeout(connect, retry);
+      setTimeout(connect, ev.code === 4000 ? 0 : retry);
       retry = Math.min(retry * 2, 30000);
     };
   }

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.policy import actions, policyfile
+from dashboard.policy.history import acting_as
 
 
 class Command(BaseCommand):
@@ -45,7 +46,8 @@ class Command(BaseCommand):
             rules = policyfile.loads(data, source, limit)
         except policyfile.PolicyFileError as exc:
             raise CommandError(f"{exc}; nothing was imported") from None
-        result = actions.import_rules(rules, mode, dry_run)
+        with acting_as(f"cli: policy import {source}"[:150]):
+            result = actions.import_rules(rules, mode, dry_run)
         prefix = "dry run, nothing changed: would be " if dry_run else ""
         self.stdout.write(f"{source}: {len(rules)} rules, {prefix}{result}")
 
