@@ -111,6 +111,15 @@ LOGOUT_REDIRECT_URL = "login"
 
 SESSION_COOKIE_SECURE = envbool("CROSSEDGE_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_AGE = envint("CROSSEDGE_SESSION_SECONDS", 12 * 3600)  # a working day; feeds close with it
+# Behind TLS (directly or via a proxy that sets X-Forwarded-Proto): redirect to https, HSTS.
+if envbool("CROSSEDGE_HTTPS", False):
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = envint("CROSSEDGE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("CROSSEDGE_HSTS_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = envbool("CROSSEDGE_HSTS_PRELOAD", False)
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$"]  # scrapers on the internal network
 
 # Policy files: the importer refuses anything larger.
 POLICY_MAX_BYTES = envint("CROSSEDGE_POLICY_MAX_BYTES", 1 << 20)

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard.api import views as api
+from dashboard.events import search
 from dashboard.events import views as events
 from dashboard.fleet import metrics as fleet_metrics
 from dashboard.fleet import views as fleet
@@ -14,6 +15,15 @@ urlpatterns = [
     path("nodes/", fleet.nodes, name="nodes"),
     path("containers/", fleet.containers, name="containers"),
     path("rules/", policy.rules, name="rules"),
+    path("rules/<str:rule_id>/", policy.rule, name="rule"),
+    path("rules/<str:rule_id>/promote/", policy.promote, name="rule-promote"),
+    path("rule-test/", policy.draft, name="rule-draft"),
+    path("containers/<int:pk>/", fleet.container, name="container"),
+    path("events/", search.search, name="search"),
+    path("events/export.<str:fmt>", search.export, name="export"),
+    path("violations/grouped/", search.grouped, name="grouped"),
+    path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("api/connections/", api.connections, name="api-connections"),
     path("api/violations/", api.violations, name="api-violations"),
     path("api/nodes/", api.nodes, name="api-nodes"),

@@ -3,11 +3,13 @@
 from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
+from django.db.models import Count, Q
+from django.db.models.functions import TruncMinute
 from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
 
+from dashboard.charts import stacked_bars
 from dashboard.fleet.models import Container, Node
 
 from .feeds import FEEDS
@@ -20,15 +22,46 @@ FEED_COLUMNS = {
 }
 
 
+def per_minute(since, minutes: int = 60) -> list[tuple[str, dict]]:
+    """Connections per minute by verdict since `since` (one grouped query on the ts index)."""
+    rows = (
+        ConnectionEvent.objects.filter(ts__gte=since)
+        .annotate(minute=TruncMinute("ts"))
+        .values("minute", "verdict")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts: dict = {}
+    for r in rows:
+        counts.setdefault(r["minute"].replace(second=0, microsecond=0), {})[r["verdict"]] = r["n"]
+    start = since.replace(second=0, microsecond=0)
+    buckets = []
+    for i in range(minutes + 1):
+        t = start + timedelta(minutes=i)
+        buckets.append((timezone.localtime(t).strftime("%H:%M"), counts.get(t, {})))
+    return buckets
+
+
 @login_required
 def overview(request):
-    since = timezone.now() - timedelta(hours=1)
-    by_action = dict(Violation.objects.filter(ts__gte=since).values_list("action").annotate(n=Count("id")).order_by())
+    now = timezone.now()
+    since = now - timedelta(hours=1)
+    hour = ConnectionEvent.objects.filter(ts__gte=since)
+    buckets = per_minute(since)
+    totals = {a: sum(c.get(a, 0) for _, c in buckets) for a in ACTIONS}
     context = {
         "nodes": Node.objects.all(),
-        "connections_hour": ConnectionEvent.objects.filter(ts__gte=since).count(),
-        "alerts_hour": by_action.get("alert", 0),
-        "denies_hour": by_action.get("deny", 0),
+        "connections_hour": sum(totals.values()),
+        "alerts_hour": totals["alert"],
+        "denies_hour": totals["deny"],
+        "chart": stacked_bars(buckets),
+        "top_containers": hour.exclude(container=None)
+        .values("container_id", "container__name", "node__name")
+        .annotate(n=Count("id"), flagged=Count("id", filter=~Q(verdict="allow")))
+        .order_by("-n")[:8],
+        "top_destinations": hour.values("dest_ip", "dest_port")
+        .annotate(n=Count("id"), flagged=Count("id", filter=~Q(verdict="allow")))
+        .order_by("-n")[:8],
         "latest": Violation.objects.select_related("node", "container")[:10],
     }
     return render(request, "events/overview.html", context)

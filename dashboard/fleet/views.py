@@ -1,6 +1,9 @@
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 
+from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.policy.models import Rule
+from monitor import rules as engine
 from monitor.features import FEATURES
 
 from .models import Container, Node
@@ -24,6 +27,23 @@ def feature_matrix(nodes) -> list[dict]:
 def nodes(request):
     nodes = list(Node.objects.all())
     return render(request, "fleet/nodes.html", {"nodes": nodes, "matrix": feature_matrix(nodes)})
+
+
+@login_required
+def container(request, pk):
+    c = get_object_or_404(Container.objects.select_related("node"), pk=pk)
+    applies = [r for r in Rule.objects.all() if engine_rule(r).matches_scope(c.cgroup_id, c.cgroup_path, c.name)]
+    context = {
+        "c": c,
+        "connections": ConnectionEvent.objects.filter(container=c).select_related("node")[:25],
+        "violations": Violation.objects.filter(container=c).select_related("node")[:25],
+        "rules": applies,
+    }
+    return render(request, "fleet/container.html", context)
+
+
+def engine_rule(row):
+    return engine.parse_rule(row.to_spec())
 
 
 @login_required
