@@ -62,3 +62,9 @@ def nothing_left_behind():
         return
     left = glob.glob("/sys/fs/bpf/crossedge-test-*") + glob.glob(os.path.join(mount, "crossedge-test-*"))
     assert not left, f"tests left these behind: {left}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last: Playwright's sync API keeps an event loop running in this thread
+    for the rest of the session, which asyncio tests cannot share."""
+    items.sort(key=lambda item: "tests/e2e/" in item.nodeid.replace("\\", "/"))
