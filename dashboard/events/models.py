@@ -34,6 +34,7 @@ class ConnectionEvent(models.Model):
     verdict = models.CharField(max_length=5, choices=VERDICTS)
     rule_id = models.CharField(max_length=64, blank=True)
     policy_version = models.IntegerField(default=0)
+    minute = models.BigIntegerField(default=0, help_text="ts in whole minutes since the epoch: charts group on it")
 
     class Meta:
         ordering = ["-ts", "-id"]
@@ -43,6 +44,7 @@ class ConnectionEvent(models.Model):
             models.Index(fields=["container", "-ts"], name="event_container_ts"),
             models.Index(fields=["verdict", "-ts"], name="event_verdict_ts"),
             models.Index(fields=["rule_id", "-ts"], name="event_rule_ts"),
+            models.Index(fields=["dest_ip", "-ts"], name="event_dest_ts"),
         ]
 
     def __str__(self):

@@ -83,7 +83,7 @@ def rule(request, rule_id):
         "rule": row,
         "rule_id": rule_id,
         "chart": stacked_bars(hits_per_hour(rule_id, now), height=120),
-        "recent": Violation.objects.filter(rule_id=rule_id).select_related("node", "container")[:20],
+        "recent": Violation.objects.filter(rule_id=rule_id).select_related("node", "container").order_by("-ts")[:20],
         "history": history,
         "kernel": kernel_view(Node.objects.filter(revoked=False)).get(rule_id, {}),
         "would_deny": would_deny,
