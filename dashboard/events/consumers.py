@@ -22,13 +22,9 @@ from django.utils import timezone
 
 from .feeds import FEEDS, session_group
 from .filters import EventFilter, FilterError
-from .models import ConnectionEvent, Violation
-from .serializers import connection_row, violation_row
+from .serializers import sources
 
-SOURCES = {
-    "connections": (ConnectionEvent, connection_row, "verdict"),
-    "violations": (Violation, violation_row, "action"),
-}
+SOURCES = sources()
 UNAUTHENTICATED = 4401
 BAD_FILTER = 4400
 SESSION_CHECK = 30.0

@@ -15,13 +15,10 @@ from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 
 from .filters import ACTIONS, EventFilter, FilterError
-from .models import ConnectionEvent, Violation
-from .serializers import connection_row, violation_row
+from .models import Violation
+from .serializers import sources
 
-KINDS = {
-    "connections": (ConnectionEvent, connection_row, "verdict"),
-    "violations": (Violation, violation_row, "action"),
-}
+KINDS = sources()
 PAGE = 100
 EXPORT_CAP = 1_000_000
 GROUPS = 50

@@ -43,3 +43,13 @@ def violation_row(v) -> dict:
         "dest_ip": v.dest_ip,
         "dest_port": v.dest_port,
     }
+
+
+def sources() -> dict:
+    """Feed/search kind -> (model, row serialiser, the field that holds its verdict)."""
+    from .models import ConnectionEvent, Violation
+
+    return {
+        "connections": (ConnectionEvent, connection_row, "verdict"),
+        "violations": (Violation, violation_row, "action"),
+    }
