@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fnmatch
-import functools
 import logging
 import os
 import socket
@@ -26,15 +24,10 @@ from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
 from .pairing import EPERM, Pairing
 from .parsers import event_pipe as event_pipe_parser
-from .rules import Flow, RuleError, RuleSet
+from .rules import Flow, RuleError, RuleSet, glob_match
 from .supervisor import Supervisor
 
 log = logging.getLogger("crossedge.agent")
-
-
-@functools.lru_cache(maxsize=4096)
-def in_scope(path: str, scope: str) -> bool:
-    return fnmatch.fnmatchcase(path, scope)
 
 
 DEFAULT_OUTBOX_CAP = 200_000
@@ -86,7 +79,7 @@ class Agent:
         event["kind"] = backend
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
         path = self.cgroups.path(event["cgroup_id"])
-        if self.monitor_scope != "*" and not in_scope(path or "", self.monitor_scope):
+        if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
             self.out_of_scope += 1  # another node's (several agents on one test host), not lost
             return
         event["cgroup_path"] = path or ""

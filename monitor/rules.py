@@ -8,6 +8,7 @@ the agent can run.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -67,6 +68,12 @@ def parse_network(value) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f"{value!r} is not a valid CIDR ({exc})") from None
 
 
+@functools.lru_cache(maxsize=65536)
+def glob_match(value: str, pattern: str) -> bool:
+    """fnmatch, remembered: the same containers and paths come back on every event."""
+    return fnmatch.fnmatchcase(value, pattern)
+
+
 def _text(rule_id, name, value, *, required=False, limit=MAX_TEXT) -> str:
     if value is None and not required:
         return ""
@@ -107,9 +114,9 @@ class Rule:
     def matches_scope(self, cgroup_id: int | None, cgroup_path: str | None, container: str | None) -> bool:
         if self.cgroup_id is not None and cgroup_id != self.cgroup_id:
             return False
-        if self.container is not None and not (container and fnmatch.fnmatchcase(container, self.container)):
+        if self.container is not None and not (container and glob_match(container, self.container)):
             return False
-        if self.cgroup_path is not None and not (cgroup_path and fnmatch.fnmatchcase(cgroup_path, self.cgroup_path)):
+        if self.cgroup_path is not None and not (cgroup_path and glob_match(cgroup_path, self.cgroup_path)):
             return False
         return True
 
@@ -220,7 +227,7 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Flow:
     """What a rule looks at in a connection."""
 
@@ -242,19 +249,68 @@ class Flow:
 
 
 class RuleSet:
-    """Rules in evaluation order: lowest priority number first, then file/creation order."""
+    """Rules in evaluation order: lowest priority number first, then file/creation order.
+
+    `evaluate` is first-match, through an index so its cost does not grow with the number
+    of rules: rules with a destination network are found by one hash lookup per distinct
+    prefix length; the others by exact port, exact container name or cgroup id; only what
+    remains (globs, port ranges, match-all) is scanned. Candidates are tried in rank order.
+    """
 
     def __init__(self, rules=(), version: int = 0):
         self.rules = sorted(rules, key=lambda r: (r.priority, r.order))
         self.version = version
         self.by_id = {r.id: r for r in self.rules}
+        self._nets: dict[int, dict[int, dict[int, list[int]]]] = {4: {}, 6: {}}
+        self._ports: dict[int, list[int]] = {}
+        self._containers: dict[str, list[int]] = {}
+        self._cgroups: dict[int, list[int]] = {}
+        self._rest: list[int] = []
+        for rank, rule in enumerate(self.rules):
+            if rule.dest_net is not None:
+                net = rule.dest_net
+                by_len = self._nets[net.version].setdefault(net.prefixlen, {})
+                by_len.setdefault(int(net.network_address), []).append(rank)
+            elif rule.port_range and rule.port_range[0] == rule.port_range[1]:
+                self._ports.setdefault(rule.port_range[0], []).append(rank)
+            elif rule.container is not None and not any(ch in rule.container for ch in "*?["):
+                self._containers.setdefault(rule.container, []).append(rank)
+            elif rule.cgroup_id is not None:
+                self._cgroups.setdefault(rule.cgroup_id, []).append(rank)
+            else:
+                self._rest.append(rank)
+        self._lengths = {family: sorted(table, reverse=True) for family, table in self._nets.items()}
 
     @classmethod
     def from_specs(cls, specs, version: int = 0) -> RuleSet:
         return cls([parse_rule(s, order=i) for i, s in enumerate(specs)], version)
 
+    def _candidates(self, flow: Flow) -> list[int]:
+        found = list(self._rest)
+        found += self._ports.get(flow.dest_port, ())
+        if flow.container is not None:
+            found += self._containers.get(flow.container, ())
+        if flow.cgroup_id is not None:
+            found += self._cgroups.get(flow.cgroup_id, ())
+        addr = flow.dest_ip
+        if addr is not None:
+            bits, value, table = addr.max_prefixlen, int(addr), self._nets[addr.version]
+            for length in self._lengths[addr.version]:
+                hit = table[length].get(value >> (bits - length) << (bits - length))
+                if hit:
+                    found += hit
+        return found
+
     def evaluate(self, flow: Flow) -> Rule | None:
         """First matching rule, or None (no match means allow)."""
+        for rank in sorted(self._candidates(flow)):
+            rule = self.rules[rank]
+            if rule.matches(flow):
+                return rule
+        return None
+
+    def evaluate_linear(self, flow: Flow) -> Rule | None:
+        """The definition `evaluate` must agree with (tests compare them)."""
         for rule in self.rules:
             if rule.matches(flow):
                 return rule

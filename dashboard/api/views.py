@@ -115,6 +115,7 @@ def nodes(request):
             "kernel_policy_version": n.enforcement.get("policy_version"),
             "last_seq": n.last_seq,
             "rejected_messages": n.rejected_messages,
+            "lost": n.losses,
         }
         for n in Node.objects.all()
     ]

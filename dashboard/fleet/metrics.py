@@ -49,10 +49,8 @@ class FleetCollector:
             for verdict in ("allow", "alert", "deny"):
                 seen.add_metric([name, verdict], _int(verdicts.get(verdict)))
             backends = health.get("backends") if isinstance(health.get("backends"), dict) else {}
-            kernel_lost = sum(_int(b.get("lost_events")) for b in backends.values() if isinstance(b, dict))
-            lost.add_metric([name, "kernel_buffer"], kernel_lost)
-            lost.add_metric([name, "agent_queue"], _int(health.get("outbox_dropped")))
-            lost.add_metric([name, "spool_cap"], _int(health.get("spool_dropped")))
+            for stage, count in node.losses.items():
+                lost.add_metric([name, stage], count)
             for backend, b in backends.items():
                 if isinstance(b, dict):
                     restarts.add_metric([name, str(backend)], _int(b.get("restarts")))

@@ -54,6 +54,21 @@ class Node(models.Model):
         return cls.objects.filter(token_hash=hash_token(token), revoked=False).first()
 
     @property
+    def losses(self) -> dict[str, int]:
+        """Events the node reported as lost, by stage (from its last heartbeat)."""
+        health = self.health if isinstance(self.health, dict) else {}
+
+        def count(value) -> int:
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        backends = health.get("backends") if isinstance(health.get("backends"), dict) else {}
+        return {
+            "kernel_buffer": sum(count(b.get("lost_events")) for b in backends.values() if isinstance(b, dict)),
+            "agent_queue": count(health.get("outbox_dropped")),
+            "spool_cap": count(health.get("spool_dropped")),
+        }
+
+    @property
     def degraded(self) -> list[str]:
         """What the node runs without, as its agent said (strings only)."""
         raw = self.health.get("degraded") if isinstance(self.health, dict) else None

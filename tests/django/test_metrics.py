@@ -59,3 +59,12 @@ def test_malformed_health_still_scrapes(client, node):
     node.health = {"verdicts": "x", "backends": {"a": 3}, "spool": "deep", "kernel": []}
     node.save()
     assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.django_db
+def test_losses_by_stage_on_the_node_page_and_in_the_api(client, staff, reporting):
+    client.force_login(staff)
+    page = client.get("/nodes/").content.decode()
+    assert "lost: 4 in kernel buffers, 5 in the agent queue, 6 at the spool cap" in page
+    [row] = client.get("/api/nodes/").json()["results"]
+    assert row["lost"] == {"kernel_buffer": 4, "agent_queue": 5, "spool_cap": 6}

@@ -1,5 +1,8 @@
 """The rule engine: first match by priority, CIDR v4/v6, ports and ranges, selectors."""
 
+import ipaddress
+import random
+
 import pytest
 
 from monitor.rules import Flow, RuleError, RuleSet, parse_port, parse_rule
@@ -118,3 +121,34 @@ def test_audit_mode_is_for_deny_rules_and_round_trips():
         parse_rule({"id": "x", "match": {}, "action": "alert", "mode": "audit"})
     with pytest.raises(RuleError, match="mode: must be one of enforce, audit"):
         parse_rule({"id": "x", "match": {}, "action": "deny", "mode": "dry-run"})
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_index_agrees_with_first_match_in_order(seed):
+    rng = random.Random(seed)
+    specs = []
+    for i in range(rng.randrange(1, 60)):
+        match = {}
+        roll = rng.random()
+        if roll < 0.5:
+            if rng.random() < 0.8:
+                length = rng.choice([8, 16, 24, 32])
+                addr = f"127.{rng.randrange(3)}.{rng.randrange(3)}.{rng.randrange(5)}/{length}"
+                match["dest_ip"] = str(ipaddress.ip_network(addr, strict=False))
+            else:
+                match["dest_ip"] = rng.choice(["::1/128", "fd00::/8", "::/0", "0.0.0.0/0"])
+        if rng.random() < 0.4:
+            match["dest_port"] = rng.choice([80, 443, "80-90", "1-65535"])
+        if rng.random() < 0.3:
+            match["container"] = rng.choice(["app-a", "app-b", "app-*"])
+        if rng.random() < 0.1:
+            match["cgroup_id"] = rng.choice([11, 12])
+        specs.append({"id": f"r{i}", "priority": rng.randrange(4), "match": match,
+                      "action": rng.choice(["allow", "alert", "deny"])})  # fmt: skip
+    ruleset = RuleSet.from_specs(specs)
+    for _ in range(200):
+        ip = rng.choice([f"127.{rng.randrange(3)}.{rng.randrange(3)}.{rng.randrange(5)}", "::1", "fd00::5",
+                         "::ffff:127.1.1.1", "not-an-ip"])  # fmt: skip
+        flow = Flow.of(ip, rng.choice([80, 85, 443, 22]), cgroup_id=rng.choice([11, 12, None]),
+                       container=rng.choice(["app-a", "app-b", None]))  # fmt: skip
+        assert ruleset.evaluate(flow) is ruleset.evaluate_linear(flow), (ip, flow)
