@@ -2,8 +2,9 @@
 
 bpftrace's `cgroup` is the inode number of the caller's cgroup2 directory. We find the
 cgroup2 mount in /proc/mounts (hybrid hosts mount it at /sys/fs/cgroup/unified), walk it
-once, cache the ids, and walk again on a miss, at most once per `rescan_interval`, so a
-storm of events from one vanished cgroup costs one walk, not one per event.
+once, cache the ids, and walk again on a miss, so a container's first event already
+finds its cgroup. An id that a walk did not find is not looked for again for
+`rescan_interval` (a storm from one vanished cgroup costs one walk, not one per event).
 """
 
 from __future__ import annotations
@@ -32,15 +33,24 @@ class CgroupIndex:
         self.root = root or cgroup2_mount()
         self.rescan_interval = rescan_interval
         self._paths: dict[int, str] = {}
+        self._missed: dict[int, float] = {}  # id -> when a walk last failed to find it
         self._last_scan = float("-inf")
         self.scans = 0
 
     def path(self, cgid: int) -> str | None:
         """The path relative to the cgroup2 root ("/" for the root), or None if unknown."""
         found = self._paths.get(cgid)
-        if found is None and time.monotonic() - self._last_scan >= self.rescan_interval:
-            self.rescan()
-            found = self._paths.get(cgid)
+        if found is not None:
+            return found
+        now = time.monotonic()
+        if now - self._missed.get(cgid, float("-inf")) < self.rescan_interval:
+            return None
+        self.rescan()
+        found = self._paths.get(cgid)
+        if found is None:
+            self._missed[cgid] = now
+            if len(self._missed) > 10_000:  # ids of long-gone cgroups
+                self._missed.clear()
         return found
 
     def rescan(self) -> None:

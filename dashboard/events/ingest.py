@@ -107,6 +107,7 @@ def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEv
         seq=e["seq"],
         ts=dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC),
         minute=e["ts_ns"] // 60_000_000_000,
+        count=e["count"],
         container=container,
         cgroup_id=e["cgroup_id"],
         cgroup_path=e["cgroup_path"],

@@ -35,6 +35,7 @@ class ConnectionEvent(models.Model):
     rule_id = models.CharField(max_length=64, blank=True)
     policy_version = models.IntegerField(default=0)
     minute = models.BigIntegerField(default=0, help_text="ts in whole minutes since the epoch: charts group on it")
+    count = models.PositiveIntegerField(default=1, help_text="Connections this row stands for (>1: folded in a storm)")
 
     class Meta:
         ordering = ["-ts", "-id"]

@@ -47,6 +47,9 @@ def check_event(event) -> dict:
                 raise EventError(f"{name}: must be an integer in {limit[0]}..{limit[1]}")
         elif not isinstance(value, str) or len(value) > limit:
             raise EventError(f"{name}: must be a string of at most {limit} characters")
+    count = event.setdefault("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000_000:
+        raise EventError("count: must be an integer in 1..1000000000")
     for name in FLAGS:
         if not isinstance(event.setdefault(name, False), bool):
             raise EventError(f"{name}: must be true or false")

@@ -23,6 +23,7 @@ def connection_row(ev) -> dict:
         "result": ev.result,
         "verdict": ev.verdict,
         "rule_id": ev.rule_id,
+        "count": ev.count,
     }
 
 

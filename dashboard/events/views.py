@@ -4,7 +4,8 @@ import datetime as dt
 from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
@@ -25,7 +26,7 @@ FEED_COLUMNS = {
 def per_minute(since, minutes: int = 60) -> list[tuple[str, dict]]:
     """Connections per minute by verdict since `since`: one GROUP BY on the stored minute
     number over the ts index range (no per-row date functions)."""
-    rows = ConnectionEvent.objects.filter(ts__gte=since).values("minute", "verdict").annotate(n=Count("id")).order_by()
+    rows = ConnectionEvent.objects.filter(ts__gte=since).values("minute", "verdict").annotate(n=Sum("count")).order_by()
     counts: dict = {}
     for r in rows:
         counts.setdefault(r["minute"], {})[r["verdict"]] = r["n"]
@@ -41,7 +42,7 @@ def top_containers(hour, limit: int = 8) -> list[dict]:
     rows = list(
         hour.exclude(container=None)
         .values("container_id")
-        .annotate(n=Count("id"), flagged=Count("id", filter=~Q(verdict="allow")))
+        .annotate(n=Sum("count"), flagged=Coalesce(Sum("count", filter=~Q(verdict="allow")), 0))
         .order_by("-n")[:limit]
     )
     names = Container.objects.select_related("node").in_bulk([r["container_id"] for r in rows])
@@ -66,7 +67,7 @@ def overview(request):
         "chart": stacked_bars(buckets),
         "top_containers": top_containers(hour),
         "top_destinations": hour.values("dest_ip", "dest_port")
-        .annotate(n=Count("id"), flagged=Count("id", filter=~Q(verdict="allow")))
+        .annotate(n=Sum("count"), flagged=Coalesce(Sum("count", filter=~Q(verdict="allow")), 0))
         .order_by("-n")[:8],
         "latest": Violation.objects.select_related("node", "container").order_by("-ts")[:10],
     }

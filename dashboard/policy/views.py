@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, Sum
 from django.db.models.functions import TruncHour
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -124,7 +124,7 @@ def replay(rule: engine.Rule, since) -> dict:
         qs = qs.filter(container__name=rule.container)
     if rule.cgroup_id is not None:
         qs = qs.filter(cgroup_id=rule.cgroup_id)
-    flows = qs.values("container__name", "cgroup_path", "cgroup_id", "dest_ip", "dest_port").annotate(n=Count("id"))
+    flows = qs.values("container__name", "cgroup_path", "cgroup_id", "dest_ip", "dest_port").annotate(n=Sum("count"))
     total, by_container = 0, {}
     for f in flows.order_by():
         flow = engine.Flow.of(

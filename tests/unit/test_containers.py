@@ -62,3 +62,14 @@ def test_index_finds_new_directories_on_a_miss(tmp_path):
     assert index.path((tmp_path / "a" / "b").stat().st_ino) == "/a/b"
     assert index.path(tmp_path.stat().st_ino) == "/"
     assert index.path(1) is None or index.path(1)  # unknown ids do not raise
+
+
+def test_a_new_cgroups_first_event_is_attributed_and_misses_are_not_rewalked(tmp_path):
+    index = CgroupIndex(str(tmp_path), rescan_interval=60)
+    assert index.path(tmp_path.stat().st_ino) == "/"
+    (tmp_path / "new").mkdir()  # created right after a walk: still found at once
+    assert index.path((tmp_path / "new").stat().st_ino) == "/new"
+    scans = index.scans
+    for _ in range(100):  # a storm from an id that no walk finds costs one walk
+        assert index.path(999_999_999) is None
+    assert index.scans == scans + 1
