@@ -10,7 +10,7 @@ the pipeline to drain and reports, per rate:
 
   generated   connects the load made (counted by the load itself)
   stored      events stored for that container
-  delivered   of those, rows the websocket subscriber received
+  delivered   of those, connections the websocket subscriber received (folded rows count their count)
   lost        what the node reports lost in the step (kernel buffers, agent queue, spool cap)
   unaccounted generated - stored - lost (must be 0)
   p50/p99     connect() -> subscriber latency (event time to receipt)
@@ -213,7 +213,7 @@ class Subscriber(threading.Thread):
                 self.gaps += msg["type"] == "resync"
                 for row in msg["rows"]:
                     name = (row.get("container") or {}).get("name", "host")
-                    self.rows[name] = self.rows.get(name, 0) + 1
+                    self.rows[name] = self.rows.get(name, 0) + row.get("count", 1)
                     sent = datetime.fromisoformat(row["ts"]).timestamp()
                     self.latency.setdefault(name, []).append(now - sent)
 
