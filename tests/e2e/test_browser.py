@@ -30,8 +30,11 @@ def test_filtered_violation_feed_shows_only_that_containers_connect(page, produc
     page.wait_for_timeout(1000)  # b's event is stored by now too; it must not be shown
     expect(page.locator("#feed-rows tr", has_text="e2e-b")).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "violations-feed.png"), full_page=True)
-    page.goto(f"{product.base}/")
-    page.screenshot(path=str(ARTIFACTS / "overview-after.png"), full_page=True)
+    for name, path in (("overview-after", "/"), ("nodes", "/nodes/"), ("search", "/events/?container=e2e-a"),
+                       ("grouped", "/violations/grouped/"), ("rules", "/rules/")):  # fmt: skip
+        page.goto(f"{product.base}{path}")
+        expect(page.locator("h1")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_a_viewer_cannot_reach_the_rule_edit_page(page, product):
