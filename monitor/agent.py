@@ -16,7 +16,7 @@ import os
 import socket
 import time
 
-from . import AGENT_VERSION
+from . import AGENT_VERSION, folding
 from .backends import BACKENDS, event_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, identify
@@ -31,8 +31,6 @@ log = logging.getLogger("crossedge.agent")
 
 
 DEFAULT_OUTBOX_CAP = 200_000
-AGGREGATE_ABOVE = 2000  # events/s: above it, allowed connections are folded into counts
-AGGREGATE_WINDOW = 1.0  # seconds a folded count covers
 KERNEL_POLL = 1.0  # seconds between cgroup rescans (new containers get enforcement)
 COUNTER_POLL = 2.0
 START_RETRY = 30.0
@@ -51,7 +49,7 @@ class Agent:
         monitor_scope: str = "*",
         features: dict | None = None,
         degraded: list[str] | None = None,
-        aggregate_above: int = AGGREGATE_ABOVE,
+        aggregate_above: int = folding.THRESHOLD,
     ):
         self.cgroups = cgroups or CgroupIndex()
         self.monitor_scope = monitor_scope or "*"
@@ -75,13 +73,7 @@ class Agent:
         self.kernel_counters: dict[str, int] = {}
         self.kernel_ready = asyncio.Event()  # programs attached and the first policy written
         self._policy_changed = asyncio.Event()
-        # Back-pressure: in a storm, allowed connections become per-flow counts (never violations).
-        self.aggregate_above = aggregate_above
-        self.storm = False
-        self.aggregated = 0
-        self._second, self._this_second = int(time.monotonic()), 0
-        self._folds: dict[tuple, dict] = {}
-        self._folds_since = time.monotonic()
+        self.folder = folding.StormFolder(aggregate_above)  # back-pressure (monitor.folding)
 
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
@@ -149,44 +141,12 @@ class Agent:
 
     def _emit(self, event: dict) -> None:
         self.verdicts[event["verdict"]] += event.get("count", 1)
-        self._count_rate()
-        if self.storm and event["verdict"] == "allow" and "count" not in event:
-            self._fold(event)
-            return
-        self._queue(event)
-
-    def _count_rate(self) -> None:
-        """Storm detection: events in the last whole second, with hysteresis."""
-        second = int(time.monotonic())
-        if second != self._second:
-            rate = self._this_second if second == self._second + 1 else 0
-            self._second, self._this_second = second, 0
-            if self.aggregate_above:
-                if not self.storm and rate > self.aggregate_above:
-                    self.storm = True
-                    log.warning("event storm (%d/s): folding allowed connections into per-flow counts", rate)
-                elif self.storm and rate < self.aggregate_above // 2:
-                    self.storm = False
-                    log.info("event storm over (%d/s): every connection reported singly again", rate)
-        self._this_second += 1
-
-    def _fold(self, event: dict) -> None:
-        key = (event["cgroup_id"], event["dest_ip"], event["dest_port"], event["result"], event["comm"])
-        held = self._folds.get(key)
-        if held is None:
-            self._folds[key] = event | {"count": 1, "kind": "aggregate"}
-        else:
-            held["count"] += 1
-            held["pid"], held["tid"] = event["pid"], event["tid"]  # the latest caller
-        self.aggregated += 1
+        if not self.folder.offer(event):
+            self._queue(event)
 
     def flush_folds(self, force: bool = False) -> None:
-        if self._folds and (force or time.monotonic() - self._folds_since >= AGGREGATE_WINDOW):
-            for event in self._folds.values():
-                self._queue(event)
-            self._folds = {}
-        if force or time.monotonic() - self._folds_since >= AGGREGATE_WINDOW:
-            self._folds_since = time.monotonic()
+        for event in self.folder.due(force):
+            self._queue(event)
 
     def _queue(self, event: dict) -> None:
         if len(self.outbox) >= self.outbox_cap:
@@ -288,8 +248,8 @@ class Agent:
             "outbox": len(self.outbox),
             "outbox_dropped": self.outbox_dropped,
             "out_of_scope": self.out_of_scope,
-            "storm": self.storm,
-            "aggregated": self.aggregated,
+            "storm": self.folder.storm,
+            "aggregated": self.folder.folded,
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,
             "policy_error": self.policy_error,

@@ -3,7 +3,7 @@ counts, never violations, and counts what it folded."""
 
 import itertools
 
-from monitor import agent as agent_module
+from monitor import folding
 from monitor.agent import Agent
 
 
@@ -14,7 +14,7 @@ def event(i, verdict="allow", dest="127.8.8.8"):
 
 def test_a_storm_folds_allowed_events_and_lets_violations_through(monkeypatch):
     agent = Agent(backends=(), aggregate_above=100)
-    agent.storm = True
+    agent.folder.storm = True
     for i in range(500):
         agent._emit(event(i))
     agent._emit(event(999, verdict="deny"))
@@ -24,13 +24,13 @@ def test_a_storm_folds_allowed_events_and_lets_violations_through(monkeypatch):
     folded = {e["dest_ip"]: e for e in list(agent.outbox)[1:]}
     assert folded["127.8.8.8"]["count"] == 500 and folded["127.8.8.8"]["kind"] == "aggregate"
     assert folded["127.8.8.8"]["pid"] == 599 and folded["127.9.9.9"]["count"] == 1
-    assert agent.aggregated == 501 and agent.verdicts["allow"] == 501
+    assert agent.folder.folded == 501 and agent.verdicts["allow"] == 501
 
 
 def test_storm_mode_starts_above_the_threshold_and_ends_below_half(monkeypatch):
     clock = itertools.count()
     now = [0.0]
-    monkeypatch.setattr(agent_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(folding.time, "monotonic", lambda: now[0])
     agent = Agent(backends=(), aggregate_above=100)
 
     def second(events):
@@ -41,10 +41,10 @@ def test_storm_mode_starts_above_the_threshold_and_ends_below_half(monkeypatch):
 
     second(150)
     second(150)
-    assert agent.storm
+    assert agent.folder.storm
     second(80)
     second(80)
-    assert agent.storm  # 80/s is above half the threshold: still folding
+    assert agent.folder.storm  # 80/s is above half the threshold: still folding
     second(10)
     second(10)
-    assert not agent.storm
+    assert not agent.folder.storm

@@ -1,0 +1,63 @@
+"""Back-pressure: in an event storm, allowed connections become per-flow counts.
+
+Above `threshold` events per second (judged on each whole second, with hysteresis: the
+storm ends below half of it), an allowed connection is not queued alone but counted into
+its flow (cgroup, destination, port, result, process name) and sent once per `window` as
+one event with `count`. Violations are never folded, and nothing is dropped: the counts
+add up to what was seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger("crossedge.agent")
+THRESHOLD = 2000  # events/s
+WINDOW = 1.0  # seconds a folded count covers
+
+
+class StormFolder:
+    def __init__(self, threshold: int = THRESHOLD, window: float = WINDOW):
+        self.threshold, self.window = threshold, window
+        self.storm = False
+        self.folded = 0
+        self._second, self._this_second = int(time.monotonic()), 0
+        self._flows: dict[tuple, dict] = {}
+        self._since = time.monotonic()
+
+    def offer(self, event: dict) -> bool:
+        """Count the event toward the rate; True if it was folded (the caller must not queue it)."""
+        self._tick()
+        if not (self.storm and event["verdict"] == "allow" and "count" not in event):
+            return False
+        key = (event["cgroup_id"], event["dest_ip"], event["dest_port"], event["result"], event["comm"])
+        held = self._flows.get(key)
+        if held is None:
+            self._flows[key] = event | {"count": 1, "kind": "aggregate"}
+        else:
+            held["count"] += 1
+            held["pid"], held["tid"] = event["pid"], event["tid"]  # the latest caller
+        self.folded += 1
+        return True
+
+    def due(self, force: bool = False) -> list[dict]:
+        """The folded flows whose window has closed (all of them with `force`)."""
+        if not force and time.monotonic() - self._since < self.window:
+            return []
+        self._since = time.monotonic()
+        flows, self._flows = list(self._flows.values()), {}
+        return flows
+
+    def _tick(self) -> None:
+        second = int(time.monotonic())
+        if second != self._second:
+            rate = self._this_second if second == self._second + 1 else 0
+            self._second, self._this_second = second, 0
+            if self.threshold and not self.storm and rate > self.threshold:
+                self.storm = True
+                log.warning("event storm (%d/s): folding allowed connections into per-flow counts", rate)
+            elif self.storm and rate < self.threshold // 2:
+                self.storm = False
+                log.info("event storm over (%d/s): every connection reported singly again", rate)
+        self._this_second += 1
