@@ -13,7 +13,7 @@ PORT ?= 8000
 run: setup
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensureadmin
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) manage.py up --host $(HOST) --port $(PORT) $(if $(DEMO),--demo)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(PY) manage.py up --host $(HOST) --port $(PORT) $(if $(DEMO),--demo)
 
 test: EXTRA_APT = $(TEST_APT_PACKAGES)
 test: setup lint check pytest
