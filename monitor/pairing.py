@@ -9,15 +9,16 @@ still unpaired when its window closes goes out alone.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import deque
+
+from .rules import ip
 
 EPERM = -1
 
 
 def key(event: dict) -> tuple:
-    addr = ipaddress.ip_address(event["dest_ip"])
+    addr = ip(event["dest_ip"])
     if addr.version == 6 and addr.ipv4_mapped:
         addr = addr.ipv4_mapped  # the kernel judges a v4-mapped destination as IPv4
     return event["pid"], addr, event["dest_port"]

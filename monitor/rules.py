@@ -69,6 +69,12 @@ def parse_network(value) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 @functools.lru_cache(maxsize=65536)
+def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """ipaddress.ip_address, remembered: every event parses one and they repeat (ValueError if bad)."""
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=65536)
 def glob_match(value: str, pattern: str) -> bool:
     """fnmatch, remembered: the same containers and paths come back on every event."""
     return fnmatch.fnmatchcase(value, pattern)
@@ -240,7 +246,7 @@ class Flow:
     @classmethod
     def of(cls, dest_ip: str, dest_port: int, **scope) -> Flow:
         try:
-            addr = ipaddress.ip_address(dest_ip)
+            addr = ip(dest_ip)
         except ValueError:
             addr = None
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:

@@ -8,8 +8,7 @@ it is everything after the tenth space.
 
 from __future__ import annotations
 
-import ipaddress
-
+from ..rules import ip
 from .bpftrace import LineError
 
 FIELDS = 12
@@ -36,7 +35,7 @@ def parse(payload: str) -> dict:
             "dest_port": int(dport),
             "result": int(ret),
         }
-        addr = ipaddress.ip_address(daddr)
+        addr = ip(daddr)
     except (ValueError, KeyError) as exc:
         raise LineError(f"bad field: {exc}") from None
     if addr.version != event["family"]:
