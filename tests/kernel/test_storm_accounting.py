@@ -1,0 +1,62 @@
+"""A real connect() storm through the real tracer and agent: allowed connections are folded
+into per-flow counts, the violation among them is not, and the counts add up exactly to what
+the load generated."""
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db.models import Sum
+
+from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.fleet.models import Node
+from monitor.agent import Agent
+
+from .conftest import ROOT, deliver_until
+
+pytestmark = [pytest.mark.kernel, pytest.mark.django_db(transaction=True)]
+LOAD = r"""
+import socket, struct, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+linger = struct.pack("ii", 1, 0)
+for i in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.connect_ex(("127.8.8.8" if i != n // 2 else "127.10.10.5", port))
+    s.close()
+    time.sleep(0.0005)
+print(n)
+"""
+
+
+async def test_a_storm_is_folded_and_still_adds_up(enforcement, targets, tmp_path):
+    node = await sync_to_async(Node.objects.create)(name="storm-node", token_hash="s" * 64)
+    app = enforcement.container("edge-app-prod")
+    agent = Agent(docker_roots=(str(tmp_path),), aggregate_above=200)
+    agent.set_policy(1, [{"id": "watch-5", "match": {"dest_ip": "127.10.10.5/32"}, "action": "alert"}])
+    runner = asyncio.create_task(agent.run())
+    try:
+        await agent.wait_ready(30)
+        proc = app.spawn([sys.executable, "-c", LOAD, str(targets.port), "3000"], cwd=ROOT, stdout=subprocess.PIPE)
+        generated = int((await asyncio.to_thread(proc.communicate, timeout=60))[0])
+
+        def stored():
+            total = ConnectionEvent.objects.filter(container__name="edge-app-prod").aggregate(n=Sum("count"))["n"]
+            return (total or 0) >= generated
+
+        await deliver_until(agent, node, stored, timeout=20)
+        assert agent.folder.folded > 0, "the load never counted as a storm"
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    def check():
+        rows = ConnectionEvent.objects.filter(container__name="edge-app-prod")
+        assert rows.aggregate(n=Sum("count"))["n"] == generated == 3000
+        assert rows.filter(count__gt=1).exists() and rows.count() < generated  # folded
+        [violation] = Violation.objects.filter(rule_id="watch-5")
+        assert violation.event.count == 1 and violation.dest_ip == "127.10.10.5"
+
+    await sync_to_async(check)()
