@@ -20,6 +20,7 @@ from . import AGENT_VERSION, folding
 from .backends import BACKENDS, event_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, identify
+from .flowcounts import FlowCounts
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
 from .pairing import EPERM, Pairing
@@ -65,11 +66,16 @@ class Agent:
         self.outbox_dropped = 0
         self.verdicts = collections.Counter()
         self.wakeup = asyncio.Event()
-        self.supervisors = [Supervisor(BACKENDS[name], self.handle) for name in backends]
+        self.flows = FlowCounts()
+        self.supervisors = [
+            Supervisor(BACKENDS[name], self.handle, on_map=self.handle_counts, on_start=self._tracer_started)
+            for name in backends
+        ]
         self.started = time.time()
         self.enforcer = enforcer
         self.pairing = Pairing(pair_window)
         self.kernel_error = ""
+        self.kernel_reported = 0  # counted calls left to the kernel's own audit events
         self.kernel_counters: dict[str, int] = {}
         self.kernel_ready = asyncio.Event()  # programs attached and the first policy written
         self._policy_changed = asyncio.Event()
@@ -107,11 +113,37 @@ class Agent:
         event["policy_version"] = self.ruleset.version
         event["enforced"] = False
         event["audit"] = bool(rule and rule.audit)
+        if "count" in event:  # calls the tracer counted in the kernel
+            if self._reported_by_kernel(event):
+                self.kernel_reported += event["count"]
+                return
+            self._emit(event)
+            return
+        self.flows.note(event)
         if self._awaits_kernel(event):
             for ready in self.pairing.connect(event):
                 self._emit(ready)
         else:
             self._emit(event)
+
+    def handle_counts(self, backend: str, maps: dict) -> None:
+        """A map print from the tracer: each flow's newly counted calls as one event."""
+        for event in self.flows.dump(maps):
+            self.handle(backend, event)
+
+    def _tracer_started(self, backend: str) -> None:
+        self.flows.restart()
+
+    def _reported_by_kernel(self, event: dict) -> bool:
+        """Counted calls of an audit-mode deny: the enforcement program already sent each of
+        them as its own (audit) event, so counting them here too would count them twice."""
+        return (
+            event["verdict"] == "deny"
+            and event["audit"]
+            and self.enforcer is not None
+            and self.kernel_ready.is_set()
+            and event["cgroup_id"] in self.enforcer.scope_ids
+        )
 
     def _awaits_kernel(self, event: dict) -> bool:
         """A connect the kernel may have denied (or audited): wait for its deny event."""
@@ -249,6 +281,7 @@ class Agent:
             "outbox_dropped": self.outbox_dropped,
             "out_of_scope": self.out_of_scope,
             "storm": self.folder.storm,
+            "kernel_reported": self.kernel_reported,
             "aggregated": self.folder.folded,
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,

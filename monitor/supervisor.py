@@ -58,12 +58,16 @@ class Supervisor:
         backend: Backend,
         on_event: Callable[[str, dict], None],
         *,
+        on_map: Callable[[str, dict], None] | None = None,
+        on_start: Callable[[str], None] | None = None,
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
         stable_after: float = 30.0,
     ):
         self.backend = backend
         self.on_event = on_event
+        self.on_map = on_map  # bpftrace map prints (connect.bt's in-kernel counts)
+        self.on_start = on_start  # a new child: its kernel-side state starts from zero
         self.min_backoff, self.max_backoff, self.stable_after = min_backoff, max_backoff, stable_after
         self.health = BackendHealth(since=time.time())
         self._proc: asyncio.subprocess.Process | None = None
@@ -184,9 +188,16 @@ class Supervisor:
 
     def _signal(self, sig: Signal) -> None:
         if sig.kind == "attached":
+            if self.on_start is not None:
+                self.on_start(self.backend.name)
             self.health.attached_probes = sig.count
             self._set_state("running")
             self.ready.set()
+        elif sig.kind == "map" and self.on_map is not None:
+            try:
+                self.on_map(self.backend.name, sig.raw)
+            except LineError as exc:
+                self._bad(exc, sig.raw)
         elif sig.kind == "lost":
             self.health.lost_events += sig.count
             log.warning("backend %s: kernel dropped %d events", self.backend.name, sig.count)

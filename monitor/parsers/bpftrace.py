@@ -17,7 +17,7 @@ class LineError(ValueError):
 
 @dataclass(frozen=True)
 class Signal:
-    kind: str  # "attached" | "lost" | "other"
+    kind: str  # "attached" | "lost" | "map" | "other"
     count: int = 0
     raw: object = None
 
@@ -39,6 +39,8 @@ def decode(line: str | bytes) -> str | Signal:
         return Signal("attached", _count(data, "probes"), obj)
     if kind == "lost_events":
         return Signal("lost", _count(data, "events"), obj)
+    if kind == "map":
+        return Signal("map", 0, data)
     return Signal("other", 0, obj)
 
 

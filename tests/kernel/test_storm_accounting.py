@@ -1,6 +1,6 @@
-"""A real connect() storm through the real tracer and agent: allowed connections are folded
-into per-flow counts, the violation among them is not, and the counts add up exactly to what
-the load generated."""
+"""A real connect() storm through the real tracer and agent: repeated calls are counted in the
+kernel (connect.bt) and, past the agent's threshold, folded in user space too; the violation
+among them stays a single event; and the counts add up exactly to what the load generated."""
 
 import asyncio
 import subprocess
@@ -47,7 +47,6 @@ async def test_a_storm_is_folded_and_still_adds_up(enforcement, targets, tmp_pat
             return (total or 0) >= generated
 
         await deliver_until(agent, node, stored, timeout=20)
-        assert agent.folder.folded > 0, "the load never counted as a storm"
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)

@@ -1,0 +1,43 @@
+"""The tracer's cumulative in-kernel counts become events with a count: each counter's growth,
+once, with the flow's last printed call as its template; a restart starts from zero."""
+
+import pytest
+
+from monitor.flowcounts import FlowCounts
+from monitor.parsers.bpftrace import LineError, Signal, decode
+
+# as bpftrace 0.17 prints it (key: cgroup, s_addr as a little-endian u32, port, ret)
+MAP_LINE = '{"type": "map", "data": {"@folded": {"1,16777343,9,-111": 20, "7,84544127,443,0": 3}}}'
+PRINTED = {"pid": 42, "tid": 42, "uid": 0, "gid": 0, "comm": "curl", "cgroup_id": 7, "family": 4,
+           "dest_ip": "127.10.10.5", "dest_port": 443, "result": 0, "mono_ns": 1, "verdict": "allow"}  # fmt: skip
+
+
+def test_map_lines_are_signals_carrying_the_maps():
+    sig = decode(MAP_LINE)
+    assert isinstance(sig, Signal) and sig.kind == "map" and sig.raw["@folded"]["7,84544127,443,0"] == 3
+
+
+def test_growth_becomes_one_event_per_flow_with_the_printed_call_as_template():
+    flows = FlowCounts()
+    flows.note(PRINTED)
+    first = {(e["dest_ip"], e["dest_port"]): e for e in flows.dump(decode(MAP_LINE).raw)}
+    assert first[("127.10.10.5", 443)]["count"] == 3 and first[("127.10.10.5", 443)]["comm"] == "curl"
+    assert first[("127.0.0.1", 9)]["count"] == 20 and first[("127.0.0.1", 9)]["pid"] == 0  # no template
+    again = flows.dump({"@folded": {"7,84544127,443,0": 5, "1,16777343,9,-111": 20}})
+    assert [(e["dest_ip"], e["count"]) for e in again] == [("127.10.10.5", 2)]
+    flows.restart()  # a new tracer: its counters start again from zero
+    assert [e["count"] for e in flows.dump({"@folded": {"7,84544127,443,0": 4}})] == [4]
+
+
+def test_a_counter_that_shrank_is_taken_whole():
+    flows = FlowCounts()
+    flows.dump({"@folded": {"7,84544127,443,0": 10}})
+    assert [e["count"] for e in flows.dump({"@folded": {"7,84544127,443,0": 2}})] == [2]
+
+
+@pytest.mark.parametrize(
+    "maps", [{"@folded": []}, {"@folded": {"x,y": 1}}, {"@folded": {"1,2,3": 1}}, {"@folded": {"1,2,3,4": -1}}]
+)
+def test_garbage_maps_are_refused(maps):
+    with pytest.raises(LineError):
+        FlowCounts().dump(maps)
