@@ -59,3 +59,38 @@ async def test_a_storm_is_folded_and_still_adds_up(enforcement, targets, tmp_pat
         assert violation.event.count == 1 and violation.dest_ip == "127.10.10.5"
 
     await sync_to_async(check)()
+
+
+async def test_repeated_audit_denies_are_counted_once(enforcement, targets, tmp_path):
+    """Calls the tracer folds are also each reported by the enforcement program (audit mode):
+    they must be stored once, as the kernel's single events, not again inside a count."""
+    node = await sync_to_async(Node.objects.create)(name="audit-node", token_hash="a" * 64)
+    app = enforcement.container("edge-app-prod")
+    agent = Agent(docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
+    agent.set_policy(1, [{"id": "trial", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny", "mode": "audit"}])
+    runner = asyncio.create_task(agent.run())
+    load = LOAD.replace('"127.8.8.8" if i != n // 2 else "127.10.10.5"', '"127.10.10.5"')
+    try:
+        await asyncio.wait_for(agent.kernel_ready.wait(), 30)
+        await agent.wait_ready(30)
+        proc = app.spawn([sys.executable, "-c", load, str(targets.port), "300"], cwd=ROOT, stdout=subprocess.PIPE)
+        generated = int((await asyncio.to_thread(proc.communicate, timeout=60))[0])
+
+        def stored():
+            rows = ConnectionEvent.objects.filter(container__name="edge-app-prod", dest_ip="127.10.10.5")
+            return (rows.aggregate(n=Sum("count"))["n"] or 0) >= generated
+
+        await deliver_until(agent, node, stored, timeout=20)
+        await asyncio.sleep(1.5)  # anything late (a double count) would arrive now
+        await deliver_until(agent, node, lambda: True)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    def check():
+        rows = ConnectionEvent.objects.filter(container__name="edge-app-prod", dest_ip="127.10.10.5")
+        assert rows.aggregate(n=Sum("count"))["n"] == generated == 300
+        assert Violation.objects.filter(rule_id="trial", audit=True).count() == 300
+        assert agent.kernel_reported > 0  # the tracer did fold some of them
+
+    await sync_to_async(check)()
