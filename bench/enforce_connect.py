@@ -31,6 +31,8 @@ from monitor.kernel.enforcer import Enforcer
 from monitor.rules import RuleSet
 from monitor.testbed import SimulatedContainer
 
+from .loopback import start_listener
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.90
 WORKER = r"""
@@ -46,14 +48,6 @@ for _ in range(n):
     s.connect((host, port))
     s.close()
 print(n / (time.perf_counter() - start))
-"""
-LISTENER = r"""
-import socket, sys
-srv = socket.create_server(("127.0.0.1", 0), backlog=4096)
-print(srv.getsockname()[1], flush=True)
-while True:
-    conn, _ = srv.accept()
-    conn.close()
 """
 
 
@@ -107,8 +101,7 @@ def main(argv=None) -> int:
             print(f"{name}: {sum(e.health()['entries'].values())} entries in the kernel maps", file=sys.stderr)
         port = 9  # discard: UDP connect needs no listener
         if kind == "tcp":
-            listener = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
-            port = int(listener.stdout.readline())
+            listener, port = start_listener()
         names = list(arms)
         results = {name: [] for name in names}
         measure(arms["no-program"], port, min(500, args.connects), kind)  # warm caches

@@ -50,6 +50,8 @@ from websockets.exceptions import ConnectionClosed
 
 from monitor.testbed import SimulatedContainer
 
+from .loopback import start_listener
+
 ROOT = Path(__file__).resolve().parents[1]
 CLK = os.sysconf("SC_CLK_TCK")
 LOAD = r"""
@@ -71,16 +73,6 @@ while True:
     s.close()
     n += 1
 print(n, time.perf_counter() - start, flush=True)
-"""
-
-
-LISTENER = r"""
-import socket
-srv = socket.create_server(("127.0.0.1", 0), backlog=4096)
-print(srv.getsockname()[1], flush=True)
-while True:
-    conn, _ = srv.accept()
-    conn.close()
 """
 
 
@@ -272,10 +264,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="crossedge-bench-pipeline-"))
     tag = uuid.uuid4().hex[:8]
     parent = f"crossedge-bench-{tag}.slice"
-    # The target accepts in a process of its own: a listener thread in this process would
-    # share the GIL with the subscriber and fall behind, and a full backlog costs a 1 s SYN retry.
-    target = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
-    port = int(target.stdout.readline())
+    target, port = start_listener()
     product = Product(tmp, parent)
     made: list[SimulatedContainer] = []
 
