@@ -88,7 +88,7 @@ class Agent:
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
         path = self.cgroups.path(event["cgroup_id"])
         if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
-            self.out_of_scope += 1  # another node's (several agents on one test host), not lost
+            self.out_of_scope += event.get("count", 1)  # another node's (agents sharing a test host): not lost
             return
         event["cgroup_path"] = path or ""
         ref = identify(path, self.docker_roots)
