@@ -24,9 +24,6 @@ class Backend:
     install_hint: str
     framing: str = "lines"  # "lines": bpftrace -f json; "json-array": bpftool -j event_pipe
 
-    def argv(self, executable: str) -> list[str]:
-        return self.command(executable)
-
 
 def bpftrace_script(script: str) -> Callable[[str], list[str]]:
     return lambda exe: [exe, "-B", "line", "-f", "json", str(BPFSCRIPTS / script)]

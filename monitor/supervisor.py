@@ -100,7 +100,7 @@ class Supervisor:
             return
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.backend.argv(executable),
+                *self.backend.command(executable),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

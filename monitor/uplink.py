@@ -31,6 +31,14 @@ class Refused(RuntimeError):
     """The dashboard will not take this agent (bad or revoked token): retrying cannot help."""
 
 
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Until the event is set or the timeout passes (the waiter is cancelled, never left behind)."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass
+
+
 def reconnect_delays():
     return backoff(initial_delay=1.0, min_delay=1.0, max_delay=MAX_RECONNECT_DELAY)
 
@@ -83,10 +91,7 @@ class Uplink:
         while True:
             if not outbox:
                 self.agent.wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.agent.wakeup.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
+                await _wait(self.agent.wakeup, 1.0)
                 await asyncio.sleep(self.flush_interval)  # let a batch gather
                 continue
             batch = [outbox.popleft() for _ in range(min(len(outbox), PUMP_BATCH))]
@@ -126,12 +131,12 @@ class Uplink:
         while True:
             if self.sent - self.acked >= self.window:
                 self.ack_received.clear()
-                await asyncio.wait({asyncio.create_task(self.ack_received.wait())}, timeout=1.0)
+                await _wait(self.ack_received, 1.0)
                 continue
             self.spooled.clear()
             batch = await asyncio.to_thread(self.spool.read, self.sent, MAX_BATCH)
             if not batch:
-                await asyncio.wait({asyncio.create_task(self.spooled.wait())}, timeout=1.0)
+                await _wait(self.spooled, 1.0)
                 continue
             await ws.send(json.dumps({"type": "events", "batch": batch}))
             self.sent = batch[-1]["seq"]

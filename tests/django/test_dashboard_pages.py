@@ -49,21 +49,16 @@ def editor(django_user_model):
 
 
 @pytest.mark.django_db
-def test_search_filters_and_pages_with_a_cursor(client, viewer, stored):
+def test_search_filters_and_pages_with_a_cursor(client, viewer, stored, monkeypatch):
     client.force_login(viewer)
     page = client.get("/events/?container=edge-app-staging")
     assert page.status_code == 200 and len(page.context["rows"]) == 3
     seen, url = [], "/events/?kind=connections"
-    from dashboard.events import search
-
-    search.PAGE = 4
-    try:
-        while url:
-            resp = client.get(url)
-            seen += [r["id"] for r in resp.context["rows"]]
-            url = f"/events/?{resp.context['next']}" if resp.context["next"] else None
-    finally:
-        search.PAGE = 100
+    monkeypatch.setattr("dashboard.events.search.PAGE", 4)
+    while url:
+        resp = client.get(url)
+        seen += [r["id"] for r in resp.context["rows"]]
+        url = f"/events/?{resp.context['next']}" if resp.context["next"] else None
     assert len(seen) == len(set(seen)) == 9
     assert client.get("/events/?port=99999").status_code == 400
     assert client.get("/events/?kind=violations&rule=rule-002").context["rows"][0]["rule_id"] == "rule-002"
