@@ -1,15 +1,20 @@
 """The whole pipeline under connect() load: what was generated, stored, delivered, lost.
 
     sudo .venv/bin/python -m bench.pipeline [--seconds 5] [--rates 1000,5000,20000,0] [--json FILE]
+                                            [--trace-syscalls]
 
-Runs the product as `make run` does (daphne + the local agent with tracing and kernel
-enforcement, SQLite, in-memory layer) in a temporary directory, with one websocket
-subscriber on the connection feed. For each rate (0 = flat out) a fresh container cgroup of
-ours makes paced TCP connects to a loopback listener for --seconds; then the bench waits for
-the pipeline to drain and reports, per rate:
+Runs the product as `make run` does (daphne + the local agent, whose connect4/6 programs
+observe the containers and enforce; SQLite, in-memory layer) in a temporary directory, with
+one websocket subscriber on the connection feed. --trace-syscalls runs connect.bt as well
+(host processes and connect() results), as `runagent --trace-syscalls` does.
+
+For each rate (0 = flat out) a fresh container cgroup of ours makes paced TCP connects to a
+loopback listener for --seconds; then the bench waits for the pipeline to drain and
+reports, per rate:
 
   generated   connects the load made (counted by the load itself)
-  stored      events stored for that container
+  stored      connections stored for that container (the sum of the stored rows' counts)
+  rows        rows stored for them (repeats are counted in the kernel, not sent one by one)
   delivered   of those, connections the websocket subscriber received (folded rows count their count)
   lost        what the node reports lost in the step (kernel buffers, agent queue, spool cap)
   unaccounted generated - stored - lost (must be 0)
@@ -108,7 +113,7 @@ def peak_rss_mib(pids: list[int]) -> float:
 
 
 class Product:
-    def __init__(self, tmp: Path, parent: str):
+    def __init__(self, tmp: Path, parent: str, trace_syscalls: bool = False):
         self.tmp, self.port = tmp, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.pins = f"/sys/fs/bpf/crossedge-bench-{uuid.uuid4().hex[:8]}"
@@ -120,6 +125,7 @@ class Product:
             "CROSSEDGE_PIN_ROOT": self.pins,
             "CROSSEDGE_DOCKER_ROOTS": str(tmp / "docker"),
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "CROSSEDGE_TRACE_SYSCALLS": "1" if trace_syscalls else "",
         }
         self.proc = None
 
@@ -172,12 +178,15 @@ class Product:
             found["agent" if b"runagent" in cmd else "dashboard"] += tree(pid)
         return found
 
-    def stored(self, container: str) -> int:
+    def stored(self, container: str) -> tuple[int, int]:
+        """(connections, rows) stored for the container."""
         code = (
-            "from django.db.models import Sum; from dashboard.events.models import ConnectionEvent as E; "
-            f"print(E.objects.filter(container__name={container!r}).aggregate(n=Sum('count'))['n'] or 0)"
+            "from django.db.models import Count, Sum; from dashboard.events.models import ConnectionEvent as E; "
+            f"a = E.objects.filter(container__name={container!r}).aggregate(n=Sum('count'), r=Count('id')); "
+            "print(a['n'] or 0, a['r'])"
         )
-        return int(self.manage("shell", "--no-imports", "-c", code).split()[-1])
+        n, rows = self.manage("shell", "--no-imports", "-c", code).split()[-2:]
+        return int(n), int(rows)
 
     def session_cookie(self) -> str:
         jar = http.cookiejar.CookieJar()
@@ -257,6 +266,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="load per rate")
     parser.add_argument("--rates", default="1000,5000,20000,0", help="connects/s, comma separated; 0 = flat out")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--trace-syscalls", action="store_true", help="run connect.bt too (runagent --trace-syscalls)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it runs the agent and makes cgroups")
@@ -265,7 +275,7 @@ def main(argv=None) -> int:
     tag = uuid.uuid4().hex[:8]
     parent = f"crossedge-bench-{tag}.slice"
     target, port = start_listener()
-    product = Product(tmp, parent)
+    product = Product(tmp, parent, args.trace_syscalls)
     made: list[SimulatedContainer] = []
 
     def container(name):
@@ -302,7 +312,7 @@ def main(argv=None) -> int:
             cpu = {k: (sum(cpu_seconds(p) for p in v) - cpu_before[k]) / took for k, v in pids.items()}
             deadline, stored, last = time.monotonic() + 120, -1, None
             while time.monotonic() < deadline:  # drain: until nothing more arrives for 3 s
-                stored = product.stored(name)
+                stored, rows = product.stored(name)
                 if stored >= generated or (last is not None and stored == last[0] and time.monotonic() - last[1] > 3):
                     break
                 if last is None or stored != last[0]:
@@ -317,6 +327,7 @@ def main(argv=None) -> int:
                     "generated": generated,
                     "achieved_per_s": round(generated / took),
                     "stored": stored,
+                    "rows": rows,
                     "delivered": subscriber.rows.get(name, 0),
                     "lost_counted": lost,
                     "unaccounted": generated - stored - lost,
@@ -347,10 +358,12 @@ def main(argv=None) -> int:
         target.kill()
         target.wait()
     ratio = statistics.median(with_product) / statistics.median(baseline)
-    cols = ["rate", "generated", "achieved_per_s", "stored", "delivered", "lost_counted", "unaccounted", "p50_ms",
-            "p99_ms", "agent_cpu", "dashboard_cpu", "agent_peak_mib", "dashboard_peak_mib", "overview_max_ms",
+    cols = ["rate", "generated", "achieved_per_s", "stored", "rows", "delivered", "lost_counted", "unaccounted",
+            "p50_ms", "p99_ms", "agent_cpu", "dashboard_cpu", "agent_peak_mib", "dashboard_peak_mib", "overview_max_ms",
             "folded"]  # fmt: skip
-    print("\npipeline under loopback connect() load (agent: tracing + enforcement; dashboard: SQLite, one subscriber)")
+    source = "connect4/6 programs" + (" + connect.bt" if args.trace_syscalls else "")
+    print(f"\npipeline under loopback connect() load (agent: {source}, observing and enforcing; "
+          "dashboard: SQLite, one subscriber)")  # fmt: skip
     print("".join(f"{c:>15}" for c in cols))
     for s in steps:
         print("".join(f"{str(s[c]):>15}" for c in cols))

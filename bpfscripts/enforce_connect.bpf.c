@@ -1,14 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * enforce_connect.bpf.c - deny rules for connect(), decided in the kernel.
+ * enforce_connect.bpf.c - every connect() of the containers, observed and judged in the kernel.
  *
- * cgroup/connect4 and cgroup/connect6 programs, attached by the agent to container
- * cgroups (never the root). Each connect() costs four LPM-trie lookups whatever the
- * number of rules: (this cgroup, this port), (this cgroup, any port), (every container,
- * this port), (every container, any port); the hit with the lowest rank decides.
+ * cgroup/connect4 and cgroup/connect6 programs, attached by the agent to the cgroups that
+ * hold containers (never the root), so they also run for containers started after the
+ * attach. Rules apply only to cgroups listed in `monitored` (the containers in the agent's
+ * enforce scope); every other cgroup below an attach point is observed, never judged.
+ * For a monitored cgroup each connect() costs four LPM-trie lookups whatever the number
+ * of rules: (this cgroup, this port), (this cgroup, any port), (every container, this
+ * port), (every container, any port); the hit with the lowest rank decides.
  * A deny returns 0, so connect() fails with EPERM; an audit-mode rule lets it through.
- * Every decision is counted per rule slot (per-CPU), and every deny or would-be deny is
- * sent to `events`, which the agent reads with `bpftool -j map event_pipe`.
+ * Every decision is counted per rule slot (per-CPU).
+ *
+ * The programs are also the node's connect() observer for the cgroups they run in, which
+ * costs far less than a syscall tracepoint (that puts every syscall of the machine on the
+ * slow path). Every call is either sent to `events` (read by the agent with
+ * `bpftool -j map event_pipe`) or counted in its flow's entry in `flows`, never neither:
+ * every deny and audited would-be deny is sent, and a flow's first allowed call in each
+ * 100 ms window; the rest only add one to the flow's `folded` counter, which is never
+ * reset (the agent turns its growth into events with a count). A call that can be neither
+ * sent nor counted (table full and perf buffer full) is counted in `lost`.
  * IPv4-mapped IPv6 destinations are judged by the IPv4 rules, as the rule engine does.
  *
  * Loaded, attached and fed by monitor/kernel/enforcer.py; the struct layouts are mirrored
@@ -46,6 +57,30 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Cgroups the rules apply to: container cgroups in scope and the cgroups below them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, CE_MAX_MONITORED);
+	__type(key, __u64);
+	__type(value, __u8);
+} monitored SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, CE_MAX_FLOWS);
+	__type(key, struct ce_flow_key);
+	__type(value, struct ce_flow);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
 	__uint(key_size, sizeof(__u32));
@@ -64,26 +99,68 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 {
 	__u32 slot = rule ? rule->slot : 0;
 	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
+	__u8 verdict = CE_V_ALLOW;
 
 	if (count)
 		*count += 1;
-	if (!rule || rule->action != CE_DENY)
-		return 1;
+	if (rule && rule->action == CE_DENY)
+		verdict = rule->audit ? CE_V_AUDIT : CE_V_DENY;
+	int ret = verdict == CE_V_DENY ? 0 : 1;
+
+	struct ce_flow_key fk = {};
+	fk.cgroup_id = cgid;
+	fk.slot = slot;
+	fk.port = port;
+	fk.family = family;
+	fk.verdict = verdict;
+	__builtin_memcpy(fk.addr, addr, addr_len == 4 ? 4 : 16);
+
+	__u64 now = bpf_ktime_get_ns();
+	struct ce_flow *flow = bpf_map_lookup_elem(&flows, &fk);
+	if (flow && verdict == CE_V_ALLOW && now - flow->window_ns < CE_WINDOW_NS) {
+		__sync_fetch_and_add(&flow->folded, 1);
+		return ret;
+	}
+	if (flow) {
+		flow->window_ns = now;
+	} else {
+		struct ce_flow fresh = {.window_ns = now};
+		bpf_map_update_elem(&flows, &fk, &fresh, BPF_NOEXIST); /* full table: sent, not counted */
+	}
 
 	struct ce_event ev = {};
-	ev.ts_ns = bpf_ktime_get_ns();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	ev.ts_ns = now;
 	ev.cgroup_id = cgid;
-	ev.pid = bpf_get_current_pid_tgid() >> 32;
-	ev.uid = (__u32)bpf_get_current_uid_gid();
+	ev.folded = flow ? flow->folded : 0;
+	ev.pid = pid_tgid >> 32;
+	ev.tid = (__u32)pid_tgid;
+	ev.uid = (__u32)uid_gid;
+	ev.gid = uid_gid >> 32;
 	ev.slot = slot;
 	ev.port = port;
 	ev.family = family;
-	ev.audit = rule->audit;
+	ev.verdict = verdict;
 	__builtin_memcpy(ev.addr, addr, addr_len == 4 ? 4 : 16);
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
-	__builtin_memcpy(ev.rule_id, rule->rule_id, CE_RULE_ID_LEN);
-	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
-	return rule->audit ? 1 : 0;
+	if (rule)
+		__builtin_memcpy(ev.rule_id, rule->rule_id, CE_RULE_ID_LEN);
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) == 0)
+		return ret;
+
+	/* The perf buffer is full: count the call with its flow instead. */
+	if (!flow)
+		flow = bpf_map_lookup_elem(&flows, &fk);
+	if (flow) {
+		__sync_fetch_and_add(&flow->folded, 1);
+	} else {
+		__u32 zero = 0;
+		__u64 *missed = bpf_map_lookup_elem(&lost, &zero);
+		if (missed)
+			*missed += 1;
+	}
+	return ret;
 }
 
 static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 port, __u8 family)
@@ -95,6 +172,8 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 	__u16 ports[2] = {port, 0};
 
 	__builtin_memcpy(key.addr, &ip4, 4);
+	if (!bpf_map_lookup_elem(&monitored, &cgid))
+		return decide(ctx, NULL, cgid, family, key.addr, 4, port);
 	key.prefixlen = 64 + 16 + 32;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -133,6 +212,8 @@ int crossedge_c6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(&key.addr[4], &w1, 4);
 	__builtin_memcpy(&key.addr[8], &w2, 4);
 	__builtin_memcpy(&key.addr[12], &w3, 4);
+	if (!bpf_map_lookup_elem(&monitored, &cgid))
+		return decide(ctx, NULL, cgid, 6, key.addr, 16, port);
 	key.prefixlen = 64 + 16 + 128;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {

@@ -6,10 +6,18 @@
 #define CE_RULE_ID_LEN 64
 #define CE_MAX_SLOTS 16384   /* counted rules; slot 0 counts "no rule matched" */
 #define CE_MAX_ENTRIES 65536 /* entries per trie */
+#define CE_MAX_MONITORED 65536 /* cgroups the rules apply to */
+#define CE_MAX_FLOWS 65536   /* flows counted in the kernel (a full table sends every call) */
+#define CE_WINDOW_NS 100000000ULL /* a flow sends at most one allowed call per window */
 
 #define CE_ALLOW 0
 #define CE_ALERT 1
 #define CE_DENY 2
+
+/* What the program did with a call (ce_event.verdict, ce_flow_key.verdict). */
+#define CE_V_ALLOW 0 /* let through: no rule, or an allow/alert rule (the agent judges those) */
+#define CE_V_DENY 1  /* refused: connect() fails with EPERM */
+#define CE_V_AUDIT 2 /* an audit-mode deny rule matched: let through, reported */
 
 /* LPM trie keys. The prefix always covers cgroup_id and port in full (80 bits), then
  * prefixlen - 80 bits of the address. cgroup_id 0 = every monitored container;
@@ -39,16 +47,35 @@ struct ce_rule {
 	char rule_id[CE_RULE_ID_LEN];
 };
 
-/* One deny (or audited would-be deny), sent through the perf event array. */
+/* A flow: who called connect() where, and what the program decided. */
+struct ce_flow_key {
+	__u64 cgroup_id;
+	__u32 slot; /* the deciding rule's counter slot, 0 = no rule */
+	__u16 port; /* network byte order */
+	__u8 family; /* 4 or 6 */
+	__u8 verdict;
+	__u8 addr[16];
+};
+
+struct ce_flow {
+	__u64 window_ns; /* when this flow last sent a call as an event */
+	__u64 folded; /* calls counted instead of sent, since the flow's entry was made */
+};
+
+/* One call sent through the perf event array: the first allowed call of its flow in each
+ * window, and every deny or audited would-be deny. */
 struct ce_event {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
 	__u64 cgroup_id;
+	__u64 folded; /* the flow's counter as this call saw it (cumulative) */
 	__u32 pid;
+	__u32 tid;
 	__u32 uid;
+	__u32 gid;
 	__u32 slot;
 	__u16 port; /* network byte order */
 	__u8 family; /* 4 or 6 */
-	__u8 audit;
+	__u8 verdict;
 	__u8 addr[16];
 	char comm[16];
 	char rule_id[CE_RULE_ID_LEN];

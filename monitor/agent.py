@@ -2,9 +2,15 @@
 
 Plain Python: the dashboard is reached only through an uplink that drains `outbox`
 and feeds `set_policy`, so the same agent runs against a remote dashboard, the local
-one, a policy file, or a test. With an Enforcer, the kernel decides deny rules too: each
-policy is written to its maps, and the kernel's deny events are paired with the traced
-connects they refused (monitor.pairing).
+one, a policy file, or a test.
+
+Connections come from two sources. With an Enforcer, its connect4/6 programs observe every
+connect() of the containers below their attach points and decide deny rules there: each
+call arrives already judged (`kernel` events), or counted with its flow (KernelFlows). This
+costs the containers about 1% of connect() throughput, where a syscall tracepoint costs
+about 10% (bench/pipeline.py). connect.bt (bpftrace) is the source without an Enforcer, and
+with one only when asked for (`trace_syscalls`: host processes and connect() results);
+its calls from cgroups the programs observe are then left to the programs.
 """
 
 from __future__ import annotations
@@ -20,10 +26,9 @@ from . import AGENT_VERSION, folding
 from .backends import BACKENDS, event_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, identify
-from .flowcounts import FlowCounts
+from .flowcounts import FlowCounts, KernelFlows
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
-from .pairing import EPERM, Pairing
 from .parsers import event_pipe as event_pipe_parser
 from .rules import Flow, RuleError, RuleSet, glob_match
 from .supervisor import Supervisor
@@ -32,7 +37,10 @@ log = logging.getLogger("crossedge.agent")
 
 
 DEFAULT_OUTBOX_CAP = 200_000
+KERNEL = "kernel"  # the backend name (and event kind) of the programs' events
+EPERM = -1
 KERNEL_POLL = 1.0  # seconds between cgroup rescans (new containers get enforcement)
+FLOW_POLL = 1.0  # seconds between reads of the programs' flow counters
 COUNTER_POLL = 2.0
 START_RETRY = 30.0
 
@@ -46,7 +54,6 @@ class Agent:
         docker_roots: tuple[str, ...] = (DEFAULT_DOCKER_ROOT,),
         outbox_cap: int = DEFAULT_OUTBOX_CAP,
         enforcer: Enforcer | None = None,
-        pair_window: float = 1.0,
         monitor_scope: str = "*",
         features: dict | None = None,
         degraded: list[str] | None = None,
@@ -67,36 +74,48 @@ class Agent:
         self.verdicts = collections.Counter()
         self.wakeup = asyncio.Event()
         self.flows = FlowCounts()
+        self.kernel_flows = KernelFlows()
+        self.covered = 0  # tracer calls left to the programs, which observed them too
         self.supervisors = [
             Supervisor(BACKENDS[name], self.handle, on_map=self.handle_counts, on_start=self._tracer_started)
             for name in backends
         ]
         self.started = time.time()
         self.enforcer = enforcer
-        self.pairing = Pairing(pair_window)
         self.kernel_error = ""
-        self.kernel_reported = 0  # counted calls left to the kernel's own audit events
+        self.kernel_lost = 0  # calls the programs could neither send nor count
         self.kernel_counters: dict[str, int] = {}
         self.kernel_ready = asyncio.Event()  # programs attached and the first policy written
+        self.kernel_observing = asyncio.Event()  # programs attached and their events read
         self._policy_changed = asyncio.Event()
         self.folder = folding.StormFolder(aggregate_above)  # back-pressure (monitor.folding)
 
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
         """Attribute and judge one parsed event, then queue it for the uplink."""
+        counted = self.kernel_flows.sent(event) if backend == KERNEL and "folded" in event else None
         event["kind"] = backend
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
         path = self.cgroups.path(event["cgroup_id"])
         if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
             self.out_of_scope += event.get("count", 1)  # another node's (agents sharing a test host): not lost
-            return
+        elif backend != KERNEL and self._observed_by_kernel(path):
+            self.covered += event.get("count", 1)
+        else:
+            self._judge(backend, event, path)
+        if counted:
+            self.handle(backend, counted)
+
+    def _judge(self, backend: str, event: dict, path: str | None) -> None:
         event["cgroup_path"] = path or ""
         ref = identify(path, self.docker_roots)
         event["container"] = (
             {"runtime": ref.runtime, "id": ref.container_id, "name": ref.name, "pod_uid": ref.pod_uid} if ref else None
         )
-        if backend == "enforce":
-            self._kernel_deny(event)
+        kernel_verdict = event.pop("kernel_verdict", "allow")
+        slot = event.pop("slot", 0)
+        if kernel_verdict != "allow":
+            self._kernel_deny(event, kernel_verdict == "audit", slot)
             return
         rule = self.ruleset.evaluate(
             Flow.of(
@@ -111,20 +130,15 @@ class Agent:
         event["rule_id"] = rule.id if rule else ""
         event["severity"] = rule.severity if rule else ""
         event["policy_version"] = self.ruleset.version
-        event["enforced"] = False
         event["audit"] = bool(rule and rule.audit)
-        if "count" in event:  # calls the tracer counted in the kernel
-            if self._reported_by_kernel(event):
-                self.kernel_reported += event["count"]
-                return
-            self._emit(event)
-            return
-        self.flows.note(event)
-        if self._awaits_kernel(event):
-            for ready in self.pairing.connect(event):
-                self._emit(ready)
+        if backend == KERNEL:
+            event["result"] = None  # let through; the programs run before the connection is tried
+            event["enforced"] = False
         else:
-            self._emit(event)
+            event["enforced"] = event["verdict"] == "deny" and event["result"] == EPERM
+            if "count" not in event:
+                self.flows.note(event)
+        self._emit(event)
 
     def handle_counts(self, backend: str, maps: dict) -> None:
         """A map print from the tracer: each flow's newly counted calls as one event."""
@@ -134,42 +148,26 @@ class Agent:
     def _tracer_started(self, backend: str) -> None:
         self.flows.restart()
 
-    def _reported_by_kernel(self, event: dict) -> bool:
-        """Counted calls of an audit-mode deny: the enforcement program already sent each of
-        them as its own (audit) event, so counting them here too would count them twice."""
-        return (
-            event["verdict"] == "deny"
-            and event["audit"]
-            and self.enforcer is not None
-            and self.kernel_ready.is_set()
-            and event["cgroup_id"] in self.enforcer.scope_ids
-        )
+    def _observed_by_kernel(self, path: str | None) -> bool:
+        """A traced call from a cgroup where the programs run: they report it themselves."""
+        if self.enforcer is None or not self.kernel_ready.is_set() or path is None:
+            return False
+        return any(path == t or path.startswith(t.rstrip("/") + "/") for t in self.enforcer.targets)
 
-    def _awaits_kernel(self, event: dict) -> bool:
-        """A connect the kernel may have denied (or audited): wait for its deny event."""
-        return (
-            self.enforcer is not None
-            and self.kernel_ready.is_set()
-            and (event["verdict"] == "deny" or event["result"] == EPERM)
-            and event["cgroup_id"] in self.enforcer.scope_ids
-        )
-
-    def _kernel_deny(self, event: dict) -> None:
-        """A deny event from the kernel, completed so it can stand alone if unpaired."""
-        event.pop("slot", None)
-        rule = self.ruleset.by_id.get(event["rule_id"])
-        audit = event["audit"]
+    def _kernel_deny(self, event: dict, audit: bool, slot: int) -> None:
+        """A call the programs refused (or, audit, would have), by their rule."""
+        rule_id = event["rule_id"] or self.enforcer.rule_for_slot(slot)
+        rule = self.ruleset.by_id.get(rule_id)
         event.update(
-            tid=event["pid"],
-            gid=0,
-            result=0 if audit else EPERM,
+            rule_id=rule_id,
+            result=None if audit else EPERM,
             verdict="deny",
             severity=rule.severity if rule else "",
             policy_version=self.enforcer.policy_version or 0,
             enforced=not audit,
+            audit=audit,
         )
-        for ready in self.pairing.deny(event):
-            self._emit(ready)
+        self._emit(event)
 
     def _emit(self, event: dict) -> None:
         self.verdicts[event["verdict"]] += event.get("count", 1)
@@ -185,14 +183,6 @@ class Agent:
             self.outbox_dropped += self.outbox.popleft().get("count", 1)
         self.outbox.append(event)
         self.wakeup.set()
-
-    def flush_pairs(self, force: bool = False) -> None:
-        connects, denies = self.pairing.expire(force)
-        for event in connects:  # no deny event came: the traced result still tells
-            event["enforced"] = event["verdict"] == "deny" and event["result"] == EPERM
-            self._emit(event)
-        for event in denies:  # no traced connect came (not traced, or lost): the kernel's word alone
-            self._emit(event)
 
     # -- policy ---------------------------------------------------------------
     def set_policy(self, version: int, specs: list) -> str:
@@ -221,12 +211,15 @@ class Agent:
                 log.error("%s; retrying in %.0fs", self.kernel_error, START_RETRY)
                 await asyncio.sleep(START_RETRY)
         self.kernel_error = ""
+        self.kernel_flows.baseline(await asyncio.to_thread(enforcer.flows))
         pipe = Supervisor(
-            event_pipe("enforce", lambda: enforcer.layout.map("events"), event_pipe_parser.parse), self.handle
+            event_pipe(KERNEL, lambda: enforcer.layout.map("events"), event_pipe_parser.parse), self.handle
         )
         self.supervisors.append(pipe)
         pipe_task = asyncio.create_task(pipe.run())
-        last_counters = 0.0
+        await pipe.ready.wait()
+        self.kernel_observing.set()
+        last_counters = last_flows = 0.0
         try:
             while True:
                 try:
@@ -241,6 +234,9 @@ class Agent:
                             self.kernel_ready.set()
                     else:
                         await asyncio.to_thread(enforcer.rescan)
+                    if time.monotonic() - last_flows >= FLOW_POLL:
+                        await self.read_kernel_flows()
+                        last_flows = time.monotonic()
                     if time.monotonic() - last_counters >= COUNTER_POLL:
                         self.kernel_counters = await asyncio.to_thread(enforcer.counters)
                         last_counters = time.monotonic()
@@ -253,14 +249,21 @@ class Agent:
             pipe_task.cancel()
             await asyncio.gather(pipe_task, return_exceptions=True)
 
-    async def _pair_loop(self) -> None:
+    async def read_kernel_flows(self) -> None:
+        """The programs' flow counters: what they counted since the last reading, as events
+        (a flow's sent calls carry its counter too; this catches flows that went quiet)."""
+        flows = await asyncio.to_thread(self.enforcer.flows)
+        for event in self.kernel_flows.dump(flows):
+            self.handle(KERNEL, event)
+        self.kernel_flows.forget(await asyncio.to_thread(self.enforcer.prune_flows, flows))
+        self.kernel_lost = await asyncio.to_thread(self.enforcer.lost)
+
+    async def _fold_loop(self) -> None:
         try:
             while True:
                 await asyncio.sleep(0.1)
-                self.flush_pairs()
                 self.flush_folds()
         finally:
-            self.flush_pairs(force=True)
             self.flush_folds(force=True)
 
     # -- health ---------------------------------------------------------------
@@ -281,7 +284,8 @@ class Agent:
             "outbox_dropped": self.outbox_dropped,
             "out_of_scope": self.out_of_scope,
             "storm": self.folder.storm,
-            "kernel_reported": self.kernel_reported,
+            "covered": self.covered,
+            "kernel_lost": self.kernel_lost,
             "aggregated": self.folder.folded,
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,
@@ -293,19 +297,21 @@ class Agent:
             health["kernel"] = self.enforcer.health() | {
                 "counters": self.kernel_counters,
                 "error": self.kernel_error or self.enforcer.error,
-                "paired": self.pairing.paired,
             }
         return health
 
     # -- lifecycle ------------------------------------------------------------
     async def wait_ready(self, timeout: float) -> None:
-        """Until every backend has attached its probes."""
-        await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in self.supervisors)), timeout)
+        """Until every backend has attached its probes (and the programs are read)."""
+        waits = [s.ready.wait() for s in self.supervisors]
+        if self.enforcer is not None:
+            waits.append(self.kernel_observing.wait())
+        await asyncio.wait_for(asyncio.gather(*waits), timeout)
 
     async def run(self, *tasks) -> None:
         """Run the backends, enforcement (and the given uplink coroutines) until cancelled."""
         runners = [asyncio.create_task(s.run()) for s in self.supervisors]
-        runners.append(asyncio.create_task(self._pair_loop()))
+        runners.append(asyncio.create_task(self._fold_loop()))
         if self.enforcer is not None:
             runners.append(asyncio.create_task(self._kernel_loop()))
         runners += [asyncio.create_task(t) for t in tasks]

@@ -1,4 +1,10 @@
-"""The tracer's in-kernel counts of repeated calls, turned into events with a count.
+"""In-kernel counts of repeated calls, turned into events with a count.
+
+Two sources count in the kernel and send only a flow's first call per 100 ms: the
+connect4/6 programs (KernelFlows: a `folded` counter per flow in their `flows` map, also
+carried by every call they send) and connect.bt (FlowCounts). Both counters are
+cumulative, never reset, so nothing is lost between a read and a reset; what is new is
+the growth since the last reading.
 
 connect.bt prints a flow's first call in each 100 ms and only counts the rest, in a map it
 prints every 250 ms and never clears (so no count is lost between a print and a clear).
@@ -13,6 +19,7 @@ import socket
 import struct
 import time
 
+from .kernel.layout import flow_of
 from .parsers.bpftrace import LineError
 
 TEMPLATE_FIELDS = ("pid", "tid", "uid", "gid", "comm", "cgroup_id", "family", "dest_ip", "dest_port", "result")
@@ -64,3 +71,54 @@ class FlowCounts:
             }  # fmt: skip
             out.append(template | {"mono_ns": now, "count": added})
         return out
+
+
+KERNEL_TEMPLATE = ("pid", "tid", "uid", "gid", "comm", "family", "rule_id")
+
+
+class KernelFlows:
+    """The connect4/6 programs' per-flow counters -> events with a count, shaped like the
+    flow's last sent call (a kernel event as monitor.kernel.layout.decode_event gives it)."""
+
+    def __init__(self):
+        self.templates: dict[tuple, dict] = {}
+        self.totals: dict[tuple, int] = {}
+
+    def baseline(self, flows) -> None:
+        """Counts already there when the agent (re)starts: not new (see the agent's note)."""
+        self.totals = {key: folded for _raw, key, _window, folded in flows}
+
+    def sent(self, event: dict) -> dict | None:
+        """A sent call (with its `folded` reading): the counted calls it reveals, if any."""
+        key = flow_of(event)
+        self.templates[key] = {name: event[name] for name in KERNEL_TEMPLATE}
+        return self._grown(key, event.pop("folded"))
+
+    def dump(self, flows) -> list[dict]:
+        """Events for what each flow counted since it was last read (`Enforcer.flows()`)."""
+        return [e for _raw, key, _window, folded in flows if (e := self._grown(key, folded))]
+
+    def forget(self, keys) -> None:
+        for key in keys:
+            self.totals.pop(key, None)
+            self.templates.pop(key, None)
+
+    def _grown(self, key: tuple, total: int) -> dict | None:
+        before = self.totals.get(key, 0)
+        if total <= before:
+            return None  # an older reading (perf buffers of other CPUs arrive in any order)
+        self.totals[key] = total
+        cgroup_id, slot, port, ip, verdict = key
+        template = self.templates.get(key) or {
+            "pid": 0, "tid": 0, "uid": 0, "gid": 0, "comm": "", "rule_id": "",
+            "family": 6 if ":" in ip else 4,
+        }  # fmt: skip
+        return template | {
+            "mono_ns": time.monotonic_ns(),
+            "cgroup_id": cgroup_id,
+            "slot": slot,
+            "dest_ip": ip,
+            "dest_port": port,
+            "kernel_verdict": verdict,
+            "count": total - before,
+        }

@@ -17,7 +17,7 @@ FIELDS = {
     "cgroup_id": (int, INT64),
     "family": (int, (4, 6)),
     "dest_port": (int, (0, 65535)),
-    "result": (int, (-4095, 0)),
+    "result": (int, (-4095, 0)),  # null: not known (the kernel observer sees calls before they run)
     "policy_version": (int, (0, (1 << 31) - 1)),
     "kind": (str, 32),
     "comm": (str, 64),
@@ -27,6 +27,7 @@ FIELDS = {
     "rule_id": (str, 64),
     "severity": (str, 10),
 }
+NULLABLE = ("result",)
 FLAGS = ("enforced", "audit")  # optional booleans: the kernel's part in a deny
 CONTAINER_FIELDS = {"runtime": 20, "id": 64, "name": 255, "pod_uid": 64}
 VERDICTS = ("allow", "alert", "deny")
@@ -42,6 +43,8 @@ def check_event(event) -> dict:
         raise EventError("event must be an object")
     for name, (kind, limit) in FIELDS.items():
         value = event.get(name)
+        if value is None and name in NULLABLE and name in event:
+            continue
         if kind is int:
             if isinstance(value, bool) or not isinstance(value, int) or not limit[0] <= value <= limit[1]:
                 raise EventError(f"{name}: must be an integer in {limit[0]}..{limit[1]}")

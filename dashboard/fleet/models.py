@@ -63,7 +63,8 @@ class Node(models.Model):
 
         backends = health.get("backends") if isinstance(health.get("backends"), dict) else {}
         return {
-            "kernel_buffer": sum(count(b.get("lost_events")) for b in backends.values() if isinstance(b, dict)),
+            "kernel_buffer": sum(count(b.get("lost_events")) for b in backends.values() if isinstance(b, dict))
+            + count(health.get("kernel_lost")),
             "agent_queue": count(health.get("outbox_dropped")),
             "spool_cap": count(health.get("spool_dropped")),
         }
@@ -88,6 +89,7 @@ class Node(models.Model):
         return {
             "policy_version": version if isinstance(version, int) and not isinstance(version, bool) else None,
             "attached": len(raw["attached"]) if isinstance(raw.get("attached"), list) else 0,
+            "containers": raw["containers"] if isinstance(raw.get("containers"), int) else 0,
             "entries": sum(v for v in entries.values() if isinstance(v, int)),
             "notes": [{"rule_id": n["rule_id"], "message": str(n.get("message", ""))} for n in notes],
             "counters": {str(k): v for k, v in counters.items() if isinstance(v, int) and not isinstance(v, bool)},

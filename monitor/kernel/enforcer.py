@@ -1,4 +1,5 @@
-"""Loads, attaches and feeds the connect4/connect6 enforcement programs.
+"""Loads, attaches and feeds the connect4/connect6 programs: the node's connect() observer
+for containers, and its enforcer.
 
 Pins live in `<pin_root>/<generation>/{progs,maps}`, a generation being named by the
 object's hash. A restarted agent finds its generation pinned and adopts it (reading the
@@ -6,10 +7,16 @@ maps back, attaching only where missing); an upgraded one loads a new generation
 it, and only then detaches the old: no moment without enforcement. Pinned programs keep
 enforcing, and counting, while the agent is down.
 
-Programs attach to container cgroups (the outermost cgroup a runtime made for a
-container) whose path matches `scope`, a glob; the demo and the tests confine it to
-cgroups they made. Never the cgroup root. Only programs named `crossedge_*` and pinned
-under our own pin root are ever detached.
+Rules apply to container cgroups (the outermost cgroup a runtime made for a container)
+whose path matches `scope`, a glob, and to the cgroups below them: their ids are written
+to the `monitored` map. The programs attach higher, so that a container that starts is
+observed from its first connect(), before any rescan could find it: at the scope's
+literal directory (`/crossedge-x.slice` for `/crossedge-x.slice/*`, a container itself
+for a literal path), or, for a scope that starts with a wildcard, at each matching
+container's parent (e.g. /system.slice for Docker). Other cgroups below an attach point
+are observed, never judged. Never the cgroup root: a container directly below it gets
+the programs itself. The demo and the tests confine the scope to cgroups they made.
+Only programs named `crossedge_*` and pinned under our own pin root are ever detached.
 
 Every method is blocking (bpftool runs as a child); the agent calls them from a thread.
 """
@@ -20,7 +27,9 @@ import fnmatch
 import hashlib
 import logging
 import os
+import posixpath
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +38,18 @@ from ..containers import DEFAULT_DOCKER_ROOT, identify, is_container_cgroup
 from ..rules import RuleSet
 from . import bpftool
 from .compile import MAPS, Scope, compile_rules
-from .layout import COUNTER, MAX_ENTRIES, SLOT, KernelRule, decode_key, from_json_bytes, hex_bytes
+from .layout import (
+    CGROUP,
+    COUNTER,
+    MAX_ENTRIES,
+    MAX_FLOWS,
+    SLOT,
+    KernelRule,
+    decode_flow,
+    decode_key,
+    from_json_bytes,
+    hex_bytes,
+)
 
 log = logging.getLogger("crossedge.enforcer")
 OBJECT = Path(__file__).resolve().parents[2] / "bpfscripts" / "enforce_connect.bpf.o"
@@ -38,6 +58,18 @@ PREFIX = "crossedge_"
 # program -> (bpftool attach type, the name `cgroup show` reports)
 PROGRAMS = {"crossedge_c4": ("connect4", "cgroup_inet4_connect"), "crossedge_c6": ("connect6", "cgroup_inet6_connect")}
 NO_RULE = "(no rule)"
+PRUNE_IDLE_NS = 60 * 10**9  # flows idle this long may be forgotten when the table fills up
+GLOB_CHARS = frozenset("*?[")
+
+
+def literal_prefix(scope: str) -> str:
+    """The directory part of a scope glob before its first wildcard component ("" if none)."""
+    parts = []
+    for part in scope.strip("/").split("/"):
+        if not part or GLOB_CHARS & set(part):
+            break
+        parts.append(part)
+    return "/" + "/".join(parts) if parts and scope.startswith("/") else ""
 
 
 class EnforcerError(RuntimeError):
@@ -78,9 +110,11 @@ class Enforcer:
         self.prog_ids: dict[str, int] = {}
         self.mirror: dict[str, dict[bytes, bytes]] = {m: {} for m in MAPS.values()}
         self.slots: dict[str, int] = {}
-        self.targets: list[str] = []
+        self.targets: list[str] = []  # attach points
+        self.containers: list[str] = []  # container cgroups in scope
         self.scopes: list[Scope] = []
-        self.scope_ids: frozenset[int] = frozenset()  # cgroups the programs run for
+        self.scope_ids: frozenset[int] = frozenset()  # cgroups the rules apply to (`monitored`)
+        self.monitored: set[int] = set()  # what the `monitored` map holds
         self.ruleset: RuleSet | None = None
         self.policy_version: int | None = None  # what the kernel holds
         self.notes: list[dict] = []
@@ -152,18 +186,19 @@ class Enforcer:
                     slots[rule.rule_id] = rule.slot
             self.mirror[name] = entries
         self.slots = slots
+        self._read_monitored()
 
     # -- attachment ---------------------------------------------------------------
     def _walk(self) -> tuple[list[str], list[Scope]]:
         """Container cgroups in scope, and every cgroup at or below them."""
-        targets, scopes = [], []
+        containers, scopes = [], []
         for dirpath, _dirs, _files in os.walk(self.cgroup_root):
             rel = "/" + os.path.relpath(dirpath, self.cgroup_root)
             if rel == "/.":
                 continue
-            inside = any(rel == t or rel.startswith(t + "/") for t in targets)
+            inside = any(rel == t or rel.startswith(t + "/") for t in containers)
             if not inside and is_container_cgroup(rel) and fnmatch.fnmatchcase(rel, self.scope):
-                targets.append(rel)
+                containers.append(rel)
                 inside = True
             if inside:
                 try:
@@ -171,22 +206,47 @@ class Enforcer:
                     scopes.append(Scope(cgroup_id(dirpath), rel, ref.name if ref else None))
                 except FileNotFoundError:
                     continue
-        return targets, scopes
+        return containers, scopes
+
+    def attach_points(self, containers: list[str]) -> list[str]:
+        """Where the programs go so that every container in scope, present or future, runs them."""
+        prefix = literal_prefix(self.scope)
+        if prefix:
+            exists = os.path.isdir(os.path.join(self.cgroup_root, prefix.lstrip("/")))
+            return [prefix] if exists else []
+        points = {posixpath.dirname(c) if posixpath.dirname(c) != "/" else c for c in containers}
+        return sorted(p for p in points if not any(p.startswith(q + "/") for q in points))
 
     def rescan(self, force: bool = False) -> bool:
-        """Attach to new containers; rewrite the maps when the set of cgroups changed."""
-        targets, scopes = self._walk()
+        """Attach where missing; rewrite the maps when the set of cgroups in scope changed."""
+        containers, scopes = self._walk()
+        points = self.attach_points(containers)
         changed = force or scopes != self.scopes
-        for rel in targets:
+        for rel in points:
             if rel not in self.targets or force:
                 self._attach(rel)
-        self.targets = targets
+        self.targets, self.containers = points, containers
         if changed:
             self.scopes = scopes
             self.scope_ids = frozenset(s.cgroup_id for s in scopes)
+            self._write_monitored()
             if self.ruleset is not None:
                 self.sync(self.ruleset)
         return changed
+
+    def _write_monitored(self) -> None:
+        pin = self.layout.map("monitored")
+        add, gone = self.scope_ids - self.monitored, self.monitored - self.scope_ids
+        commands = [bpftool.update_command(pin, hex_bytes(CGROUP.pack(i)), "01") for i in sorted(add)]
+        commands += [bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(gone)]
+        try:
+            bpftool.batch(commands)
+        finally:
+            self._read_monitored()
+
+    def _read_monitored(self) -> None:
+        dump = bpftool.map_dump(self.layout.map("monitored"))
+        self.monitored = {CGROUP.unpack(from_json_bytes(e["key"]))[0] for e in dump}
 
     def _attach(self, rel: str) -> None:
         if rel.strip("/") == "":
@@ -290,6 +350,9 @@ class Enforcer:
         self.error = ""
         log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))
 
+    def rule_for_slot(self, slot: int) -> str:
+        return next((rule_id for rule_id, s in self.slots.items() if s == slot), "")
+
     def counters(self) -> dict[str, int]:
         """Decisions per rule since this generation was loaded (summed over CPUs)."""
         by_slot = {slot: rule_id for rule_id, slot in self.slots.items()}
@@ -301,12 +364,44 @@ class Enforcer:
             totals[name] = totals.get(name, 0) + count
         return totals
 
+    def flows(self) -> list[tuple[bytes, tuple, int, int]]:
+        """Every counted flow: (raw key, flow key, last window start ns, folded calls so far)."""
+        return [
+            (raw, *decode_flow(raw, from_json_bytes(item["value"])))
+            for item in bpftool.map_dump(self.layout.map("flows"))
+            for raw in [from_json_bytes(item["key"])]
+        ]
+
+    def prune_flows(self, flows: list[tuple[bytes, tuple, int, int]]) -> list[tuple]:
+        """Forget flows idle for a minute once the table is half full (a full table still
+        sends every call, but no longer counts). Returns the flow keys removed.
+
+        An entry is only counted into within 100 ms of its last sent call, so an entry idle
+        for a minute is not being counted into; a call in the instant between the dump and
+        the delete would be sent (its window is over), not counted."""
+        if len(flows) < MAX_FLOWS // 2:
+            return []
+        cutoff = time.monotonic_ns() - PRUNE_IDLE_NS
+        idle = [(raw, key) for raw, key, window_ns, _ in flows if window_ns < cutoff]
+        pin = self.layout.map("flows")
+        bpftool.batch([bpftool.delete_command(pin, hex_bytes(raw)) for raw, _ in idle])
+        return [key for _, key in idle]
+
+    def lost(self) -> int:
+        """Calls the programs could neither send nor count (summed over CPUs)."""
+        return sum(
+            COUNTER.unpack(from_json_bytes(v["value"]))[0]
+            for item in bpftool.map_dump(self.layout.map("lost"))
+            for v in item.get("values", [])
+        )
+
     def health(self) -> dict:
         return {
             "generation": self.layout.root.name if self.layout else "",
             "adopted": self.adopted,
             "scope": self.scope,
             "attached": list(self.targets),
+            "containers": len(self.containers),
             "policy_version": self.policy_version,
             "entries": {name: len(entries) for name, entries in self.mirror.items()},
             "notes": self.notes,

@@ -15,18 +15,25 @@ from dataclasses import dataclass
 RULE_ID_LEN = 64
 MAX_SLOTS = 16384
 MAX_ENTRIES = 65536
+MAX_MONITORED = 65536
+MAX_FLOWS = 65536
 ACTION_CODES = {"allow": 0, "alert": 1, "deny": 2}
 ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
+VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program did with a call
 SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's prefix
 
 KEY4 = struct.Struct("<IQH4s")
 KEY6 = struct.Struct("<IQH16s")
 RULE = struct.Struct(f"<IIBB2x{RULE_ID_LEN}s")
-EVENT = struct.Struct(f"<QQIIIHBB16s16s{RULE_ID_LEN}s")
+EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}s")
+FLOW_KEY = struct.Struct("<QIHBB16s")
+FLOW = struct.Struct("<QQ")
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
+CGROUP = struct.Struct("<Q")
 
-STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT}
+STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT, "ce_flow_key": FLOW_KEY,
+           "ce_flow": FLOW}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -61,27 +68,53 @@ class KernelRule:
         return cls(rank, slot, ACTION_NAMES.get(action, "allow"), bool(audit), _cstr(rule_id))
 
 
+def _address(family: int, raw: bytes) -> str:
+    if family not in (4, 6):
+        raise ValueError(f"address family {family}")
+    return str(ipaddress.ip_address(raw[:4] if family == 4 else raw))
+
+
 def decode_event(data: bytes) -> dict:
     """One struct ce_event from the perf buffer, as the agent's event fields."""
     if len(data) < EVENT.size:
-        raise ValueError(f"deny event is {len(data)} bytes, expected {EVENT.size}")
-    ts_ns, cgroup_id, pid, uid, slot, port, family, audit, addr, comm, rule_id = EVENT.unpack_from(data)
-    if family not in (4, 6):
-        raise ValueError(f"deny event has address family {family}")
-    ip = ipaddress.ip_address(addr[:4] if family == 4 else addr)
+        raise ValueError(f"kernel event is {len(data)} bytes, expected {EVENT.size}")
+    ts_ns, cgroup_id, folded, pid, tid, uid, gid, slot, port, family, verdict, addr, comm, rule_id = EVENT.unpack_from(
+        data
+    )
+    if verdict not in VERDICT_NAMES:
+        raise ValueError(f"kernel event has verdict {verdict}")
     return {
         "mono_ns": ts_ns,
         "cgroup_id": cgroup_id,
+        "folded": folded,
         "pid": pid,
+        "tid": tid,
         "uid": uid,
+        "gid": gid,
         "slot": slot,
-        "dest_ip": str(ip),
+        "dest_ip": _address(family, addr),
         "dest_port": socket.ntohs(port),
         "family": family,
-        "audit": bool(audit),
+        "kernel_verdict": VERDICT_NAMES[verdict],
         "comm": _cstr(comm),
         "rule_id": _cstr(rule_id),
     }
+
+
+def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:
+    """A `flows` entry: (flow key as in flow_of(event), last window start ns, folded calls)."""
+    cgroup_id, slot, port, family, verdict, addr = FLOW_KEY.unpack(key)
+    window_ns, folded = FLOW.unpack(value)
+    return (
+        (cgroup_id, slot, socket.ntohs(port), _address(family, addr), VERDICT_NAMES.get(verdict, "?")),
+        window_ns,
+        folded,
+    )
+
+
+def flow_of(event: dict) -> tuple:
+    """The `flows` key of a decoded kernel event."""
+    return event["cgroup_id"], event["slot"], event["dest_port"], event["dest_ip"], event["kernel_verdict"]
 
 
 def _cstr(raw: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Decoding of `bpftool -j map event_pipe`: the kernel's deny events.
+"""Decoding of `bpftool -j map event_pipe`: the connect4/6 programs' events.
 
 bpftool writes one JSON array of records and closes each record's brace only when the
 next record starts, so waiting for whole objects would hold every event back until the
@@ -29,7 +29,7 @@ async def items(stream):
 
 
 def parse(record) -> dict | Signal:
-    """One deny event, or a Signal for the kernel's lost-sample records."""
+    """One connect() the programs sent, or a Signal for the kernel's lost-sample records."""
     if not isinstance(record, dict):
         raise LineError("record is not an object")
     if "lost" in record:
@@ -44,4 +44,4 @@ def parse(record) -> dict | Signal:
     try:
         return decode_event(bytes(data))
     except (ValueError, TypeError) as exc:
-        raise LineError(f"bad deny event: {exc}") from None
+        raise LineError(f"bad kernel event: {exc}") from None

@@ -22,10 +22,12 @@
   const proc = (r) => `${r.comm} [${r.pid}]`;
   const container = (r) => (r.container ? r.container.name : "host");
   const pill = (text, cls) => ({ text, cls: "pill " + (cls || text) });
+  // null: seen by the kernel observer as the call began (a let-through call's outcome is not traced)
+  const result = (r) => (r.result === null ? "—" : r.result === 0 ? "ok" : r.result === -1 ? "EPERM" : String(r.result));
   const enforcement = (r) => (r.enforced ? " · refused by kernel" : r.audit ? " · audit only" : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
-      r.result === 0 ? "ok" : String(r.result), pill(r.verdict), r.rule_id || "—"],
+      result(r), pill(r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r), r.rule_id,
       pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];

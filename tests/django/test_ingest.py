@@ -49,6 +49,8 @@ def test_resent_batch_stores_nothing_twice(node):
         {"container": {"runtime": "docker"}},
         {"container": "edge"},
         {"ts_ns": -5},
+        {"result": "refused"},
+        {"result": 1},
     ],
 )
 def test_bad_event_is_rejected_the_rest_of_its_batch_is_stored(node, bad):
@@ -62,3 +64,13 @@ def test_bad_event_is_rejected_the_rest_of_its_batch_is_stored(node, bad):
 def test_non_object_events_are_rejected(node):
     result = ingest_batch(node, ["x", None, 5])
     assert result.stored == 0 and len(result.rejected) == 3
+
+
+@pytest.mark.django_db
+def test_an_unknown_result_is_stored_as_null_but_must_be_said(node):
+    """The kernel observer sees a call before it runs: its result is null, not left out."""
+    missing = agent_event(2)
+    del missing["result"]
+    result = ingest_batch(node, [agent_event(1, result=None), missing])
+    assert result.stored == 1 and "result" in result.rejected[0]["reason"]
+    assert ConnectionEvent.objects.get(seq=1).result is None

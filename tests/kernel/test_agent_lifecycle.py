@@ -89,12 +89,12 @@ def test_sigkill_restart_adopt_and_uninstall(enforcement, targets, tmp_path):
                 check=True,
             ).stdout
         )
-        assert status["counters"]["deny-5"] == 4 and status["attached"] == [app.dir]
+        assert status["counters"]["deny-5"] == 4 and status["attached"] == [os.path.dirname(app.dir)]
 
         second = start()
         wait_for(lambda: "adopting pinned enforcement" in (tmp_path / "agent1.log").read_text(), what="adoption")
         wait_for(lambda: "kernel holds policy 1" in (tmp_path / "agent1.log").read_text(), what="policy reconciled")
-        assert ours_attached(app.dir) == ["crossedge_c4", "crossedge_c6"]  # not a second copy
+        assert ours_attached(os.path.dirname(app.dir)) == ["crossedge_c4", "crossedge_c6"]  # not a second copy
         assert connect_from(app, "127.10.10.5", targets.port) == EPERM
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
@@ -109,7 +109,7 @@ def test_sigkill_restart_adopt_and_uninstall(enforcement, targets, tmp_path):
         )
         assert "detached 2 program(s), removed 1 pinned generation(s)" in done.stdout
         assert not os.path.exists(enforcement.pin_root)
-        assert ours_attached(app.dir) == []
+        assert ours_attached(os.path.dirname(app.dir)) == []
         assert connect_from(app, "127.10.10.5", targets.port) == 0
     finally:
         for proc in agents:

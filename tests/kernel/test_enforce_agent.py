@@ -1,10 +1,13 @@
-"""The agent with kernel enforcement: a kernel deny becomes the violation of its traced
-connection (once, with the kernel's rule), audit-mode rules let traffic through and
-still report, and the API serves the result."""
+"""The agent with the connect4/6 programs as its observer: a kernel deny is one violation
+with the kernel's rule, audit-mode rules let traffic through and still report, repeated
+calls arrive as counts, a container is observed from its first connect(), connect.bt
+(when it runs too) leaves the containers to the programs, and the API serves the result."""
 
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -14,6 +17,7 @@ from dashboard.api.models import ApiToken
 from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
+from monitor.testbed import connect_once
 
 from .conftest import ROOT, connect_from, deliver_until
 
@@ -42,7 +46,7 @@ async def stop(runner):
 async def test_kernel_deny_is_one_enforced_violation_and_audit_lets_through(enforcement, targets, tmp_path, client):
     node = await sync_to_async(Node.objects.create)(name="enforce-node", token_hash="e" * 64)
     app = enforcement.container("edge-app-prod")
-    agent = Agent(docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
+    agent = Agent(backends=("connect",), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
     agent.set_policy(7, POLICY)
     runner = await run_agent(agent)
     try:
@@ -51,8 +55,14 @@ async def test_kernel_deny_is_one_enforced_violation_and_audit_lets_through(enfo
             cwd=ROOT,
         )
         await asyncio.to_thread(proc.wait, 10)
-        await deliver_until(agent, node, lambda: ConnectionEvent.objects.filter(pid=proc.pid).count() >= 2)
-        await asyncio.sleep(1.5)  # past the pairing window: nothing more may arrive
+        host = await asyncio.to_thread(connect_once, "127.8.8.8", targets.port)  # this process: not in a container
+        await deliver_until(
+            agent,
+            node,
+            lambda: ConnectionEvent.objects.filter(pid=proc.pid).count() >= 2
+            and ConnectionEvent.objects.filter(pid=os.getpid(), dest_ip="127.8.8.8").exists(),
+        )
+        await asyncio.sleep(1.5)  # both sources had time to say more: nothing more may arrive
         await deliver_until(agent, node, lambda: True)
         health = agent.health()["kernel"]
         counters = await asyncio.to_thread(enforcement.enforcer.counters)
@@ -63,8 +73,10 @@ async def test_kernel_deny_is_one_enforced_violation_and_audit_lets_through(enfo
         rows = list(ConnectionEvent.objects.filter(pid=proc.pid).order_by("dest_ip"))
         assert [(r.dest_ip, r.result, r.verdict, r.rule_id) for r in rows] == [
             ("127.10.10.5", -1, "deny", "deny-5"),
-            ("127.8.8.8", 0, "deny", "audit-8"),
+            ("127.8.8.8", None, "deny", "audit-8"),  # seen by the programs, let through: outcome not traced
         ]
+        [mine] = ConnectionEvent.objects.filter(pid=os.getpid(), dest_ip="127.8.8.8")  # traced by connect.bt
+        assert (mine.container, mine.result, mine.verdict, mine.rule_id) == (None, host, "deny", "audit-8")
         denied = Violation.objects.get(event=rows[0])
         assert (denied.enforced, denied.audit, denied.severity) == (True, False, "critical")
         assert denied.container.name == "edge-app-prod"
@@ -77,40 +89,62 @@ async def test_kernel_deny_is_one_enforced_violation_and_audit_lets_through(enfo
 
     await sync_to_async(check)()
     assert counters["deny-5"] == 1 and counters["audit-8"] == 1
-    assert health["policy_version"] == 7 and health["paired"] >= 2
+    assert health["policy_version"] == 7 and agent.covered >= 2  # connect.bt saw the container's calls too
 
 
-async def test_a_kernel_deny_with_no_traced_connect_still_reports(enforcement, targets, tmp_path):
-    """Without the tracing backend, the kernel's own event is the violation."""
+REPEAT = """
+import socket, sys
+for _ in range(int(sys.argv[2])):
+    s = socket.socket()
+    s.connect_ex(("127.8.8.8", int(sys.argv[1])))
+    s.close()
+"""
+
+
+async def test_the_programs_alone_observe_every_call_from_a_containers_first(enforcement, targets, tmp_path):
+    """No tracer: a deny, an allowed flow repeated 500 times (sent once per 100 ms, the rest
+    counted), and a container made after the start, observed from its very first connect()."""
     app = enforcement.container("edge-app-staging")
-    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer, pair_window=0.3)
+    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
     agent.set_policy(1, POLICY[:1])
     runner = await run_agent(agent)
     try:
-        proc = app.spawn(
-            ["python3", "-m", "monitor.testbed", "connect", f"127.10.10.5:{targets.port}"],
-            cwd=ROOT,
-        )
-        await asyncio.to_thread(proc.wait, 10)
-        for _ in range(50):
-            if agent.outbox:
+        assert await asyncio.to_thread(connect_from, app, "127.10.10.5", targets.port) == EPERM
+        proc = app.spawn([sys.executable, "-c", REPEAT, str(targets.port), "500"], stdout=subprocess.PIPE)
+        await asyncio.to_thread(proc.wait, 30)
+        late = enforcement.container("edge-app-late")  # no rescan can have found it yet
+        late_proc = late.spawn([sys.executable, "-c", REPEAT, str(targets.port), "1"])
+        await asyncio.to_thread(late_proc.wait, 10)
+        events = []
+        for _ in range(40):  # the quiet flow's last counts come with the next flow-table read
+            events += list(agent.outbox)
+            agent.outbox.clear()
+            if sum(e.get("count", 1) for e in events if e["pid"] in (proc.pid, 0)) >= 500 and any(
+                e["pid"] == late_proc.pid for e in events
+            ):
                 break
             await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+        events += list(agent.outbox)
     finally:
         await stop(runner)
-    [event] = list(agent.outbox)
-    assert event["kind"] == "enforce" and event["pid"] == proc.pid
-    assert (event["verdict"], event["rule_id"], event["enforced"], event["result"]) == ("deny", "deny-5", True, -1)
-    assert event["container"]["name"] == "edge-app-staging" and event["dest_port"] == targets.port
+    [deny] = [e for e in events if e["dest_ip"] == "127.10.10.5"]
+    assert deny["kind"] == "kernel" and deny["container"]["name"] == "edge-app-staging"
+    assert (deny["verdict"], deny["rule_id"], deny["enforced"], deny["result"]) == ("deny", "deny-5", True, -1)
+    repeated = [e for e in events if e["dest_ip"] == "127.8.8.8" and e["container"]["name"] == "edge-app-staging"]
+    assert sum(e.get("count", 1) for e in repeated) == 500  # exactly: sent + counted
+    assert len(repeated) < 50 and {e["verdict"] for e in repeated} == {"allow"}
+    [first] = [e for e in events if e["pid"] == late_proc.pid]
+    assert first["container"]["name"] == "edge-app-late" and first["result"] is None
 
 
 async def test_a_crashing_event_reader_restarts_and_never_lifts_enforcement(enforcement, targets, tmp_path):
     app = enforcement.container("edge-app-prod")
-    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer, pair_window=0.2)
+    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
     agent.set_policy(1, POLICY[:1])
     runner = await run_agent(agent)
     try:
-        reader = next(s for s in agent.supervisors if s.backend.name == "enforce")
+        reader = next(s for s in agent.supervisors if s.backend.name == "kernel")
         reader.min_backoff = 0.05
         for _ in range(3):
             pid = reader.health.pid
@@ -121,13 +155,17 @@ async def test_a_crashing_event_reader_restarts_and_never_lifts_enforcement(enfo
                     break
                 await asyncio.sleep(0.05)
         assert reader.health.restarts == 3 and "exited with status" in reader.health.last_error
-        agent.outbox.clear()
         await asyncio.sleep(0.3)  # the new reader has opened its buffers
         assert await asyncio.to_thread(connect_from, app, "127.10.10.5", targets.port) == EPERM
-        for _ in range(50):
-            if agent.outbox:
+
+        def denied():
+            return sum(e.get("count", 1) for e in agent.outbox if e["rule_id"] == "deny-5")
+
+        for _ in range(50):  # denies made while no reader was there were counted in the flow table
+            if denied() >= 4:
                 break
             await asyncio.sleep(0.1)
-        assert [e["rule_id"] for e in agent.outbox] == ["deny-5"]  # still reported after the restarts
+        await asyncio.sleep(1.2)  # one more flow-table read: nothing is reported twice
+        assert denied() == 4  # every refused call, none lost to the reader's restarts
     finally:
         await stop(runner)

@@ -1,5 +1,6 @@
-"""Replay of real `bpftool -j map event_pipe` output (two denies recorded on this kernel):
-each record is decoded as soon as its data is complete, not when the next one starts."""
+"""Replay of real `bpftool -j map event_pipe` output (recorded on this kernel: two denied
+connects and one let through): each record is decoded as soon as its data is complete,
+not when the next one starts."""
 
 import asyncio
 from pathlib import Path
@@ -31,29 +32,36 @@ async def records_from(chunks, settle=0.05):
     return got, seen_after_chunk
 
 
-async def test_recorded_denies_decode_field_by_field():
+async def test_recorded_calls_decode_field_by_field():
     got, _ = await records_from([RECORDED])
     events = [event_pipe.parse(r) for r in got]
-    assert len(events) == 2
-    first = events[0]
+    assert len(events) == 3
+    first, second, allowed = events
     assert (first["dest_ip"], first["dest_port"], first["family"]) == ("127.10.10.5", 80, 4)
-    assert (first["comm"], first["rule_id"], first["audit"], first["slot"]) == ("python3", "r", False, 1)
-    assert first["pid"] == events[1]["pid"] > 0 and first["mono_ns"] < events[1]["mono_ns"]
+    assert (first["comm"], first["rule_id"], first["kernel_verdict"], first["slot"]) == ("python", "r", "deny", 1)
+    assert first["pid"] == first["tid"] > 0 and first["pid"] != second["pid"]  # one process per connect
+    assert first["mono_ns"] < second["mono_ns"] < allowed["mono_ns"] and first["folded"] == 0
+    assert (allowed["dest_ip"], allowed["dest_port"], allowed["kernel_verdict"]) == ("127.0.0.1", 9, "allow")
+    assert (allowed["rule_id"], allowed["slot"], allowed["uid"], allowed["gid"]) == ("", 0, 0, 0)
 
 
 async def test_a_record_is_emitted_before_the_next_one_starts():
     cut = RECORDED.index(b"]", RECORDED.index(b'"data"')) + 1  # end of the first data array, no brace yet
     _, seen = await records_from([RECORDED[:cut], RECORDED[cut:]])
-    assert seen == [1, 2]
+    assert seen == [1, 3]
 
 
 def test_lost_records_are_signals_and_garbage_is_refused():
     lost = event_pipe.parse({"type": 2, "cpu": 0, "index": 0, "lost": {"id": 7, "count": 12}})
     assert lost == Signal("lost", 12, {"type": 2, "cpu": 0, "index": 0, "lost": {"id": 7, "count": 12}})
-    for bad in ([1, 2], {"type": 9}, {"data": [1, 2, 3]}, {"data": [300] * 128}, {"lost": {"count": -1}}):
+    for bad in ([1, 2], {"type": 9}, {"data": [1, 2, 3]}, {"data": [300] * 144}, {"lost": {"count": -1}}):
         with pytest.raises(LineError):
             event_pipe.parse(bad)
-    bad_family = bytearray(128)
-    bad_family[30] = 9
+    bad_family = bytearray(144)
+    bad_family[46] = 9
     with pytest.raises(LineError, match="family"):
         event_pipe.parse({"data": list(bad_family)})
+    bad_verdict = bytearray(144)
+    bad_verdict[46], bad_verdict[47] = 4, 7
+    with pytest.raises(LineError, match="verdict"):
+        event_pipe.parse({"data": list(bad_verdict)})

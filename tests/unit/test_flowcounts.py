@@ -3,7 +3,7 @@ once, with the flow's last printed call as its template; a restart starts from z
 
 import pytest
 
-from monitor.flowcounts import FlowCounts
+from monitor.flowcounts import FlowCounts, KernelFlows
 from monitor.parsers.bpftrace import LineError, Signal, decode
 
 # as bpftrace 0.17 prints it (key: cgroup, s_addr as a little-endian u32, port, ret)
@@ -41,3 +41,38 @@ def test_a_counter_that_shrank_is_taken_whole():
 def test_garbage_maps_are_refused(maps):
     with pytest.raises(LineError):
         FlowCounts().dump(maps)
+
+
+def kernel_call(folded: int, pid: int = 42, verdict: str = "allow") -> dict:
+    """A call as monitor.kernel.layout.decode_event gives it."""
+    return {"mono_ns": 1, "cgroup_id": 7, "folded": folded, "pid": pid, "tid": pid, "uid": 0, "gid": 0,
+            "slot": 0, "dest_ip": "127.8.8.8", "dest_port": 443, "family": 4, "kernel_verdict": verdict,
+            "comm": "curl", "rule_id": ""}  # fmt: skip
+
+
+def test_kernel_flow_counters_become_counted_events_once():
+    flows = KernelFlows()
+    assert flows.sent(kernel_call(0)) is None
+    grown = flows.sent(kernel_call(5, pid=43))
+    assert (grown["count"], grown["pid"], grown["comm"], grown["kernel_verdict"]) == (5, 43, "curl", "allow")
+    assert "folded" not in grown
+    assert flows.sent(kernel_call(3)) is None  # an older reading from another CPU's buffer
+    key = (7, 0, 443, "127.8.8.8", "allow")
+    assert [e["count"] for e in flows.dump([(b"raw", key, 0, 9)])] == [4]  # the flow went quiet: the dump tells
+    assert flows.dump([(b"raw", key, 0, 9)]) == []
+    flows.forget([key])  # pruned from the kernel table: a new entry counts from zero
+    assert [e["count"] for e in flows.dump([(b"raw", key, 0, 2)])] == [2]
+
+
+def test_kernel_counts_present_at_start_are_not_new_and_unknown_flows_get_a_template():
+    flows = KernelFlows()
+    key = (9, 3, 80, "::1", "deny")
+    flows.baseline([(b"raw", key, 0, 10)])
+    (event,) = flows.dump([(b"raw", key, 0, 12)])
+    assert (event["count"], event["family"], event["slot"], event["kernel_verdict"], event["pid"]) == (
+        2,
+        6,
+        3,
+        "deny",
+        0,
+    )

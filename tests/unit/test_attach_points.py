@@ -1,0 +1,28 @@
+"""Where the programs attach: high enough that a container is observed from its first
+connect(), never the cgroup root, never twice on one path."""
+
+from monitor.kernel.enforcer import Enforcer, literal_prefix
+
+
+def test_literal_prefix_stops_at_the_first_wildcard_component():
+    assert literal_prefix("/crossedge-x.slice/*") == "/crossedge-x.slice"
+    assert literal_prefix("/system.slice/docker-*.scope") == "/system.slice"
+    assert literal_prefix("/a.slice/b.slice/docker-1.scope") == "/a.slice/b.slice/docker-1.scope"
+    assert literal_prefix("*") == literal_prefix("/*") == literal_prefix("*/docker-*") == ""
+
+
+def test_attach_points(tmp_path):
+    (tmp_path / "crossedge-x.slice").mkdir()
+    scoped = Enforcer(scope="/crossedge-x.slice/*", cgroup_root=str(tmp_path))
+    assert scoped.attach_points([]) == ["/crossedge-x.slice"]  # before any container: the first is covered
+    assert Enforcer(scope="/gone.slice/*", cgroup_root=str(tmp_path)).attach_points([]) == []
+
+    anywhere = Enforcer(scope="*", cgroup_root=str(tmp_path))
+    containers = [
+        "/system.slice/docker-a.scope",
+        "/system.slice/docker-b.scope",
+        "/docker-top.scope",  # right below the root: the container itself, never the root
+        "/kubepods.slice/pod1.slice/cri-containerd-c.scope",
+        "/system.slice/docker-a.scope/inner/docker-d.scope",  # nested: already covered
+    ]
+    assert anywhere.attach_points(containers) == ["/docker-top.scope", "/kubepods.slice/pod1.slice", "/system.slice"]
