@@ -58,6 +58,7 @@ class Agent:
         features: dict | None = None,
         degraded: list[str] | None = None,
         aggregate_above: int = folding.THRESHOLD,
+        kernel_state: str | None = None,
     ):
         self.cgroups = cgroups or CgroupIndex()
         self.monitor_scope = monitor_scope or "*"
@@ -75,6 +76,7 @@ class Agent:
         self.wakeup = asyncio.Event()
         self.flows = FlowCounts()
         self.kernel_flows = KernelFlows()
+        self.kernel_state = kernel_state  # where the reported flow counts are kept across restarts
         self.covered = 0  # tracer calls left to the programs, which observed them too
         self.supervisors = [
             Supervisor(BACKENDS[name], self.handle, on_map=self.handle_counts, on_start=self._tracer_started)
@@ -211,7 +213,7 @@ class Agent:
                 log.error("%s; retrying in %.0fs", self.kernel_error, START_RETRY)
                 await asyncio.sleep(START_RETRY)
         self.kernel_error = ""
-        self.kernel_flows.baseline(await asyncio.to_thread(enforcer.flows))
+        self.kernel_flows.resume(await asyncio.to_thread(enforcer.flows), self.kernel_state, enforcer.layout.root.name)
         pipe = Supervisor(
             event_pipe(KERNEL, lambda: enforcer.layout.map("events"), event_pipe_parser.parse), self.handle
         )
@@ -248,6 +250,10 @@ class Agent:
             await pipe.stop()
             pipe_task.cancel()
             await asyncio.gather(pipe_task, return_exceptions=True)
+            try:  # what the programs counted up to now goes out with this agent, not the next
+                await self.read_kernel_flows()
+            except (BpftoolError, OSError) as exc:
+                log.error("last flow-table read: %s", exc)
 
     async def read_kernel_flows(self) -> None:
         """The programs' flow counters: what they counted since the last reading, as events
@@ -257,6 +263,8 @@ class Agent:
             self.handle(KERNEL, event)
         self.kernel_flows.forget(await asyncio.to_thread(self.enforcer.prune_flows, flows))
         self.kernel_lost = await asyncio.to_thread(self.enforcer.lost)
+        if self.kernel_state:
+            self.kernel_flows.save(self.kernel_state, self.enforcer.layout.root.name)
 
     async def _fold_loop(self) -> None:
         try:

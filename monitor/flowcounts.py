@@ -15,6 +15,8 @@ counter that shrank means the tracer restarted: its whole value is new.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import struct
 import time
@@ -83,10 +85,37 @@ class KernelFlows:
     def __init__(self):
         self.templates: dict[tuple, dict] = {}
         self.totals: dict[tuple, int] = {}
+        self._saved: list | None = None
 
-    def baseline(self, flows) -> None:
-        """Counts already there when the agent (re)starts: not new (see the agent's note)."""
-        self.totals = {key: folded for _raw, key, _window, folded in flows}
+    def resume(self, flows, state_path: str | None, generation: str) -> None:
+        """Start from what was reported before a restart (saved by `save`), so that calls
+        counted while no agent ran are reported now, and nothing twice. Without a saved
+        state for this generation, the counts found are taken as reported."""
+        saved = None
+        try:
+            with open(state_path or "", encoding="utf-8") as fh:
+                state = json.load(fh)
+            if state.get("generation") == generation:
+                saved = {tuple(row[:5]): row[5] for row in state["totals"]}
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+            pass  # none, another generation's, or unreadable: counts so far are taken as reported
+        if saved is None:
+            self.totals = {key: folded for _raw, key, _window, folded in flows}
+        else:  # a flow the last agent never saw grow had reported 0
+            self.totals = {key: saved.get(key, 0) for _raw, key, _window, _folded in flows}
+        self._saved = None
+
+    def save(self, state_path: str, generation: str) -> None:
+        """What has been reported so far (written after each flow-table read; atomic).
+        A crash between reporting and saving repeats at most that last second's counts."""
+        rows = sorted([*key, total] for key, total in self.totals.items())
+        if rows == self._saved:
+            return
+        tmp = f"{state_path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"generation": generation, "totals": rows}, fh)
+        os.replace(tmp, state_path)
+        self._saved = rows
 
     def sent(self, event: dict) -> dict | None:
         """A sent call (with its `folded` reading): the counted calls it reveals, if any."""

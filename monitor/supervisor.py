@@ -44,6 +44,7 @@ class BackendHealth:
     attached_probes: int = 0
     events: int = 0
     lost_events: int = 0
+    overflowed: int = 0  # calls the kernel could not send and counted instead: not lost
     bad_lines: int = 0
     last_error: str = ""
     since: float = 0.0
@@ -200,6 +201,8 @@ class Supervisor:
                 self._bad(exc, sig.raw)
         elif sig.kind == "lost":
             self.health.lost_events += sig.count
+        elif sig.kind == "overflow":
+            self.health.overflowed += sig.count
             log.warning("backend %s: kernel dropped %d events", self.backend.name, sig.count)
 
     async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:

@@ -17,7 +17,7 @@ class LineError(ValueError):
 
 @dataclass(frozen=True)
 class Signal:
-    kind: str  # "attached" | "lost" | "map" | "other"
+    kind: str  # "attached" | "lost" | "overflow" | "map" | "other"
     count: int = 0
     raw: object = None
 

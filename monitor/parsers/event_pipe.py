@@ -29,7 +29,11 @@ async def items(stream):
 
 
 def parse(record) -> dict | Signal:
-    """One connect() the programs sent, or a Signal for the kernel's lost-sample records."""
+    """One connect() the programs sent, or a Signal for the kernel's lost-sample records.
+
+    Those are `overflow`, not `lost`: a full buffer makes bpf_perf_event_output fail, and
+    the programs then count the call with its flow (or in their `lost` map) themselves, so
+    counting the kernel's record as lost too would count each such call twice."""
     if not isinstance(record, dict):
         raise LineError("record is not an object")
     if "lost" in record:
@@ -37,7 +41,7 @@ def parse(record) -> dict | Signal:
         count = lost.get("count") if isinstance(lost, dict) else None
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise LineError("lost record without a count")
-        return Signal("lost", count, record)
+        return Signal("overflow", count, record)
     data = record.get("data")
     if not isinstance(data, list):
         raise LineError("record without data")

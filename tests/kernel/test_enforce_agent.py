@@ -59,8 +59,10 @@ async def test_kernel_deny_is_one_enforced_violation_and_audit_lets_through(enfo
         await deliver_until(
             agent,
             node,
-            lambda: ConnectionEvent.objects.filter(pid=proc.pid).count() >= 2
-            and ConnectionEvent.objects.filter(pid=os.getpid(), dest_ip="127.8.8.8").exists(),
+            lambda: (
+                ConnectionEvent.objects.filter(pid=proc.pid).count() >= 2
+                and ConnectionEvent.objects.filter(pid=os.getpid(), dest_ip="127.8.8.8").exists()
+            ),
         )
         await asyncio.sleep(1.5)  # both sources had time to say more: nothing more may arrive
         await deliver_until(agent, node, lambda: True)
@@ -169,3 +171,88 @@ async def test_a_crashing_event_reader_restarts_and_never_lifts_enforcement(enfo
         assert denied() == 4  # every refused call, none lost to the reader's restarts
     finally:
         await stop(runner)
+
+
+UDP_BURST = """
+import os, socket, sys
+os.sched_setaffinity(0, {int(sys.argv[3]) if len(sys.argv) > 3 else 0})  # one CPU's buffer: its lost-sample record comes with its next sample
+refused = 0
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    refused += s.connect_ex(("127.10.10.5", int(sys.argv[1]))) == 1  # EPERM
+    s.close()
+print(refused)
+"""
+
+
+async def test_a_full_perf_buffer_loses_no_call(enforcement, targets, tmp_path):
+    """The reader stalls (SIGSTOP) through a burst of 5,000 denied calls: the perf buffer
+    fills, the programs count what they cannot send, and every call is reported once."""
+    app = enforcement.container("edge-app-prod")
+    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
+    agent.set_policy(1, POLICY[:1])
+    runner = await run_agent(agent)
+    try:
+        reader = next(s for s in agent.supervisors if s.backend.name == "kernel")
+        os.kill(reader.health.pid, signal.SIGSTOP)  # the agent's own child
+        try:
+            proc = app.spawn([sys.executable, "-c", UDP_BURST, str(targets.port), "5000"], stdout=subprocess.PIPE)
+            refused = int((await asyncio.to_thread(proc.communicate, timeout=60))[0])
+        finally:
+            os.kill(reader.health.pid, signal.SIGCONT)
+
+        def denied():
+            return sum(e.get("count", 1) for e in agent.outbox if e["rule_id"] == "deny-5")
+
+        drained = -1
+        while reader.health.events != drained:  # the reader catches up with the full buffer
+            drained = reader.health.events
+            await asyncio.sleep(0.5)
+        # the kernel writes its lost-sample record before the CPU's next sample: make one
+        proc = app.spawn([sys.executable, "-c", UDP_BURST, str(targets.port), "1"], stdout=subprocess.PIPE)
+        refused += int((await asyncio.to_thread(proc.communicate, timeout=60))[0])
+        for _ in range(50):
+            if denied() >= refused and reader.health.overflowed:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.2)  # one more flow-table read: nothing is reported twice
+    finally:
+        await stop(runner)
+    assert refused == 5001 and denied() == 5001
+    assert reader.health.overflowed > 0  # the buffer did fill...
+    assert reader.health.lost_events == 0 and agent.kernel_lost == 0  # ...and nothing was lost
+    assert any(e.get("count", 1) > 1 for e in agent.outbox)
+
+
+async def test_calls_made_while_no_agent_runs_are_reported_by_the_next_one(enforcement, targets, tmp_path):
+    """The programs keep counting while the agent is down; the restarted agent reports
+    exactly those calls (from the counts it saved as reported), none twice."""
+    app = enforcement.container("edge-app-prod")
+    state = str(tmp_path / "kernel-flows.json")
+
+    async def session(denied: int, allowed: int, before=None):
+        agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer, kernel_state=state)
+        agent.set_policy(1, POLICY[:1])
+        runner = await run_agent(agent)
+        try:
+            if before is None:
+                for script, n in ((UDP_BURST, denied), (REPEAT, allowed)):
+                    argv = [str(targets.port), str(n)] + (["0"] if script is UDP_BURST else [])
+                    await asyncio.to_thread(app.spawn([sys.executable, "-c", script, *argv]).wait, 60)
+
+            def total(dest):
+                return sum(e.get("count", 1) for e in agent.outbox if e["dest_ip"] == dest)
+
+            for _ in range(50):
+                if total("127.10.10.5") >= denied and total("127.8.8.8") >= allowed:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.2)  # one more flow-table read: nothing more may come
+        finally:
+            await stop(runner)
+        return total("127.10.10.5"), total("127.8.8.8")
+
+    assert await session(40, 300) == (40, 300)
+    for script, argv in ((UDP_BURST, ["25", "1"]), (REPEAT, ["120"])):  # no agent runs now
+        await asyncio.to_thread(app.spawn([sys.executable, "-c", script, str(targets.port), *argv]).wait, 60)
+    assert await session(25, 120, before="made while down") == (25, 120)

@@ -53,7 +53,7 @@ async def test_a_record_is_emitted_before_the_next_one_starts():
 
 def test_lost_records_are_signals_and_garbage_is_refused():
     lost = event_pipe.parse({"type": 2, "cpu": 0, "index": 0, "lost": {"id": 7, "count": 12}})
-    assert lost == Signal("lost", 12, {"type": 2, "cpu": 0, "index": 0, "lost": {"id": 7, "count": 12}})
+    assert lost == Signal("overflow", 12, {"type": 2, "cpu": 0, "index": 0, "lost": {"id": 7, "count": 12}})
     for bad in ([1, 2], {"type": 9}, {"data": [1, 2, 3]}, {"data": [300] * 144}, {"lost": {"count": -1}}):
         with pytest.raises(LineError):
             event_pipe.parse(bad)

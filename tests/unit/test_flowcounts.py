@@ -67,7 +67,7 @@ def test_kernel_flow_counters_become_counted_events_once():
 def test_kernel_counts_present_at_start_are_not_new_and_unknown_flows_get_a_template():
     flows = KernelFlows()
     key = (9, 3, 80, "::1", "deny")
-    flows.baseline([(b"raw", key, 0, 10)])
+    flows.resume([(b"raw", key, 0, 10)], None, "gen-a")
     (event,) = flows.dump([(b"raw", key, 0, 12)])
     assert (event["count"], event["family"], event["slot"], event["kernel_verdict"], event["pid"]) == (
         2,
@@ -76,3 +76,23 @@ def test_kernel_counts_present_at_start_are_not_new_and_unknown_flows_get_a_temp
         "deny",
         0,
     )
+
+
+def test_counts_made_while_no_agent_ran_are_reported_after_a_restart(tmp_path):
+    state = str(tmp_path / "flows.json")
+    key = (9, 0, 80, "127.8.8.8", "allow")
+    before = KernelFlows()
+    before.resume([], state, "gen-a")
+    assert [e["count"] for e in before.dump([(b"raw", key, 0, 10)])] == [10]
+    before.save(state, "gen-a")
+    after = KernelFlows()  # restarted; meanwhile the kernel counted 5 more
+    new_key = (9, 0, 81, "127.8.8.8", "allow")  # a flow first counted while no agent ran
+    after.resume([(b"raw", key, 0, 15), (b"raw", new_key, 0, 3)], state, "gen-a")
+    assert [e["count"] for e in after.dump([(b"raw", key, 0, 15), (b"raw", new_key, 0, 3)])] == [5, 3]
+    other = KernelFlows()  # a new program generation: its counters are not the saved ones
+    other.resume([(b"raw", key, 0, 15)], state, "gen-b")
+    assert other.dump([(b"raw", key, 0, 15)]) == []
+    (tmp_path / "flows.json").write_text("{not json")
+    broken = KernelFlows()
+    broken.resume([(b"raw", key, 0, 15)], state, "gen-a")
+    assert broken.dump([(b"raw", key, 0, 15)]) == []

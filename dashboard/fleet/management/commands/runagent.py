@@ -169,6 +169,7 @@ class Command(BaseCommand):
             url = opts["server"].rstrip("/") + AGENT_PATH
             spool_path = opts["spool"] or str(settings.VAR_DIR / f"spool-{opts['node']}.db")
             os.makedirs(os.path.dirname(os.path.abspath(spool_path)), exist_ok=True)
+            agent.kernel_state = f"{spool_path}.kernel-flows.json"  # counts reported, kept with the spool
             uplink = Uplink(agent, url, token, spool=Spool(spool_path, cap=opts["spool_cap"]))
             self.stdout.write(f"agent sending to {url} (spool {spool_path}, {uplink.spool.depth} events waiting)")
             job = uplink.run()
