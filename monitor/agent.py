@@ -95,7 +95,9 @@ class Agent:
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
         """Attribute and judge one parsed event, then queue it for the uplink."""
-        counted = self.kernel_flows.sent(event) if backend == KERNEL and "folded" in event else None
+        if backend == KERNEL and "folded" in event:
+            if grown := self.kernel_flows.sent(event):
+                event["count"] = 1 + grown  # this call, and those its flow counted since the last
         event["kind"] = backend
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
         path = self.cgroups.path(event["cgroup_id"])
@@ -105,8 +107,6 @@ class Agent:
             self.covered += event.get("count", 1)
         else:
             self._judge(backend, event, path)
-        if counted:
-            self.handle(backend, counted)
 
     def _judge(self, backend: str, event: dict, path: str | None) -> None:
         event["cgroup_path"] = path or ""

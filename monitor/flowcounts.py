@@ -117,11 +117,12 @@ class KernelFlows:
         os.replace(tmp, state_path)
         self._saved = rows
 
-    def sent(self, event: dict) -> dict | None:
-        """A sent call (with its `folded` reading): the counted calls it reveals, if any."""
+    def sent(self, event: dict) -> int:
+        """A sent call (with its `folded` reading): how many counted calls of its flow it
+        reveals, which the agent adds to its count (one row, not two)."""
         key = flow_of(event)
         self.templates[key] = {name: event[name] for name in KERNEL_TEMPLATE}
-        return self._grown(key, event.pop("folded"))
+        return self._growth(key, event.pop("folded"))
 
     def dump(self, flows) -> list[dict]:
         """Events for what each flow counted since it was last read (`Enforcer.flows()`)."""
@@ -132,11 +133,16 @@ class KernelFlows:
             self.totals.pop(key, None)
             self.templates.pop(key, None)
 
-    def _grown(self, key: tuple, total: int) -> dict | None:
+    def _growth(self, key: tuple, total: int) -> int:
         before = self.totals.get(key, 0)
         if total <= before:
-            return None  # an older reading (perf buffers of other CPUs arrive in any order)
+            return 0  # an older reading (perf buffers of other CPUs arrive in any order)
         self.totals[key] = total
+        return total - before
+
+    def _grown(self, key: tuple, total: int) -> dict | None:
+        if not (added := self._growth(key, total)):
+            return None
         cgroup_id, slot, port, ip, verdict = key
         template = self.templates.get(key) or {
             "pid": 0, "tid": 0, "uid": 0, "gid": 0, "comm": "", "rule_id": "",
@@ -149,5 +155,5 @@ class KernelFlows:
             "dest_ip": ip,
             "dest_port": port,
             "kernel_verdict": verdict,
-            "count": total - before,
+            "count": added,
         }

@@ -175,7 +175,8 @@ async def test_a_crashing_event_reader_restarts_and_never_lifts_enforcement(enfo
 
 UDP_BURST = """
 import os, socket, sys
-os.sched_setaffinity(0, {int(sys.argv[3]) if len(sys.argv) > 3 else 0})  # one CPU's buffer: its lost-sample record comes with its next sample
+# one CPU (argv[3], default 0): its buffer's lost-sample record comes with its next sample
+os.sched_setaffinity(0, {int(sys.argv[3]) if len(sys.argv) > 3 else 0})
 refused = 0
 for _ in range(int(sys.argv[2])):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

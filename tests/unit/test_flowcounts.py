@@ -52,13 +52,13 @@ def kernel_call(folded: int, pid: int = 42, verdict: str = "allow") -> dict:
 
 def test_kernel_flow_counters_become_counted_events_once():
     flows = KernelFlows()
-    assert flows.sent(kernel_call(0)) is None
-    grown = flows.sent(kernel_call(5, pid=43))
-    assert (grown["count"], grown["pid"], grown["comm"], grown["kernel_verdict"]) == (5, 43, "curl", "allow")
-    assert "folded" not in grown
-    assert flows.sent(kernel_call(3)) is None  # an older reading from another CPU's buffer
+    assert flows.sent(kernel_call(0)) == 0
+    call = kernel_call(5, pid=43)
+    assert flows.sent(call) == 5 and "folded" not in call  # the agent adds them to this call's count
+    assert flows.sent(kernel_call(3)) == 0  # an older reading from another CPU's buffer
     key = (7, 0, 443, "127.8.8.8", "allow")
-    assert [e["count"] for e in flows.dump([(b"raw", key, 0, 9)])] == [4]  # the flow went quiet: the dump tells
+    [quiet] = flows.dump([(b"raw", key, 0, 9)])  # the flow went quiet: the dump tells, like its last call
+    assert (quiet["count"], quiet["pid"], quiet["comm"], quiet["kernel_verdict"]) == (4, 42, "curl", "allow")
     assert flows.dump([(b"raw", key, 0, 9)]) == []
     flows.forget([key])  # pruned from the kernel table: a new entry counts from zero
     assert [e["count"] for e in flows.dump([(b"raw", key, 0, 2)])] == [2]
