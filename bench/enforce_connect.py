@@ -1,11 +1,16 @@
-"""Loopback connect() throughput with kernel enforcement, against none, in one run.
+"""Loopback connect() throughput with the connect4/6 programs (observing and enforcing),
+against none, in one run; optionally against the syscall tracer, connect.bt.
 
-    sudo .venv/bin/python -m bench.enforce_connect [--rounds 9] [--connects 3000] [--udp]
+    sudo .venv/bin/python -m bench.enforce_connect [--rounds 9] [--connects 3000] [--udp] [--tracer]
 
 Three cgroups of our own, measured in rotating order each round (these machines are
 noisy: the arms are interleaved and the medians compared): one with no program, one with
-the enforcement programs and 10 deny entries, one with the programs and 10,000 deny
-entries (two separate pin roots, so each has its own maps). Each arm is a fresh process
+the programs and 10 deny entries, one with the programs and 10,000 deny entries (two
+separate pin roots, so each has its own maps). The programs also observe: every call is
+sent to a perf buffer or counted with its flow (nobody reads the buffer here, so after
+the first calls they are counted, which is what a busy flow costs). --tracer adds a
+fourth arm: the no-program cgroup while bpftrace runs bpfscripts/connect.bt (started
+before and stopped after that arm's run, each round). Each arm is a fresh process
 inside its cgroup doing N blocking TCP connects to a loopback listener (RST on close, so
 no TIME_WAIT pile-up); the deny entries are for other 127/8 addresses, so every connect
 is looked up and allowed. --udp measures UDP connect(), which runs the same hook with
@@ -20,10 +25,12 @@ import argparse
 import ipaddress
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -73,11 +80,31 @@ def measure(container: SimulatedContainer, port: int, connects: int, kind: str) 
     return float(out)
 
 
+class Tracer:
+    """connect.bt running for the length of a with-block (attached when its first line comes)."""
+
+    def __enter__(self):
+        script = str(ROOT / "bpfscripts" / "connect.bt")
+        self.proc = subprocess.Popen(["bpftrace", "-B", "line", "-f", "json", script], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        if b"attached_probes" not in self.proc.stdout.readline():
+            raise RuntimeError("connect.bt did not attach")
+        self.drain = threading.Thread(target=self.proc.stdout.read, daemon=True)  # never let its pipe fill
+        self.drain.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        self.drain.join(5)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--connects", type=int, default=3000, help="connects per arm per round")
     parser.add_argument("--udp", action="store_true", help="UDP connect() instead of TCP")
+    parser.add_argument("--tracer", action="store_true", help="add an arm with connect.bt (bpftrace) running")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it makes cgroups and loads eBPF programs")
@@ -102,13 +129,17 @@ def main(argv=None) -> int:
         port = 9  # discard: UDP connect needs no listener
         if kind == "tcp":
             listener, port = start_listener()
-        names = list(arms)
+        names = list(arms) + (["connect.bt"] if args.tracer else [])
         results = {name: [] for name in names}
         measure(arms["no-program"], port, min(500, args.connects), kind)  # warm caches
         for r in range(args.rounds):
             order = names[r % len(names) :] + names[: r % len(names)]  # rotate who goes first
             for name in order:
-                results[name].append(measure(arms[name], port, args.connects, kind))
+                if name == "connect.bt":
+                    with Tracer():
+                        results[name].append(measure(arms["no-program"], port, args.connects, kind))
+                else:
+                    results[name].append(measure(arms[name], port, args.connects, kind))
             print(
                 f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {results[n][-1]:,.0f}/s" for n in names),
                 file=sys.stderr,

@@ -149,7 +149,7 @@ def product(tmp_path_factory):
                 break
             assert time.monotonic() < deadline, (tmp / "up.log").read_text()[-3000:]
             time.sleep(0.5)
-        time.sleep(3)  # bpftrace has attached its probes
+        time.sleep(3)  # the agent has attached its programs and reads their events
         ARTIFACTS.mkdir(exist_ok=True)
         yield SimpleNamespace(base=base, containers=containers, target_port=target.getsockname()[1], env=env,
                               manage=manage, tmp=tmp)  # fmt: skip
