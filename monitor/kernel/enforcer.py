@@ -376,9 +376,11 @@ class Enforcer:
         """Forget flows idle for a minute once the table is half full (a full table still
         sends every call, but no longer counts). Returns the flow keys removed.
 
-        An entry is only counted into within 100 ms of its last sent call, so an entry idle
-        for a minute is not being counted into; a call in the instant between the dump and
-        the delete would be sent (its window is over), not counted."""
+        The program counts into an entry only within 100 ms of its last sent call, so an
+        entry idle for a minute is not being counted into. The one race: a flow that wakes
+        up in the milliseconds between the dump and the delete, with its first call sent
+        and a second one counted into the entry just before it goes; that second call is
+        lost, uncounted. It needs a half-full table and that exact timing."""
         if len(flows) < MAX_FLOWS // 2:
             return []
         cutoff = time.monotonic_ns() - PRUNE_IDLE_NS

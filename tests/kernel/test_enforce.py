@@ -237,3 +237,22 @@ def test_a_verifier_rejection_is_an_error_with_the_verifier_log(kernel, tmp_path
         assert "invalid mem access" in info.value.detail or "map_value_or_null" in info.value.detail
     finally:
         shutil.rmtree(pins, ignore_errors=True)
+
+
+def test_flows_are_counted_in_the_kernel_and_idle_ones_pruned_when_the_table_fills(enforcement, targets, monkeypatch):
+    app = enforcement.container("app-a")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(policy(1, {"id": "deny-5", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    for _ in range(3):  # nobody reads the perf buffer: each call is counted with its flow
+        assert connect_from(app, "127.8.8.8", targets.port) == 0
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM
+    flows = {key: folded for _raw, key, _window, folded in enforcer.flows()}
+    assert flows[(app.cgroup_id, 0, targets.port, "127.8.8.8", "allow")] == 3
+    assert flows[(app.cgroup_id, 1, targets.port, "127.10.10.5", "deny")] == 1
+    assert enforcer.lost() == 0
+    assert enforcer.prune_flows(enforcer.flows()) == []  # far from half full: kept
+    monkeypatch.setattr("monitor.kernel.enforcer.MAX_FLOWS", 2)
+    monkeypatch.setattr("monitor.kernel.enforcer.PRUNE_IDLE_NS", 0)
+    assert sorted(enforcer.prune_flows(enforcer.flows())) == sorted(flows)
+    assert enforcer.flows() == []
