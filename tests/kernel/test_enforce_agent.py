@@ -43,6 +43,22 @@ async def stop(runner):
     await asyncio.gather(runner, return_exceptions=True)
 
 
+def programs_only(enforcement, tmp_path, **kw) -> Agent:
+    """An agent whose only source is the programs, with the deny-5 policy."""
+    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer, **kw)
+    agent.set_policy(1, POLICY[:1])
+    return agent
+
+
+def reader_of(agent: Agent):
+    return next(s for s in agent.supervisors if s.backend.name == "kernel")
+
+
+def reported(agent: Agent, **match) -> int:
+    """Calls queued so far whose fields match (rows count their count)."""
+    return sum(e.get("count", 1) for e in agent.outbox if all(e[k] == v for k, v in match.items()))
+
+
 async def test_kernel_deny_is_one_enforced_violation_and_audit_lets_through(enforcement, targets, tmp_path, client):
     node = await sync_to_async(Node.objects.create)(name="enforce-node", token_hash="e" * 64)
     app = enforcement.container("edge-app-prod")
@@ -107,8 +123,7 @@ async def test_the_programs_alone_observe_every_call_from_a_containers_first(enf
     """No tracer: a deny, an allowed flow repeated 500 times (sent once per 100 ms, the rest
     counted), and a container made after the start, observed from its very first connect()."""
     app = enforcement.container("edge-app-staging")
-    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
-    agent.set_policy(1, POLICY[:1])
+    agent = programs_only(enforcement, tmp_path)
     runner = await run_agent(agent)
     try:
         assert await asyncio.to_thread(connect_from, app, "127.10.10.5", targets.port) == EPERM
@@ -142,11 +157,10 @@ async def test_the_programs_alone_observe_every_call_from_a_containers_first(enf
 
 async def test_a_crashing_event_reader_restarts_and_never_lifts_enforcement(enforcement, targets, tmp_path):
     app = enforcement.container("edge-app-prod")
-    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
-    agent.set_policy(1, POLICY[:1])
+    agent = programs_only(enforcement, tmp_path)
     runner = await run_agent(agent)
     try:
-        reader = next(s for s in agent.supervisors if s.backend.name == "kernel")
+        reader = reader_of(agent)
         reader.min_backoff = 0.05
         for _ in range(3):
             pid = reader.health.pid
@@ -159,16 +173,12 @@ async def test_a_crashing_event_reader_restarts_and_never_lifts_enforcement(enfo
         assert reader.health.restarts == 3 and "exited with status" in reader.health.last_error
         await asyncio.sleep(0.3)  # the new reader has opened its buffers
         assert await asyncio.to_thread(connect_from, app, "127.10.10.5", targets.port) == EPERM
-
-        def denied():
-            return sum(e.get("count", 1) for e in agent.outbox if e["rule_id"] == "deny-5")
-
         for _ in range(50):  # denies made while no reader was there were counted in the flow table
-            if denied() >= 4:
+            if reported(agent, rule_id="deny-5") >= 4:
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.2)  # one more flow-table read: nothing is reported twice
-        assert denied() == 4  # every refused call, none lost to the reader's restarts
+        assert reported(agent, rule_id="deny-5") == 4  # every refused call, none lost to the reader's restarts
     finally:
         await stop(runner)
 
@@ -190,20 +200,16 @@ async def test_a_full_perf_buffer_loses_no_call(enforcement, targets, tmp_path):
     """The reader stalls (SIGSTOP) through a burst of 5,000 denied calls: the perf buffer
     fills, the programs count what they cannot send, and every call is reported once."""
     app = enforcement.container("edge-app-prod")
-    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
-    agent.set_policy(1, POLICY[:1])
+    agent = programs_only(enforcement, tmp_path)
     runner = await run_agent(agent)
     try:
-        reader = next(s for s in agent.supervisors if s.backend.name == "kernel")
+        reader = reader_of(agent)
         os.kill(reader.health.pid, signal.SIGSTOP)  # the agent's own child
         try:
             proc = app.spawn([sys.executable, "-c", UDP_BURST, str(targets.port), "5000"], stdout=subprocess.PIPE)
             refused = int((await asyncio.to_thread(proc.communicate, timeout=60))[0])
         finally:
             os.kill(reader.health.pid, signal.SIGCONT)
-
-        def denied():
-            return sum(e.get("count", 1) for e in agent.outbox if e["rule_id"] == "deny-5")
 
         drained = -1
         while reader.health.events != drained:  # the reader catches up with the full buffer
@@ -213,13 +219,13 @@ async def test_a_full_perf_buffer_loses_no_call(enforcement, targets, tmp_path):
         proc = app.spawn([sys.executable, "-c", UDP_BURST, str(targets.port), "1"], stdout=subprocess.PIPE)
         refused += int((await asyncio.to_thread(proc.communicate, timeout=60))[0])
         for _ in range(50):
-            if denied() >= refused and reader.health.overflowed:
+            if reported(agent, rule_id="deny-5") >= refused and reader.health.overflowed:
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.2)  # one more flow-table read: nothing is reported twice
     finally:
         await stop(runner)
-    assert refused == 5001 and denied() == 5001
+    assert refused == 5001 and reported(agent, rule_id="deny-5") == 5001
     assert reader.health.overflowed > 0  # the buffer did fill...
     assert reader.health.lost_events == 0 and agent.kernel_lost == 0  # ...and nothing was lost
     assert any(e.get("count", 1) > 1 for e in agent.outbox)
@@ -232,8 +238,7 @@ async def test_calls_made_while_no_agent_runs_are_reported_by_the_next_one(enfor
     state = str(tmp_path / "kernel-flows.json")
 
     async def session(denied: int, allowed: int, before=None):
-        agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer, kernel_state=state)
-        agent.set_policy(1, POLICY[:1])
+        agent = programs_only(enforcement, tmp_path, kernel_state=state)
         runner = await run_agent(agent)
         try:
             if before is None:
@@ -241,17 +246,14 @@ async def test_calls_made_while_no_agent_runs_are_reported_by_the_next_one(enfor
                     argv = [str(targets.port), str(n)] + (["0"] if script is UDP_BURST else [])
                     await asyncio.to_thread(app.spawn([sys.executable, "-c", script, *argv]).wait, 60)
 
-            def total(dest):
-                return sum(e.get("count", 1) for e in agent.outbox if e["dest_ip"] == dest)
-
             for _ in range(50):
-                if total("127.10.10.5") >= denied and total("127.8.8.8") >= allowed:
+                if reported(agent, dest_ip="127.10.10.5") >= denied and reported(agent, dest_ip="127.8.8.8") >= allowed:
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.2)  # one more flow-table read: nothing more may come
         finally:
             await stop(runner)
-        return total("127.10.10.5"), total("127.8.8.8")
+        return reported(agent, dest_ip="127.10.10.5"), reported(agent, dest_ip="127.8.8.8")
 
     assert await session(40, 300) == (40, 300)
     for script, argv in ((UDP_BURST, ["25", "1"]), (REPEAT, ["120"])):  # no agent runs now
