@@ -89,7 +89,7 @@ class Agent:
         self.kernel_counters: dict[str, int] = {}
         self.kernel_ready = asyncio.Event()  # programs attached and the first policy written
         self.kernel_observing = asyncio.Event()  # programs attached and their events read
-        self._policy_changed = asyncio.Event()
+        self._kernel_wakeup = asyncio.Event()  # a new policy, or a container to list now
         self.folder = folding.StormFolder(aggregate_above)  # back-pressure (monitor.folding)
 
     # -- events ---------------------------------------------------------------
@@ -106,6 +106,8 @@ class Agent:
         elif backend != KERNEL and self._observed_by_kernel(path):
             self.covered += event.get("count", 1)
         else:
+            if backend == KERNEL and event["cgroup_id"] not in self.enforcer.scope_ids and self.enforcer.in_scope(path):
+                self._kernel_wakeup.set()  # a new container, observed but not yet judged: rescan now
             self._judge(backend, event, path)
 
     def _judge(self, backend: str, event: dict, path: str | None) -> None:
@@ -197,7 +199,7 @@ class Agent:
             return self.policy_error
         self.policy_error = ""
         self.policy_received = True
-        self._policy_changed.set()
+        self._kernel_wakeup.set()
         log.info("policy version %d applied (%d rules)", version, len(self.ruleset))
         return ""
 
@@ -225,10 +227,10 @@ class Agent:
         try:
             while True:
                 try:
-                    await asyncio.wait_for(self._policy_changed.wait(), KERNEL_POLL)
+                    await asyncio.wait_for(self._kernel_wakeup.wait(), KERNEL_POLL)
                 except TimeoutError:
                     pass
-                self._policy_changed.clear()
+                self._kernel_wakeup.clear()
                 try:
                     if self.policy_received and enforcer.ruleset is not self.ruleset:
                         await asyncio.to_thread(enforcer.sync, self.ruleset)

@@ -197,7 +197,7 @@ class Enforcer:
             if rel == "/.":
                 continue
             inside = any(rel == t or rel.startswith(t + "/") for t in containers)
-            if not inside and is_container_cgroup(rel) and fnmatch.fnmatchcase(rel, self.scope):
+            if not inside and self._is_target(rel):
                 containers.append(rel)
                 inside = True
             if inside:
@@ -207,6 +207,14 @@ class Enforcer:
                 except FileNotFoundError:
                     continue
         return containers, scopes
+
+    def _is_target(self, rel: str) -> bool:
+        return is_container_cgroup(rel) and fnmatch.fnmatchcase(rel, self.scope)
+
+    def in_scope(self, path: str | None) -> bool:
+        """Whether rules apply to this cgroup path: at or below a container cgroup in scope."""
+        parts = (path or "").strip("/").split("/")
+        return any(self._is_target("/" + "/".join(parts[:i])) for i in range(1, len(parts) + 1) if parts[0])
 
     def attach_points(self, containers: list[str]) -> list[str]:
         """Where the programs go so that every container in scope, present or future, runs them."""

@@ -26,3 +26,13 @@ def test_attach_points(tmp_path):
         "/system.slice/docker-a.scope/inner/docker-d.scope",  # nested: already covered
     ]
     assert anywhere.attach_points(containers) == ["/docker-top.scope", "/kubepods.slice/pod1.slice", "/system.slice"]
+
+
+def test_rules_apply_at_and_below_a_container_in_scope(tmp_path):
+    enforcer = Enforcer(scope="/crossedge-x.slice/*", cgroup_root=str(tmp_path))
+    a, b = f"docker-{'a' * 64}.scope", f"docker-{'b' * 64}.scope"
+    assert enforcer.in_scope(f"/crossedge-x.slice/{a}")
+    assert enforcer.in_scope(f"/crossedge-x.slice/{a}/init.scope")
+    assert not enforcer.in_scope("/crossedge-x.slice")  # the attach point itself: observed only
+    assert not enforcer.in_scope("/crossedge-x.slice/sshd.service")  # not a container
+    assert not enforcer.in_scope(f"/other.slice/{b}") and not enforcer.in_scope(None)
