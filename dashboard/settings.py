@@ -139,8 +139,8 @@ LOGGING = {
 METRICS_TOKEN = os.environ.get("CROSSEDGE_METRICS_TOKEN", "")
 METRICS_ALLOW = envlist("CROSSEDGE_METRICS_ALLOW", "127.0.0.0/8,::1/128")
 
-# Kernel enforcement: which container cgroups get the connect4/connect6 programs (a glob
-# on the cgroup path; never the root), and where their pins live in bpffs.
+# The connect4/connect6 programs: which container cgroups they observe and enforce on (a glob
+# on the cgroup path; they attach above it, never at the root), and where their pins live.
 ENFORCE_SCOPE = os.environ.get("CROSSEDGE_ENFORCE_SCOPE", "*")
 PIN_ROOT = os.environ.get("CROSSEDGE_PIN_ROOT", "/sys/fs/bpf/crossedge")
 DOCKER_ROOTS = envlist("CROSSEDGE_DOCKER_ROOTS", f"/var/lib/docker,{VAR_DIR / 'demo-docker'}")

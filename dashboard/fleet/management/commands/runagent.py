@@ -77,7 +77,8 @@ class Command(BaseCommand):
             "--enforce-scope",
             default=settings.ENFORCE_SCOPE,
             metavar="GLOB",
-            help="container cgroup paths that get kernel enforcement (env CROSSEDGE_ENFORCE_SCOPE; default *)",
+            help="container cgroup paths the kernel programs observe and enforce on (env CROSSEDGE_ENFORCE_SCOPE; "
+            "default *)",
         )
         parser.add_argument(
             "--monitor-scope",
