@@ -282,7 +282,7 @@ class Agent:
             "hostname": socket.gethostname(),
             "kernel": os.uname().release,
             "agent_version": AGENT_VERSION,
-            "backends": [s.backend.name for s in self.supervisors],
+            "backends": sorted({s.backend.name for s in self.supervisors} | ({KERNEL} if self.enforcer else set())),
             "features": self.features,
             "degraded": self.degraded,
         }
