@@ -89,6 +89,7 @@ class Agent:
         self.kernel_counters: dict[str, int] = {}
         self.kernel_ready = asyncio.Event()  # programs attached and the first policy written
         self.kernel_observing = asyncio.Event()  # programs attached and their events read
+        self.kernel_reporting = False  # from here on the programs' counts are ours to report
         self._kernel_wakeup = asyncio.Event()  # a new policy, or a container to list now
         self.folder = folding.StormFolder(aggregate_above)  # back-pressure (monitor.folding)
 
@@ -154,7 +155,7 @@ class Agent:
 
     def _observed_by_kernel(self, path: str | None) -> bool:
         """A traced call from a cgroup where the programs run: they report it themselves."""
-        if self.enforcer is None or not self.kernel_ready.is_set() or path is None:
+        if not self.kernel_reporting or path is None:
             return False
         return any(path == t or path.startswith(t.rstrip("/") + "/") for t in self.enforcer.targets)
 
@@ -216,6 +217,7 @@ class Agent:
                 await asyncio.sleep(START_RETRY)
         self.kernel_error = ""
         self.kernel_flows.resume(await asyncio.to_thread(enforcer.flows), self.kernel_state, enforcer.layout.root.name)
+        self.kernel_reporting = True  # calls before this were the tracer's to report (if it ran)
         pipe = Supervisor(
             event_pipe(KERNEL, lambda: enforcer.layout.map("events"), event_pipe_parser.parse), self.handle
         )
