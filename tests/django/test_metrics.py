@@ -8,7 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 def reporting(node):
     node.health = {
         "verdicts": {"allow": 90, "alert": 7, "deny": 3},
-        "backends": {"connect": {"lost_events": 4, "restarts": 1}, "enforce": {"lost_events": 0, "restarts": 2}},
+        "backends": {"connect": {"lost_events": 4, "restarts": 1}, "kernel": {"lost_events": 0, "restarts": 2}},
+        "kernel_lost": 3,  # calls the programs could neither send nor count
         "outbox_dropped": 5,
         "spool": 12,
         "spool_dropped": 6,
@@ -35,10 +36,10 @@ def test_metrics_from_loopback(client, reporting):
     got = samples(response.content.decode())
     n = ("node", "edge-1")
     assert got[("crossedge_agent_events_total", (n, ("verdict", "deny")))] == 3
-    assert got[("crossedge_events_lost_total", (n, ("stage", "kernel_buffer")))] == 4
+    assert got[("crossedge_events_lost_total", (n, ("stage", "kernel_buffer")))] == 4 + 3
     assert got[("crossedge_events_lost_total", (n, ("stage", "agent_queue")))] == 5
     assert got[("crossedge_events_lost_total", (n, ("stage", "spool_cap")))] == 6
-    assert got[("crossedge_backend_restarts_total", (("backend", "enforce"), n))] == 2
+    assert got[("crossedge_backend_restarts_total", (("backend", "kernel"), n))] == 2
     assert got[("crossedge_kernel_decisions_total", (n, ("rule", "deny-db")))] == 3
     assert got[("crossedge_spool_depth", (n,))] == 12
     assert got[("crossedge_policy_version", (n, ("where", "kernel")))] == 9
@@ -65,6 +66,6 @@ def test_malformed_health_still_scrapes(client, node):
 def test_losses_by_stage_on_the_node_page_and_in_the_api(client, staff, reporting):
     client.force_login(staff)
     page = client.get("/nodes/").content.decode()
-    assert "lost: 4 in kernel buffers, 5 in the agent queue, 6 at the spool cap" in page
+    assert "lost: 7 in kernel buffers, 5 in the agent queue, 6 at the spool cap" in page
     [row] = client.get("/api/nodes/").json()["results"]
     assert row["lost"] == {"kernel_buffer": 4, "agent_queue": 5, "spool_cap": 6}
