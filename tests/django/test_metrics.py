@@ -68,4 +68,4 @@ def test_losses_by_stage_on_the_node_page_and_in_the_api(client, staff, reportin
     page = client.get("/nodes/").content.decode()
     assert "lost: 7 in kernel buffers, 5 in the agent queue, 6 at the spool cap" in page
     [row] = client.get("/api/nodes/").json()["results"]
-    assert row["lost"] == {"kernel_buffer": 4, "agent_queue": 5, "spool_cap": 6}
+    assert row["lost"] == {"kernel_buffer": 7, "agent_queue": 5, "spool_cap": 6}
