@@ -95,7 +95,7 @@ static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_ru
 }
 
 static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rule, __u64 cgid,
-				  __u8 family, const __u8 *addr, int addr_len, __u16 port)
+				  __u8 family, const __u8 *addr, __u16 port)
 {
 	__u32 slot = rule ? rule->slot : 0;
 	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
@@ -113,7 +113,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	fk.port = port;
 	fk.family = family;
 	fk.verdict = verdict;
-	__builtin_memcpy(fk.addr, addr, addr_len == 4 ? 4 : 16);
+	__builtin_memcpy(fk.addr, addr, family == 4 ? 4 : 16);
 
 	__u64 now = bpf_ktime_get_ns();
 	struct ce_flow *flow = bpf_map_lookup_elem(&flows, &fk);
@@ -142,7 +142,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	ev.port = port;
 	ev.family = family;
 	ev.verdict = verdict;
-	__builtin_memcpy(ev.addr, addr, addr_len == 4 ? 4 : 16);
+	__builtin_memcpy(ev.addr, addr, family == 4 ? 4 : 16);
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
 	if (rule)
 		__builtin_memcpy(ev.rule_id, rule->rule_id, CE_RULE_ID_LEN);
@@ -163,7 +163,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	return ret;
 }
 
-static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 port, __u8 family)
+static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 port)
 {
 	struct ce_key4 key = {};
 	struct ce_rule *best = NULL;
@@ -173,7 +173,7 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 
 	__builtin_memcpy(key.addr, &ip4, 4);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, family, key.addr, 4, port);
+		return decide(ctx, NULL, cgid, 4, key.addr, port);
 	key.prefixlen = 64 + 16 + 32;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -184,13 +184,13 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 			best = better(best, bpf_map_lookup_elem(&rules4, &key));
 		}
 	}
-	return decide(ctx, best, cgid, family, key.addr, 4, port);
+	return decide(ctx, best, cgid, 4, key.addr, port);
 }
 
 SEC("cgroup/connect4")
 int crossedge_c4(struct bpf_sock_addr *ctx)
 {
-	return judge4(ctx, ctx->user_ip4, (__u16)ctx->user_port, 4);
+	return judge4(ctx, ctx->user_ip4, (__u16)ctx->user_port);
 }
 
 SEC("cgroup/connect6")
@@ -202,7 +202,7 @@ int crossedge_c6(struct bpf_sock_addr *ctx)
 	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
 
 	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff))
-		return judge4(ctx, w3, port, 4);
+		return judge4(ctx, w3, port);
 
 	__u64 cgid = bpf_get_current_cgroup_id();
 	__u64 scopes[2] = {cgid, 0};
@@ -213,7 +213,7 @@ int crossedge_c6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(&key.addr[8], &w2, 4);
 	__builtin_memcpy(&key.addr[12], &w3, 4);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 6, key.addr, 16, port);
+		return decide(ctx, NULL, cgid, 6, key.addr, port);
 	key.prefixlen = 64 + 16 + 128;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -224,5 +224,5 @@ int crossedge_c6(struct bpf_sock_addr *ctx)
 			best = better(best, bpf_map_lookup_elem(&rules6, &key));
 		}
 	}
-	return decide(ctx, best, cgid, 6, key.addr, 16, port);
+	return decide(ctx, best, cgid, 6, key.addr, port);
 }

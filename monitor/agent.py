@@ -104,7 +104,7 @@ class Agent:
         path = self.cgroups.path(event["cgroup_id"])
         if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
             self.out_of_scope += event.get("count", 1)  # another node's (agents sharing a test host): not lost
-        elif backend != KERNEL and self._observed_by_kernel(path):
+        elif backend != KERNEL and self.kernel_reporting and self.enforcer.observes(path):  # theirs to report
             self.covered += event.get("count", 1)
         else:
             if backend == KERNEL and event["cgroup_id"] not in self.enforcer.scope_ids and self.enforcer.in_scope(path):
@@ -152,12 +152,6 @@ class Agent:
 
     def _tracer_started(self, backend: str) -> None:
         self.flows.restart()
-
-    def _observed_by_kernel(self, path: str | None) -> bool:
-        """A traced call from a cgroup where the programs run: they report it themselves."""
-        if not self.kernel_reporting or path is None:
-            return False
-        return any(path == t or path.startswith(t.rstrip("/") + "/") for t in self.enforcer.targets)
 
     def _kernel_deny(self, event: dict, audit: bool, slot: int) -> None:
         """A call the programs refused (or, audit, would have), by their rule."""
@@ -245,6 +239,7 @@ class Agent:
                         last_flows = time.monotonic()
                     if time.monotonic() - last_counters >= COUNTER_POLL:
                         self.kernel_counters = await asyncio.to_thread(enforcer.counters)
+                        self.kernel_lost = await asyncio.to_thread(enforcer.lost)
                         last_counters = time.monotonic()
                     self.kernel_error = ""
                 except (BpftoolError, EnforcerError, OSError) as exc:
@@ -266,7 +261,6 @@ class Agent:
         for event in self.kernel_flows.dump(flows):
             self.handle(KERNEL, event)
         self.kernel_flows.forget(await asyncio.to_thread(self.enforcer.prune_flows, flows))
-        self.kernel_lost = await asyncio.to_thread(self.enforcer.lost)
         if self.kernel_state:
             self.kernel_flows.save(self.kernel_state, self.enforcer.layout.root.name)
 

@@ -62,6 +62,11 @@ PRUNE_IDLE_NS = 60 * 10**9  # flows idle this long may be forgotten when the tab
 GLOB_CHARS = frozenset("*?[")
 
 
+def at_or_below(path: str, root: str) -> bool:
+    """Whether a cgroup path is `root` or inside it."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def literal_prefix(scope: str) -> str:
     """The directory part of a scope glob before its first wildcard component ("" if none)."""
     parts = []
@@ -196,7 +201,7 @@ class Enforcer:
             rel = "/" + os.path.relpath(dirpath, self.cgroup_root)
             if rel == "/.":
                 continue
-            inside = any(rel == t or rel.startswith(t + "/") for t in containers)
+            inside = any(at_or_below(rel, t) for t in containers)
             if not inside and self._is_target(rel):
                 containers.append(rel)
                 inside = True
@@ -216,6 +221,10 @@ class Enforcer:
         parts = (path or "").strip("/").split("/")
         return any(self._is_target("/" + "/".join(parts[:i])) for i in range(1, len(parts) + 1) if parts[0])
 
+    def observes(self, path: str | None) -> bool:
+        """Whether the programs run for this cgroup path (at or below an attach point)."""
+        return path is not None and any(at_or_below(path, t) for t in self.targets)
+
     def attach_points(self, containers: list[str]) -> list[str]:
         """Where the programs go so that every container in scope, present or future, runs them."""
         prefix = literal_prefix(self.scope)
@@ -223,7 +232,7 @@ class Enforcer:
             exists = os.path.isdir(os.path.join(self.cgroup_root, prefix.lstrip("/")))
             return [prefix] if exists else []
         points = {posixpath.dirname(c) if posixpath.dirname(c) != "/" else c for c in containers}
-        return sorted(p for p in points if not any(p.startswith(q + "/") for q in points))
+        return sorted(p for p in points if not any(p != q and at_or_below(p, q) for q in points))
 
     def rescan(self, force: bool = False) -> bool:
         """Attach where missing; rewrite the maps when the set of cgroups in scope changed."""
@@ -365,12 +374,21 @@ class Enforcer:
         """Decisions per rule since this generation was loaded (summed over CPUs)."""
         by_slot = {slot: rule_id for rule_id, slot in self.slots.items()}
         totals: dict[str, int] = {}
-        for item in bpftool.map_dump(self.layout.map("counters")):
-            (slot,) = SLOT.unpack(from_json_bytes(item["key"]))
-            count = sum(COUNTER.unpack(from_json_bytes(v["value"]))[0] for v in item.get("values", []))
+        for key, count in self._percpu_sums("counters"):
+            (slot,) = SLOT.unpack(key)
             name = NO_RULE if slot == 0 else by_slot.get(slot, f"slot {slot}")
             totals[name] = totals.get(name, 0) + count
         return totals
+
+    def _percpu_sums(self, name: str) -> list[tuple[bytes, int]]:
+        """(key, value summed over CPUs) for each entry of a per-CPU map of u64 counters."""
+        return [
+            (
+                from_json_bytes(item["key"]),
+                sum(COUNTER.unpack(from_json_bytes(v["value"]))[0] for v in item.get("values", [])),
+            )
+            for item in bpftool.map_dump(self.layout.map(name))
+        ]
 
     def flows(self) -> list[tuple[bytes, tuple, int, int]]:
         """Every counted flow: (raw key, flow key, last window start ns, folded calls so far)."""
@@ -399,11 +417,7 @@ class Enforcer:
 
     def lost(self) -> int:
         """Calls the programs could neither send nor count (summed over CPUs)."""
-        return sum(
-            COUNTER.unpack(from_json_bytes(v["value"]))[0]
-            for item in bpftool.map_dump(self.layout.map("lost"))
-            for v in item.get("values", [])
-        )
+        return sum(count for _key, count in self._percpu_sums("lost"))
 
     def health(self) -> dict:
         return {
