@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := bpftrace bpftool clang llvm libbpf-dev iproute2 python3-venv
-TEST_APT_PACKAGES := postgresql redis-server redis-tools chromium
+TEST_APT_PACKAGES := postgresql redis-server redis-tools chromium docker.io podman runc busybox-static libc6-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 

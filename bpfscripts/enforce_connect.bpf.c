@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * enforce_connect.bpf.c - every connect() of the containers, observed and judged in the kernel.
+ * enforce_connect.bpf.c - every connect() of the containers, and every datagram they
+ * address with sendto()/sendmsg(), observed and judged in the kernel.
  *
- * cgroup/connect4 and cgroup/connect6 programs, attached by the agent to the cgroups that
- * hold containers (never the root), so they also run for containers started after the
- * attach. Rules apply only to cgroups listed in `monitored` (the containers in the agent's
+ * cgroup/connect4, connect6, sendmsg4 and sendmsg6 programs, attached by the agent to the
+ * cgroups that hold containers (never the root), so they also run for containers started
+ * after the attach. io_uring's connect goes through the same hook as connect(). Rules apply only to cgroups listed in `monitored` (the containers in the agent's
  * enforce scope); every other cgroup below an attach point is observed, never judged.
  * For a monitored cgroup each connect() costs four LPM-trie lookups whatever the number
  * of rules: (this cgroup, this port), (this cgroup, any port), (every container, this
@@ -22,12 +23,25 @@
  * sent nor counted (table full and perf buffer full) is counted in `lost`.
  * IPv4-mapped IPv6 destinations are judged by the IPv4 rules, as the rule engine does.
  *
+ * A new container is judged from its first call without waiting for the agent:
+ * crossedge_mkdir (tp_btf/cgroup_mkdir) runs inside the runtime's mkdir, before any
+ * process can join the new cgroup, and puts a container-shaped cgroup below an attach
+ * point (or any cgroup below a monitored one) into `monitored`, so every rule that names
+ * no container applies to it at once. Rules naming a container need the agent to know
+ * the container's name; until it has written them, the cgroup is `pending`, and
+ * crossedge_exec (tp_btf/sched_process_exec) stops (SIGSTOP) a process that execs there,
+ * before the new program runs any of its own code. The agent lists the container, writes
+ * its rules, clears `pending` and continues the process (SIGCONT). Nothing is held unless
+ * the agent is reading `lifecycle` (a record it cannot be told about holds nothing).
+ *
  * Loaded, attached and fed by monitor/kernel/enforcer.py; the struct layouts are mirrored
  * in monitor/kernel/layout.py (a test checks them against this object's BTF).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include "enforce_connect.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -87,6 +101,30 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } events SEC(".maps");
 
+/* The cgroups the programs are attached to (written by the agent). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} attach_points SEC(".maps");
+
+/* Container cgroups made since the agent last wrote the rules: an exec there is held. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, CE_MAX_MONITORED);
+	__type(key, __u64);
+	__type(value, __u8);
+} pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} lifecycle SEC(".maps");
+
 static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_rule *hit)
 {
 	if (hit && (!best || hit->rank < best->rank))
@@ -95,7 +133,7 @@ static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_ru
 }
 
 static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rule, __u64 cgid,
-				  __u8 family, const __u8 *addr, __u16 port)
+				  __u8 family, const __u8 *addr, __u16 port, __u8 op)
 {
 	__u32 slot = rule ? rule->slot : 0;
 	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
@@ -113,6 +151,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	fk.port = port;
 	fk.family = family;
 	fk.verdict = verdict;
+	fk.op = op;
 	__builtin_memcpy(fk.addr, addr, family == 4 ? 4 : 16);
 
 	__u64 now = bpf_ktime_get_ns();
@@ -142,6 +181,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	ev.port = port;
 	ev.family = family;
 	ev.verdict = verdict;
+	ev.op = op;
 	__builtin_memcpy(ev.addr, addr, family == 4 ? 4 : 16);
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
 	if (rule)
@@ -163,7 +203,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	return ret;
 }
 
-static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 port)
+static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 port, __u8 op)
 {
 	struct ce_key4 key = {};
 	struct ce_rule *best = NULL;
@@ -173,7 +213,7 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 
 	__builtin_memcpy(key.addr, &ip4, 4);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 4, key.addr, port);
+		return decide(ctx, NULL, cgid, 4, key.addr, port, op);
 	key.prefixlen = 64 + 16 + 32;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -184,17 +224,10 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 			best = better(best, bpf_map_lookup_elem(&rules4, &key));
 		}
 	}
-	return decide(ctx, best, cgid, 4, key.addr, port);
+	return decide(ctx, best, cgid, 4, key.addr, port, op);
 }
 
-SEC("cgroup/connect4")
-int crossedge_c4(struct bpf_sock_addr *ctx)
-{
-	return judge4(ctx, ctx->user_ip4, (__u16)ctx->user_port);
-}
-
-SEC("cgroup/connect6")
-int crossedge_c6(struct bpf_sock_addr *ctx)
+static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 {
 	struct ce_key6 key = {};
 	struct ce_rule *best = NULL;
@@ -202,7 +235,7 @@ int crossedge_c6(struct bpf_sock_addr *ctx)
 	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
 
 	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff))
-		return judge4(ctx, w3, port);
+		return judge4(ctx, w3, port, op);
 
 	__u64 cgid = bpf_get_current_cgroup_id();
 	__u64 scopes[2] = {cgid, 0};
@@ -213,7 +246,7 @@ int crossedge_c6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(&key.addr[8], &w2, 4);
 	__builtin_memcpy(&key.addr[12], &w3, 4);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 6, key.addr, port);
+		return decide(ctx, NULL, cgid, 6, key.addr, port, op);
 	key.prefixlen = 64 + 16 + 128;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -224,5 +257,133 @@ int crossedge_c6(struct bpf_sock_addr *ctx)
 			best = better(best, bpf_map_lookup_elem(&rules6, &key));
 		}
 	}
-	return decide(ctx, best, cgid, 6, key.addr, port);
+	return decide(ctx, best, cgid, 6, key.addr, port, op);
+}
+
+SEC("cgroup/connect4")
+int crossedge_c4(struct bpf_sock_addr *ctx)
+{
+	return judge4(ctx, ctx->user_ip4, (__u16)ctx->user_port, CE_OP_CONNECT);
+}
+
+SEC("cgroup/connect6")
+int crossedge_c6(struct bpf_sock_addr *ctx)
+{
+	return judge6(ctx, CE_OP_CONNECT);
+}
+
+SEC("cgroup/sendmsg4")
+int crossedge_s4(struct bpf_sock_addr *ctx)
+{
+	return judge4(ctx, ctx->user_ip4, (__u16)ctx->user_port, CE_OP_SENDMSG);
+}
+
+SEC("cgroup/sendmsg6")
+int crossedge_s6(struct bpf_sock_addr *ctx)
+{
+	return judge6(ctx, CE_OP_SENDMSG);
+}
+
+/* -- container lifecycle ------------------------------------------------------------- */
+
+#define CE_NAME_LEN 96
+#define CE_MAX_DEPTH 16 /* ancestors looked at for an attach point */
+#define CE_SIGSTOP 19
+
+static __always_inline int is_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static __always_inline int hex64_at(const char *name, int off)
+{
+#pragma unroll
+	for (int i = 0; i < 64; i++)
+		if (!is_hex(name[off + i]))
+			return 0;
+	return 1;
+}
+
+static __always_inline int starts(const char *name, const char *prefix, int len)
+{
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (i >= len)
+			break;
+		if (name[i] != prefix[i])
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline int scoped_id(const char *name, int len, const char *prefix, int plen)
+{
+	/* <prefix><64 hex>.scope (systemd driver) or, for Podman's cgroupfs form, <prefix><64 hex> */
+	if (!starts(name, prefix, plen) || !hex64_at(name, plen))
+		return 0;
+	if (len == plen + 64)
+		return 1;
+	return len == plen + 70 && name[plen + 64] == '.' && name[plen + 65] == 's' && name[plen + 66] == 'c' &&
+	       name[plen + 67] == 'o' && name[plen + 68] == 'p' && name[plen + 69] == 'e';
+}
+
+/* The runtimes' names for a container's cgroup, as monitor/containers.py reads them. */
+static __always_inline int container_shaped(const char *name, int len)
+{
+	if (len == 64)
+		return hex64_at(name, 0); /* cgroupfs drivers: /docker/<id>, /<ns>/<id>, pod<uid>/<id> */
+	return scoped_id(name, len, "docker-", 7) || scoped_id(name, len, "libpod-", 7) ||
+	       scoped_id(name, len, "crio-", 5) || scoped_id(name, len, "cri-containerd-", 15);
+}
+
+static __always_inline int below_attach_point(struct cgroup *cgrp)
+{
+	struct cgroup_subsys_state *css = BPF_CORE_READ(cgrp, self.parent);
+
+	for (int i = 0; i < CE_MAX_DEPTH && css; i++) {
+		__u64 id = BPF_CORE_READ(css, cgroup, kn, id);
+		if (bpf_map_lookup_elem(&attach_points, &id))
+			return 1;
+		css = BPF_CORE_READ(css, parent);
+	}
+	return 0;
+}
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(crossedge_mkdir, struct cgroup *cgrp, const char *path)
+{
+	char name[CE_NAME_LEN] = {};
+	__u8 one = 1;
+
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0; /* a cgroup v1 hierarchy (hybrid hosts): ids there are another namespace */
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	__u64 parent = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
+	if (!bpf_map_lookup_elem(&monitored, &parent)) {
+		int len = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name)) - 1;
+		if (len <= 0 || !container_shaped(name, len) || !below_attach_point(cgrp))
+			return 0;
+	}
+	/* A container, or a cgroup inside one: every rule naming no container applies now. */
+	bpf_map_update_elem(&monitored, &id, &one, BPF_ANY);
+	bpf_map_update_elem(&pending, &id, &one, BPF_ANY);
+	struct ce_lifecycle ev = {.ts_ns = bpf_ktime_get_ns(), .cgroup_id = id, .parent_id = parent, .type = CE_LC_NEW};
+	if (bpf_perf_event_output(ctx, &lifecycle, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) != 0)
+		bpf_map_delete_elem(&pending, &id); /* no agent reading: nobody would release a hold */
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(crossedge_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+
+	if (!bpf_map_lookup_elem(&pending, &cgid))
+		return 0;
+	struct ce_lifecycle ev = {.ts_ns = bpf_ktime_get_ns(), .cgroup_id = cgid, .type = CE_LC_HELD};
+	ev.pid = bpf_get_current_pid_tgid() >> 32;
+	/* Stopped only when the agent will hear of it (and so continue it). */
+	if (bpf_perf_event_output(ctx, &lifecycle, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) == 0)
+		bpf_send_signal(CE_SIGSTOP);
+	return 0;
 }

@@ -19,6 +19,14 @@
 #define CE_V_DENY 1  /* refused: connect() fails with EPERM */
 #define CE_V_AUDIT 2 /* an audit-mode deny rule matched: let through, reported */
 
+/* Which call the programs judged (ce_event.op, ce_flow_key.op). */
+#define CE_OP_CONNECT 0 /* connect(): TCP, or a UDP socket being connected */
+#define CE_OP_SENDMSG 1 /* sendto()/sendmsg() with an address on an unconnected UDP socket */
+
+/* Container lifecycle records (ce_lifecycle.type), on the `lifecycle` perf array. */
+#define CE_LC_NEW 1  /* a container cgroup was made below an attach point: judged in the kernel */
+#define CE_LC_HELD 2 /* a process exec'd in a container the agent has not listed yet: stopped */
+
 /* LPM trie keys. The prefix always covers cgroup_id and port in full (80 bits), then
  * prefixlen - 80 bits of the address. cgroup_id 0 = every monitored container;
  * port 0 = any port (network byte order otherwise). */
@@ -55,6 +63,8 @@ struct ce_flow_key {
 	__u8 family; /* 4 or 6 */
 	__u8 verdict;
 	__u8 addr[16];
+	__u8 op;
+	__u8 pad[7];
 };
 
 struct ce_flow {
@@ -79,6 +89,17 @@ struct ce_event {
 	__u8 addr[16];
 	char comm[16];
 	char rule_id[CE_RULE_ID_LEN];
+	__u8 op;
+	__u8 pad[7];
+};
+
+/* A container cgroup the kernel classified at mkdir, or a process it held at exec. */
+struct ce_lifecycle {
+	__u64 ts_ns; /* CLOCK_MONOTONIC */
+	__u64 cgroup_id;
+	__u64 parent_id; /* CE_LC_NEW: the parent cgroup */
+	__u32 pid; /* CE_LC_HELD: the stopped process */
+	__u32 type;
 };
 
 #endif

@@ -4,9 +4,11 @@ Plain Python: the dashboard is reached only through an uplink that drains `outbo
 and feeds `set_policy`, so the same agent runs against a remote dashboard, the local
 one, a policy file, or a test.
 
-Connections come from two sources. With an Enforcer, its connect4/6 programs observe every
-connect() of the containers below their attach points and decide deny rules there: each
-call arrives already judged (`kernel` events), or counted with its flow (KernelFlows). This
+Connections come from two sources. With an Enforcer, its connect4/6 and sendmsg4/6 programs
+observe every connect() (and every addressed UDP datagram) of the containers below their
+attach points and decide deny rules there: each call arrives already judged (`kernel`
+events), or counted with its flow (KernelFlows). The kernel classifies a new container
+when its cgroup is made and holds its first exec until the agent has listed it (`holds`). This
 costs the containers about 1% of connect() throughput, where a syscall tracepoint costs
 about 10% (bench/pipeline.py). connect.bt (bpftrace) is the source without an Enforcer, and
 with one only when asked for (`trace_syscalls`: host processes and connect() results);
@@ -19,13 +21,14 @@ import asyncio
 import collections
 import logging
 import os
+import signal
 import socket
 import time
 
 from . import AGENT_VERSION, folding
 from .backends import BACKENDS, event_pipe
 from .cgroups import CgroupIndex
-from .containers import DEFAULT_DOCKER_ROOT, identify
+from .containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify
 from .flowcounts import FlowCounts, KernelFlows
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
@@ -38,6 +41,8 @@ log = logging.getLogger("crossedge.agent")
 
 DEFAULT_OUTBOX_CAP = 200_000
 KERNEL = "kernel"  # the backend name (and event kind) of the programs' events
+LIFECYCLE = "lifecycle"  # the programs' container lifecycle records
+MAX_HOLD = 2.0  # seconds a held exec waits for the agent before it goes on unjudged
 EPERM = -1
 KERNEL_POLL = 1.0  # seconds between cgroup rescans (new containers get enforcement)
 FLOW_POLL = 1.0  # seconds between reads of the programs' flow counters
@@ -52,6 +57,7 @@ class Agent:
         *,
         cgroups: CgroupIndex | None = None,
         docker_roots: tuple[str, ...] = (DEFAULT_DOCKER_ROOT,),
+        podman_roots: tuple[str, ...] = (DEFAULT_PODMAN_ROOT,),
         outbox_cap: int = DEFAULT_OUTBOX_CAP,
         enforcer: Enforcer | None = None,
         monitor_scope: str = "*",
@@ -66,6 +72,7 @@ class Agent:
         self.degraded = list(degraded or [])  # what this node does without, and why
         self.out_of_scope = 0
         self.docker_roots = tuple(docker_roots)
+        self.podman_roots = tuple(podman_roots)
         self.ruleset = RuleSet()
         self.policy_received = False  # until then an adopted kernel policy is left as it is
         self.policy_error = ""
@@ -83,6 +90,7 @@ class Agent:
             for name in backends
         ]
         self.started = time.time()
+        self._started_mono = time.monotonic()
         self.enforcer = enforcer
         self.kernel_error = ""
         self.kernel_lost = 0  # calls the programs could neither send nor count
@@ -92,6 +100,11 @@ class Agent:
         self.kernel_reporting = False  # from here on the programs' counts are ours to report
         self._kernel_wakeup = asyncio.Event()  # a new policy, or a container to list now
         self.folder = folding.StormFolder(aggregate_above)  # back-pressure (monitor.folding)
+        self.pending: dict[int, float] = {}  # container cgroups the kernel holds execs in -> since
+        self.held: dict[int, set[int]] = {}  # ... and the processes it stopped there
+        self.holds = collections.Counter()  # held, released, expired (went on unjudged)
+        self.hold_ms_max = 0.0
+        self.unenforced = collections.Counter()  # deny verdicts the kernel did not apply, by reason
 
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
@@ -113,10 +126,8 @@ class Agent:
 
     def _judge(self, backend: str, event: dict, path: str | None) -> None:
         event["cgroup_path"] = path or ""
-        ref = identify(path, self.docker_roots)
-        event["container"] = (
-            {"runtime": ref.runtime, "id": ref.container_id, "name": ref.name, "pod_uid": ref.pod_uid} if ref else None
-        )
+        ref = identify(path, self.docker_roots, self.podman_roots)
+        event["container"] = ref.as_event() if ref else None
         kernel_verdict = event.pop("kernel_verdict", "allow")
         slot = event.pop("slot", 0)
         if kernel_verdict != "allow":
@@ -141,9 +152,29 @@ class Agent:
             event["enforced"] = False
         else:
             event["enforced"] = event["verdict"] == "deny" and event["result"] == EPERM
+            event["op"] = "connect"
             if "count" not in event:
                 self.flows.note(event)
+        if event["verdict"] == "deny" and not event["enforced"] and not event["audit"]:
+            event["unenforced"] = reason = self._unenforced_reason(event, rule, path)
+            self.unenforced[reason] += event.get("count", 1)
         self._emit(event)
+
+    def _unenforced_reason(self, event: dict, rule, path: str | None) -> str:
+        """Why a deny verdict went through (as far as the agent can tell when it judges)."""
+        enforcer = self.enforcer
+        if enforcer is None:
+            return "no kernel enforcement on this node"
+        if not enforcer.in_scope(path):
+            return "not a container in the enforce scope"
+        note = next((n["message"] for n in enforcer.notes if n["rule_id"] == rule.id), "")
+        if note:
+            return note[:200]
+        if enforcer.policy_version != self.ruleset.version:
+            return f"the kernel held policy {enforcer.policy_version}, not {self.ruleset.version}"
+        if event["cgroup_id"] not in enforcer.scope_ids:
+            return "container not yet listed in the kernel"
+        return "let through by the kernel"
 
     def handle_counts(self, backend: str, maps: dict) -> None:
         """A map print from the tracer: each flow's newly counted calls as one event."""
@@ -152,6 +183,61 @@ class Agent:
 
     def _tracer_started(self, backend: str) -> None:
         self.flows.restart()
+
+    def handle_lifecycle(self, _backend: str, record: dict) -> None:
+        """A container cgroup the kernel classified, or an exec it holds there: list it now."""
+        cgid = record["cgroup_id"]
+        self.enforcer.classified(cgid)
+        self.pending.setdefault(cgid, time.monotonic())
+        if record["type"] == "held":
+            self.held.setdefault(cgid, set()).add(record["pid"])
+            self.holds["held"] += 1
+        self._kernel_wakeup.set()
+
+    async def _release_holds(self) -> None:
+        """Let held execs go on once their container is listed and its rules are in the kernel
+        (or after MAX_HOLD, counted as expired: the agent never blocks a container for long)."""
+        now = time.monotonic()
+        judged = {c for c in self.pending if self.enforcer.judged(c)}
+        done = judged | {c for c, since in self.pending.items() if now - since > MAX_HOLD}
+        if not done:
+            return
+        for scope in self.enforcer.scopes:
+            if scope.cgroup_id in done:  # its events may come after a `--rm` container is gone
+                self.cgroups.learn(scope.cgroup_id, scope.path)
+        await asyncio.to_thread(self.enforcer.release, done)
+        for cgid in done:
+            since = self.pending.pop(cgid)
+            pids = self.held.pop(cgid, set()) or self._stopped_in(cgid, since)
+            if cgid not in judged:
+                self.holds["expired"] += len(pids)
+            for pid in pids:
+                if self._continue(pid, cgid):
+                    self.holds["released"] += 1
+                    self.hold_ms_max = max(self.hold_ms_max, (time.monotonic() - since) * 1000)
+
+    def _stopped_in(self, cgid: int, since: float) -> set[int]:
+        """Processes stopped in a cgroup whose hold the agent did not see (it restarted)."""
+        if since > self._started_mono:
+            return set()
+        path = self.cgroups.path(cgid)
+        try:
+            with open(os.path.join(self.cgroups.root, (path or "").lstrip("/"), "cgroup.procs")) as fh:
+                pids = {int(line) for line in fh if line.strip()}
+        except (OSError, ValueError):
+            return set()
+        return {pid for pid in pids if _state(pid) == "T"}
+
+    def _continue(self, pid: int, cgid: int) -> bool:
+        """SIGCONT a held process, if it is still the one in that cgroup."""
+        path = _cgroup2_path(pid)
+        if path is None or self.cgroups.id_of(path) != cgid:
+            return False
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            return False
+        return True
 
     def _kernel_deny(self, event: dict, audit: bool, slot: int) -> None:
         """A call the programs refused (or, audit, would have), by their rule."""
@@ -212,18 +298,25 @@ class Agent:
         self.kernel_error = ""
         self.kernel_flows.resume(await asyncio.to_thread(enforcer.flows), self.kernel_state, enforcer.layout.root.name)
         self.kernel_reporting = True  # calls before this were the tracer's to report (if it ran)
+        for cgid in await asyncio.to_thread(enforcer.pending):  # holds a previous agent left
+            self.pending[cgid] = self._started_mono
+            enforcer.classified(cgid)
         pipe = Supervisor(
             event_pipe(KERNEL, lambda: enforcer.layout.map("events"), event_pipe_parser.parse), self.handle
         )
-        self.supervisors.append(pipe)
-        pipe_task = asyncio.create_task(pipe.run())
-        await pipe.ready.wait()
+        life = Supervisor(
+            event_pipe(LIFECYCLE, lambda: enforcer.layout.map("lifecycle"), event_pipe_parser.parse_lifecycle),
+            self.handle_lifecycle,
+        )
+        self.supervisors += [pipe, life]
+        pipe_tasks = [asyncio.create_task(pipe.run()), asyncio.create_task(life.run())]
+        await asyncio.gather(pipe.ready.wait(), life.ready.wait())
         self.kernel_observing.set()
         last_counters = last_flows = 0.0
         try:
             while True:
                 try:
-                    await asyncio.wait_for(self._kernel_wakeup.wait(), KERNEL_POLL)
+                    await asyncio.wait_for(self._kernel_wakeup.wait(), 0.05 if self.pending else KERNEL_POLL)
                 except TimeoutError:
                     pass
                 self._kernel_wakeup.clear()
@@ -234,6 +327,7 @@ class Agent:
                             self.kernel_ready.set()
                     else:
                         await asyncio.to_thread(enforcer.rescan)
+                    await self._release_holds()
                     if time.monotonic() - last_flows >= FLOW_POLL:
                         await self.read_kernel_flows()
                         last_flows = time.monotonic()
@@ -246,9 +340,10 @@ class Agent:
                     self.kernel_error = str(exc)
                     log.error("enforcement: %s", exc)  # enforcement stays attached; we retry
         finally:
-            await pipe.stop()
-            pipe_task.cancel()
-            await asyncio.gather(pipe_task, return_exceptions=True)
+            await asyncio.gather(pipe.stop(), life.stop())
+            for task in pipe_tasks:
+                task.cancel()
+            await asyncio.gather(*pipe_tasks, return_exceptions=True)
             try:  # what the programs counted up to now goes out with this agent, not the next
                 await self.read_kernel_flows()
             except (BpftoolError, OSError) as exc:
@@ -292,6 +387,9 @@ class Agent:
             "storm": self.folder.storm,
             "covered": self.covered,
             "kernel_lost": self.kernel_lost,
+            "not_enforced": sum(self.unenforced.values()),
+            "not_enforced_reasons": dict(self.unenforced.most_common(10)),
+            "holds": dict(self.holds) | {"pending": len(self.pending), "max_ms": round(self.hold_ms_max, 1)},
             "aggregated": self.folder.folded,
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,
@@ -328,3 +426,20 @@ class Agent:
             for task in runners:
                 task.cancel()
             await asyncio.gather(*runners, return_exceptions=True)
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (T: stopped), "" if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def _cgroup2_path(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            return next((line[3:].strip() for line in fh if line.startswith("0::")), None)
+    except OSError:
+        return None

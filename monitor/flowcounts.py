@@ -96,7 +96,7 @@ class KernelFlows:
             with open(state_path or "", encoding="utf-8") as fh:
                 state = json.load(fh)
             if state.get("generation") == generation:
-                saved = {tuple(row[:5]): row[5] for row in state["totals"]}
+                saved = {tuple(row[:-1]): row[-1] for row in state["totals"]}
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
             pass  # none, another generation's, or unreadable: counts so far are taken as reported
         if saved is None:
@@ -143,7 +143,7 @@ class KernelFlows:
     def _grown(self, key: tuple, total: int) -> dict | None:
         if not (added := self._growth(key, total)):
             return None
-        cgroup_id, slot, port, ip, verdict = key
+        cgroup_id, slot, port, ip, verdict, op = key
         template = self.templates.get(key) or {
             "pid": 0, "tid": 0, "uid": 0, "gid": 0, "comm": "", "rule_id": "",
             "family": 6 if ":" in ip else 4,
@@ -155,5 +155,6 @@ class KernelFlows:
             "dest_ip": ip,
             "dest_port": port,
             "kernel_verdict": verdict,
+            "op": op,
             "count": added,
         }

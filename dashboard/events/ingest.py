@@ -83,6 +83,8 @@ def _containers(node: Node, events: list[dict]) -> dict[str, Container]:
             container_id=e["container"]["id"],
             name=e["container"]["name"],
             pod_uid=e["container"].get("pod_uid", ""),
+            image=e["container"]["image"],
+            labels=e["container"]["labels"],
             last_seen_at=now,
         )
         for path, e in wanted.items()
@@ -91,12 +93,15 @@ def _containers(node: Node, events: list[dict]) -> dict[str, Container]:
     if new:
         Container.objects.bulk_create(new, ignore_conflicts=True)
         have = {c.cgroup_path: c for c in Container.objects.filter(node=node, cgroup_path__in=list(wanted))}
-    renamed = [c for path, c in have.items() if c.name != wanted[path]["container"]["name"]]
-    for c in renamed:
-        c.name = wanted[c.cgroup_path]["container"]["name"]
-        c.cgroup_id = wanted[c.cgroup_path]["cgroup_id"]
-    if renamed:
-        Container.objects.bulk_update(renamed, ["name", "cgroup_id"])
+    changed = []
+    for path, c in have.items():
+        said = wanted[path]["container"]
+        if (c.name, c.image, c.labels) != (said["name"], said["image"], said["labels"]):
+            c.name, c.image, c.labels = said["name"], said["image"], said["labels"]
+            c.cgroup_id = wanted[path]["cgroup_id"]
+            changed.append(c)
+    if changed:
+        Container.objects.bulk_update(changed, ["name", "image", "labels", "cgroup_id"])
     Container.objects.filter(pk__in=[c.pk for c in have.values()]).update(last_seen_at=now)
     return have
 
@@ -123,6 +128,8 @@ def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEv
         verdict=e["verdict"],
         rule_id=e["rule_id"],
         policy_version=e["policy_version"],
+        op=e["op"],
+        unenforced=e["unenforced"],
     )
 
 
@@ -137,6 +144,7 @@ def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
         severity=e["severity"],
         enforced=e["enforced"],
         audit=e["audit"],
+        unenforced=e["unenforced"],
         comm=ev.comm,
         pid=ev.pid,
         dest_ip=ev.dest_ip,

@@ -12,6 +12,7 @@ from dashboard.fleet.models import Container, Node
 __all__ = ["ConnectionEvent", "Violation", "VERDICTS"]
 
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
+OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
 
 
 class ConnectionEvent(models.Model):
@@ -36,6 +37,10 @@ class ConnectionEvent(models.Model):
     policy_version = models.IntegerField(default=0)
     minute = models.BigIntegerField(default=0, help_text="ts in whole minutes since the epoch: charts group on it")
     count = models.PositiveIntegerField(default=1, help_text="Connections this row stands for (>1: folded in a storm)")
+    op = models.CharField(max_length=8, choices=OPS, default="connect", help_text="The call judged.")
+    unenforced = models.CharField(
+        max_length=200, blank=True, help_text="A deny verdict the kernel did not apply: why (empty otherwise)."
+    )
 
     class Meta:
         ordering = ["-ts", "-id"]
@@ -62,6 +67,9 @@ class Violation(models.Model):
     severity = models.CharField(max_length=10, blank=True)
     enforced = models.BooleanField(default=False, help_text="The kernel refused the connection.")
     audit = models.BooleanField(default=False, help_text="An audit-mode deny: reported, let through.")
+    unenforced = models.CharField(
+        max_length=200, blank=True, help_text="A deny the kernel did not apply: why (the connection went through)."
+    )
     comm = models.CharField(max_length=64)
     pid = models.IntegerField()
     dest_ip = models.GenericIPAddressField(unpack_ipv4=False)

@@ -30,7 +30,11 @@ FIELDS = {
 NULLABLE = ("result",)
 FLAGS = ("enforced", "audit")  # optional booleans: the kernel's part in a deny
 CONTAINER_FIELDS = {"runtime": 20, "id": 64, "name": 255, "pod_uid": 64}
+OPTIONAL_CONTAINER_FIELDS = {"image": 255}
+MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 64, 128, 256
 VERDICTS = ("allow", "alert", "deny")
+OPS = ("connect", "sendmsg")
+MAX_UNENFORCED = 200
 
 
 class EventError(ValueError):
@@ -58,6 +62,13 @@ def check_event(event) -> dict:
             raise EventError(f"{name}: must be true or false")
     if event["verdict"] not in VERDICTS:
         raise EventError(f"verdict: must be one of {', '.join(VERDICTS)}")
+    if event.setdefault("op", "connect") not in OPS:
+        raise EventError(f"op: must be one of {', '.join(OPS)}")
+    unenforced = event.setdefault("unenforced", "")
+    if not isinstance(unenforced, str) or len(unenforced) > MAX_UNENFORCED:
+        raise EventError(f"unenforced: must be a string of at most {MAX_UNENFORCED} characters")
+    if unenforced and (event["verdict"] != "deny" or event["enforced"]):
+        raise EventError("unenforced: only for a deny the kernel did not apply")
     if event["verdict"] != "allow" and not event["rule_id"]:
         raise EventError("rule_id: required when the verdict is not allow")
     try:
@@ -74,6 +85,19 @@ def check_event(event) -> dict:
             value = container.get(name)
             if not isinstance(value, str) or len(value) > limit or (name != "pod_uid" and not value):
                 raise EventError(f"container.{name}: must be a string of at most {limit} characters")
+        for name, limit in OPTIONAL_CONTAINER_FIELDS.items():
+            value = container.setdefault(name, "")
+            if not isinstance(value, str) or len(value) > limit:
+                raise EventError(f"container.{name}: must be a string of at most {limit} characters")
+        labels = container.setdefault("labels", {})
+        if not isinstance(labels, dict) or len(labels) > MAX_LABELS:
+            raise EventError(f"container.labels: must be an object of at most {MAX_LABELS} entries")
+        for key, value in labels.items():
+            if len(key) > MAX_LABEL_KEY or not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
+                raise EventError(
+                    f"container.labels: keys of at most {MAX_LABEL_KEY} and string values of at most "
+                    f"{MAX_LABEL_VALUE} characters"
+                )
         if not event["cgroup_path"]:
             raise EventError("cgroup_path: required for a container")
     return event

@@ -24,6 +24,8 @@ def connection_row(ev) -> dict:
         "verdict": ev.verdict,
         "rule_id": ev.rule_id,
         "count": ev.count,
+        "op": ev.op,
+        "unenforced": ev.unenforced,
     }
 
 
@@ -39,6 +41,7 @@ def violation_row(v) -> dict:
         "severity": v.severity,
         "enforced": v.enforced,
         "audit": v.audit,
+        "unenforced": v.unenforced,
         "pid": v.pid,
         "comm": v.comm,
         "dest_ip": v.dest_ip,

@@ -38,6 +38,16 @@ class FleetCollector:
         spool = GaugeMetricFamily("crossedge_spool_depth", "Events waiting in the agent's spool", labels=["node"])
         policy = GaugeMetricFamily("crossedge_policy_version", "Policy version held", labels=["node", "where"])
         rejected = CounterMetricFamily("crossedge_rejected_messages", "Agent messages rejected", labels=["node"])
+        unenforced = CounterMetricFamily(
+            "crossedge_deny_not_enforced",
+            "Deny verdicts the kernel did not apply (the call went through)",
+            labels=["node"],
+        )
+        holds = CounterMetricFamily(
+            "crossedge_container_holds",
+            "New containers' first execs held until the agent listed them",
+            labels=["node", "outcome"],
+        )
         now = timezone.now()
         for node in Node.objects.all():
             name, health = node.name, node.health if isinstance(node.health, dict) else {}
@@ -61,7 +71,10 @@ class FleetCollector:
             if node.enforcement.get("policy_version") is not None:
                 policy.add_metric([name, "kernel"], node.enforcement["policy_version"])
             rejected.add_metric([name], node.rejected_messages)
-        yield from (up, age, stored, seen, lost, restarts, decisions, spool, policy, rejected)
+            unenforced.add_metric([name], node.not_enforced["count"])
+            for outcome in ("held", "released", "expired"):
+                holds.add_metric([name, outcome], node.holds.get(outcome, 0))
+        yield from (up, age, stored, seen, lost, restarts, decisions, spool, policy, rejected, unenforced, holds)
 
 
 def allowed(request) -> bool:

@@ -70,6 +70,24 @@ class Node(models.Model):
         }
 
     @property
+    def not_enforced(self) -> dict:
+        """Deny verdicts the kernel did not apply (the calls went through), with the reasons."""
+        health = self.health if isinstance(self.health, dict) else {}
+        count = health.get("not_enforced")
+        reasons = health.get("not_enforced_reasons") if isinstance(health.get("not_enforced_reasons"), dict) else {}
+        return {
+            "count": count if isinstance(count, int) and not isinstance(count, bool) else 0,
+            "reasons": {str(k): v for k, v in reasons.items() if isinstance(v, int) and not isinstance(v, bool)},
+        }
+
+    @property
+    def holds(self) -> dict[str, float]:
+        """New containers' first execs held until the agent listed them: held, released, expired, max_ms."""
+        raw = (self.health or {}).get("holds") if isinstance(self.health, dict) else None
+        raw = raw if isinstance(raw, dict) else {}
+        return {k: v for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+    @property
     def degraded(self) -> list[str]:
         """What the node runs without, as its agent said (strings only)."""
         raw = self.health.get("degraded") if isinstance(self.health, dict) else None
@@ -117,6 +135,8 @@ class Container(models.Model):
     container_id = models.CharField(max_length=64)
     name = models.CharField(max_length=255)
     pod_uid = models.CharField(max_length=64, blank=True)
+    image = models.CharField(max_length=255, blank=True, help_text="As the runtime's metadata names it.")
+    labels = models.JSONField(default=dict, blank=True, help_text="The runtime's labels (Docker; Kubernetes' too).")
     first_seen_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(default=timezone.now)
 
@@ -124,6 +144,14 @@ class Container(models.Model):
         ordering = ["name"]
         constraints = [models.UniqueConstraint(fields=["node", "cgroup_path"], name="container_unique_path")]
         indexes = [models.Index(fields=["name"]), models.Index(fields=["container_id"])]
+
+    @property
+    def k8s_pod(self) -> str:
+        return str((self.labels or {}).get("io.kubernetes.pod.name", ""))
+
+    @property
+    def k8s_namespace(self) -> str:
+        return str((self.labels or {}).get("io.kubernetes.pod.namespace", ""))
 
     def __str__(self):
         return f"{self.name} ({self.node})"

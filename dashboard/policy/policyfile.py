@@ -13,7 +13,7 @@ import yaml
 from monitor.rules import Rule, RuleError, parse_rule
 
 FORMAT_VERSIONS = ("1.0", "1")
-TOP_KEYS = ("version", "rules")
+TOP_KEYS = ("version", "description", "rules")  # the seed's default_policy.yaml has a description
 
 
 class PolicyFileError(ValueError):
@@ -67,7 +67,9 @@ def loads(text: str | bytes, source: str = "<policy>", max_bytes: int = 1 << 20)
         raise PolicyFileError(source, "top level must be a mapping with a 'rules' list")
     unknown = sorted(set(doc) - set(TOP_KEYS), key=str)
     if unknown:
-        raise PolicyFileError(source, f"unknown top-level key {unknown[0]!r} (allowed: version, rules)")
+        raise PolicyFileError(source, f"unknown top-level key {unknown[0]!r} (allowed: {', '.join(TOP_KEYS)})")
+    if not isinstance(doc.get("description", ""), str):
+        raise PolicyFileError(source, "'description' must be a string")
     if "version" in doc and str(doc["version"]) not in FORMAT_VERSIONS:
         raise PolicyFileError(source, f"unsupported format version {doc['version']!r} (this is 1.0)")
     if "rules" not in doc:

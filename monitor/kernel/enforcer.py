@@ -1,5 +1,5 @@
-"""Loads, attaches and feeds the connect4/connect6 programs: the node's connect() observer
-for containers, and its enforcer.
+"""Loads, attaches and feeds the programs: the node's connect()/sendmsg() observer for
+containers, and its enforcer.
 
 Pins live in `<pin_root>/<generation>/{progs,maps}`, a generation being named by the
 object's hash. A restarted agent finds its generation pinned and adopts it (reading the
@@ -13,8 +13,14 @@ to the `monitored` map. The programs attach higher, so that a container that sta
 observed from its first connect(), before any rescan could find it: at the scope's
 literal directory (`/crossedge-x.slice` for `/crossedge-x.slice/*`, a container itself
 for a literal path), or, for a scope that starts with a wildcard, at each matching
-container's parent (e.g. /system.slice for Docker). Other cgroups below an attach point
-are observed, never judged. Never the cgroup root: a container directly below it gets
+container's parent (e.g. /system.slice for Docker), and at the runtimes' parent cgroups
+(RUNTIME_PARENTS) where they exist, so that the first container of a node is observed
+too. Other cgroups below an attach point are observed, never judged.
+
+A container made after a rescan is judged from its first call all the same: the
+tracing programs (attached through `links`, pinned with the generation) classify it in
+the kernel when its cgroup is made, and hold its first exec until the agent has listed
+it and written its rules (`release`). Never the cgroup root: a container directly below it gets
 the programs itself. The demo and the tests confine the scope to cgroups they made.
 Only programs named `crossedge_*` and pinned under our own pin root are ever detached.
 
@@ -34,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cgroups import cgroup2_mount, cgroup_id
-from ..containers import DEFAULT_DOCKER_ROOT, identify, is_container_cgroup
+from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_container_cgroup
 from ..rules import RuleSet
-from . import bpftool
+from . import bpftool, links
 from .compile import MAPS, Scope, compile_rules
 from .layout import (
     CGROUP,
@@ -55,8 +61,16 @@ log = logging.getLogger("crossedge.enforcer")
 OBJECT = Path(__file__).resolve().parents[2] / "bpfscripts" / "enforce_connect.bpf.o"
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/crossedge"
 PREFIX = "crossedge_"
-# program -> (bpftool attach type, the name `cgroup show` reports)
-PROGRAMS = {"crossedge_c4": ("connect4", "cgroup_inet4_connect"), "crossedge_c6": ("connect6", "cgroup_inet6_connect")}
+# cgroup program -> (bpftool attach type, the name `cgroup show` reports)
+PROGRAMS = {
+    "crossedge_c4": ("connect4", "cgroup_inet4_connect"),
+    "crossedge_c6": ("connect6", "cgroup_inet6_connect"),
+    "crossedge_s4": ("sendmsg4", "cgroup_udp4_sendmsg"),
+    "crossedge_s6": ("sendmsg6", "cgroup_udp6_sendmsg"),
+}
+TRACING = ("crossedge_mkdir", "crossedge_exec")  # tp_btf programs, attached by links.attach_tracing
+# Where runtimes make containers: the systemd driver's slices, the cgroupfs drivers' parents.
+RUNTIME_PARENTS = ("/system.slice", "/machine.slice", "/kubepods.slice", "/kubepods", "/docker", "/libpod_parent")
 NO_RULE = "(no rule)"
 PRUNE_IDLE_NS = 60 * 10**9  # flows idle this long may be forgotten when the table fills up
 GLOB_CHARS = frozenset("*?[")
@@ -93,8 +107,12 @@ class Layout:
     def map(self, name: str) -> str:
         return str(self.root / "maps" / name)
 
+    def link(self, name: str) -> str:
+        return str(self.root / "links" / name)
+
     def complete(self) -> bool:
-        return all(os.path.exists(self.prog(p)) for p in PROGRAMS) and os.path.exists(self.map("events"))
+        progs = [*PROGRAMS, *TRACING]
+        return all(os.path.exists(self.prog(p)) for p in progs) and os.path.exists(self.map("lifecycle"))
 
 
 class Enforcer:
@@ -105,12 +123,14 @@ class Enforcer:
         scope: str = "*",
         cgroup_root: str | None = None,
         docker_roots: tuple[str, ...] = (DEFAULT_DOCKER_ROOT,),
+        podman_roots: tuple[str, ...] = (DEFAULT_PODMAN_ROOT,),
     ):
         self.obj = Path(obj)
         self.pin_root = Path(pin_root)
         self.scope = scope or "*"
         self.cgroup_root = cgroup_root or cgroup2_mount()
         self.docker_roots = tuple(docker_roots)
+        self.podman_roots = tuple(podman_roots)
         self.layout: Layout | None = None
         self.prog_ids: dict[str, int] = {}
         self.mirror: dict[str, dict[bytes, bytes]] = {m: {} for m in MAPS.values()}
@@ -120,6 +140,9 @@ class Enforcer:
         self.scopes: list[Scope] = []
         self.scope_ids: frozenset[int] = frozenset()  # cgroups the rules apply to (`monitored`)
         self.monitored: set[int] = set()  # what the `monitored` map holds
+        self.attached_ids: set[int] = set()  # what the `attach_points` map holds
+        self.heard: dict[int, float] = {}  # cgroups the kernel classified itself -> when we heard
+        self.walked_at = float("-inf")  # when the walk behind `scopes` started
         self.ruleset: RuleSet | None = None
         self.policy_version: int | None = None  # what the kernel holds
         self.notes: list[dict] = []
@@ -141,6 +164,11 @@ class Enforcer:
         self.prog_ids = {name: bpftool.prog_show(self.layout.prog(name))["id"] for name in PROGRAMS}
         self._read_maps()
         self.rescan(force=True)
+        for name in TRACING:  # after the attach points are in their map, so they classify right away
+            try:
+                links.attach_tracing(self.layout.prog(name), self.layout.link(name))
+            except links.LinkError as exc:
+                raise EnforcerError(f"{name} (container lifecycle) not attached: {exc}") from None
         self._retire_old_generations()
 
     def open(self) -> bool:
@@ -207,7 +235,7 @@ class Enforcer:
                 inside = True
             if inside:
                 try:
-                    ref = identify(rel, self.docker_roots)
+                    ref = identify(rel, self.docker_roots, self.podman_roots)
                     scopes.append(Scope(cgroup_id(dirpath), rel, ref.name if ref else None))
                 except FileNotFoundError:
                     continue
@@ -229,31 +257,39 @@ class Enforcer:
         """Where the programs go so that every container in scope, present or future, runs them."""
         prefix = literal_prefix(self.scope)
         if prefix:
-            exists = os.path.isdir(os.path.join(self.cgroup_root, prefix.lstrip("/")))
-            return [prefix] if exists else []
+            return [prefix] if self._exists(prefix) else []
         points = {posixpath.dirname(c) if posixpath.dirname(c) != "/" else c for c in containers}
+        points |= {p for p in RUNTIME_PARENTS if self._exists(p)}  # the first container of a node
         return sorted(p for p in points if not any(p != q and at_or_below(p, q) for q in points))
+
+    def _exists(self, rel: str) -> bool:
+        return os.path.isdir(os.path.join(self.cgroup_root, rel.lstrip("/")))
 
     def rescan(self, force: bool = False) -> bool:
         """Attach where missing; rewrite the maps when the set of cgroups in scope changed."""
+        started = time.monotonic()
         containers, scopes = self._walk()
+        self.walked_at = started
         points = self.attach_points(containers)
         changed = force or scopes != self.scopes
         for rel in points:
             if rel not in self.targets or force:
                 self._attach(rel)
         self.targets, self.containers = points, containers
+        self._write_attach_points()
         if changed:
             self.scopes = scopes
             self.scope_ids = frozenset(s.cgroup_id for s in scopes)
+        if changed or self.monitored != self.scope_ids:  # or the kernel classified one itself
             self._write_monitored()
-            if self.ruleset is not None:
-                self.sync(self.ruleset)
+        if changed and self.ruleset is not None:
+            self.sync(self.ruleset)
         return changed
 
     def _write_monitored(self) -> None:
         pin = self.layout.map("monitored")
-        add, gone = self.scope_ids - self.monitored, self.monitored - self.scope_ids
+        unwalked = {cgid for cgid, heard in self.heard.items() if heard >= self.walked_at}  # made after the walk
+        add, gone = self.scope_ids - self.monitored, self.monitored - self.scope_ids - unwalked
         commands = [bpftool.update_command(pin, hex_bytes(CGROUP.pack(i)), "01") for i in sorted(add)]
         commands += [bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(gone)]
         try:
@@ -264,6 +300,44 @@ class Enforcer:
     def _read_monitored(self) -> None:
         dump = bpftool.map_dump(self.layout.map("monitored"))
         self.monitored = {CGROUP.unpack(from_json_bytes(e["key"]))[0] for e in dump}
+
+    def _write_attach_points(self) -> None:
+        """The attach points' cgroup ids, for crossedge_mkdir to know a container's place."""
+        want = set()
+        for rel in self.targets:
+            try:
+                want.add(cgroup_id(os.path.join(self.cgroup_root, rel.lstrip("/"))))
+            except FileNotFoundError:
+                continue
+        if want == self.attached_ids:
+            return
+        pin = self.layout.map("attach_points")
+        commands = [bpftool.update_command(pin, hex_bytes(CGROUP.pack(i)), "01") for i in sorted(want)]
+        commands += [bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(self.attached_ids - want)]
+        bpftool.batch(commands)
+        self.attached_ids = want
+
+    def classified(self, cgid: int) -> None:
+        """The kernel put this cgroup in `monitored` itself (crossedge_mkdir): the first walk
+        after now lists it, or takes it out again if the agent finds it out of scope."""
+        self.monitored.add(cgid)
+        self.heard.setdefault(cgid, time.monotonic())
+
+    def judged(self, cgid: int) -> bool:
+        """Whether a walk made after the kernel classified this cgroup has settled it (in
+        scope, with its rules written, or out of scope): a held process there may go on."""
+        return cgid in self.scope_ids or self.heard.get(cgid, float("inf")) < self.walked_at
+
+    def pending(self) -> set[int]:
+        """Container cgroups whose first exec the kernel would hold (for a restarted agent)."""
+        return {CGROUP.unpack(from_json_bytes(e["key"]))[0] for e in bpftool.map_dump(self.layout.map("pending"))}
+
+    def release(self, cgids: set[int]) -> None:
+        """No more holds in these cgroups: the agent has written what applies to them."""
+        pin = self.layout.map("pending")
+        bpftool.batch([bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(cgids)])
+        for cgid in cgids:
+            self.heard.pop(cgid, None)
 
     def _attach(self, rel: str) -> None:
         if rel.strip("/") == "":

@@ -20,20 +20,23 @@ MAX_FLOWS = 65536
 ACTION_CODES = {"allow": 0, "alert": 1, "deny": 2}
 ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
 VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program did with a call
+OP_NAMES = {0: "connect", 1: "sendmsg"}  # CE_OP_*: which call was judged
+LIFECYCLE_TYPES = {1: "new", 2: "held"}  # CE_LC_*
 SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's prefix
 
 KEY4 = struct.Struct("<IQH4s")
 KEY6 = struct.Struct("<IQH16s")
 RULE = struct.Struct(f"<IIBB2x{RULE_ID_LEN}s")
-EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}s")
-FLOW_KEY = struct.Struct("<QIHBB16s")
+EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")
+FLOW_KEY = struct.Struct("<QIHBB16sB7x")
+LIFECYCLE = struct.Struct("<QQQII")
 FLOW = struct.Struct("<QQ")
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
 
 STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT, "ce_flow_key": FLOW_KEY,
-           "ce_flow": FLOW}  # fmt: skip
+           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -78,11 +81,13 @@ def decode_event(data: bytes) -> dict:
     """One struct ce_event from the perf buffer, as the agent's event fields."""
     if len(data) < EVENT.size:
         raise ValueError(f"kernel event is {len(data)} bytes, expected {EVENT.size}")
-    ts_ns, cgroup_id, folded, pid, tid, uid, gid, slot, port, family, verdict, addr, comm, rule_id = EVENT.unpack_from(
-        data
+    ts_ns, cgroup_id, folded, pid, tid, uid, gid, slot, port, family, verdict, addr, comm, rule_id, op = (
+        EVENT.unpack_from(data)
     )
     if verdict not in VERDICT_NAMES:
         raise ValueError(f"kernel event has verdict {verdict}")
+    if op not in OP_NAMES:
+        raise ValueError(f"kernel event has op {op}")
     return {
         "mono_ns": ts_ns,
         "cgroup_id": cgroup_id,
@@ -96,17 +101,35 @@ def decode_event(data: bytes) -> dict:
         "dest_port": socket.ntohs(port),
         "family": family,
         "kernel_verdict": VERDICT_NAMES[verdict],
+        "op": OP_NAMES[op],
         "comm": _cstr(comm),
         "rule_id": _cstr(rule_id),
     }
 
 
+def decode_lifecycle(data: bytes) -> dict:
+    """One struct ce_lifecycle: a container cgroup the kernel classified, or a held exec."""
+    if len(data) < LIFECYCLE.size:
+        raise ValueError(f"lifecycle record is {len(data)} bytes, expected {LIFECYCLE.size}")
+    ts_ns, cgroup_id, parent_id, pid, kind = LIFECYCLE.unpack_from(data)
+    if kind not in LIFECYCLE_TYPES:
+        raise ValueError(f"lifecycle record has type {kind}")
+    return {"type": LIFECYCLE_TYPES[kind], "mono_ns": ts_ns, "cgroup_id": cgroup_id, "parent_id": parent_id, "pid": pid}
+
+
 def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:
     """A `flows` entry: (flow key as in flow_of(event), last window start ns, folded calls)."""
-    cgroup_id, slot, port, family, verdict, addr = FLOW_KEY.unpack(key)
+    cgroup_id, slot, port, family, verdict, addr, op = FLOW_KEY.unpack(key)
     window_ns, folded = FLOW.unpack(value)
     return (
-        (cgroup_id, slot, socket.ntohs(port), _address(family, addr), VERDICT_NAMES.get(verdict, "?")),
+        (
+            cgroup_id,
+            slot,
+            socket.ntohs(port),
+            _address(family, addr),
+            VERDICT_NAMES.get(verdict, "?"),
+            OP_NAMES.get(op, "?"),
+        ),  # fmt: skip
         window_ns,
         folded,
     )
@@ -114,7 +137,7 @@ def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:
 
 def flow_of(event: dict) -> tuple:
     """The `flows` key of a decoded kernel event."""
-    return event["cgroup_id"], event["slot"], event["dest_port"], event["dest_ip"], event["kernel_verdict"]
+    return event["cgroup_id"], event["slot"], event["dest_port"], event["dest_ip"], event["kernel_verdict"], event["op"]
 
 
 def _cstr(raw: bytes) -> str:

@@ -1,4 +1,5 @@
-"""Decoding of `bpftool -j map event_pipe`: the connect4/6 programs' events.
+"""Decoding of `bpftool -j map event_pipe`: the programs' calls (`events`) and the
+container lifecycle records (`lifecycle`).
 
 bpftool writes one JSON array of records and closes each record's brace only when the
 next record starts, so waiting for whole objects would hold every event back until the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import ijson
 
-from ..kernel.layout import decode_event
+from ..kernel.layout import decode_event, decode_lifecycle
 from .bpftrace import LineError, Signal
 
 
@@ -28,8 +29,8 @@ async def items(stream):
             builder = None
 
 
-def parse(record) -> dict | Signal:
-    """One connect() the programs sent, or a Signal for the kernel's lost-sample records.
+def parse(record, decode=decode_event) -> dict | Signal:
+    """One call the programs sent, or a Signal for the kernel's lost-sample records.
 
     Those are `overflow`, not `lost`: a full buffer makes bpf_perf_event_output fail, and
     the programs then count the call with its flow (or in their `lost` map) themselves, so
@@ -46,6 +47,12 @@ def parse(record) -> dict | Signal:
     if not isinstance(data, list):
         raise LineError("record without data")
     try:
-        return decode_event(bytes(data))
+        return decode(bytes(data))
     except (ValueError, TypeError) as exc:
         raise LineError(f"bad kernel event: {exc}") from None
+
+
+def parse_lifecycle(record) -> dict | Signal:
+    """A container cgroup the kernel classified at mkdir, or a process it held at exec.
+    A lost record costs no hold: the program holds only what it could report."""
+    return parse(record, decode_lifecycle)

@@ -18,16 +18,18 @@
 
   const time = (iso) => new Date(iso).toISOString().replace("T", " ").slice(0, 19);
   const dest = (r) => (r.dest_ip.includes(":") ? `[${r.dest_ip}]` : r.dest_ip) + ":" + r.dest_port +
-    (r.count > 1 ? ` ×${r.count}` : "");  // folded in an event storm
+    (r.op === "sendmsg" ? " (udp sendto)" : "") + (r.count > 1 ? ` ×${r.count}` : "");  // ×: folded in a storm
   const proc = (r) => `${r.comm} [${r.pid}]`;
   const container = (r) => (r.container ? r.container.name : "host");
   const pill = (text, cls) => ({ text, cls: "pill " + (cls || text) });
   // null: seen by the kernel observer as the call began (a let-through call's outcome is not traced)
   const result = (r) => (r.result === null ? "—" : r.result === 0 ? "ok" : r.result === -1 ? "EPERM" : String(r.result));
-  const enforcement = (r) => (r.enforced ? " · refused by kernel" : r.audit ? " · audit only" : "");
+  // A deny the kernel did not apply says so, with why: staff must never read "deny" for a call that went through.
+  const enforcement = (r) => (r.enforced ? " · refused by kernel" : r.audit ? " · audit only" :
+    r.unenforced ? ` · NOT enforced: ${r.unenforced}` : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
-      result(r), pill(r.verdict), r.rule_id || "—"],
+      result(r), pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r), r.rule_id,
       pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];

@@ -31,7 +31,7 @@ CONNECT = "import sys; from monitor.testbed import connect_once as c; print(c(sy
 
 async def deliver_until(agent, node, done, timeout=5.0):
     """Play the uplink: number and store what the agent queued until done() holds."""
-    seq = 0
+    seq = node.last_seq  # numbering goes on across calls (a number used again is a duplicate)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         batch = []
@@ -72,8 +72,8 @@ def enforcement(kernel, cgroup_parent, tmp_path):
     pin_root = f"/sys/fs/bpf/{cgroup_parent.removesuffix('.slice')}"
     made = []
 
-    def container(name):
-        made.append(SimulatedContainer(name, cgroup_parent, str(tmp_path)).create())
+    def container(name, runtime_prefix="docker"):
+        made.append(SimulatedContainer(name, cgroup_parent, str(tmp_path), runtime_prefix).create())
         return made[-1]
 
     enforcer = Enforcer(pin_root=pin_root, scope=f"/{cgroup_parent}/*", docker_roots=(str(tmp_path),))
@@ -86,3 +86,22 @@ def enforcement(kernel, cgroup_parent, tmp_path):
             c.remove()
     assert not os.path.exists(pin_root), "pins left behind"
     assert not leftover, f"attachments left behind: {leftover}"
+
+
+EPERM = 1
+NETPROBE = Path(__file__).with_name("netprobe.c")
+
+
+@pytest.fixture(scope="session")
+def netprobe(tmp_path_factory):
+    """tests/kernel/netprobe.c built static (it also runs inside a busybox container image)."""
+    out = tmp_path_factory.mktemp("netprobe") / "netprobe"
+    subprocess.run(["clang", "-O2", "-static", "-Wall", "-o", str(out), str(NETPROBE)], check=True)
+    return out
+
+
+def netprobe_in(container, probe, op: str, host: str, port: int) -> int:
+    """One netprobe call from inside a (simulated) container: 0 or the errno."""
+    proc = container.spawn([str(probe), op, host, str(port)], stdout=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=10)
+    return int(out)

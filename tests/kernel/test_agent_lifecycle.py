@@ -2,6 +2,7 @@
 without a second attachment, denials while it was down are counted, and --uninstall
 leaves no pins and no attachments."""
 
+import glob
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from monitor.kernel import bpftool
+from monitor.kernel.enforcer import PROGRAMS, TRACING
 
 from .conftest import ROOT, connect_from
 
@@ -40,6 +42,15 @@ def wait_for(check, timeout=20.0, what="condition"):
 
 def ours_attached(cgroup_dir):
     return sorted(p["name"] for p in bpftool.cgroup_show(cgroup_dir) if p["name"].startswith("crossedge_"))
+
+
+def tracing_prog_ids(pin_root):
+    """The pinned container lifecycle programs' ids."""
+    return {bpftool.prog_show(p)["id"] for name in TRACING for p in glob.glob(f"{pin_root}/gen-*/progs/{name}")}
+
+
+def linked_prog_ids():
+    return {link["prog_id"] for link in bpftool.run("link", "show") or []}
 
 
 def tracer_pids(pin_root):
@@ -94,7 +105,9 @@ def test_sigkill_restart_adopt_and_uninstall(enforcement, targets, tmp_path):
         second = start()
         wait_for(lambda: "adopting pinned enforcement" in (tmp_path / "agent1.log").read_text(), what="adoption")
         wait_for(lambda: "kernel holds policy 1" in (tmp_path / "agent1.log").read_text(), what="policy reconciled")
-        assert ours_attached(os.path.dirname(app.dir)) == ["crossedge_c4", "crossedge_c6"]  # not a second copy
+        assert ours_attached(os.path.dirname(app.dir)) == sorted(PROGRAMS)  # not a second copy
+        lifecycle = tracing_prog_ids(enforcement.pin_root)
+        assert len(lifecycle) == len(TRACING) and lifecycle <= linked_prog_ids()  # attached, and stay so
         assert connect_from(app, "127.10.10.5", targets.port) == EPERM
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
@@ -107,8 +120,9 @@ def test_sigkill_restart_adopt_and_uninstall(enforcement, targets, tmp_path):
             text=True,
             check=True,
         )
-        assert "detached 2 program(s), removed 1 pinned generation(s)" in done.stdout
+        assert f"detached {len(PROGRAMS)} program(s), removed 1 pinned generation(s)" in done.stdout
         assert not os.path.exists(enforcement.pin_root)
+        assert not lifecycle & linked_prog_ids()  # their links went with the pins
         assert ours_attached(os.path.dirname(app.dir)) == []
         assert connect_from(app, "127.10.10.5", targets.port) == 0
     finally:

@@ -259,25 +259,3 @@ async def test_calls_made_while_no_agent_runs_are_reported_by_the_next_one(enfor
     for script, argv in ((UDP_BURST, ["25", "1"]), (REPEAT, ["120"])):  # no agent runs now
         await asyncio.to_thread(app.spawn([sys.executable, "-c", script, str(targets.port), *argv]).wait, 60)
     assert await session(25, 120, before="made while down") == (25, 120)
-
-
-async def test_a_new_containers_first_call_has_it_judged_without_waiting_for_a_rescan(
-    enforcement, targets, tmp_path, monkeypatch
-):
-    monkeypatch.setattr("monitor.agent.KERNEL_POLL", 60.0)  # no periodic rescan while the test runs
-    enforcement.container("edge-app-prod")  # the runtime's parent cgroup exists: the programs attach there
-    agent = programs_only(enforcement, tmp_path)
-    runner = await run_agent(agent)
-    try:
-        late = enforcement.container("edge-app-late")
-        first = await asyncio.to_thread(connect_from, late, "127.10.10.5", targets.port)
-        results = [first]
-        for _ in range(50):
-            if results[-1] == EPERM:
-                break
-            await asyncio.sleep(0.1)
-            results.append(await asyncio.to_thread(connect_from, late, "127.10.10.5", targets.port))
-    finally:
-        await stop(runner)
-    assert first == 0  # observed at once, not judged yet: no rescan had listed it
-    assert results[-1] == EPERM and late.cgroup_id in enforcement.enforcer.scope_ids

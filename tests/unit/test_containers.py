@@ -3,7 +3,7 @@
 import json
 
 from monitor.cgroups import CgroupIndex, cgroup2_mount
-from monitor.containers import identify
+from monitor.containers import identify, is_container_cgroup
 
 CID = "ab" * 32
 POD = "0d5a8a3e-1f2b-4c3d-9e8f-7a6b5c4d3e2f"
@@ -73,3 +73,37 @@ def test_a_new_cgroups_first_event_is_attributed_and_misses_are_not_rewalked(tmp
     for _ in range(100):  # a storm from an id that no walk finds costs one walk
         assert index.path(999_999_999) is None
     assert index.scans == scans + 1
+
+
+def test_docker_metadata_gives_image_and_labels_and_outlives_the_container(tmp_path):
+    cid = "c1" * 32
+    meta = tmp_path / "containers" / cid
+    meta.mkdir(parents=True)
+    labels = {"io.kubernetes.pod.name": "shop-0", "io.kubernetes.pod.namespace": "prod", "app": "shop"}
+    doc = {"Name": "/shop", "Config": {"Image": "registry.local/shop:1.2", "Labels": labels}}
+    (meta / "config.v2.json").write_text(json.dumps(doc))
+    ref = identify(f"/crossedge-x/docker/{cid}", (str(tmp_path),), ())
+    assert (ref.runtime, ref.name, ref.image, dict(ref.labels)) == ("docker", "shop", "registry.local/shop:1.2", labels)
+    (meta / "config.v2.json").unlink()  # `docker run --rm`: its metadata goes when it exits
+    assert identify(f"/crossedge-x/docker/{cid}", (str(tmp_path),), ()).image == "registry.local/shop:1.2"
+    assert ref.as_event()["labels"] == labels
+
+
+def test_podman_storage_index_gives_name_and_image_in_both_cgroup_forms(tmp_path):
+    cid = "d2" * 32
+    index = tmp_path / "overlay-containers"
+    index.mkdir()
+    extra = {"image-name": "localhost/crossedge-probe:1", "name": "pweb"}
+    item = {"id": cid, "names": ["pweb"], "image": "e3" * 32, "metadata": json.dumps(extra)}
+    (index / "containers.json").write_text(json.dumps([{"id": "garbage"}, "not an object", item]))
+    for path in (f"/machine.slice/libpod-{cid}.scope", f"/crossedge-x/podman/libpod-{cid}"):
+        ref = identify(path, (), (str(tmp_path),))
+        assert (ref.runtime, ref.container_id, ref.name, ref.image) == ("podman", cid, "pweb", extra["image-name"])
+    assert identify(f"/machine.slice/libpod-conmon-{cid}.scope", (), (str(tmp_path),)) is None
+
+
+def test_a_plain_id_below_any_parent_is_a_container():
+    """containerd's cgroupfs form is /<namespace>/<id>; Docker's with --cgroup-parent, <parent>/<id>."""
+    cid = "f4" * 32
+    assert identify(f"/k8s.io/{cid}", (), ()).runtime == "containerd"
+    assert is_container_cgroup(f"/k8s.io/{cid}") and not is_container_cgroup(f"/{cid}")

@@ -47,7 +47,7 @@ def kernel_call(folded: int, pid: int = 42, verdict: str = "allow") -> dict:
     """A call as monitor.kernel.layout.decode_event gives it."""
     return {"mono_ns": 1, "cgroup_id": 7, "folded": folded, "pid": pid, "tid": pid, "uid": 0, "gid": 0,
             "slot": 0, "dest_ip": "127.8.8.8", "dest_port": 443, "family": 4, "kernel_verdict": verdict,
-            "comm": "curl", "rule_id": ""}  # fmt: skip
+            "op": "connect", "comm": "curl", "rule_id": ""}  # fmt: skip
 
 
 def test_kernel_flow_counters_become_counted_events_once():
@@ -56,7 +56,7 @@ def test_kernel_flow_counters_become_counted_events_once():
     call = kernel_call(5, pid=43)
     assert flows.sent(call) == 5 and "folded" not in call  # the agent adds them to this call's count
     assert flows.sent(kernel_call(3)) == 0  # an older reading from another CPU's buffer
-    key = (7, 0, 443, "127.8.8.8", "allow")
+    key = (7, 0, 443, "127.8.8.8", "allow", "connect")
     [quiet] = flows.dump([(b"raw", key, 0, 9)])  # the flow went quiet: the dump tells, like its last call
     assert (quiet["count"], quiet["pid"], quiet["comm"], quiet["kernel_verdict"]) == (4, 42, "curl", "allow")
     assert flows.dump([(b"raw", key, 0, 9)]) == []
@@ -66,7 +66,7 @@ def test_kernel_flow_counters_become_counted_events_once():
 
 def test_kernel_counts_present_at_start_are_not_new_and_unknown_flows_get_a_template():
     flows = KernelFlows()
-    key = (9, 3, 80, "::1", "deny")
+    key = (9, 3, 80, "::1", "deny", "sendmsg")
     flows.resume([(b"raw", key, 0, 10)], None, "gen-a")
     (event,) = flows.dump([(b"raw", key, 0, 12)])
     assert (event["count"], event["family"], event["slot"], event["kernel_verdict"], event["pid"]) == (
@@ -76,17 +76,18 @@ def test_kernel_counts_present_at_start_are_not_new_and_unknown_flows_get_a_temp
         "deny",
         0,
     )
+    assert event["op"] == "sendmsg"  # a counted datagram flow stays a datagram flow
 
 
 def test_counts_made_while_no_agent_ran_are_reported_after_a_restart(tmp_path):
     state = str(tmp_path / "flows.json")
-    key = (9, 0, 80, "127.8.8.8", "allow")
+    key = (9, 0, 80, "127.8.8.8", "allow", "connect")
     before = KernelFlows()
     before.resume([], state, "gen-a")
     assert [e["count"] for e in before.dump([(b"raw", key, 0, 10)])] == [10]
     before.save(state, "gen-a")
     after = KernelFlows()  # restarted; meanwhile the kernel counted 5 more
-    new_key = (9, 0, 81, "127.8.8.8", "allow")  # a flow first counted while no agent ran
+    new_key = (9, 0, 81, "127.8.8.8", "allow", "connect")  # a flow first counted while no agent ran
     after.resume([(b"raw", key, 0, 15), (b"raw", new_key, 0, 3)], state, "gen-a")
     assert [e["count"] for e in after.dump([(b"raw", key, 0, 15), (b"raw", new_key, 0, 3)])] == [5, 3]
     other = KernelFlows()  # a new program generation: its counters are not the saved ones

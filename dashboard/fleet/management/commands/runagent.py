@@ -56,7 +56,15 @@ class Command(BaseCommand):
             "--docker-root",
             action="append",
             dest="docker_roots",
-            help="where Docker keeps container metadata, for names (repeatable)",
+            help="where Docker keeps container metadata, for names, images and labels (repeatable; "
+            "env CROSSEDGE_DOCKER_ROOTS)",
+        )
+        parser.add_argument(
+            "--podman-root",
+            action="append",
+            dest="podman_roots",
+            help="Podman's storage root, for names and images (repeatable; env CROSSEDGE_PODMAN_ROOTS; "
+            "default /var/lib/containers/storage)",
         )
         parser.add_argument(
             "--spool",
@@ -151,12 +159,14 @@ class Command(BaseCommand):
             self.stderr.write(f"degraded: {reason}")
         if not backends and not enforcer:
             raise CommandError("this kernel offers neither connection tracing nor enforcement: " + "; ".join(degraded))
-        roots = opts["docker_roots"] or settings.DOCKER_ROOTS
+        roots = tuple(opts["docker_roots"] or settings.DOCKER_ROOTS)
+        podman_roots = tuple(opts["podman_roots"] or settings.PODMAN_ROOTS)
         if enforcer:
-            enforcer.docker_roots = tuple(roots)
+            enforcer.docker_roots, enforcer.podman_roots = roots, podman_roots
         agent = Agent(
             backends,
             docker_roots=roots,
+            podman_roots=podman_roots,
             enforcer=enforcer,
             monitor_scope=opts["monitor_scope"],
             features=report,

@@ -1,0 +1,114 @@
+"""Real Docker and real Podman: no container slips through.
+
+On a node where no container ran before (the runtime's parent cgroup does not exist yet),
+`--rm` containers whose only action is one call: a connect() to a denied network, a
+connect() denied by a rule naming the container (and the same call from another
+container, let through), and one unconnected UDP sendto() to a denied address. Each denied
+call gets EPERM inside the container and is stored as one refused violation with the
+container's name and image within a second of the container's exit; no deny is left
+unenforced, and no hold ran out.
+"""
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.fleet.models import Node
+from monitor.agent import Agent
+
+from . import runtimes
+from .conftest import deliver_until
+from .test_enforce_agent import run_agent, stop
+from .test_first_call import cgroups_made
+
+pytestmark = [pytest.mark.kernel, pytest.mark.django_db(transaction=True)]
+
+EPERM = "1"
+
+
+@pytest.fixture(params=["docker", "podman"])
+def runtime(request, kernel, enforcement, netprobe):
+    problem = runtimes.available(request.param)
+    if problem:
+        if __import__("os").environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{request.param} test cannot run in CI: {problem}")
+        pytest.skip(problem)
+    kind = runtimes.Docker if request.param == "docker" else runtimes.Podman
+    rt = kind(enforcement.parent, runtimes.image_tar(str(netprobe)))
+    try:
+        yield rt
+    finally:
+        rt.close()
+        runtimes.remove_cgroups(enforcement.parent)
+
+
+@pytest.mark.parametrize("slow_agent", [False, True], ids=["agent", "slow-agent"])
+async def test_a_containers_first_call_is_refused_and_reported_with_its_name_and_image(
+    runtime, enforcement, targets, slow_agent, monkeypatch
+):
+    """With a slow agent (0.5 s to list a new container, slower than the runtime takes to
+    start it) the container's entrypoint is held at its exec until the agent has listed it."""
+    if slow_agent:
+        rescan = type(enforcement.enforcer).rescan
+
+        def slow_rescan(self, force=False):
+            time.sleep(0.5)
+            return rescan(self, force)
+
+        monkeypatch.setattr(type(enforcement.enforcer), "rescan", slow_rescan)
+    tag = uuid.uuid4().hex[:6]
+    web, other, first, dns = (f"{n}-{tag}" for n in ("web", "other", "first", "dns"))
+    policy = [
+        {"id": "deny-net", "match": {"dest_ip": "127.99.0.0/16"}, "action": "deny"},
+        {"id": "deny-web", "match": {"container": "web-*", "dest_port": targets.port}, "action": "deny"},
+        {"id": "deny-dns", "match": {"dest_ip": "127.53.0.0/16", "dest_port": 53}, "action": "deny"},
+    ]
+    node = await sync_to_async(Node.objects.create)(name=f"rt-{tag}", token_hash=uuid.uuid4().hex * 2)
+    enforcer = enforcement.enforcer
+    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
+    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
+    agent.set_policy(1, policy)
+    calls = [
+        (first, ["connect", "127.99.1.1", "443"], EPERM),
+        (web, ["connect", "127.8.8.8", str(targets.port)], EPERM),
+        (other, ["connect", "127.8.8.8", str(targets.port)], "0"),
+        (dns, ["sendto", "127.53.0.1", "53"], EPERM),
+    ]
+    with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):  # the scope's directory, nothing below
+        runner = await run_agent(agent)
+        try:
+            for name, argv, expected in calls:
+                done = await asyncio.to_thread(runtime.run, name, ["/bin/netprobe", *argv])
+                exited = time.monotonic()
+                assert (done.returncode, done.stdout.decode().strip()) == (0, expected), done.stderr.decode()
+                if expected == EPERM:
+                    await deliver_until(agent, node, lambda n=name: _violation(n), timeout=1.0)
+                    assert time.monotonic() - exited < 1.0
+            await deliver_until(agent, node, lambda: ConnectionEvent.objects.filter(container__name=other).exists())
+        finally:
+            await stop(runner)
+    health = agent.health()
+    assert health["not_enforced"] == 0 and "expired" not in health["holds"] and health["holds"]["pending"] == 0
+    if slow_agent:  # each container's entrypoint waited for the agent (runc and crun exec it once)
+        assert health["holds"]["held"] == health["holds"]["released"] == len(calls)
+
+    def check():
+        image = runtimes.IMAGE if runtime.name == "docker" else f"localhost/{runtimes.IMAGE}"
+        refused = ((first, "deny-net", "connect"), (web, "deny-web", "connect"), (dns, "deny-dns", "sendmsg"))
+        for name, rule, op in refused:
+            [v] = Violation.objects.filter(container__name=name).select_related("container", "event")
+            assert (v.rule_id, v.action, v.enforced, v.unenforced, v.event.count) == (rule, "deny", True, "", 1)
+            assert (v.container.runtime, v.container.image, v.event.result, v.event.op) == (runtime.name, image, -1, op)
+        [ok] = ConnectionEvent.objects.filter(container__name=other)
+        assert (ok.verdict, ok.result, ok.unenforced) == ("allow", None, "")
+        assert not ConnectionEvent.objects.exclude(unenforced="").exists()
+
+    await sync_to_async(check)()
+
+
+def _violation(name: str) -> bool:
+    return Violation.objects.filter(container__name=name, enforced=True).exists()
