@@ -1,7 +1,7 @@
 """Loopback connect() throughput with the connect4/6 programs (observing and enforcing),
 against none, in one run; optionally against the syscall tracer, connect.bt.
 
-    sudo .venv/bin/python -m bench.enforce_connect [--rounds 9] [--connects 3000] [--udp] [--tracer]
+    sudo .venv/bin/python -m bench.enforce_connect [--rounds 9] [--connects 3000] [--udp | --sendto] [--tracer]
 
 Three cgroups of our own, measured in rotating order each round (these machines are
 noisy: the arms are interleaved and the medians compared): one with no program, one with
@@ -14,7 +14,9 @@ before and stopped after that arm's run, each round). Each arm is a fresh proces
 inside its cgroup doing N blocking TCP connects to a loopback listener (RST on close, so
 no TIME_WAIT pile-up); the deny entries are for other 127/8 addresses, so every connect
 is looked up and allowed. --udp measures UDP connect(), which runs the same hook with
-almost no other work: the program's cost with nothing to hide it.
+almost no other work: the program's cost with nothing to hide it. --sendto measures
+datagrams sent with an address from one unconnected UDP socket (the sendmsg4 program runs
+for each one, as for a DNS client's queries).
 
 Target (issue 3): throughput with 10,000 entries >= 0.90 of no program.
 """
@@ -46,15 +48,20 @@ WORKER = r"""
 import socket, struct, sys, time
 host, port, n, kind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 linger = struct.pack("ii", 1, 0)
-typ = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+typ = socket.SOCK_DGRAM if kind in ("udp", "sendto") else socket.SOCK_STREAM
 start = time.perf_counter()
+if kind == "sendto":
+    s = socket.socket(socket.AF_INET, typ)
+    for _ in range(n):
+        s.sendto(b"x", (host, port))
+    n = 0
 for _ in range(n):
     s = socket.socket(socket.AF_INET, typ)
     if typ == socket.SOCK_STREAM:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     s.connect((host, port))
     s.close()
-print(n / (time.perf_counter() - start))
+print(int(sys.argv[3]) / (time.perf_counter() - start))
 """
 
 
@@ -104,11 +111,12 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--connects", type=int, default=3000, help="connects per arm per round")
     parser.add_argument("--udp", action="store_true", help="UDP connect() instead of TCP")
+    parser.add_argument("--sendto", action="store_true", help="UDP sendto() on one unconnected socket instead")
     parser.add_argument("--tracer", action="store_true", help="add an arm with connect.bt (bpftrace) running")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it makes cgroups and loads eBPF programs")
-    kind = "udp" if args.udp else "tcp"
+    kind = "sendto" if args.sendto else "udp" if args.udp else "tcp"
 
     tag = uuid.uuid4().hex[:8]
     parent = f"crossedge-bench-{tag}.slice"
@@ -126,7 +134,7 @@ def main(argv=None) -> int:
             e.sync(deny_rules(count))
             assert e.policy_version == 1 and e.targets == [arms[name].cgroup_path], e.health()
             print(f"{name}: {sum(e.health()['entries'].values())} entries in the kernel maps", file=sys.stderr)
-        port = 9  # discard: UDP connect needs no listener
+        port = 9  # discard: UDP needs no listener
         if kind == "tcp":
             listener, port = start_listener()
         names = list(arms) + (["connect.bt"] if args.tracer else [])

@@ -1,7 +1,8 @@
 """Simulated containers for the demo and the kernel tests.
 
-No container engine runs on our test machines, so a "container" here is what the agent
-actually sees of one: a cgroup2 directory named like a runtime scope
+The demo and the cheap kernel tests need no container engine, so a "container" here is
+what the agent actually sees of one (tests/kernel/test_runtimes.py runs real Docker and
+Podman): a cgroup2 directory named like a runtime scope
 (`<parent>/docker-<64 hex>.scope`), Docker-style metadata giving it a name, and
 processes that live in it. Everything is made under a parent cgroup of our own, never
 the root, and `remove()` takes down only what `create()` and `spawn()` made.

@@ -145,6 +145,7 @@ def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
         enforced=e["enforced"],
         audit=e["audit"],
         unenforced=e["unenforced"],
+        op=ev.op,
         comm=ev.comm,
         pid=ev.pid,
         dest_ip=ev.dest_ip,

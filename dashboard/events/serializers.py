@@ -42,6 +42,7 @@ def violation_row(v) -> dict:
         "enforced": v.enforced,
         "audit": v.audit,
         "unenforced": v.unenforced,
+        "op": v.op,
         "pid": v.pid,
         "comm": v.comm,
         "dest_ip": v.dest_ip,

@@ -112,6 +112,7 @@ class Node(models.Model):
             "notes": [{"rule_id": n["rule_id"], "message": str(n.get("message", ""))} for n in notes],
             "counters": {str(k): v for k, v in counters.items() if isinstance(v, int) and not isinstance(v, bool)},
             "error": str(raw.get("error") or ""),
+            "lifecycle_error": str(raw.get("lifecycle_error") or ""),
             "generation": str(raw.get("generation") or ""),
         }
 

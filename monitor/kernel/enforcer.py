@@ -71,6 +71,8 @@ PROGRAMS = {
 TRACING = ("crossedge_mkdir", "crossedge_exec")  # tp_btf programs, attached by links.attach_tracing
 # Where runtimes make containers: the systemd driver's slices, the cgroupfs drivers' parents.
 RUNTIME_PARENTS = ("/system.slice", "/machine.slice", "/kubepods.slice", "/kubepods", "/docker", "/libpod_parent")
+# cgroupfs drivers make their parent with their first container, too late to attach there first
+CGROUPFS_PARENTS = {"/docker": "dockerd", "/libpod_parent": "podman"}
 NO_RULE = "(no rule)"
 PRUNE_IDLE_NS = 60 * 10**9  # flows idle this long may be forgotten when the table fills up
 GLOB_CHARS = frozenset("*?[")
@@ -148,6 +150,7 @@ class Enforcer:
         self.notes: list[dict] = []
         self.error = ""
         self.adopted = False
+        self.lifecycle_error = ""  # the container lifecycle programs could not be attached
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -163,12 +166,15 @@ class Enforcer:
             self._load()
         self.prog_ids = {name: bpftool.prog_show(self.layout.prog(name))["id"] for name in PROGRAMS}
         self._read_maps()
+        self.make_runtime_parents()
         self.rescan(force=True)
+        self.lifecycle_error = ""
         for name in TRACING:  # after the attach points are in their map, so they classify right away
             try:
                 links.attach_tracing(self.layout.prog(name), self.layout.link(name))
-            except links.LinkError as exc:
-                raise EnforcerError(f"{name} (container lifecycle) not attached: {exc}") from None
+            except links.LinkError as exc:  # degrade: new containers are judged once the agent lists them
+                self.lifecycle_error = f"{name} not attached ({exc}): a new container is judged once listed"
+                log.error(self.lifecycle_error)
         self._retire_old_generations()
 
     def open(self) -> bool:
@@ -193,6 +199,8 @@ class Enforcer:
             "attached": sorted({cg for cg, prog in self.attachments() if prog["id"] in ours}),
             "entries": {name: len(entries) for name, entries in self.mirror.items()},
             "counters": self.counters(),
+            "lifecycle": sorted(name for name in TRACING if os.path.exists(self.layout.link(name))),
+            "pending": len(self.pending()),  # new containers whose first exec would be held
         }
 
     def _load(self) -> None:
@@ -262,6 +270,19 @@ class Enforcer:
         points |= {p for p in RUNTIME_PARENTS if self._exists(p)}  # the first container of a node
         return sorted(p for p in points if not any(p != q and at_or_below(p, q) for q in points))
 
+    def make_runtime_parents(self) -> list[str]:
+        """With a wildcard scope, make the cgroupfs parent of each runtime installed here, as
+        the runtime itself would with its first container, so the programs are there first."""
+        if literal_prefix(self.scope):
+            return []
+        made = []
+        for rel, program in CGROUPFS_PARENTS.items():
+            if shutil.which(program) and not self._exists(rel):
+                os.mkdir(os.path.join(self.cgroup_root, rel.lstrip("/")))
+                log.info("made %s for %s's first container", rel, program)
+                made.append(rel)
+        return made
+
     def _exists(self, rel: str) -> bool:
         return os.path.isdir(os.path.join(self.cgroup_root, rel.lstrip("/")))
 
@@ -288,7 +309,8 @@ class Enforcer:
 
     def _write_monitored(self) -> None:
         pin = self.layout.map("monitored")
-        unwalked = {cgid for cgid, heard in self.heard.items() if heard >= self.walked_at}  # made after the walk
+        heard = list(self.heard.items())  # one step: the agent's event loop adds to it meanwhile
+        unwalked = {cgid for cgid, when in heard if when >= self.walked_at}  # made after the walk
         add, gone = self.scope_ids - self.monitored, self.monitored - self.scope_ids - unwalked
         commands = [bpftool.update_command(pin, hex_bytes(CGROUP.pack(i)), "01") for i in sorted(add)]
         commands += [bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(gone)]
@@ -504,6 +526,7 @@ class Enforcer:
             "entries": {name: len(entries) for name, entries in self.mirror.items()},
             "notes": self.notes,
             "error": self.error,
+            "lifecycle_error": self.lifecycle_error,
         }
 
     def describe_entries(self) -> list[dict]:

@@ -51,6 +51,13 @@ def test_resent_batch_stores_nothing_twice(node):
         {"ts_ns": -5},
         {"result": "refused"},
         {"result": 1},
+        {"op": "bind"},
+        {"unenforced": "x" * 201},
+        {"unenforced": "only a deny can be unenforced"},  # verdict alert
+        {"verdict": "deny", "enforced": True, "unenforced": "refused and not refused"},
+        {"container": {"runtime": "docker", "id": "a", "name": "n", "pod_uid": "", "labels": ["app"]}},
+        {"container": {"runtime": "docker", "id": "a", "name": "n", "pod_uid": "", "labels": {"k": 1}}},
+        {"container": {"runtime": "docker", "id": "a", "name": "n", "pod_uid": "", "image": "i" * 256}},
     ],
 )
 def test_bad_event_is_rejected_the_rest_of_its_batch_is_stored(node, bad):
@@ -58,6 +65,19 @@ def test_bad_event_is_rejected_the_rest_of_its_batch_is_stored(node, bad):
     assert result.stored == 2 and len(result.rejected) == 1
     assert result.rejected[0]["index"] == 1 and result.rejected[0]["reason"]
     assert sorted(ConnectionEvent.objects.values_list("seq", flat=True)) == [1, 3]
+
+
+@pytest.mark.django_db
+def test_a_deny_the_kernel_did_not_apply_is_stored_as_such_with_the_containers_image(node):
+    why = "container not yet listed in the kernel"
+    sent = agent_event(1, verdict="deny", rule_id="deny-9", result=None, unenforced=why, op="sendmsg")
+    assert ingest_batch(node, [sent]).stored == 1
+    v = Violation.objects.select_related("event", "container").get()
+    assert (v.action, v.enforced, v.unenforced, v.event.unenforced, v.event.op) == ("deny", False, why, why, "sendmsg")
+    assert (v.container.image, v.container.labels) == ("edge/app:1.4", {"app": "edge"})
+    relabelled = agent_event(2, container=sent["container"] | {"labels": {"app": "edge", "tier": "web"}})
+    ingest_batch(node, [relabelled])
+    assert Container.objects.get().labels == {"app": "edge", "tier": "web"}
 
 
 @pytest.mark.django_db

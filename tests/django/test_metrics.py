@@ -14,6 +14,9 @@ def reporting(node):
         "spool": 12,
         "spool_dropped": 6,
         "kernel": {"policy_version": 9, "counters": {"deny-db": 3}},
+        "not_enforced": 2,  # deny verdicts the kernel let through
+        "not_enforced_reasons": {"not a container in the enforce scope": 2},
+        "holds": {"held": 5, "released": 5, "expired": 1, "pending": 0, "max_ms": 412.5},
     }
     node.policy_version = 9
     node.last_seq = 100
@@ -44,6 +47,9 @@ def test_metrics_from_loopback(client, reporting):
     assert got[("crossedge_spool_depth", (n,))] == 12
     assert got[("crossedge_policy_version", (n, ("where", "kernel")))] == 9
     assert got[("crossedge_node_last_stored_seq", (n,))] == 100
+    assert got[("crossedge_deny_not_enforced_total", (n,))] == 2
+    assert got[("crossedge_container_holds_total", (n, ("outcome", "held")))] == 5
+    assert got[("crossedge_container_holds_total", (n, ("outcome", "expired")))] == 1
 
 
 @pytest.mark.django_db

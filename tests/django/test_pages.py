@@ -55,7 +55,11 @@ KERNEL_HEALTH = {
 def test_node_and_rule_pages_show_what_the_kernel_holds(client, staff, node):
     from dashboard.policy.models import Rule
 
-    node.health = KERNEL_HEALTH
+    node.health = KERNEL_HEALTH | {
+        "not_enforced": 3,
+        "not_enforced_reasons": {"not a container in the enforce scope": 3},
+        "holds": {"held": 4, "released": 4, "expired": 1, "max_ms": 512.3},
+    }
     node.save()
     Rule.objects.create(rule_id="ghost-deny", action="deny", container="gone")
     Rule.objects.create(rule_id="deny-db", action="deny", dest_port="3306", mode="audit")
@@ -64,6 +68,8 @@ def test_node_and_rule_pages_show_what_the_kernel_holds(client, staff, node):
     assert "kernel holds v12" in nodes and "2 containers in scope (1 attach point)" in nodes and "4 entries" in nodes
     assert "holds 65536: kernel keeps policy 12" in nodes
     assert "ghost-deny: matches no monitored container" in nodes
+    assert "3 deny verdicts NOT enforced by the kernel: not a container in the enforce scope (3)" in nodes
+    assert "4 first execs held until listed (longest 512.3 ms)" in nodes and "1 let go unjudged" in nodes
     rules = client.get("/rules/").content.decode()
     assert "not enforced on edge-1: matches no monitored container" in rules
     assert "<td>41</td>" in rules and 'class="pill audit"' in rules
@@ -75,7 +81,7 @@ def test_node_and_rule_pages_show_what_the_kernel_holds(client, staff, node):
     ["nonsense", {"notes": "x", "counters": [1], "attached": 3}, {"notes": [{"rule_id": 5}], "counters": {"a": "b"}}],
 )
 def test_malformed_kernel_health_renders_without_error(client, staff, node, kernel):
-    node.health = {"kernel": kernel}
+    node.health = {"kernel": kernel, "not_enforced": "x", "not_enforced_reasons": [1], "holds": {"held": "x"}}
     node.save()
     client.force_login(staff)
     assert client.get("/nodes/").status_code == 200

@@ -1,6 +1,7 @@
 """YAML import is all-or-nothing; export then import gives back the same rules."""
 
 import io
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -134,3 +135,14 @@ def test_admin_import_page_reports_error_and_changes_nothing(client, staff):
     assert response.status_code == 302 and Rule.objects.count() == 2
     exported = client.get("/admin/policy/rule/export/")
     assert b"rule-002" in exported.content and exported["Content-Type"] == "application/yaml"
+
+
+@pytest.mark.django_db
+def test_the_seeds_default_policy_imports_verbatim(tmp_path):
+    """Top-level `description`, a numeric `cgroup_id`: the seed's own file."""
+    seed = (Path(__file__).parents[1] / "fixtures" / "default_policy.yaml").read_text()
+    assert "2 created" in import_file(tmp_path, seed)
+    rule = Rule.objects.get(rule_id="rule-002")
+    assert (rule.cgroup_id, rule.dest_ip, rule.dest_port, rule.action) == (67890, "10.10.10.5/32", "443", "deny")
+    with pytest.raises(CommandError, match="'description' must be a string"):
+        import_file(tmp_path, seed.replace('"Default CrossEdge policy for edge containers"', "[1]"))

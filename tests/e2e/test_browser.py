@@ -77,6 +77,46 @@ def test_an_editor_tests_a_draft_rule_against_stored_events(page, product):
     page.screenshot(path=str(ARTIFACTS / "draft-test.png"), full_page=True)
 
 
+REPLAY = """
+import time
+from dashboard.events.ingest import ingest_batch
+from dashboard.fleet.models import Node
+node = Node.objects.create(name="e2e-replay", token_hash="r" * 64)
+labels = {"io.kubernetes.pod.name": "shop-0", "io.kubernetes.pod.namespace": "prod", "app": "shop"}
+container = {"runtime": "docker", "id": "ee" * 32, "name": "e2e-shop", "pod_uid": "", "image": "edge/shop:1.4",
+             "labels": labels}
+event = {"seq": 1, "kind": "kernel", "ts_ns": time.time_ns(), "pid": 7, "tid": 7, "uid": 0, "gid": 0,
+         "cgroup_id": 9, "cgroup_path": "/docker/" + "ee" * 32, "family": 4, "dest_ip": "127.10.10.5",
+         "dest_port": 53, "result": None, "comm": "<b>dig</b>", "container": container, "verdict": "deny",
+         "rule_id": "e2e-dns", "severity": "high", "policy_version": 1, "op": "sendmsg",
+         "unenforced": "container not yet listed in the kernel"}
+assert ingest_batch(node, [event]).stored == 1
+"""
+
+
+def test_a_deny_the_kernel_did_not_apply_never_reads_refused(page, product):
+    """What staff see of a deny verdict that went through (stored as an agent sends it), and
+    of a container's image and labels."""
+    product.manage("shell", "--no-imports", "-c", REPLAY)
+    login(page, product.base, "admin")
+    page.goto(f"{product.base}/feed/violations/?rule=e2e-dns")
+    row = page.locator("#feed-rows tr", has_text="e2e-dns").first
+    expect(row).to_contain_text("NOT enforced: container not yet listed in the kernel", timeout=5_000)
+    expect(row).to_contain_text("127.10.10.5:53 (udp sendto)")
+    expect(row).to_contain_text("<b>dig</b>")  # a process name is text, never markup
+    expect(row).not_to_contain_text("refused")
+    page.screenshot(path=str(ARTIFACTS / "violations-not-enforced.png"), full_page=True)
+    page.goto(f"{product.base}/containers/")
+    page.get_by_role("link", name="e2e-shop").click()
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("edge/shop:1.4")
+    expect(facts).to_contain_text("prod/shop-0")
+    expect(facts).to_contain_text("app=shop")
+    expect(page.locator("section", has_text="Violations")).to_contain_text("NOT enforced")
+    expect(page.locator("section", has_text="Violations")).not_to_contain_text("refused")
+    page.screenshot(path=str(ARTIFACTS / "container.png"), full_page=True)
+
+
 def test_the_browser_reached_nothing_but_loopback(product, browser_jail):
     """Chromium's own attempts elsewhere (an IPv6 reachability probe) were refused in the kernel."""
     out = product.manage(

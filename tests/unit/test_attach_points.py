@@ -36,3 +36,15 @@ def test_rules_apply_at_and_below_a_container_in_scope(tmp_path):
     assert not enforcer.in_scope("/crossedge-x.slice")  # the attach point itself: observed only
     assert not enforcer.in_scope("/crossedge-x.slice/sshd.service")  # not a container
     assert not enforcer.in_scope(f"/other.slice/{b}") and not enforcer.in_scope(None)
+
+
+def test_a_fresh_node_gets_the_runtime_parents_before_any_container(tmp_path, monkeypatch):
+    """scope `*`, no container yet: the programs go where runtimes will put containers, and
+    a cgroupfs runtime's parent is made first (it would make it with its first container)."""
+    (tmp_path / "system.slice").mkdir()
+    monkeypatch.setattr("shutil.which", lambda program: f"/usr/bin/{program}" if program == "dockerd" else None)
+    fresh = Enforcer(scope="*", cgroup_root=str(tmp_path))
+    assert fresh.make_runtime_parents() == ["/docker"] and (tmp_path / "docker").is_dir()
+    assert fresh.attach_points([]) == ["/docker", "/system.slice"]
+    assert fresh.make_runtime_parents() == []  # made once
+    assert Enforcer(scope="/crossedge-x.slice/*", cgroup_root=str(tmp_path)).make_runtime_parents() == []
