@@ -153,11 +153,10 @@ def main(argv=None) -> int:
                 file=sys.stderr,
             )
         base = statistics.median(results["no-program"])
-        print(
-            f"\nloopback {kind.upper()} connect() throughput, {args.rounds} interleaved rounds x "
-            f"{args.connects} connects, medians:"
-        )
-        print(f"{'arm':<16}{'connects/s':>14}{'ratio':>8}")
+        call = "UDP sendto()" if kind == "sendto" else f"{kind.upper()} connect()"
+        unit = "datagrams/s" if kind == "sendto" else "connects/s"
+        print(f"\nloopback {call} throughput, {args.rounds} interleaved rounds x {args.connects} calls, medians:")
+        print(f"{'arm':<16}{unit:>14}{'ratio':>8}")
         for name in names:
             med = statistics.median(results[name])
             print(f"{name:<16}{med:>14,.0f}{med / base:>8.3f}")

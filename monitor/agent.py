@@ -327,6 +327,11 @@ class Agent:
                             self.kernel_ready.set()
                     else:
                         await asyncio.to_thread(enforcer.rescan)
+                    self.kernel_error = ""
+                except (BpftoolError, EnforcerError, OSError) as exc:
+                    self.kernel_error = str(exc)
+                    log.error("enforcement: %s", exc)  # enforcement stays attached; we retry
+                try:  # right after the rescan that lists them; and after MAX_HOLD whatever failed
                     await self._release_holds()
                     if time.monotonic() - last_flows >= FLOW_POLL:
                         await self.read_kernel_flows()
@@ -335,10 +340,9 @@ class Agent:
                         self.kernel_counters = await asyncio.to_thread(enforcer.counters)
                         self.kernel_lost = await asyncio.to_thread(enforcer.lost)
                         last_counters = time.monotonic()
-                    self.kernel_error = ""
-                except (BpftoolError, EnforcerError, OSError) as exc:
+                except (BpftoolError, OSError) as exc:
                     self.kernel_error = str(exc)
-                    log.error("enforcement: %s", exc)  # enforcement stays attached; we retry
+                    log.error("enforcement: %s", exc)
         finally:
             await asyncio.gather(pipe.stop(), life.stop())
             for task in pipe_tasks:
