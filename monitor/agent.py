@@ -104,6 +104,7 @@ class Agent:
         self.held: dict[int, set[int]] = {}  # ... and the processes it stopped there
         self.holds = collections.Counter()  # held, released, expired (went on unjudged)
         self.hold_ms_max = 0.0
+        self.list_ms_max = 0.0
         self.unenforced = collections.Counter()  # deny verdicts the kernel did not apply, by reason
 
     # -- events ---------------------------------------------------------------
@@ -206,6 +207,8 @@ class Agent:
             if scope.cgroup_id in done:  # its events may come after a `--rm` container is gone
                 self.cgroups.learn(scope.cgroup_id, scope.path)
         await asyncio.to_thread(self.enforcer.release, done)
+        for cgid in judged:  # how long a new container waited to be listed, held or not
+            self.list_ms_max = max(self.list_ms_max, (now - self.pending[cgid]) * 1000)
         for cgid in done:
             since = self.pending.pop(cgid)
             pids = self.held.pop(cgid, set()) or self._stopped_in(cgid, since)
@@ -393,7 +396,7 @@ class Agent:
             "kernel_lost": self.kernel_lost,
             "not_enforced": sum(self.unenforced.values()),
             "not_enforced_reasons": dict(self.unenforced.most_common(10)),
-            "holds": dict(self.holds) | {"pending": len(self.pending), "max_ms": round(self.hold_ms_max, 1)},
+            "holds": dict(self.holds) | self._hold_times(),
             "aggregated": self.folder.folded,
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,
@@ -407,6 +410,11 @@ class Agent:
                 "error": self.kernel_error or self.enforcer.error,
             }
         return health
+
+    def _hold_times(self) -> dict:
+        """Containers waiting now; the longest hold; the longest a new container waited to be listed."""
+        hold, listing = round(self.hold_ms_max, 1), round(self.list_ms_max, 1)
+        return {"pending": len(self.pending), "max_ms": hold, "list_ms": listing}
 
     # -- lifecycle ------------------------------------------------------------
     async def wait_ready(self, timeout: float) -> None:

@@ -92,6 +92,7 @@ async def test_a_containers_first_call_is_refused_and_reported_with_its_name_and
         finally:
             await stop(runner)
     health = agent.health()
+    print(f"{runtime.name}: listed within {health['holds']['list_ms']} ms, holds {health['holds']}")
     assert health["not_enforced"] == 0 and "expired" not in health["holds"] and health["holds"]["pending"] == 0
     if slow_agent:  # each container's entrypoint waited for the agent (runc and crun exec it once)
         assert health["holds"]["held"] == health["holds"]["released"] == len(calls)
