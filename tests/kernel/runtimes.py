@@ -62,6 +62,10 @@ def remove_cgroups(parent: str) -> None:
 class Runtime:
     name = ""
     data_root = ""
+    base: list[str] = []  # the CLI and its options
+
+    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60, check=True):
+        return subprocess.run([*self.base, *args], input=input, capture_output=True, timeout=timeout, check=check)
 
     def run(self, name: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
         raise NotImplementedError
@@ -79,6 +83,7 @@ class Docker(Runtime):
         self.exec_root = f"/run/crossedge-test-docker-{tag}"
         self.sock = f"/run/crossedge-test-docker-{tag}.sock"
         self.cgroup_parent = f"/{cgroup_parent.strip('/')}/docker"
+        self.base = [shutil.which("docker"), "-H", f"unix://{self.sock}"]
         self.log = open(f"/tmp/crossedge-test-dockerd-{tag}.log", "wb")  # noqa: SIM115
         argv = [
             "dockerd", "--iptables=false", "--ip-forward=false", "--bridge=none", "--ip-masq=false",
@@ -93,12 +98,6 @@ class Docker(Runtime):
         except BaseException:
             self.close()
             raise
-
-    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60, check=True):
-        return subprocess.run(
-            [shutil.which("docker"), "-H", f"unix://{self.sock}", *args],
-            input=input, capture_output=True, timeout=timeout, check=check,
-        )  # fmt: skip
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30
@@ -154,9 +153,6 @@ class Podman(Runtime):
         except BaseException:
             self.close()
             raise
-
-    def cli(self, *args: str, input: bytes | None = None, timeout: float = 60, check=True):
-        return subprocess.run([*self.base, *args], input=input, capture_output=True, timeout=timeout, check=check)
 
     def run(self, name, argv, timeout=60):
         return self.cli(
