@@ -46,6 +46,7 @@ class BackendHealth:
     lost_events: int = 0
     overflowed: int = 0  # calls the kernel could not send and counted instead: not lost
     bad_lines: int = 0
+    stderr_dropped: int = 0  # stderr lines too long to read (counted once per LINE_LIMIT read)
     last_error: str = ""
     since: float = 0.0
 
@@ -207,7 +208,15 @@ class Supervisor:
 
     async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
         self._last_stderr = ""
-        while line := await stream.readline():
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # longer than LINE_LIMIT: dropped by the reader, counted here
+                self.health.stderr_dropped += 1
+                log.warning("backend %s: a stderr line over %d bytes was dropped", self.backend.name, LINE_LIMIT)
+                continue
+            if not line:
+                return
             text = line.decode(errors="replace").strip()
             if not text:
                 continue
