@@ -67,14 +67,17 @@ def run(*args: str, json_output: bool = True, stdin: str | None = None, timeout:
         raise BpftoolError(what, f"no answer within {timeout:.0f}s") from None
     out = proc.stdout.strip()
     parsed = None
+    garbled = ""
     if json_output and out:
         try:
             parsed = json.loads(out)
-        except json.JSONDecodeError:
-            parsed = None
+        except json.JSONDecodeError as exc:
+            garbled = f"unreadable JSON from bpftool ({exc}): {out[:200]!r}"
     if proc.returncode != 0:
         detail = parsed.get("error", "") if isinstance(parsed, dict) else ""
         raise _classify(what, "\n".join(x for x in (detail, proc.stderr.strip()) if x) or f"status {proc.returncode}")
+    if garbled:  # never an empty answer: an empty map dump would read as "nothing pinned, no flows"
+        raise BpftoolError(what, garbled)
     return parsed if json_output else out
 
 
