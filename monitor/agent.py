@@ -48,6 +48,7 @@ KERNEL_POLL = 1.0  # seconds between cgroup rescans (new containers get enforcem
 FLOW_POLL = 1.0  # seconds between reads of the programs' flow counters
 COUNTER_POLL = 2.0
 START_RETRY = 30.0
+SYNC_RETRY, SYNC_RETRY_MAX = 1.0, 30.0  # seconds before a failed policy write is tried again (doubling)
 
 
 class Agent:
@@ -106,6 +107,7 @@ class Agent:
         self.hold_ms_max = 0.0
         self.list_ms_max = 0.0
         self.unenforced = collections.Counter()  # deny verdicts the kernel did not apply, by reason
+        self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
@@ -324,10 +326,9 @@ class Agent:
                     pass
                 self._kernel_wakeup.clear()
                 try:
-                    if self.policy_received and enforcer.ruleset is not self.ruleset:
+                    if self._policy_due():
                         await asyncio.to_thread(enforcer.sync, self.ruleset)
-                        if enforcer.policy_version == self.ruleset.version:
-                            self.kernel_ready.set()
+                        self._policy_written()
                     else:
                         await asyncio.to_thread(enforcer.rescan)
                     self.kernel_error = ""
@@ -355,6 +356,22 @@ class Agent:
                 await self.read_kernel_flows()
             except (BpftoolError, OSError) as exc:
                 log.error("last flow-table read: %s", exc)
+
+    def _policy_due(self) -> bool:
+        """A new policy, or one the kernel does not hold yet (a failed write), when its retry is due."""
+        if not self.policy_received:
+            return False
+        if self.enforcer.ruleset is not self.ruleset:
+            return True
+        return self.enforcer.policy_version != self.ruleset.version and time.monotonic() >= self._sync_retry_at
+
+    def _policy_written(self) -> None:
+        if self.enforcer.policy_version == self.ruleset.version:
+            self._sync_backoff = SYNC_RETRY
+            self.kernel_ready.set()
+        else:  # the kernel holds part of it, or the old one: write it again, later and later
+            self._sync_retry_at = time.monotonic() + self._sync_backoff
+            self._sync_backoff = min(self._sync_backoff * 2, SYNC_RETRY_MAX)
 
     async def read_kernel_flows(self) -> None:
         """The programs' flow counters: what they counted since the last reading, as events

@@ -25,7 +25,7 @@ async def test_a_huge_stderr_line_is_counted_and_the_backend_keeps_running():
     script = (
         "import sys, time; sys.stderr.write('x' * (3 << 20) + '\\n'); sys.stderr.write('after\\n')\n"
         "sys.stderr.flush()\n"
-        "print('{\"type\": \"attached_probes\", \"data\": {\"probes\": 2}}', flush=True); time.sleep(30)"
+        'print(\'{"type": "attached_probes", "data": {"probes": 2}}\', flush=True); time.sleep(30)'
     )
     backend = dataclasses.replace(BACKENDS["connect"], program="python3", command=lambda exe: [exe, "-c", script])
     sup = Supervisor(backend, lambda *_: None, min_backoff=0.01, max_backoff=0.02)
