@@ -44,6 +44,7 @@ KERNEL = "kernel"  # the backend name (and event kind) of the programs' events
 LIFECYCLE = "lifecycle"  # the programs' container lifecycle records
 MAX_HOLD = 2.0  # seconds a held exec waits for the agent before it goes on unjudged
 EPERM = -1
+MAX_PATH = 1024  # the dashboard's cgroup_path length (dashboard/events/schema.py)
 KERNEL_POLL = 1.0  # seconds between cgroup rescans (new containers get enforcement)
 FLOW_POLL = 1.0  # seconds between reads of the programs' flow counters
 COUNTER_POLL = 2.0
@@ -128,7 +129,7 @@ class Agent:
             self._judge(backend, event, path)
 
     def _judge(self, backend: str, event: dict, path: str | None) -> None:
-        event["cgroup_path"] = path or ""
+        event["cgroup_path"] = _fit_path(path or "")
         ref = identify(path, self.docker_roots, self.podman_roots)
         event["container"] = ref.as_event() if ref else None
         kernel_verdict = event.pop("kernel_verdict", "allow")
@@ -455,6 +456,12 @@ class Agent:
             for task in runners:
                 task.cancel()
             await asyncio.gather(*runners, return_exceptions=True)
+
+
+def _fit_path(path: str) -> str:
+    """A cgroup path as the dashboard stores it (MAX_PATH characters): a deeper one keeps its
+    end, where the container is, and says it was cut (`…/`), so its event is stored, not refused."""
+    return path if len(path) <= MAX_PATH else "…/" + path[-(MAX_PATH - 2) :]
 
 
 def _state(pid: int) -> str:
