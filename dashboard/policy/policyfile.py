@@ -23,7 +23,7 @@ class PolicyFileError(ValueError):
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader without aliases, anchors or duplicate keys."""
+    """SafeLoader without aliases, anchors, explicit tags or duplicate keys."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -32,6 +32,9 @@ class StrictLoader(yaml.SafeLoader):
         event = self.peek_event()
         if getattr(event, "anchor", None):
             raise yaml.MarkedYAMLError(None, None, "anchors are not allowed in policy files", event.start_mark)
+        if getattr(event, "tag", None) is not None:  # explicit tags (!!str, !!map, !x): plain YAML only
+            message = f"tags are not allowed in policy files ({event.tag})"
+            raise yaml.MarkedYAMLError(None, None, message, event.start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):

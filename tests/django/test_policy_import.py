@@ -36,6 +36,8 @@ BROKEN = {
     "duplicate rule id": (GOOD + "  - {id: rule-001, match: {}, action: deny}\n", "more than one rule"),
     "alias bomb": ("a: &a [x, x]\nb: &b [*a, *a]\nrules: [*b]\n", "not allowed"),
     "python tag": ("rules:\n  - !!python/object/apply:os.system ['true']\n", "invalid YAML"),
+    "explicit str tag": ("rules:\n  - {id: !!str a, match: {}, action: deny}\n", "tags are not allowed"),
+    "explicit map tag": ("rules:\n  - !!map {id: a, match: {}, action: deny}\n", "tags are not allowed"),
     "unknown format version": ("version: '9'\nrules: []\n", "unsupported format version"),
     "not a mapping": ("- just\n- a list\n", "top level must be a mapping"),
     "binary garbage": ("\udcff\udcfe".encode("utf-8", "surrogateescape").decode("latin-1"), ""),
