@@ -3,6 +3,7 @@
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -57,6 +58,9 @@ class RuleAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             limit = settings.POLICY_MAX_BYTES
+            if form.cleaned_data["mode"] == "replace" and not self.has_delete_permission(request):
+                form.add_error("mode", "Nothing was imported: replace deletes rules, and you may not delete rules.")
+                return self._import_page(request, form)
             try:
                 rules = policyfile.loads(upload.read(limit + 1), upload.name, limit)
                 result = actions.import_rules(rules, form.cleaned_data["mode"])
@@ -65,6 +69,9 @@ class RuleAdmin(admin.ModelAdmin):
             else:
                 messages.success(request, f"Imported {upload.name}: {result}.")
                 return redirect("admin:policy_rule_changelist")
+        return self._import_page(request, form)
+
+    def _import_page(self, request, form):
         context = {
             **self.admin_site.each_context(request),
             "form": form,
@@ -74,6 +81,8 @@ class RuleAdmin(admin.ModelAdmin):
         return render(request, "admin/policy/rule/import.html", context)
 
     def export_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied("exporting the policy needs permission to view rules")
         response = HttpResponse(policyfile.dumps(actions.export_specs()), content_type="application/yaml")
         response["Content-Disposition"] = 'attachment; filename="crossedge-policy.yaml"'
         return response

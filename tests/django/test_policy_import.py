@@ -148,3 +148,22 @@ def test_the_seeds_default_policy_imports_verbatim(tmp_path):
     assert (rule.cgroup_id, rule.dest_ip, rule.dest_port, rule.action) == (67890, "10.10.10.5/32", "443", "deny")
     with pytest.raises(CommandError, match="'description' must be a string"):
         import_file(tmp_path, seed.replace('"Default CrossEdge policy for edge containers"', "[1]"))
+
+
+@pytest.mark.django_db
+def test_admin_replace_import_needs_delete_and_export_needs_view(client, django_user_model, tmp_path):
+    from django.contrib.auth.models import Permission
+
+    import_file(tmp_path, GOOD)
+    clerk = django_user_model.objects.create_user("clerk", "", "pw-clerk-12345", is_staff=True)
+    clerk.user_permissions.set(Permission.objects.filter(codename__in=("add_rule", "change_rule")))
+    client.force_login(clerk)
+    one = io.BytesIO(b"rules:\n  - {id: rule-001, match: {}, action: deny}\n")
+    one.name = "one.yaml"
+    response = client.post("/admin/policy/rule/import/", {"file": one, "mode": "replace"})
+    assert response.status_code == 200 and b"you may not delete rules" in response.content
+    assert Rule.objects.count() == 2  # nothing deleted, nothing changed
+    assert client.get("/admin/policy/rule/export/").status_code == 200  # change implies view
+    bystander = django_user_model.objects.create_user("bystander", "", "pw-by-12345", is_staff=True)
+    client.force_login(bystander)
+    assert client.get("/admin/policy/rule/export/").status_code == 403  # staff alone does not read the policy
