@@ -78,8 +78,9 @@ def identify(
     if not cgroup_path:
         return None
     parts = [p for p in cgroup_path.split("/") if p]
-    # The innermost container wins: nested cgroups inside a container belong to it.
-    for depth in range(len(parts) - 1, -1, -1):
+    # The outermost container wins: that is where the runtime put it. Everything below is the
+    # container's own, and a tenant can name a cgroup there like another container's scope.
+    for depth in range(len(parts)):
         leaf, parents = parts[depth], parts[:depth]
         ref = _from_leaf(leaf, parents)
         if ref:

@@ -107,3 +107,15 @@ def test_a_plain_id_below_any_parent_is_a_container():
     cid = "f4" * 32
     assert identify(f"/k8s.io/{cid}", (), ()).runtime == "containerd"
     assert is_container_cgroup(f"/k8s.io/{cid}") and not is_container_cgroup(f"/{cid}")
+
+
+def test_a_cgroup_named_like_another_container_inside_one_is_still_that_one(tmp_path):
+    """Identity comes from where the runtime put the container: a tenant who makes
+    `docker-<victim id>.scope` inside its own container claims nothing (issue 16)."""
+    tenant, victim = "a1" * 32, "b2" * 32
+    for cid, name in ((tenant, "tenant"), (victim, "victim")):
+        (tmp_path / "containers" / cid).mkdir(parents=True)
+        (tmp_path / "containers" / cid / "config.v2.json").write_text(json.dumps({"Name": f"/{name}"}))
+    ref = identify(f"/system.slice/docker-{tenant}.scope/docker-{victim}.scope", (str(tmp_path),), ())
+    assert (ref.container_id, ref.name) == (tenant, "tenant")
+    assert identify(f"/docker/{tenant}/{victim}", (str(tmp_path),), ()).name == "tenant"
