@@ -411,6 +411,7 @@ class Agent:
             "out_of_scope": self.out_of_scope,
             "storm": self.folder.storm,
             "covered": self.covered,
+            "bad_counts": self.flows.bad,  # tracer count entries that could not be read
             "kernel_lost": self.kernel_lost,
             "not_enforced": sum(self.unenforced.values()),
             "not_enforced_reasons": dict(self.unenforced.most_common(10)),

@@ -16,6 +16,7 @@ counter that shrank means the tracer restarted: its whole value is new.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import struct
@@ -24,6 +25,7 @@ import time
 from .kernel.layout import flow_of
 from .parsers.bpftrace import LineError
 
+log = logging.getLogger("crossedge.agent")
 TEMPLATE_FIELDS = ("pid", "tid", "uid", "gid", "comm", "cgroup_id", "family", "dest_ip", "dest_port", "result")
 
 
@@ -35,6 +37,7 @@ class FlowCounts:
     def __init__(self):
         self.templates: dict[tuple, dict] = {}
         self.totals: dict[tuple, int] = {}
+        self.bad = 0  # map entries that could not be read
 
     def note(self, event: dict) -> None:
         """A printed IPv4 call: the template for its flow's counted calls."""
@@ -57,10 +60,12 @@ class FlowCounts:
             try:
                 cgroup, addr, port, ret = (int(x) for x in raw.split(","))
                 ip = socket.inet_ntoa(struct.pack("<I", addr))
-            except (ValueError, struct.error):
-                raise LineError(f"bad @folded key {raw!r}") from None
-            if not isinstance(total, int) or total < 0:
-                raise LineError(f"bad @folded count {total!r}")
+            except (ValueError, struct.error, AttributeError):
+                cgroup = None
+            if cgroup is None or isinstance(total, bool) or not isinstance(total, int) or total < 0:
+                self.bad += 1  # this entry only: the others' counts still go out (raising lost them)
+                log.warning("tracer: bad @folded entry %r: %r", raw, total)
+                continue
             key = (cgroup, ip, port, ret)
             before = self.totals.get(key, 0)
             self.totals[key] = total

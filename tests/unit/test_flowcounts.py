@@ -35,12 +35,19 @@ def test_a_counter_that_shrank_is_taken_whole():
     assert [e["count"] for e in flows.dump({"@folded": {"7,84544127,443,0": 2}})] == [2]
 
 
-@pytest.mark.parametrize(
-    "maps", [{"@folded": []}, {"@folded": {"x,y": 1}}, {"@folded": {"1,2,3": 1}}, {"@folded": {"1,2,3,4": -1}}]
-)
-def test_garbage_maps_are_refused(maps):
+def test_a_map_that_is_not_a_map_is_refused():
     with pytest.raises(LineError):
-        FlowCounts().dump(maps)
+        FlowCounts().dump({"@folded": []})
+
+
+@pytest.mark.parametrize("bad", [("x,y", 1), ("1,2,3", 1), ("1,2,3,4", -1), ("1,2,3,4", "7"), ("1,2,3,4", True)])
+def test_a_garbage_entry_is_counted_and_the_others_still_go_out_once(bad):
+    """A bad entry between good ones used to raise after the good ones' totals had moved
+    on: their counts were never reported (issue 16)."""
+    flows = FlowCounts()
+    maps = {"@folded": {"7,84544127,443,0": 3, bad[0]: bad[1], "1,16777343,9,-111": 20}}
+    assert sorted(e["count"] for e in flows.dump(maps)) == [3, 20] and flows.bad == 1
+    assert flows.dump(maps) == [] and flows.bad == 2  # nothing twice
 
 
 def kernel_call(folded: int, pid: int = 42, verdict: str = "allow") -> dict:
