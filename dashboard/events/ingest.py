@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -18,6 +18,8 @@ from . import feeds
 from .models import ConnectionEvent, Violation
 from .schema import EventError, check_event
 from .serializers import connection_row, violation_row
+
+INSERT_ATTEMPTS = 3  # a batch raced by another worker for the same node is checked again
 
 
 @dataclass
@@ -42,9 +44,25 @@ def ingest_batch(node: Node, batch: list) -> IngestResult:
             result.rejected.append({"index": index, "seq": seq if isinstance(seq, int) else None, "reason": str(exc)})
     if not good:
         return result
+    for attempt in range(INSERT_ATTEMPTS):
+        try:
+            return _store(node, good, result)
+        except IntegrityError:  # another worker stored some of these (node, seq) in between
+            if attempt == INSERT_ATTEMPTS - 1:
+                raise
+            node.refresh_from_db(fields=["last_seq"])
+            result.duplicates = 0
+    raise AssertionError("unreachable")
+
+
+def _known(node: Node, seqs: set[int]) -> set[int]:
+    return set(ConnectionEvent.objects.filter(node=node, seq__in=seqs).values_list("seq", flat=True))
+
+
+def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
     with transaction.atomic():
         seqs = {e["seq"] for e in good}
-        known = set(ConnectionEvent.objects.filter(node=node, seq__in=seqs).values_list("seq", flat=True))
+        known = _known(node, seqs)
         fresh, seen = [], set()
         for event in good:
             if event["seq"] in known or event["seq"] in seen:

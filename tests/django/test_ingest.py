@@ -81,6 +81,25 @@ def test_a_deny_the_kernel_did_not_apply_is_stored_as_such_with_the_containers_i
 
 
 @pytest.mark.django_db
+def test_a_batch_raced_by_another_worker_for_the_same_node_stores_the_rest(node, monkeypatch):
+    """Two daphne workers storing overlapping batches of one node: the one that loses the
+    race used to raise IntegrityError; now it checks again and counts duplicates (issue 16)."""
+    from dashboard.events import ingest
+
+    ingest_batch(node, [agent_event(1)])
+    real, calls = ingest._known, []
+
+    def racing(node, seqs):  # the first check runs before the other worker's insert commits
+        calls.append(seqs)
+        return set() if len(calls) == 1 else real(node, seqs)
+
+    monkeypatch.setattr(ingest, "_known", racing)
+    result = ingest_batch(node, [agent_event(1), agent_event(2)])
+    assert (result.stored, result.duplicates, len(calls)) == (1, 1, 2)
+    assert sorted(ConnectionEvent.objects.values_list("seq", flat=True)) == [1, 2]
+
+
+@pytest.mark.django_db
 def test_non_object_events_are_rejected(node):
     result = ingest_batch(node, ["x", None, 5])
     assert result.stored == 0 and len(result.rejected) == 3
