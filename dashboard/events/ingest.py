@@ -164,6 +164,7 @@ def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
         audit=e["audit"],
         unenforced=e["unenforced"],
         op=ev.op,
+        count=ev.count,
         comm=ev.comm,
         pid=ev.pid,
         dest_ip=ev.dest_ip,

@@ -71,6 +71,7 @@ class Violation(models.Model):
         max_length=200, blank=True, help_text="A deny the kernel did not apply: why (the connection went through)."
     )
     op = models.CharField(max_length=8, choices=OPS, default="connect", help_text="The call judged.")
+    count = models.PositiveIntegerField(default=1, help_text="Calls this row stands for (counted in the kernel)")
     comm = models.CharField(max_length=64)
     pid = models.IntegerField()
     dest_ip = models.GenericIPAddressField(unpack_ipv4=False)

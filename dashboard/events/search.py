@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Max, Min, Q, Sum
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
@@ -130,7 +130,7 @@ def grouped(request):
     qs = flt.apply(Violation.objects.all(), "action")
     groups = list(
         qs.values("rule_id", "action", "container_id", "container__name", "node__name", "dest_ip", "dest_port")
-        .annotate(n=Count("id"), first=Min("ts"), last=Max("ts"))
+        .annotate(n=Sum("count"), first=Min("ts"), last=Max("ts"))
         .order_by("-last")[:GROUPS]
     )
     samples = {}

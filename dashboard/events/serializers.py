@@ -43,6 +43,7 @@ def violation_row(v) -> dict:
         "audit": v.audit,
         "unenforced": v.unenforced,
         "op": v.op,
+        "count": v.count,
         "pid": v.pid,
         "comm": v.comm,
         "dest_ip": v.dest_ip,

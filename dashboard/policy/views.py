@@ -8,8 +8,8 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Sum
-from django.db.models.functions import TruncHour
+from django.db.models import Sum
+from django.db.models.functions import Coalesce, TruncHour
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -57,7 +57,7 @@ def hits_per_hour(rule_id: str, now) -> list[tuple[str, dict]]:
         Violation.objects.filter(rule_id=rule_id, ts__gte=since)
         .annotate(hour=TruncHour("ts"))
         .values("hour", "action")
-        .annotate(n=Count("id"))
+        .annotate(n=Sum("count"))
         .order_by()
     )
     counts: dict = {}
@@ -78,7 +78,8 @@ def rule(request, rule_id):
     now = timezone.now()
     would_deny = None
     if row and row.mode == "audit":
-        would_deny = Violation.objects.filter(rule_id=rule_id, audit=True, ts__gte=row.created_at).count()
+        audited = Violation.objects.filter(rule_id=rule_id, audit=True, ts__gte=row.created_at)
+        would_deny = audited.aggregate(n=Coalesce(Sum("count"), 0))["n"]
     context = {
         "rule": row,
         "rule_id": rule_id,

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from dashboard.events.ingest import ingest_batch
 from dashboard.events.models import ConnectionEvent
 from dashboard.fleet.models import Container
 from dashboard.policy.models import Rule, RuleChange
 from dashboard.policy.roles import EDITORS, VIEWERS
+from dashboard.policy.views import hits_per_hour
 
 from .conftest import agent_event
 
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def stored(node):
     batch = [agent_event(i, verdict="alert", rule_id="rule-001") for i in range(1, 6)]
+    batch[0]["count"] = 40  # 40 alerts folded in the kernel into one row
     batch += [
         agent_event(i, container=STAGING, cgroup_path="/docker/" + "cd" * 32, verdict="deny", rule_id="rule-002",
                     dest_ip="127.0.0.2", dest_port=3306, comm="=HYPERLINK(1)")
@@ -82,7 +85,7 @@ def test_grouped_violations_count_repeats(client, viewer, stored):
     client.force_login(viewer)
     groups = client.get("/violations/grouped/").context["groups"]
     by_rule = {g["rule_id"]: g for g in groups}
-    assert by_rule["rule-001"]["n"] == 5 and by_rule["rule-002"]["n"] == 3
+    assert by_rule["rule-001"]["n"] == 44 and by_rule["rule-002"]["n"] == 3  # calls, not rows
     assert len(by_rule["rule-002"]["samples"]) == 3 and by_rule["rule-002"]["first"] <= by_rule["rule-002"]["last"]
 
 
@@ -105,9 +108,11 @@ def test_rule_history_records_who_changed_what(client, editor):
 @pytest.mark.django_db
 def test_promotion_from_audit_shows_the_would_deny_count_and_needs_an_editor(client, editor, viewer, node):
     Rule.objects.create(rule_id="trial", action="deny", mode="audit", dest_port="3306")
-    ingest_batch(node, [agent_event(i, verdict="deny", rule_id="trial", audit=True) for i in (1, 2)])
+    ingest_batch(node, [agent_event(i, verdict="deny", rule_id="trial", audit=True, count=i * 5) for i in (1, 2)])
     client.force_login(viewer)
-    assert 'id="would-deny">2<' in client.get("/rules/trial/").content.decode()
+    page = client.get("/rules/trial/")
+    assert 'id="would-deny">15<' in page.content.decode()  # 5 + 10 would-be denies, in two rows
+    assert sum(hour.get("deny", 0) for _, hour in hits_per_hour("trial", timezone.now())) == 15
     assert client.post("/rules/trial/promote/").status_code == 403
     client.force_login(editor)
     assert client.post("/rules/trial/promote/").status_code == 302
@@ -121,7 +126,7 @@ def test_a_draft_rule_is_replayed_over_the_last_day(client, viewer, stored):
     result = client.get("/rule-test/?dest_port=3306").context["result"]
     assert result == {"total": 3, "containers": [("edge-app-staging", 3)]}
     result = client.get("/rule-test/?dest_ip=127.0.0.0/8&container=edge-app-*").context["result"]
-    assert result["total"] == 9
+    assert result["total"] == 48  # calls: one of the rows stands for 40
     assert "not a valid CIDR" in client.get("/rule-test/?dest_ip=127.0.0.300/32").context["error"]
     assert ConnectionEvent.objects.count() == 9  # nothing was written
 
