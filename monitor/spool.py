@@ -4,7 +4,8 @@ SQLite in WAL mode (one file, crash-safe, no server). Each event gets the node's
 sequence number when it is spooled; an ack deletes everything up to its number, so a
 restart or a reconnect resends exactly what was not acknowledged, and the dashboard's
 (node, seq) uniqueness makes a resend harmless. Past `cap` events the oldest are deleted
-and counted in `dropped`, which survives restarts and is reported in every heartbeat.
+and the calls they stood for (their `count`) are added to `dropped`, which survives
+restarts and is reported in every heartbeat.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 DEFAULT_CAP = 1_000_000
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, body TEXT NOT NULL, count INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('dropped', 0), ('fresh', 1);
 """
@@ -31,6 +32,9 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            if "count" not in columns:  # a spool written by an older agent: its rows were one call each
+                self._db.execute("ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
 
     def _meta(self, key: str) -> int:
         return self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
@@ -43,15 +47,19 @@ class Spool:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 first = self._meta("next_seq")
-                rows = [(first + i, json.dumps(e, separators=(",", ":"))) for i, e in enumerate(events)]
-                self._db.executemany("INSERT INTO events VALUES (?, ?)", rows)
+                rows = [
+                    (first + i, json.dumps(e, separators=(",", ":")), e.get("count", 1)) for i, e in enumerate(events)
+                ]
+                self._db.executemany("INSERT INTO events (seq, body, count) VALUES (?, ?, ?)", rows)
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (first + len(rows),))
                 excess = self._count() - self.cap
                 if excess > 0:
-                    self._db.execute(
-                        "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)", (excess,)
-                    )
-                    self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (excess,))
+                    (last,) = self._db.execute(
+                        "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)
+                    ).fetchone()  # the newest of the rows that go
+                    (calls,) = self._db.execute("SELECT SUM(count) FROM events WHERE seq <= ?", (last,)).fetchone()
+                    self._db.execute("DELETE FROM events WHERE seq <= ?", (last,))
+                    self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (calls,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

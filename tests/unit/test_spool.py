@@ -1,6 +1,8 @@
 """The agent's spool: numbered, durable across restarts, capped with a counted drop, and
 never mistaken about what the dashboard already holds."""
 
+import sqlite3
+
 from monitor.spool import Spool
 
 
@@ -42,3 +44,28 @@ def test_the_cap_drops_the_oldest_and_counts_them(tmp_path):
     assert [e["n"] for e in spool.read(0, 10)] == [3, 4, 5, 6, 7]
     spool.close()
     assert Spool(path, cap=5).dropped == 3
+
+
+def test_the_cap_counts_the_calls_its_dropped_rows_stood_for(tmp_path):
+    """A row folded in the kernel stands for many calls: dropping it loses all of them (issue 16)."""
+    spool = Spool(str(tmp_path / "s.db"), cap=2)
+    spool.append([{"n": 0, "count": 40}, {"n": 1}, {"n": 2, "count": 7}])
+    assert spool.depth == 2 and spool.dropped == 40
+    spool.append([{"n": 3}])
+    assert spool.dropped == 41 and [e["n"] for e in spool.read(0, 10)] == [2, 3]
+
+
+def test_a_spool_written_by_an_older_agent_is_read_and_counted(tmp_path):
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO meta VALUES ('next_seq', 3), ('dropped', 0), ('fresh', 0);"
+        "INSERT INTO events VALUES (1, '{\"n\": 0}'), (2, '{\"n\": 1}');"
+    )
+    old.commit()
+    old.close()
+    spool = Spool(path, cap=2)
+    spool.append([{"n": 2, "count": 5}])
+    assert spool.dropped == 1 and [e["n"] for e in spool.read(0, 10)] == [1, 2]
