@@ -1,6 +1,7 @@
 """monitor/kernel/layout.py mirrors the structs of enforce_connect.h: checked against the
-BTF that clang wrote into the built object, so one side cannot change alone. (ce_event
-has no BTF, being only a stack variable; the agent tests decode real events field by field.)"""
+BTF that clang wrote into the built object, so one side cannot change alone. (ce_event and
+ce_lifecycle have no BTF, being only stack variables; tests/unit/test_event_pipe.py decodes
+recorded real ones field by field.)"""
 
 import re
 import struct
@@ -15,6 +16,8 @@ MEMBERS = {
     "ce_key4": ["prefixlen", "cgroup_id", "port", "addr"],
     "ce_key6": ["prefixlen", "cgroup_id", "port", "addr"],
     "ce_rule": ["rank", "slot", "action", "audit", "pad", "rule_id"],
+    "ce_flow_key": ["cgroup_id", "slot", "port", "family", "verdict", "addr", "op", "pad"],
+    "ce_flow": ["window_ns", "folded"],
 }
 
 

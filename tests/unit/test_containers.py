@@ -61,7 +61,7 @@ def test_index_finds_new_directories_on_a_miss(tmp_path):
     (tmp_path / "a" / "b").mkdir()
     assert index.path((tmp_path / "a" / "b").stat().st_ino) == "/a/b"
     assert index.path(tmp_path.stat().st_ino) == "/"
-    assert index.path(1) is None or index.path(1)  # unknown ids do not raise
+    assert index.path(1) is None  # an unknown id is None, not an error
 
 
 def test_a_new_cgroups_first_event_is_attributed_and_misses_are_not_rewalked(tmp_path):
