@@ -3,14 +3,16 @@
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from monitor.kernel import bpftool
 from monitor.kernel.enforcer import OBJECT
+from monitor.kernel.layout import MAX_FLOWS
 from monitor.rules import RuleSet
 
-from .conftest import connect_from
+from .conftest import ROOT, connect_from
 
 pytestmark = pytest.mark.kernel
 EPERM = 1
@@ -239,6 +241,16 @@ def test_a_verifier_rejection_is_an_error_with_the_verifier_log(kernel, tmp_path
         shutil.rmtree(pins, ignore_errors=True)
 
 
+FILL = """
+import ipaddress, socket, sys
+base = int(ipaddress.ip_address("127.64.0.0"))
+for i in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((str(ipaddress.ip_address(base + i)), 9))
+    s.close()
+"""
+
+
 def test_flows_are_counted_in_the_kernel_and_idle_ones_pruned_when_the_table_fills(enforcement, targets, monkeypatch):
     app = enforcement.container("app-a")
     enforcer = enforcement.enforcer
@@ -252,7 +264,14 @@ def test_flows_are_counted_in_the_kernel_and_idle_ones_pruned_when_the_table_fil
     assert flows[(app.cgroup_id, 1, targets.port, "127.10.10.5", "deny", "connect")] == 1
     assert enforcer.lost() == 0
     assert enforcer.prune_flows(enforcer.flows()) == []  # far from half full: kept
-    monkeypatch.setattr("monitor.kernel.enforcer.MAX_FLOWS", 2)
-    monkeypatch.setattr("monitor.kernel.enforcer.PRUNE_IDLE_NS", 0)
-    assert sorted(enforcer.prune_flows(enforcer.flows())) == sorted(flows)
+
+    # Fill the kernel's flow table for real: one UDP connect() to each of MAX_FLOWS + 100
+    # addresses (nobody reads the perf buffer, so every new flow takes an entry).
+    filled = app.spawn([sys.executable, "-c", FILL, str(MAX_FLOWS + 100)], cwd=ROOT)
+    assert filled.wait(120) == 0
+    full = enforcer.flows()
+    assert len(full) == MAX_FLOWS  # the table holds what it can...
+    assert enforcer.lost() == 100 + 2  # ...the rest were neither sent nor counted, and say so
+    monkeypatch.setattr("monitor.kernel.enforcer.PRUNE_IDLE_NS", 0)  # "idle for a minute": now
+    assert len(enforcer.prune_flows(full)) == MAX_FLOWS  # past half full: the idle ones go
     assert enforcer.flows() == []
