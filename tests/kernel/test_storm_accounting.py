@@ -1,7 +1,8 @@
 """A real connect() storm through the real kernel sources and agent: repeated calls are
-counted in the kernel (by the connect4/6 programs, or by connect.bt without them) and, past
-the agent's threshold, folded in user space too; the violation among them stays a single
-event; and the counts add up exactly to what the load generated."""
+counted in the kernel (by the connect4/6 programs, or by connect.bt without them), each
+flow sending one call per 100 ms; with 40 flows that is still past the agent's threshold
+(200 events/s here), so the agent folds in user space too (checked); the violation among
+them stays a single event; and the counts add up exactly to what the load generated."""
 
 import asyncio
 import subprocess
@@ -22,10 +23,10 @@ LOAD = r"""
 import socket, struct, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
 linger = struct.pack("ii", 1, 0)
-for i in range(n):
+for i in range(n):  # 40 flows: the listener's port and 39 closed ones next to it
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-    s.connect_ex(("127.8.8.8" if i != n // 2 else "127.10.10.5", port))
+    s.connect_ex(("127.8.8.8", port + i % 40) if i != n // 2 else ("127.10.10.5", port))
     s.close()
     time.sleep(0.0005)
 print(n)
@@ -44,7 +45,7 @@ async def test_a_storm_is_folded_and_still_adds_up(enforcement, targets, tmp_pat
     runner = asyncio.create_task(agent.run())
     try:
         await agent.wait_ready(30)
-        proc = app.spawn([sys.executable, "-c", LOAD, str(targets.port), "3000"], cwd=ROOT, stdout=subprocess.PIPE)
+        proc = app.spawn([sys.executable, "-c", LOAD, str(targets.port), "6000"], cwd=ROOT, stdout=subprocess.PIPE)
         generated = int((await asyncio.to_thread(proc.communicate, timeout=60))[0])
 
         def stored():
@@ -58,12 +59,13 @@ async def test_a_storm_is_folded_and_still_adds_up(enforcement, targets, tmp_pat
 
     def check():
         rows = ConnectionEvent.objects.filter(container__name="edge-app-prod")
-        assert rows.aggregate(n=Sum("count"))["n"] == generated == 3000
+        assert rows.aggregate(n=Sum("count"))["n"] == generated == 6000
         assert rows.filter(count__gt=1).exists() and rows.count() < generated  # folded
         [violation] = Violation.objects.filter(rule_id="watch-5")
         assert violation.event.count == 1 and violation.dest_ip == "127.10.10.5"
 
     await sync_to_async(check)()
+    assert agent.folder.folded > 0  # the storm reached the agent's own folding, not only the kernel's
 
 
 async def test_repeated_audit_denies_are_counted_once(enforcement, targets, tmp_path):
@@ -75,7 +77,9 @@ async def test_repeated_audit_denies_are_counted_once(enforcement, targets, tmp_
     agent = Agent(backends=("connect",), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
     agent.set_policy(1, [{"id": "trial", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny", "mode": "audit"}])
     runner = asyncio.create_task(agent.run())
-    load = LOAD.replace('"127.8.8.8" if i != n // 2 else "127.10.10.5"', '"127.10.10.5"')
+    flows = '("127.8.8.8", port + i % 40) if i != n // 2 else ("127.10.10.5", port)'
+    assert flows in LOAD
+    load = LOAD.replace(flows, '("127.10.10.5", port)')  # one flow: every call is an audited deny
     try:
         await asyncio.wait_for(agent.kernel_ready.wait(), 30)
         await agent.wait_ready(30)
