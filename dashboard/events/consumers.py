@@ -5,20 +5,22 @@ socket URL): rows outside the filter are never sent. It opens with a backfill (t
 rows, or with `?after=<id>` every row since the client's last, so a reconnect has no gap),
 then streams. Every message to the browser is numbered (`seq`); a gap in what the channel
 layer delivered here is repaired from the database and announced (`resync`). A socket
-whose session ends (logout, expiry, deletion) is closed: at once on logout, within
+whose session ends (logout, expiry, deletion) or whose user may no longer log in with it
+(deactivated, password changed elsewhere) is closed: at once on logout, within
 SESSION_CHECK seconds otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+from importlib import import_module
+from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.contrib.sessions.models import Session
-from django.utils import timezone
+from django.contrib.auth import get_user
 
 from .feeds import FEEDS, session_group
 from .filters import EventFilter, FilterError
@@ -96,7 +98,11 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _session_alive(self) -> bool:
-        return Session.objects.filter(session_key=self.session_key, expire_date__gt=timezone.now()).exists()
+        """What Django checks on each request: the session, the user being active, and the
+        session's password hash still matching the user's."""
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key=self.session_key)
+        user = get_user(SimpleNamespace(session=session))
+        return user.is_authenticated and user.pk == self.scope["user"].pk
 
     @database_sync_to_async
     def _rows(self, after: int | None) -> list[dict]:

@@ -1,6 +1,8 @@
 """Filtered feeds, numbered messages, resync after a dropped update, catch-up after a
 reconnect, and sockets closed when their session ends."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -112,6 +114,29 @@ async def test_an_expired_session_is_noticed_by_the_periodic_check(staff, monkey
     assert (await ws.connect())[0]
     await ws.receive_json_from()
     await database_sync_to_async(Session.objects.all().delete)()  # e.g. an admin cleared sessions
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("change", ["deactivated", "password changed elsewhere"])
+async def test_a_user_who_may_no_longer_log_in_loses_the_feed(staff, monkeypatch, change):
+    """Open feeds used to survive a user's deactivation or password change (issue 16)."""
+    monkeypatch.setattr(consumers, "SESSION_CHECK", 0.2)
+    client = await login(staff)
+    ws = socket(client, "/ws/feed/violations/")
+    assert (await ws.connect())[0]
+    await ws.receive_json_from()
+    await asyncio.sleep(0.5)
+    assert await ws.receive_nothing(timeout=0.1)  # still open while nothing changed
+
+    def apply():
+        if change == "deactivated":
+            staff.is_active = False
+        else:
+            staff.set_password("pw-new-staff-456")
+        staff.save()
+
+    await database_sync_to_async(apply)()
     assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
 
 
