@@ -5,6 +5,7 @@ Production: CROSSEDGE_DEBUG=0, CROSSEDGE_SECRET_KEY, CROSSEDGE_ALLOWED_HOSTS.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from .env import database_from_url, envbool, envint, envlist, envsecret
@@ -29,6 +30,7 @@ INSTALLED_APPS = [
     "dashboard.policy",
     "dashboard.events",
     "dashboard.api",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -41,7 +43,17 @@ MIDDLEWARE = [
     "dashboard.policy.history.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login
 ]
+
+# Failed logins are throttled (django-axes): after LOGIN_FAILURE_LIMIT failures for one user
+# name from one address, that pair is locked out for LOGIN_LOCKOUT_MINUTES
+# (`manage.py axes_reset` lifts it sooner).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = envint("CROSSEDGE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("CROSSEDGE_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "dashboard.urls"
 ASGI_APPLICATION = "dashboard.asgi.application"

@@ -87,3 +87,18 @@ def test_malformed_kernel_health_renders_without_error(client, staff, node, kern
     client.force_login(staff)
     assert client.get("/nodes/").status_code == 200
     assert client.get("/rules/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_failed_logins_are_throttled(client, staff, settings):
+    """After LOGIN_FAILURE_LIMIT wrong passwords for a user from one address, even the right
+    one is refused for a while (issue 16: no throttling before)."""
+    codes = [
+        client.post("/accounts/login/", {"username": "staff", "password": "wrong"}).status_code
+        for _ in range(settings.AXES_FAILURE_LIMIT)
+    ]
+    assert codes == [200] * (settings.AXES_FAILURE_LIMIT - 1) + [429]  # the last failure locks it
+    response = client.post("/accounts/login/", {"username": "staff", "password": "pw-staff-123"})
+    assert response.status_code == 429 and "_auth_user_id" not in client.session
+    other = client.post("/accounts/login/", {"username": "nobody", "password": "x"})
+    assert other.status_code == 200  # another user name from here is not locked out
