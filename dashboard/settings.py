@@ -150,6 +150,9 @@ LOGGING = {
 # /metrics: a bearer token, or scrapes from these networks (loopback by default).
 METRICS_TOKEN = os.environ.get("CROSSEDGE_METRICS_TOKEN", "")
 METRICS_ALLOW = envlist("CROSSEDGE_METRICS_ALLOW", "127.0.0.0/8,::1/128")
+# Reverse proxies whose X-Forwarded-For is believed. A request forwarded by any other
+# (it carries the header) is judged by its token alone, never by the proxy's address.
+TRUSTED_PROXIES = envlist("CROSSEDGE_TRUSTED_PROXIES", "")
 
 # The connect4/connect6 programs: which container cgroups they observe and enforce on (a glob
 # on the cgroup path; they attach above it, never at the root), and where their pins live.

@@ -83,10 +83,22 @@ def allowed(request) -> bool:
     if token and header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token):
         return True
     try:
-        client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        client = ipaddress.ip_address(client_address(request))
     except ValueError:
         return False
     return any(client in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_ALLOW)
+
+
+def client_address(request) -> str:
+    """The scraper's address: REMOTE_ADDR, or for a trusted proxy the address it forwarded.
+    A request a loopback proxy forwarded from anywhere must not pass as loopback."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if forwarded is None:
+        return remote
+    if remote in settings.TRUSTED_PROXIES:
+        return forwarded.split(",")[-1].strip()  # what the trusted proxy appended
+    return ""  # forwarded by a proxy we were not told to trust: the address says nothing
 
 
 def metrics(request):

@@ -75,3 +75,16 @@ def test_losses_by_stage_on_the_node_page_and_in_the_api(client, staff, reportin
     assert "lost: 7 in kernel buffers, 5 in the agent queue, 6 at the spool cap" in page
     [row] = client.get("/api/nodes/").json()["results"]
     assert row["lost"] == {"kernel_buffer": 7, "agent_queue": 5, "spool_cap": 6}
+
+
+@pytest.mark.django_db
+def test_a_request_forwarded_by_a_local_proxy_is_not_loopback(client, reporting, settings):
+    """Behind a reverse proxy on the same machine every request came from 127.0.0.1 and was
+    let in (issue 16). Forwarded requests now need the token, or a trusted proxy's word."""
+    settings.METRICS_TOKEN = "s3cret-scrape"
+    public = {"HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    assert client.get("/metrics", **public).status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape", **public).status_code == 200
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+    assert client.get("/metrics", **public).status_code == 403  # the proxy says: from far away
+    assert client.get("/metrics", HTTP_X_FORWARDED_FOR="198.51.100.1, 127.0.0.1").status_code == 200
