@@ -204,9 +204,13 @@ class Command(BaseCommand):
         return [r.to_spec() for r in rules]
 
     def enrol_local(self, name: str) -> str:
+        """This machine's node, with a fresh token; a revoked node stays revoked."""
         node = Node.objects.filter(name=name).first() or Node(name=name)
+        if node.revoked:
+            raise CommandError(
+                f"node {name!r} is revoked: an admin must lift that (admin → Nodes) before this machine's agent runs"
+            )
         token = node.issue_token()
-        node.revoked = False
         node.save()
         self.stdout.write(f"enrolled this machine as node {name!r}")
         return token

@@ -48,11 +48,7 @@ class Command(BaseCommand):
                 )
             if opts["demo"]:
                 children["demo"] = subprocess.Popen([*manage, "demo"], cwd=settings.BASE_DIR)
-            while not stopping:
-                for name, proc in children.items():
-                    if proc.poll() is not None:
-                        raise CommandError(f"{name} exited with status {proc.returncode}; stopping")
-                time.sleep(0.5)
+            self.watch(children, stopping)
         finally:
             for proc in reversed(list(children.values())):
                 if proc.poll() is None:
@@ -65,6 +61,20 @@ class Command(BaseCommand):
                     proc.wait()
             if demo_enforcement and "agent" in children:
                 subprocess.run([*manage, "runagent", "--uninstall", "--pin-root", demo_pins], cwd=settings.BASE_DIR)
+
+    def watch(self, children: dict, stopping: list) -> None:
+        """Until Ctrl-C, or the dashboard exits. An agent or demo that exits (e.g. a revoked
+        node's agent) is reported once; the dashboard keeps serving the other nodes."""
+        reported = set()
+        while not stopping:
+            for name, proc in children.items():
+                if proc.poll() is None or name in reported:
+                    continue
+                if name == "dashboard":
+                    raise CommandError(f"the dashboard exited with status {proc.returncode}; stopping")
+                self.stderr.write(f"{name} exited with status {proc.returncode}; the dashboard keeps running")
+                reported.add(name)
+            time.sleep(0.5)
 
     def wait_for_port(self, host, port, proc, timeout=30):
         deadline = time.monotonic() + timeout
