@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     from django.test.utils import setup_test_environment
 
     setup_test_environment()  # the test client's in-memory rendering hooks
+    from dashboard.events.models import ConnectionEvent
     from dashboard.fleet.models import Container
 
     user = get_user_model().objects.filter(username="bench").first() or get_user_model().objects.create_superuser(
@@ -113,12 +114,13 @@ def main(argv=None) -> int:
     client = Client()
     client.force_login(user)
     container = Container.objects.order_by("pk").first()
+    dest_ip, dest_port = ConnectionEvent.objects.values_list("dest_ip", "dest_port").first()  # one that is stored
     pages = {
         "overview": "/",
         "search (default)": "/events/",
         "search container": f"/events/?container={container.name}",
         "search violations": "/events/?kind=violations&action=deny",
-        "search dest+port": "/events/?dest=127.0.0.1&port=443",
+        "search dest+port": f"/events/?dest={dest_ip}&port={dest_port}",
         "grouped violations": "/violations/grouped/",
         "rule page": "/rules/rule-1/",
         "container page": f"/containers/{container.pk}/",
