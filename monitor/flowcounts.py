@@ -26,6 +26,7 @@ from .kernel.layout import flow_of
 from .parsers.bpftrace import LineError
 
 log = logging.getLogger("crossedge.agent")
+MAX_TEMPLATES = 65_536  # connect.bt flows remembered for their counts' pid and process name
 TEMPLATE_FIELDS = ("pid", "tid", "uid", "gid", "comm", "cgroup_id", "family", "dest_ip", "dest_port", "result")
 
 
@@ -40,9 +41,14 @@ class FlowCounts:
         self.bad = 0  # map entries that could not be read
 
     def note(self, event: dict) -> None:
-        """A printed IPv4 call: the template for its flow's counted calls."""
+        """A printed IPv4 call: the template for its flow's counted calls (the newest
+        MAX_TEMPLATES flows keep one: an older flow's counts go out without pid and name)."""
         if event["family"] == 4:
-            self.templates[_key(event)] = {name: event[name] for name in TEMPLATE_FIELDS}
+            key = _key(event)
+            self.templates.pop(key, None)  # to the end: newest last
+            self.templates[key] = {name: event[name] for name in TEMPLATE_FIELDS}
+            if len(self.templates) > MAX_TEMPLATES:
+                del self.templates[next(iter(self.templates))]
 
     def restart(self) -> None:
         self.totals.clear()
@@ -130,8 +136,12 @@ class KernelFlows:
         return self._growth(key, event.pop("folded"))
 
     def dump(self, flows) -> list[dict]:
-        """Events for what each flow counted since it was last read (`Enforcer.flows()`)."""
-        return [e for _raw, key, _window, folded in flows if (e := self._grown(key, folded))]
+        """Events for what each flow counted since it was last read (`Enforcer.flows()`).
+        A flow no longer in the kernel's table (pruned, another generation's) is forgotten."""
+        events = [e for _raw, key, _window, folded in flows if (e := self._grown(key, folded))]
+        present = {key for _raw, key, _window, _folded in flows}
+        self.forget([key for key in self.templates.keys() | self.totals.keys() if key not in present])
+        return events
 
     def forget(self, keys) -> None:
         for key in keys:

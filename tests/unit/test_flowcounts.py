@@ -104,3 +104,22 @@ def test_counts_made_while_no_agent_ran_are_reported_after_a_restart(tmp_path):
     broken = KernelFlows()
     broken.resume([(b"raw", key, 0, 15)], state, "gen-a")
     assert broken.dump([(b"raw", key, 0, 15)]) == []
+
+
+def test_kernel_flows_gone_from_the_table_are_forgotten():
+    """Templates and totals of flows no longer in the kernel's table used to stay forever."""
+    flows = KernelFlows()
+    gone, kept = (7, 0, 80, "127.8.8.8", "allow", "connect"), (7, 0, 81, "127.8.8.8", "allow", "connect")
+    flows.sent(kernel_call(0) | {"dest_port": 80})
+    flows.dump([(b"a", gone, 0, 4), (b"b", kept, 0, 1)])
+    assert gone in flows.templates and gone in flows.totals
+    assert [e["count"] for e in flows.dump([(b"b", kept, 0, 3)])] == [2]
+    assert gone not in flows.templates and gone not in flows.totals and kept in flows.totals
+
+
+def test_tracer_templates_are_bounded(monkeypatch):
+    monkeypatch.setattr("monitor.flowcounts.MAX_TEMPLATES", 3)
+    flows = FlowCounts()
+    for port in range(10):
+        flows.note(PRINTED | {"dest_port": port})
+    assert [key[2] for key in flows.templates] == [7, 8, 9]  # the newest flows keep theirs
