@@ -5,8 +5,9 @@
  *
  * cgroup/connect4, connect6, sendmsg4 and sendmsg6 programs, attached by the agent to the
  * cgroups that hold containers (never the root), so they also run for containers started
- * after the attach. io_uring's connect goes through the same hook as connect(). Rules apply only to cgroups listed in `monitored` (the containers in the agent's
- * enforce scope); every other cgroup below an attach point is observed, never judged.
+ * after the attach. io_uring's connect goes through the same hook as connect(). Rules
+ * apply only to cgroups listed in `monitored` (the containers in the agent's enforce
+ * scope); every other cgroup below an attach point is observed, never judged.
  * For a monitored cgroup each connect() costs four LPM-trie lookups whatever the number
  * of rules: (this cgroup, this port), (this cgroup, any port), (every container, this
  * port), (every container, any port); the hit with the lowest rank decides.

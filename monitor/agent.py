@@ -9,8 +9,8 @@ observe every connect() (and every addressed UDP datagram) of the containers bel
 attach points and decide deny rules there: each call arrives already judged (`kernel`
 events), or counted with its flow (KernelFlows). The kernel classifies a new container
 when its cgroup is made and holds its first exec until the agent has listed it (`holds`). This
-costs the containers about 1% of connect() throughput, where a syscall tracepoint costs
-about 10% (bench/pipeline.py). connect.bt (bpftrace) is the source without an Enforcer, and
+costs the containers a few per cent of connect() throughput, where a syscall tracepoint
+costs 11 to 23% (BENCHMARKS.md). connect.bt (bpftrace) is the source without an Enforcer, and
 with one only when asked for (`trace_syscalls`: host processes and connect() results);
 its calls from cgroups the programs observe are then left to the programs.
 """

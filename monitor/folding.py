@@ -3,7 +3,7 @@
 Above `threshold` events per second (judged on each whole second, with hysteresis: the
 storm ends below half of it), an allowed connection is not queued alone but counted into
 its flow (cgroup, destination, port, result, process name) and sent once per `window` as
-one event with `count`. Violations are never folded, and nothing is dropped: the counts
+one event with `count`. Violations are never folded, and nothing is dropped here: the counts
 add up to what was seen.
 """
 
