@@ -13,6 +13,7 @@ SESSION_CHECK seconds otherwise.
 from __future__ import annotations
 
 import asyncio
+import collections
 from importlib import import_module
 from types import SimpleNamespace
 from urllib.parse import parse_qs
@@ -31,6 +32,7 @@ UNAUTHENTICATED = 4401
 BAD_FILTER = 4400
 SESSION_CHECK = 30.0
 MAX_CATCH_UP = 1000
+RECENT_IDS = 5000  # ids this socket sent lately: a row is never sent twice
 
 
 class FeedConsumer(AsyncJsonWebsocketConsumer):
@@ -50,13 +52,16 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
             return
         self.seq = 0
         self.last_id = 0
+        self.sent: collections.OrderedDict[int, None] = collections.OrderedDict()  # recent ids sent
         self.publishers: dict[str, int] = {}
         self.session_key = self.scope["session"].session_key
         for group in (FEEDS[self.feed], session_group(self.session_key)):
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
         await self.accept()
-        await self.send_rows("backfill", await self._rows(after))
+        rows, more = await self._rows(after)
+        notice = f"more than {MAX_CATCH_UP} rows since the last one shown: the newest follow"
+        await self.send_rows("backfill", rows, **({"notice": notice} if more else {}))
         self.watch = asyncio.create_task(self._watch_session())
 
     async def disconnect(self, code):
@@ -72,6 +77,10 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         self.seq += 1
         if rows:
             self.last_id = max(self.last_id, max(r["id"] for r in rows))
+        for r in rows:
+            self.sent[r["id"]] = None
+        while len(self.sent) > RECENT_IDS:
+            self.sent.popitem(last=False)
         await self.send_json({"type": kind, "seq": self.seq, "rows": rows, **extra})
 
     async def feed_rows(self, message):
@@ -80,9 +89,13 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         self.publishers[pub] = n
         if expected is not None and n != expected + 1:
             missed = n - expected - 1
-            rows = await self._rows(self.last_id)
-            return await self.send_rows("resync", rows, reason=f"{missed} update(s) were dropped; resynced")
-        rows = [r for r in message["rows"] if r["id"] > self.last_id and self.filter.matches(r)]
+            rows, more = await self._rows(self.last_id)
+            reason = f"{missed} update(s) were dropped; resynced"
+            reason += f" (the newest {MAX_CATCH_UP} rows)" if more else ""
+            return await self.send_rows("resync", [r for r in rows if r["id"] not in self.sent], reason=reason)
+        # Not "id > the last id": with several dashboard processes ids commit out of order,
+        # and a row committed late carries a lower id than rows already shown.
+        rows = [r for r in message["rows"] if r["id"] not in self.sent and self.filter.matches(r)]
         if rows:
             await self.send_rows("rows", rows)
 
@@ -105,12 +118,12 @@ class FeedConsumer(AsyncJsonWebsocketConsumer):
         return user.is_authenticated and user.pk == self.scope["user"].pk
 
     @database_sync_to_async
-    def _rows(self, after: int | None) -> list[dict]:
-        """Backfill: the newest rows; with `after`, every row since it (oldest first, capped)."""
+    def _rows(self, after: int | None) -> tuple[list[dict], bool]:
+        """Backfill: the newest rows; with `after`, every row since it, oldest first, or the
+        newest MAX_CATCH_UP of them (and True: the caller says so) when there are more."""
         model, serialize, action_field = SOURCES[self.feed]
         qs = self.filter.apply(model.objects.select_related("node", "container"), action_field)
         if after is None:
-            rows = list(qs.order_by("-id")[: settings.FEED_BACKFILL])[::-1]
-        else:
-            rows = list(qs.filter(id__gt=after).order_by("id")[:MAX_CATCH_UP])
-        return [serialize(r) for r in rows]
+            return [serialize(r) for r in list(qs.order_by("-id")[: settings.FEED_BACKFILL])[::-1]], False
+        rows = list(qs.filter(id__gt=after).order_by("-id")[: MAX_CATCH_UP + 1])
+        return [serialize(r) for r in rows[:MAX_CATCH_UP][::-1]], len(rows) > MAX_CATCH_UP

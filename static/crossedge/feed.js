@@ -96,6 +96,7 @@
       }
       lastSeq = data.seq;
       if (data.type === "resync") say(`Resynced from the database: ${data.reason}.`);
+      if (data.notice) say(`Caught up: ${data.notice}; older ones are in Search.`);
       add(data.rows);
     };
     socket.onclose = (ev) => {

@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.models import Session
 from django.test import Client
@@ -13,6 +14,8 @@ from dashboard.asgi import application
 from dashboard.events import consumers, feeds
 from dashboard.events.feeds import FEEDS
 from dashboard.events.ingest import ingest_batch
+from dashboard.events.models import ConnectionEvent
+from dashboard.events.serializers import connection_row
 
 from .conftest import agent_event
 
@@ -94,6 +97,39 @@ async def test_a_reconnect_with_after_gets_exactly_the_missed_rows(staff, node):
     assert (await again.connect())[0]
     assert [r["comm"] for r in (await again.receive_json_from())["rows"]] == ["e4", "e5"]
     await again.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_catch_up_past_its_cap_says_so_and_brings_the_newest(staff, node, monkeypatch):
+    """Catch-up stopped at 1,000 rows without saying so (issue 16)."""
+    monkeypatch.setattr(consumers, "MAX_CATCH_UP", 3)
+    await database_sync_to_async(ingest_batch)(node, [agent_event(i, comm=f"e{i}") for i in range(1, 7)])
+    first_id = await database_sync_to_async(lambda: ConnectionEvent.objects.order_by("id").first().id)()
+    ws = socket(await login(staff), f"/ws/feed/connections/?after={first_id}")
+    assert (await ws.connect())[0]
+    msg = await ws.receive_json_from()
+    assert [r["comm"] for r in msg["rows"]] == ["e4", "e5", "e6"] and "more than 3 rows" in msg["notice"]
+    await ws.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_row_that_commits_late_with_a_lower_id_is_still_shown(staff, node):
+    """Several dashboard processes on PostgreSQL commit ids out of order: a live row with a
+    lower id than one already shown used to be dropped silently (issue 16)."""
+    await database_sync_to_async(ingest_batch)(node, [agent_event(i, comm=f"e{i}") for i in (1, 2)])
+    rows = await database_sync_to_async(lambda: [connection_row(e) for e in ConnectionEvent.objects.order_by("id")])()
+    ws = socket(await login(staff), "/ws/feed/connections/")
+    assert (await ws.connect())[0]
+    await ws.receive_json_from()  # backfill: both
+    newer = rows[0] | {"id": rows[1]["id"] + 5, "comm": "newer"}
+    late = rows[0] | {"id": rows[1]["id"] + 3, "comm": "late"}  # committed after `newer`
+    layer = get_channel_layer()
+    for n, row in enumerate((newer, late, late), start=1):  # the higher id first, the late one, a repeat
+        await layer.group_send(FEEDS["connections"], {"type": "feed.rows", "rows": [row], "pub": "other", "n": n})
+    assert [r["comm"] for r in (await ws.receive_json_from(timeout=5))["rows"]] == ["newer"]
+    assert [r["comm"] for r in (await ws.receive_json_from(timeout=5))["rows"]] == ["late"]
+    assert await ws.receive_nothing(timeout=0.3)  # the repeat: never sent twice
+    await ws.disconnect()
 
 
 @pytest.mark.django_db(transaction=True)
