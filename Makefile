@@ -1,6 +1,7 @@
 # CrossEdge: `make run` (dashboard + local agent; DEMO=1 adds the demo workload),
 # `make test` (everything CI runs). Both install what is missing first; run as root.
-PYTHON ?= python3
+# Debian's own interpreter where there is one: the dashboard runs unprivileged and must reach it
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := bpftrace bpftool clang llvm libbpf-dev iproute2 python3-venv

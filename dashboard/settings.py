@@ -148,6 +148,8 @@ LOGGING = {
 
 # Where the agent finds Docker's container metadata (for names); the demo writes its own.
 # /metrics: a bearer token, or scrapes from these networks (loopback by default).
+# `make run` (manage.py up, as root) runs the web process as this user; only the agent needs root.
+WEB_USER = os.environ.get("CROSSEDGE_WEB_USER", "crossedge")
 METRICS_TOKEN = os.environ.get("CROSSEDGE_METRICS_TOKEN", "")
 METRICS_ALLOW = envlist("CROSSEDGE_METRICS_ALLOW", "127.0.0.0/8,::1/128")
 # Reverse proxies whose X-Forwarded-For is believed. A request forwarded by any other

@@ -4,6 +4,7 @@ Used by `make run`. Children get SIGTERM on Ctrl-C or when any of them exits.
 """
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -14,6 +15,17 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from .demo import PARENT as DEMO_PARENT
+
+# What the web process needs, checked as its user: the code, the database, the var directory.
+WEB_PROBE = """
+import os, django
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+django.setup()
+from django.conf import settings
+from django.db import connection
+connection.cursor().execute("SELECT 1")
+assert os.access(settings.VAR_DIR, os.W_OK), f"cannot write {settings.VAR_DIR}"
+"""
 
 
 class Command(BaseCommand):
@@ -39,6 +51,7 @@ class Command(BaseCommand):
             children["dashboard"] = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "dashboard.asgi:application"],
                 cwd=settings.BASE_DIR,
+                **self.web_user(),
             )
             self.wait_for_port(host, port, children["dashboard"])
             self.stdout.write(self.style.SUCCESS(f"dashboard: http://{host}:{port}/"))
@@ -61,6 +74,41 @@ class Command(BaseCommand):
                     proc.wait()
             if demo_enforcement and "agent" in children:
                 subprocess.run([*manage, "runagent", "--uninstall", "--pin-root", demo_pins], cwd=settings.BASE_DIR)
+
+    def web_user(self) -> dict:
+        """Popen arguments that run the web process as settings.WEB_USER: only the agent needs
+        root. The user is made if missing (a system user with no login) and given the var
+        directory's database and secret key. Where it cannot read the checkout or write the
+        var directory, the dashboard runs as root and says so."""
+        name = settings.WEB_USER
+        if os.geteuid() != 0 or not name:
+            return {}
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                 "--shell", "/usr/sbin/nologin", name],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            account = pwd.getpwnam(name)
+        var = settings.VAR_DIR
+        for path in [var, *var.glob("db.sqlite3*"), var / "secret_key"]:
+            if path.exists():
+                os.chown(path, account.pw_uid, account.pw_gid)
+        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        try:
+            probe = subprocess.run(
+                [sys.executable, "-c", WEB_PROBE], cwd=settings.BASE_DIR, capture_output=True, text=True, **as_user
+            )
+            why = (probe.stderr.strip().splitlines() or ["no reason given"])[-1] if probe.returncode else ""
+        except OSError as exc:  # e.g. the interpreter lives where that user cannot reach it
+            why = str(exc)
+        if why:
+            self.stderr.write(f"warning: the dashboard runs as root: {name} cannot run it here ({why})")
+            return {}
+        self.stdout.write(f"dashboard runs as {name} (uid {account.pw_uid}); the agent as root")
+        return as_user
 
     def watch(self, children: dict, stopping: list) -> None:
         """Until Ctrl-C, or the dashboard exits. An agent or demo that exits (e.g. a revoked
