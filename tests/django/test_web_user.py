@@ -2,8 +2,10 @@
 only the agent needs root. Where that user cannot read the checkout, it says so and runs
 as root."""
 
+import http.cookiejar
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -31,6 +34,17 @@ def others_can_read(path: Path) -> bool:
     return bool((path / "manage.py").stat().st_mode & stat.S_IROTH and python.stat().st_mode & stat.S_IXOTH)
 
 
+def log_in(port: int, user: str, password: str) -> str:
+    """Log in through the login form; the path landed on."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    form = opener.open(f"http://127.0.0.1:{port}/accounts/login/", timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+    data = urllib.parse.urlencode({"username": user, "password": password, "csrfmiddlewaretoken": token}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/accounts/login/", data=data,
+                                     headers={"Referer": f"http://127.0.0.1:{port}/accounts/login/"})  # fmt: skip
+    return urllib.parse.urlparse(opener.open(request, timeout=10).geturl()).path
+
+
 def children_of(pid: int) -> list[int]:
     tasks = Path(f"/proc/{pid}/task")
     return [int(c) for task in tasks.iterdir() for c in (task / "children").read_text().split()]
@@ -42,14 +56,14 @@ def test_the_dashboard_runs_as_the_web_user():
     var = Path(tempfile.mkdtemp(prefix="crossedge-web-", dir="/var/tmp"))
     var.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env |= {"CROSSEDGE_VAR_DIR": str(var), "CROSSEDGE_WEB_USER": user}
+    env |= {"CROSSEDGE_VAR_DIR": str(var), "CROSSEDGE_WEB_USER": user, "CROSSEDGE_ADMIN_PASSWORD": "pw-web-user-1"}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     up = None
     try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
-                       capture_output=True)  # fmt: skip
+        for step in (["migrate", "--noinput"], ["ensureadmin"]):  # as `make run` does, as root
+            subprocess.run([sys.executable, "manage.py", *step], cwd=ROOT, env=env, check=True, capture_output=True)
         up = subprocess.Popen([sys.executable, "manage.py", "up", "--no-agent", "--port", str(port)], cwd=ROOT,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
         deadline = time.monotonic() + 30
@@ -66,9 +80,10 @@ def test_the_dashboard_runs_as_the_web_user():
         uid = int(next(line for line in open(f"/proc/{daphne}/status") if line.startswith("Uid:")).split()[1])
         if others_can_read(ROOT):
             assert uid == pwd.getpwnam(user).pw_uid != 0  # served, and not as root
-            assert (var / "db.sqlite3").stat().st_uid == uid
+            assert (var / "crossedge.sqlite3").stat().st_uid == uid
         else:  # e.g. a checkout under /root: said, not hidden
             assert uid == 0
+        assert log_in(port, "admin", "pw-web-user-1") == "/"  # the web process writes its database (a session)
     finally:
         if up is not None:
             up.send_signal(signal.SIGTERM)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -23,7 +24,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 django.setup()
 from django.conf import settings
 from django.db import connection
-connection.cursor().execute("SELECT 1")
+with connection.cursor() as cursor:  # a write lock: ingest writes
+    cursor.execute("BEGIN IMMEDIATE" if connection.vendor == "sqlite" else "SELECT 1")
+    cursor.execute("ROLLBACK" if connection.vendor == "sqlite" else "SELECT 1")
 assert os.access(settings.VAR_DIR, os.W_OK), f"cannot write {settings.VAR_DIR}"
 """
 
@@ -92,8 +95,11 @@ class Command(BaseCommand):
                 check=True, capture_output=True,
             )  # fmt: skip
             account = pwd.getpwnam(name)
-        var = settings.VAR_DIR
-        for path in [var, *var.glob("db.sqlite3*"), var / "secret_key"]:
+        database = Path(settings.DATABASES["default"]["NAME"])
+        sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+        owned = [settings.VAR_DIR, settings.VAR_DIR / "secret_key"]
+        owned += [database.parent, *database.parent.glob(database.name + "*")] if sqlite else []
+        for path in owned:
             if path.exists():
                 os.chown(path, account.pw_uid, account.pw_gid)
         as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
