@@ -15,13 +15,14 @@ literal directory (`/crossedge-x.slice` for `/crossedge-x.slice/*`, a container 
 for a literal path), or, for a scope that starts with a wildcard, at each matching
 container's parent (e.g. /system.slice for Docker), and at the runtimes' parent cgroups
 (RUNTIME_PARENTS) where they exist, so that the first container of a node is observed
-too. Other cgroups below an attach point are observed, never judged.
+too. Other cgroups below an attach point are observed, never judged. Never the cgroup
+root: a container directly below it gets the programs itself. The demo and the tests
+confine the scope to cgroups they made.
 
 A container made after a rescan is judged from its first call all the same: the
 tracing programs (attached through `links`, pinned with the generation) classify it in
 the kernel when its cgroup is made, and hold its first exec until the agent has listed
-it and written its rules (`release`). Never the cgroup root: a container directly below it gets
-the programs itself. The demo and the tests confine the scope to cgroups they made.
+it and written its rules (`release`).
 Only programs named `crossedge_*` and pinned under our own pin root are ever detached.
 
 Every method is blocking (bpftool runs as a child); the agent calls them from a thread.
@@ -347,8 +348,10 @@ class Enforcer:
 
     def judged(self, cgid: int) -> bool:
         """Whether a walk made after the kernel classified this cgroup has settled it (in
-        scope, with its rules written, or out of scope): a held process there may go on."""
-        return cgid in self.scope_ids or self.heard.get(cgid, float("inf")) < self.walked_at
+        scope, with the policy written, or out of scope): a held process there may go on."""
+        if cgid in self.scope_ids:
+            return self.ruleset is None or self.policy_version == self.ruleset.version
+        return self.heard.get(cgid, float("inf")) < self.walked_at
 
     def pending(self) -> set[int]:
         """Container cgroups whose first exec the kernel would hold (for a restarted agent)."""

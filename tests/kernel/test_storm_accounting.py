@@ -1,8 +1,9 @@
 """A real connect() storm through the real kernel sources and agent: repeated calls are
 counted in the kernel (by the connect4/6 programs, or by connect.bt without them), each
-flow sending one call per 100 ms; with 40 flows that is still past the agent's threshold
-(200 events/s here), so the agent folds in user space too (checked); the violation among
-them stays a single event; and the counts add up exactly to what the load generated."""
+flow sending one call per 100 ms; with 40 flows connect.bt's printed calls are still past
+the agent's threshold (200 events/s here), so the agent folds them in user space too
+(checked); the violation among them stays a single event; and the counts add up exactly to
+what the load generated."""
 
 import asyncio
 import subprocess
@@ -65,7 +66,10 @@ async def test_a_storm_is_folded_and_still_adds_up(enforcement, targets, tmp_pat
         assert violation.event.count == 1 and violation.dest_ip == "127.10.10.5"
 
     await sync_to_async(check)()
-    assert agent.folder.folded > 0  # the storm reached the agent's own folding, not only the kernel's
+    if source == "connect.bt":  # its printed calls carry no count: past the threshold the agent folds them
+        assert agent.folder.folded > 0
+    # (a call the programs send carries its flow's kernel count, and a counted event is never
+    # folded again: with the programs the kernel does all the folding)
 
 
 async def test_repeated_audit_denies_are_counted_once(enforcement, targets, tmp_path):
