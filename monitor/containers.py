@@ -26,6 +26,7 @@ import glob
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 
 HEX_ID = r"[0-9a-f]{64}"
@@ -89,7 +90,7 @@ def identify(
             if pod and runtime == "docker" and not leaf.startswith("docker-"):
                 runtime = "kubepods"
             known = _KNOWN.get(cid)
-            if known is None:
+            if known is None and time.monotonic() - _MISSED.get(cid, float("-inf")) >= MISS_TTL:
                 known = _read_meta(runtime, leaf, pod, cid, docker_roots, podman_roots)
             runtime, meta = known or (runtime, Meta(cid[:12]))
             return ContainerRef(runtime, cid, meta.name, pod, meta.image, meta.labels)
@@ -130,11 +131,13 @@ def _pod_uid(parents: list[str]) -> str:
 
 
 _KNOWN: dict[str, tuple[str, Meta]] = {}  # id -> (runtime, meta) found; kept when a `--rm` container goes
+_MISSED: dict[str, float] = {}  # id -> when its metadata was last looked for in vain
+MISS_TTL = 1.0  # seconds before a container without metadata (containerd, CRI-O) is looked up again
 
 
 def _read_meta(runtime, leaf, pod, cid, docker_roots, podman_roots) -> tuple[str, Meta] | None:
-    """The runtime's metadata for a container, remembered once found (misses are read again:
-    metadata may come later)."""
+    """The runtime's metadata for a container, remembered once found. A miss is looked up
+    again after MISS_TTL (metadata may come later), not on every event."""
     found = None
     if runtime == "docker" or PLAIN_ID_RE.match(leaf):  # cgroupfs ids: Docker's, whatever the parent
         if meta := _first(_docker_meta, docker_roots, cid):
@@ -146,6 +149,11 @@ def _read_meta(runtime, leaf, pod, cid, docker_roots, podman_roots) -> tuple[str
         if len(_KNOWN) > 4096:
             _KNOWN.pop(next(iter(_KNOWN)))
         _KNOWN[cid] = found
+        _MISSED.pop(cid, None)
+    else:
+        if len(_MISSED) > 4096:
+            _MISSED.clear()
+        _MISSED[cid] = time.monotonic()
     return found
 
 

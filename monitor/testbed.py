@@ -52,10 +52,10 @@ class SimulatedContainer:
         if not os.path.isdir(self.parent_dir):
             os.mkdir(self.parent_dir)
             _MADE_PARENTS.add(self.parent_dir)
-        os.makedirs(self.dir, exist_ok=True)
-        os.makedirs(self.meta_dir, exist_ok=True)
+        os.makedirs(self.meta_dir, exist_ok=True)  # metadata first, as Docker writes it at create
         with open(os.path.join(self.meta_dir, "config.v2.json"), "w") as fh:
             json.dump({"ID": self.id, "Name": f"/{self.name}", "Config": {"Labels": {"crossedge.sim": "1"}}}, fh)
+        os.makedirs(self.dir, exist_ok=True)
         return self
 
     def spawn(self, argv: list[str], **popen) -> subprocess.Popen:

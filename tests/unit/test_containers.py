@@ -2,6 +2,7 @@
 
 import json
 
+from monitor import containers
 from monitor.cgroups import CgroupIndex, cgroup2_mount
 from monitor.containers import identify, is_container_cgroup
 
@@ -39,12 +40,15 @@ def test_nested_cgroup_inside_a_container_belongs_to_it():
     assert identify(f"/system.slice/docker-{CID}.scope/init", ()).container_id == CID
 
 
-def test_docker_metadata_gives_the_name(tmp_path):
+def test_docker_metadata_gives_the_name(tmp_path, monkeypatch):
     meta = tmp_path / "containers" / CID
     meta.mkdir(parents=True)
     ref = identify(f"/system.slice/docker-{CID}.scope", (str(tmp_path),))
-    assert ref.name == CID[:12]  # no metadata yet: short id, and the miss is not cached
+    assert ref.name == CID[:12]  # no metadata yet: short id
     (meta / "config.v2.json").write_text(json.dumps({"Name": "/edge-app-prod"}))
+    # a miss is remembered for MISS_TTL (no file reads on every event of such a container)...
+    assert identify(f"/system.slice/docker-{CID}.scope", (str(tmp_path),)).name == CID[:12]
+    monkeypatch.setattr(containers, "MISS_TTL", 0.0)  # ...then looked up again
     assert identify(f"/system.slice/docker-{CID}.scope", ("/nonexistent", str(tmp_path))).name == "edge-app-prod"
 
 
