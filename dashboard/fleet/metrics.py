@@ -17,11 +17,7 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .models import Node
-
-
-def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+from .models import Node, as_count
 
 
 class FleetCollector:
@@ -57,16 +53,16 @@ class FleetCollector:
             stored.add_metric([name], node.last_seq)
             verdicts = health.get("verdicts") if isinstance(health.get("verdicts"), dict) else {}
             for verdict in ("allow", "alert", "deny"):
-                seen.add_metric([name, verdict], _int(verdicts.get(verdict)))
+                seen.add_metric([name, verdict], as_count(verdicts.get(verdict)))
             backends = health.get("backends") if isinstance(health.get("backends"), dict) else {}
             for stage, count in node.losses.items():
                 lost.add_metric([name, stage], count)
             for backend, b in backends.items():
                 if isinstance(b, dict):
-                    restarts.add_metric([name, str(backend)], _int(b.get("restarts")))
+                    restarts.add_metric([name, str(backend)], as_count(b.get("restarts")))
             for rule, count in node.enforcement.get("counters", {}).items():
                 decisions.add_metric([name, rule], count)
-            spool.add_metric([name], _int(health.get("spool")))
+            spool.add_metric([name], as_count(health.get("spool")))
             policy.add_metric([name, "agent"], node.policy_version)
             if node.enforcement.get("policy_version") is not None:
                 policy.add_metric([name, "kernel"], node.enforcement["policy_version"])

@@ -18,6 +18,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def is_count(value) -> bool:
+    """An integer an agent reported (not a bool, not a string): health is data, not trusted."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def as_count(value) -> int:
+    return value if is_count(value) else 0
+
+
 class Node(models.Model):
     name = models.CharField(max_length=100, unique=True)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
@@ -58,26 +67,22 @@ class Node(models.Model):
         """Events the node reported as lost, by stage (from its last heartbeat)."""
         health = self.health if isinstance(self.health, dict) else {}
 
-        def count(value) -> int:
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
         backends = health.get("backends") if isinstance(health.get("backends"), dict) else {}
         return {
-            "kernel_buffer": sum(count(b.get("lost_events")) for b in backends.values() if isinstance(b, dict))
-            + count(health.get("kernel_lost")),
-            "agent_queue": count(health.get("outbox_dropped")),
-            "spool_cap": count(health.get("spool_dropped")),
+            "kernel_buffer": sum(as_count(b.get("lost_events")) for b in backends.values() if isinstance(b, dict))
+            + as_count(health.get("kernel_lost")),
+            "agent_queue": as_count(health.get("outbox_dropped")),
+            "spool_cap": as_count(health.get("spool_dropped")),
         }
 
     @property
     def not_enforced(self) -> dict:
         """Deny verdicts the kernel did not apply (the calls went through), with the reasons."""
         health = self.health if isinstance(self.health, dict) else {}
-        count = health.get("not_enforced")
         reasons = health.get("not_enforced_reasons") if isinstance(health.get("not_enforced_reasons"), dict) else {}
         return {
-            "count": count if isinstance(count, int) and not isinstance(count, bool) else 0,
-            "reasons": {str(k): v for k, v in reasons.items() if isinstance(v, int) and not isinstance(v, bool)},
+            "count": as_count(health.get("not_enforced")),
+            "reasons": {str(k): v for k, v in reasons.items() if is_count(v)},
         }
 
     @property
@@ -110,7 +115,7 @@ class Node(models.Model):
             "containers": raw["containers"] if isinstance(raw.get("containers"), int) else 0,
             "entries": sum(v for v in entries.values() if isinstance(v, int)),
             "notes": [{"rule_id": n["rule_id"], "message": str(n.get("message", ""))} for n in notes],
-            "counters": {str(k): v for k, v in counters.items() if isinstance(v, int) and not isinstance(v, bool)},
+            "counters": {str(k): v for k, v in counters.items() if is_count(v)},
             "error": str(raw.get("error") or ""),
             "lifecycle_error": str(raw.get("lifecycle_error") or ""),
             "generation": str(raw.get("generation") or ""),
