@@ -35,6 +35,9 @@
  * its rules, clears `pending` and continues the process (SIGCONT). Nothing is held unless
  * the agent is reading `lifecycle` (a record it cannot be told about holds nothing).
  *
+ * The containers' processes (exec, exit, exec counts, exec rules) are watched by the
+ * programs in process.bpf.h, included below.
+ *
  * Loaded, attached and fed by monitor/kernel/enforcer.py; the struct layouts are mirrored
  * in monitor/kernel/layout.py (a test checks them against this object's BTF).
  */
@@ -290,6 +293,9 @@ int crossedge_s6(struct bpf_sock_addr *ctx)
 #define CE_NAME_LEN 96
 #define CE_MAX_DEPTH 16 /* ancestors looked at for an attach point */
 #define CE_SIGSTOP 19
+#define CE_SIGKILL 9
+
+#include "process.bpf.h"
 
 static __always_inline int is_hex(char c)
 {
@@ -379,6 +385,10 @@ int BPF_PROG(crossedge_exec, struct task_struct *task, pid_t old_pid, struct lin
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
 
+	if (!bpf_map_lookup_elem(&monitored, &cgid))
+		return 0;
+	if (proc_exec(ctx, task, bprm, cgid))
+		return 0; /* killed by an exec rule: nothing to hold */
 	if (!bpf_map_lookup_elem(&pending, &cgid))
 		return 0;
 	struct ce_lifecycle ev = {.ts_ns = bpf_ktime_get_ns(), .cgroup_id = cgid, .type = CE_LC_HELD};

@@ -102,4 +102,41 @@ struct ce_lifecycle {
 	__u32 type;
 };
 
+/* Processes (process.bpf.h): exec and exit records on the `procs` perf array. */
+#define CE_PROC_EXEC 1
+#define CE_PROC_EXIT 2
+#define CE_PATH_LEN 256 /* a binary path as exec'd (longer ones are cut, flagged) */
+#define CE_ARGS_LEN 256 /* argv, NUL separated, cut at this length */
+#define CE_MATCH_LEN 128 /* the part of a binary path that exec rules can match */
+
+struct ce_proc {
+	__u64 ts_ns; /* CLOCK_MONOTONIC */
+	__u64 cgroup_id;
+	__u64 start_ns; /* the process's start (CLOCK_MONOTONIC): with pid, its identity */
+	__u64 lifetime_ns; /* exit: how long the process lived */
+	__u32 type; /* CE_PROC_* */
+	__u32 pid; /* thread group id */
+	__u32 ppid; /* the real parent's thread group id */
+	__u32 uid;
+	__u32 gid;
+	__s32 exit_code; /* exit: wait status as the parent sees it (code << 8, or the signal) */
+	__u32 slot; /* exec: the deciding exec rule's counter slot, 0 = none */
+	__u16 args_len; /* bytes of args used */
+	__u8 verdict; /* exec: CE_V_* */
+	__u8 cut; /* 1: filename or args were longer than their field */
+	char comm[16];
+	char pcomm[16]; /* the parent's task name */
+	char rule_id[CE_RULE_ID_LEN];
+	char filename[CE_PATH_LEN];
+	char args[CE_ARGS_LEN];
+};
+
+/* Exec rule trie key: cgroup_id (0 = every monitored container) matched in full, then
+ * prefixlen - 64 bits of the path. A rule for an exact path includes its NUL. */
+struct ce_exec_key {
+	__u32 prefixlen;
+	__u64 cgroup_id;
+	char path[CE_MATCH_LEN];
+} __attribute__((packed));
+
 #endif

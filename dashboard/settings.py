@@ -136,6 +136,9 @@ if envbool("CROSSEDGE_HTTPS", False):
 # Policy files: the importer refuses anything larger.
 POLICY_MAX_BYTES = envint("CROSSEDGE_POLICY_MAX_BYTES", 1 << 20)
 FEED_BACKFILL = envint("CROSSEDGE_FEED_BACKFILL", 50)
+# A feed's catch-up also looks this far back for rows committed out of id order (several
+# dashboard processes); an ingest commit slower than this is logged.
+FEED_SETTLE = envint("CROSSEDGE_FEED_SETTLE", 30)
 API_PAGE_SIZE = envint("CROSSEDGE_API_PAGE_SIZE", 100)
 
 LOGGING = {

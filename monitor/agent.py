@@ -30,9 +30,11 @@ from .backends import BACKENDS, event_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify
 from .flowcounts import FlowCounts, KernelFlows
+from .kernel import processes as kernel_processes
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
 from .parsers import event_pipe as event_pipe_parser
+from .processes import ProcessTable, judge, kill_if_held, state
 from .rules import Flow, RuleError, RuleSet, glob_match
 from .supervisor import Supervisor
 
@@ -42,6 +44,7 @@ log = logging.getLogger("crossedge.agent")
 DEFAULT_OUTBOX_CAP = 200_000
 KERNEL = "kernel"  # the backend name (and event kind) of the programs' events
 LIFECYCLE = "lifecycle"  # the programs' container lifecycle records
+PROCS = "procs"  # the programs' process exec and exit records
 MAX_HOLD = 2.0  # seconds a held exec waits for the agent before it goes on unjudged
 EPERM = -1
 MAX_PATH = 1024  # the dashboard's cgroup_path length (dashboard/events/schema.py)
@@ -108,6 +111,11 @@ class Agent:
         self.hold_ms_max = 0.0
         self.list_ms_max = 0.0
         self.unenforced = collections.Counter()  # deny verdicts the kernel did not apply, by reason
+        self.processes = ProcessTable()
+        self.held_execs: set[int] = set()  # held processes whose exec record has been judged
+        self.proc_counts = collections.Counter()  # exec, exit, killed (by the kernel or at a hold)
+        self.proc_lost = 0  # process records the programs could not send
+        self.exec_counts: dict[int, int] = {}  # cgroup id -> execs (counted in the kernel)
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
     # -- events ---------------------------------------------------------------
@@ -127,6 +135,46 @@ class Agent:
             if backend == KERNEL and event["cgroup_id"] not in self.enforcer.scope_ids and self.enforcer.in_scope(path):
                 self._kernel_wakeup.set()  # a new container, observed but not yet judged: rescan now
             self._judge(backend, event, path)
+
+    def handle_proc(self, _backend: str, event: dict) -> None:
+        """An exec or exit in a monitored container: attributed and judged like a connection."""
+        event["source"] = KERNEL
+        event["kind"] = event.pop("event")
+        event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
+        path = self.cgroups.path(event["cgroup_id"])
+        if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
+            self.out_of_scope += 1
+            return
+        event["cgroup_path"] = _fit_path(path or "")
+        ref = identify(path, self.docker_roots, self.podman_roots)
+        event["container"] = ref.as_event() if ref else None
+        pid = event["pid"]
+        event["parent_binary"] = self.processes.binary(event["ppid"])
+        if event["kind"] == "exec":
+            self.processes.exec(pid, event["binary"])
+        else:
+            self.processes.exit(pid)
+        event.pop("slot", None)
+        for name in ("lifetime_ns", "exit_code"):  # an exec has neither
+            if event[name] is None:
+                del event[name]
+        judge(event, self.ruleset, ref.name if ref else None)
+        event["policy_version"] = self.ruleset.version
+        self.proc_counts[event["kind"]] += 1
+        held = event["kind"] == "exec" and event["cgroup_id"] in self.pending
+        if event["verdict"] == "deny" and not event["enforced"] and not event["audit"]:
+            if held and kill_if_held(pid):
+                event["enforced"] = True  # stopped at exec by the hold: it never ran
+            else:
+                reason = next((n["message"] for n in self.enforcer.notes if n["rule_id"] == event["rule_id"]), "")
+                event["unenforced"] = (reason or "judged by the agent after the exec")[:200]
+                self.unenforced[event["unenforced"]] += 1
+        if event["enforced"]:
+            self.proc_counts["killed"] += 1
+        if held:
+            self.held_execs.add(pid)
+            self._kernel_wakeup.set()
+        self._emit(event)
 
     def _judge(self, backend: str, event: dict, path: str | None) -> None:
         event["cgroup_path"] = _fit_path(path or "")
@@ -203,6 +251,8 @@ class Agent:
         (or after MAX_HOLD, counted as expired: the agent never blocks a container for long)."""
         now = time.monotonic()
         judged = {c for c in self.pending if self.enforcer.judged(c)}
+        # a held exec goes on only once its own record is judged (an exec rule may kill it)
+        judged -= {c for c in judged if not self.held.get(c, set()) <= self.held_execs}
         done = judged | {c for c, since in self.pending.items() if now - since > MAX_HOLD}
         if not done:
             return
@@ -215,6 +265,7 @@ class Agent:
         for cgid in done:
             since = self.pending.pop(cgid)
             pids = self.held.pop(cgid, set()) or self._stopped_in(cgid, since)
+            self.held_execs -= pids
             if cgid not in judged:
                 self.holds["expired"] += len(pids)
             for pid in pids:
@@ -232,7 +283,7 @@ class Agent:
                 pids = {int(line) for line in fh if line.strip()}
         except (OSError, ValueError):
             return set()
-        return {pid for pid in pids if _state(pid) == "T"}
+        return {pid for pid in pids if state(pid) == "T"}
 
     def _continue(self, pid: int, cgid: int) -> bool:
         """SIGCONT a held process, if it is still the one in that cgroup."""
@@ -314,9 +365,11 @@ class Agent:
             event_pipe(LIFECYCLE, lambda: enforcer.layout.map("lifecycle"), event_pipe_parser.parse_lifecycle),
             self.handle_lifecycle,
         )
-        self.supervisors += [pipe, life]
-        pipe_tasks = [asyncio.create_task(pipe.run()), asyncio.create_task(life.run())]
-        await asyncio.gather(pipe.ready.wait(), life.ready.wait())
+        procs = Supervisor(event_pipe(PROCS, lambda: enforcer.layout.map("procs"), event_pipe_parser.parse_proc),
+                           self.handle_proc)  # fmt: skip
+        self.supervisors += [pipe, life, procs]
+        pipe_tasks = [asyncio.create_task(sup.run()) for sup in (pipe, life, procs)]
+        await asyncio.gather(pipe.ready.wait(), life.ready.wait(), procs.ready.wait())
         self.kernel_observing.set()
         last_counters = last_flows = 0.0
         try:
@@ -344,12 +397,14 @@ class Agent:
                     if time.monotonic() - last_counters >= COUNTER_POLL:
                         self.kernel_counters = await asyncio.to_thread(enforcer.counters)
                         self.kernel_lost = await asyncio.to_thread(enforcer.lost)
+                        self.proc_lost = await asyncio.to_thread(kernel_processes.lost, enforcer.layout)
+                        self.exec_counts = await asyncio.to_thread(kernel_processes.exec_counts, enforcer.layout)
                         last_counters = time.monotonic()
                 except (BpftoolError, OSError) as exc:
                     self.kernel_error = str(exc)
                     log.error("enforcement: %s", exc)
         finally:
-            await asyncio.gather(pipe.stop(), life.stop())
+            await asyncio.gather(pipe.stop(), life.stop(), procs.stop())
             for task in pipe_tasks:
                 task.cancel()
             await asyncio.gather(*pipe_tasks, return_exceptions=True)
@@ -412,7 +467,9 @@ class Agent:
             "storm": self.folder.storm,
             "covered": self.covered,
             "bad_counts": self.flows.bad,  # tracer count entries that could not be read
-            "kernel_lost": self.kernel_lost,
+            "kernel_lost": self.kernel_lost + self.proc_lost,
+            "processes": dict(self.proc_counts),
+            "exec_counts": self._exec_counts(),
             "not_enforced": sum(self.unenforced.values()),
             "not_enforced_reasons": dict(self.unenforced.most_common(10)),
             "holds": dict(self.holds) | self._hold_times(),
@@ -429,6 +486,13 @@ class Agent:
                 "error": self.kernel_error or self.enforcer.error,
             }
         return health
+
+    def _exec_counts(self) -> dict[str, int]:
+        """Execs counted in the kernel, per container path (the busiest 50)."""
+        named = {}
+        for cgid, count in sorted(self.exec_counts.items(), key=lambda kv: -kv[1])[:50]:
+            named[self.cgroups.path(cgid) or str(cgid)] = count
+        return named
 
     def _hold_times(self) -> dict:
         """Containers waiting now; the longest hold; the longest a new container waited to be listed."""
@@ -463,15 +527,6 @@ def _fit_path(path: str) -> str:
     """A cgroup path as the dashboard stores it (MAX_PATH characters): a deeper one keeps its
     end, where the container is, and says it was cut (`…/`), so its event is stored, not refused."""
     return path if len(path) <= MAX_PATH else "…/" + path[-(MAX_PATH - 2) :]
-
-
-def _state(pid: int) -> str:
-    """A process's state letter (T: stopped), "" if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return ""
 
 
 def _cgroup2_path(pid: int) -> str | None:

@@ -23,6 +23,13 @@ class Backend:
     parse: Callable  # payload or record -> event dict (or a Signal)
     install_hint: str
     framing: str = "lines"  # "lines": bpftrace -f json; "json-array": bpftool -j event_pipe
+    env: tuple[tuple[str, str], ...] = ()  # added to the agent's environment
+
+
+# connect.bt's maps (@printed, @folded, @call4) hold at most this many keys, so the tracer's
+# memory is bounded (bpftrace's own default is 4096). Past it a new flow is not remembered:
+# each of its calls is printed (and folded in user space), so nothing is lost.
+TRACER_MAP_KEYS = 16384
 
 
 def bpftrace_script(script: str) -> Callable[[str], list[str]]:
@@ -49,5 +56,6 @@ BACKENDS = {
         command=bpftrace_script("connect.bt"),
         parse=connect.parse,
         install_hint="apt-get install bpftrace",
+        env=(("BPFTRACE_MAP_KEYS_MAX", str(TRACER_MAP_KEYS)),),
     ),
 }

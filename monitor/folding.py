@@ -29,8 +29,8 @@ class StormFolder:
     def offer(self, event: dict) -> bool:
         """Count the event toward the rate; True if it was folded (the caller must not queue it)."""
         self._tick()
-        if not (self.storm and event["verdict"] == "allow" and "count" not in event):
-            return False
+        if not (self.storm and event["verdict"] == "allow" and "count" not in event and "dest_ip" in event):
+            return False  # (process records are never folded: each is one process)
         key = (event["cgroup_id"], event["dest_ip"], event["dest_port"], event["result"], event["comm"])
         held = self._flows.get(key)
         if held is None:

@@ -17,7 +17,9 @@ ACTIONS = ("allow", "alert", "deny")
 MODES = ("enforce", "audit")  # audit: a deny is reported (and counted by the kernel) but let through
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode")
-MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_port")
+MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_port", "binary", "parent")
+CONNECT_KEYS = ("dest_ip", "dest_port")
+EXEC_KEYS = ("binary", "parent")  # a rule with one of these judges execs, not connections
 DEFAULT_PRIORITY = 100
 DEFAULT_SEVERITY = "medium"
 DEFAULT_MODE = "enforce"
@@ -105,6 +107,8 @@ class Rule:
     container: str | None = None
     dest_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     port_range: tuple[int, int] | None = None
+    binary: str | None = None  # glob on the exec'd path
+    parent: str | None = None  # glob on the parent's binary (or its task name when not known)
     mode: str = DEFAULT_MODE
     order: int = field(default=0, compare=False)
 
@@ -117,6 +121,11 @@ class Rule:
     def audit(self) -> bool:
         return self.mode == "audit"
 
+    @property
+    def kind(self) -> str:
+        """What the rule judges: "exec" (it names a binary or parent) or "connect"."""
+        return "exec" if self.binary is not None or self.parent is not None else "connect"
+
     def matches_scope(self, cgroup_id: int | None, cgroup_path: str | None, container: str | None) -> bool:
         if self.cgroup_id is not None and cgroup_id != self.cgroup_id:
             return False
@@ -126,7 +135,18 @@ class Rule:
             return False
         return True
 
+    def matches_exec(self, proc: Exec) -> bool:
+        if self.kind != "exec" or not self.matches_scope(proc.cgroup_id, proc.cgroup_path, proc.container):
+            return False
+        if self.binary is not None and not glob_match(proc.binary, self.binary):
+            return False
+        if self.parent is not None and not any(p and glob_match(p, self.parent) for p in proc.parents):
+            return False
+        return True
+
     def matches(self, flow: Flow) -> bool:
+        if self.kind != "connect":
+            return False
         if not self.matches_scope(flow.cgroup_id, flow.cgroup_path, flow.container):
             return False
         if self.dest_net is not None and (
@@ -150,6 +170,10 @@ class Rule:
             match["dest_ip"] = str(self.dest_net)
         if self.port_range is not None:
             match["dest_port"] = format_port(*self.port_range)
+        if self.binary is not None:
+            match["binary"] = self.binary
+        if self.parent is not None:
+            match["parent"] = self.parent
         spec = {"id": self.id, "description": self.description, "match": match, "action": self.action}
         if self.priority != DEFAULT_PRIORITY:
             spec["priority"] = self.priority
@@ -207,6 +231,12 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
     for key in ("cgroup_path", "container"):
         if key in match:
             _text(rule_id, f"match.{key}", match[key], required=True, limit=4096)
+    for key in EXEC_KEYS:
+        if key in match:
+            _text(rule_id, f"match.{key}", match[key], required=True, limit=1024)
+    if any(k in match for k in EXEC_KEYS) and any(k in match for k in CONNECT_KEYS):
+        raise RuleError(rule_id, "match", "a rule judges either connections (dest_ip, dest_port) or execs "
+                        "(binary, parent), not both: make two rules")  # fmt: skip
     try:
         dest_net = parse_network(match["dest_ip"]) if "dest_ip" in match else None
     except ValueError as exc:
@@ -228,6 +258,8 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         container=match.get("container"),
         dest_net=dest_net,
         port_range=port_range,
+        binary=match.get("binary"),
+        parent=match.get("parent"),
         mode=mode,
         order=order,
     )
@@ -254,6 +286,17 @@ class Flow:
         return cls(dest_ip=addr, dest_port=dest_port, **scope)
 
 
+@dataclass(slots=True)
+class Exec:
+    """What a rule looks at in an exec."""
+
+    binary: str
+    parents: tuple[str, ...] = ()  # the parent's binary path and its task name, as known
+    cgroup_id: int | None = None
+    cgroup_path: str | None = None
+    container: str | None = None
+
+
 class RuleSet:
     """Rules in evaluation order: lowest priority number first, then file/creation order.
 
@@ -272,7 +315,10 @@ class RuleSet:
         self._containers: dict[str, list[int]] = {}
         self._cgroups: dict[int, list[int]] = {}
         self._rest: list[int] = []
+        self.exec_ranks = [rank for rank, rule in enumerate(self.rules) if rule.kind == "exec"]
         for rank, rule in enumerate(self.rules):
+            if rule.kind != "connect":
+                continue
             if rule.dest_net is not None:
                 net = rule.dest_net
                 by_len = self._nets[net.version].setdefault(net.prefixlen, {})
@@ -313,6 +359,13 @@ class RuleSet:
             rule = self.rules[rank]
             if rule.matches(flow):
                 return rule
+        return None
+
+    def evaluate_exec(self, proc: Exec) -> Rule | None:
+        """First matching exec rule, or None (execs are few: the exec rules are scanned)."""
+        for rank in self.exec_ranks:
+            if self.rules[rank].matches_exec(proc):
+                return self.rules[rank]
         return None
 
     def evaluate_linear(self, flow: Flow) -> Rule | None:

@@ -109,6 +109,7 @@ class Supervisor:
                 limit=LINE_LIMIT,
                 start_new_session=True,  # our signals, not the terminal's, stop it
                 preexec_fn=die_with_parent,
+                env={**os.environ, **dict(self.backend.env)} if self.backend.env else None,
             )
         except OSError as exc:
             self.health.last_error = f"cannot start {executable}: {exc}"

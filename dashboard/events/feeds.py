@@ -14,7 +14,7 @@ import uuid
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-FEEDS = {"connections": "feed-connections", "violations": "feed-violations"}
+FEEDS = {"connections": "feed-connections", "processes": "feed-processes", "violations": "feed-violations"}
 PUBLISHER = uuid.uuid4().hex[:12]
 _numbers = {feed: itertools.count(1) for feed in FEEDS}
 _lock = threading.Lock()

@@ -66,6 +66,8 @@ class EventFilter:
             qs = qs.filter(rule_id=self.rule)
         if self.action:
             qs = qs.filter(**{action_field: self.action})
+        if (self.dest or self.port) and not _has(qs.model, "dest_ip"):
+            return qs.none()  # processes have no destination
         if self.dest:
             qs = qs.filter(dest_ip=self.dest)
         if self.port:
@@ -101,3 +103,7 @@ class EventFilter:
             if value not in ("", None):
                 out[f.name] = value.isoformat() if hasattr(value, "isoformat") else str(value)
         return out
+
+
+def _has(model, name: str) -> bool:
+    return any(f.name == name for f in model._meta.get_fields())

@@ -6,8 +6,10 @@ Idempotent by (node, seq): a batch resent after a reconnect stores nothing twice
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -15,9 +17,11 @@ from django.utils import timezone
 from dashboard.fleet.models import Container, Node
 
 from . import feeds
-from .models import ConnectionEvent, Violation
+from .models import ConnectionEvent, ProcessEvent, Violation
 from .schema import EventError, check_event
-from .serializers import connection_row, violation_row
+from .serializers import connection_row, process_row, violation_row
+
+log = logging.getLogger(__name__)
 
 INSERT_ATTEMPTS = 3  # a batch raced by another worker for the same node is checked again
 
@@ -56,7 +60,12 @@ def ingest_batch(node: Node, batch: list) -> IngestResult:
 
 
 def _known(node: Node, seqs: set[int]) -> set[int]:
-    return set(ConnectionEvent.objects.filter(node=node, seq__in=seqs).values_list("seq", flat=True))
+    """The numbers already stored, in any event table (one sequence per agent)."""
+    return {
+        seq
+        for model in (ConnectionEvent, ProcessEvent)
+        for seq in model.objects.filter(node=node, seq__in=seqs).values_list("seq", flat=True)
+    }
 
 
 def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
@@ -71,17 +80,23 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
                 seen.add(event["seq"])
                 fresh.append(event)
         containers = _containers(node, fresh)
-        rows = [_event_row(node, e, containers.get(e["cgroup_path"])) for e in fresh]
+        conns = [e for e in fresh if e["kind"] == "connect"]
+        procs = [e for e in fresh if e["kind"] != "connect"]
+        rows = [_event_row(node, e, containers.get(e["cgroup_path"])) for e in conns]
         ConnectionEvent.objects.bulk_create(rows)
-        violations = Violation.objects.bulk_create(
-            [_violation_row(ev, e) for ev, e in zip(rows, fresh, strict=True) if e["verdict"] != "allow"]
-        )
-        result.stored = len(rows)
+        proc_rows = [_process_row(node, e, containers.get(e["cgroup_path"])) for e in procs]
+        ProcessEvent.objects.bulk_create(proc_rows)
+        flagged = [_violation_row(ev, e) for ev, e in zip(rows, conns, strict=True) if e["verdict"] != "allow"]
+        flagged += [
+            _process_violation(ev, e) for ev, e in zip(proc_rows, procs, strict=True) if e["verdict"] != "allow"
+        ]
+        violations = Violation.objects.bulk_create(flagged)
+        result.stored = len(rows) + len(proc_rows)
         top = max(seqs)
         Node.objects.filter(pk=node.pk).update(last_seq=Greatest("last_seq", top), last_seen_at=timezone.now())
         node.last_seq = result.last_seq = max(node.last_seq, top)
         result.processed_seq = max(result.processed_seq, top)
-        transaction.on_commit(lambda: _publish(rows, violations))
+        transaction.on_commit(lambda: _publish(rows, violations, proc_rows))
     return result
 
 
@@ -124,35 +139,82 @@ def _containers(node: Node, events: list[dict]) -> dict[str, Container]:
     return have
 
 
+def _common(node: Node, e: dict, container: Container | None) -> dict:
+    """The columns every event table has."""
+    return {
+        "node": node,
+        "seq": e["seq"],
+        "ts": dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC),
+        "minute": e["ts_ns"] // 60_000_000_000,
+        "count": e["count"],
+        "container": container,
+        "cgroup_id": e["cgroup_id"],
+        "cgroup_path": e["cgroup_path"],
+        "pid": e["pid"],
+        "uid": e["uid"],
+        "gid": e["gid"],
+        "comm": e["comm"],
+        "verdict": e["verdict"],
+        "rule_id": e["rule_id"],
+        "policy_version": e["policy_version"],
+        "unenforced": e["unenforced"],
+    }
+
+
 def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEvent:
     return ConnectionEvent(
-        node=node,
-        seq=e["seq"],
-        ts=dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC),
-        minute=e["ts_ns"] // 60_000_000_000,
-        count=e["count"],
-        container=container,
-        cgroup_id=e["cgroup_id"],
-        cgroup_path=e["cgroup_path"],
-        pid=e["pid"],
+        **_common(node, e, container),
         tid=e["tid"],
-        uid=e["uid"],
-        gid=e["gid"],
-        comm=e["comm"],
         family=e["family"],
         dest_ip=e["dest_ip"],
         dest_port=e["dest_port"],
         result=e["result"],
-        verdict=e["verdict"],
-        rule_id=e["rule_id"],
-        policy_version=e["policy_version"],
         op=e["op"],
+    )
+
+
+def _process_row(node: Node, e: dict, container: Container | None) -> ProcessEvent:
+    return ProcessEvent(
+        **_common(node, e, container),
+        kind=e["kind"],
+        ppid=e["ppid"],
+        start_ns=e["start_ns"],
+        parent_comm=e["parent_comm"],
+        parent_binary=e["parent_binary"],
+        binary=e["binary"],
+        args=e["args"],
+        cut=e["cut"],
+        exit_code=e.get("exit_code"),
+        lifetime_ns=e.get("lifetime_ns"),
+    )
+
+
+def _process_violation(ev: ProcessEvent, e: dict) -> Violation:
+    return Violation(
+        kind=ev.kind,
+        process=ev,
+        target=ev.binary or ev.comm,
+        node=ev.node,
+        container=ev.container,
+        ts=ev.ts,
+        rule_id=ev.rule_id,
+        action=ev.verdict,
+        severity=e["severity"],
+        enforced=e["enforced"],
+        audit=e["audit"],
         unenforced=e["unenforced"],
+        op="",
+        count=ev.count,
+        comm=ev.comm,
+        pid=ev.pid,
     )
 
 
 def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
+    host = f"[{ev.dest_ip}]" if ":" in ev.dest_ip else ev.dest_ip
     return Violation(
+        kind="connect",
+        target=f"{host}:{ev.dest_port}",
         event=ev,
         node=ev.node,
         container=ev.container,
@@ -172,7 +234,18 @@ def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
     )
 
 
-def _publish(events: list[ConnectionEvent], violations: list[Violation]) -> None:
+def _publish(events: list[ConnectionEvent], violations: list[Violation], processes: list[ProcessEvent]) -> None:
     """Rows go out oldest first; the page puts each new one on top."""
+    first = (events or processes or [None])[0]
+    took = (timezone.now() - first.received_at).total_seconds() if first else 0
+    if took > settings.FEED_SETTLE:
+        log.warning(
+            "ingest: %d rows committed %.0f s after their ids were taken (over FEED_SETTLE=%d s):"
+            " a feed that reconnected meanwhile may not show them; Search does",
+            len(events) + len(processes),
+            took,
+            settings.FEED_SETTLE,
+        )
     feeds.publish("connections", [connection_row(e) for e in events])
+    feeds.publish("processes", [process_row(p) for p in processes])
     feeds.publish("violations", [violation_row(v) for v in violations])

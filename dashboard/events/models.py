@@ -1,18 +1,22 @@
-"""What the agents saw: every connection, and the ones a rule flagged.
+"""What the agents saw: every connection, every process exec and exit in a container, and
+the ones a rule flagged.
 
-Both tables are append-mostly and read newest-first, so every index ends in -ts. A
-violation copies the few fields its feed and filters need, so the violation feed never
-joins the (much larger) connection table.
+The tables are append-mostly and read newest-first, so every index ends in -ts. A
+violation copies the few fields its feed and filters need (`kind` and `target`: the
+destination of a connection, the binary of a process), so the violation feed never joins
+the (much larger) event tables. An agent numbers all its events in one sequence, so
+(node, seq) is unique across the event tables.
 """
 
 from django.db import models
 
 from dashboard.fleet.models import Container, Node
 
-__all__ = ["ConnectionEvent", "Violation", "VERDICTS"]
+__all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "VERDICTS", "KINDS"]
 
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
 OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
+KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit")]
 
 
 class ConnectionEvent(models.Model):
@@ -51,14 +55,75 @@ class ConnectionEvent(models.Model):
             models.Index(fields=["verdict", "-ts"], name="event_verdict_ts"),
             models.Index(fields=["rule_id", "-ts"], name="event_rule_ts"),
             models.Index(fields=["dest_ip", "-ts"], name="event_dest_ts"),
+            models.Index(fields=["received_at"], name="event_received"),  # a feed's catch-up
         ]
 
     def __str__(self):
         return f"{self.comm}[{self.pid}] -> {self.dest_ip}:{self.dest_port}"
 
 
+class ProcessEvent(models.Model):
+    """A process exec'd or exited in a monitored container (bpfscripts/process.bpf.h)."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
+    seq = models.BigIntegerField(help_text="The agent's sequence number: (node, seq) is unique.")
+    kind = models.CharField(max_length=5, choices=KINDS[1:])
+    ts = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    minute = models.BigIntegerField(default=0)
+    container = models.ForeignKey(Container, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    cgroup_id = models.BigIntegerField()
+    cgroup_path = models.CharField(max_length=1024, blank=True)
+    pid = models.IntegerField()
+    ppid = models.IntegerField()
+    start_ns = models.BigIntegerField(help_text="The process's start (monotonic ns): with pid, its identity.")
+    uid = models.BigIntegerField()
+    gid = models.BigIntegerField()
+    comm = models.CharField(max_length=64)
+    parent_comm = models.CharField(max_length=64, blank=True)
+    parent_binary = models.CharField(max_length=1024, blank=True)
+    binary = models.CharField(max_length=1024, blank=True, help_text="The path given to execve()")
+    args = models.JSONField(default=list, blank=True)
+    cut = models.BooleanField(default=False, help_text="The binary path or arguments were cut to fit.")
+    exit_code = models.IntegerField(null=True, blank=True, help_text="Wait status: code << 8, or the signal")
+    lifetime_ns = models.BigIntegerField(null=True, blank=True)
+    verdict = models.CharField(max_length=5, choices=VERDICTS)
+    rule_id = models.CharField(max_length=64, blank=True)
+    policy_version = models.IntegerField(default=0)
+    count = models.PositiveIntegerField(default=1)
+    unenforced = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-ts", "-id"]
+        constraints = [models.UniqueConstraint(fields=["node", "seq"], name="process_unique_node_seq")]
+        indexes = [
+            models.Index(fields=["-ts"], name="process_ts"),
+            models.Index(fields=["container", "-ts"], name="process_container_ts"),
+            models.Index(fields=["received_at"], name="process_received"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.binary or self.comm}[{self.pid}]"
+
+    @property
+    def exit_text(self) -> str:
+        """The exit as a shell says it: "exit 3", "killed by signal 9"."""
+        if self.exit_code is None:
+            return ""
+        if self.exit_code & 0x7F:
+            return f"killed by signal {self.exit_code & 0x7F}"
+        return f"exit {(self.exit_code >> 8) & 0xFF}"
+
+
 class Violation(models.Model):
-    event = models.OneToOneField(ConnectionEvent, on_delete=models.CASCADE, related_name="violation")
+    kind = models.CharField(max_length=7, choices=KINDS, default="connect")
+    event = models.OneToOneField(
+        ConnectionEvent, null=True, blank=True, on_delete=models.CASCADE, related_name="violation"
+    )
+    process = models.OneToOneField(
+        ProcessEvent, null=True, blank=True, on_delete=models.CASCADE, related_name="violation"
+    )
+    target = models.CharField(max_length=1024, blank=True, help_text="What was reached: host:port, or a binary")
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
     container = models.ForeignKey(Container, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     ts = models.DateTimeField()
@@ -70,12 +135,14 @@ class Violation(models.Model):
     unenforced = models.CharField(
         max_length=200, blank=True, help_text="A deny the kernel did not apply: why (the connection went through)."
     )
-    op = models.CharField(max_length=8, choices=OPS, default="connect", help_text="The call judged.")
+    op = models.CharField(
+        max_length=8, choices=OPS, default="connect", blank=True, help_text="The call judged (connections)."
+    )
     count = models.PositiveIntegerField(default=1, help_text="Calls this row stands for (counted in the kernel)")
     comm = models.CharField(max_length=64)
     pid = models.IntegerField()
-    dest_ip = models.GenericIPAddressField(unpack_ipv4=False)
-    dest_port = models.PositiveIntegerField()
+    dest_ip = models.GenericIPAddressField(unpack_ipv4=False, null=True, blank=True)
+    dest_port = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-ts", "-id"]
@@ -87,4 +154,4 @@ class Violation(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.rule_id}: {self.comm}[{self.pid}] -> {self.dest_ip}:{self.dest_port}"
+        return f"{self.rule_id}: {self.comm}[{self.pid}] -> {self.target}"

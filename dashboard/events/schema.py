@@ -7,7 +7,7 @@ import ipaddress
 
 INT64 = (0, (1 << 63) - 1)
 FIELDS = {
-    # name: (type, (min, max) for numbers / max length for strings)
+    # every kind: name -> (type, (min, max) for numbers / max length for strings)
     "seq": (int, (1, INT64[1])),
     "ts_ns": (int, (0, INT64[1])),
     "pid": (int, (0, (1 << 31) - 1)),
@@ -15,20 +15,38 @@ FIELDS = {
     "uid": (int, (0, (1 << 32) - 1)),
     "gid": (int, (0, (1 << 32) - 1)),
     "cgroup_id": (int, INT64),
-    "family": (int, (4, 6)),
-    "dest_port": (int, (0, 65535)),
-    "result": (int, (-4095, 0)),  # null: not known (the kernel observer sees calls before they run)
     "policy_version": (int, (0, (1 << 31) - 1)),
-    "kind": (str, 32),
     "comm": (str, 64),
     "cgroup_path": (str, 1024),
-    "dest_ip": (str, 45),
     "verdict": (str, 5),
     "rule_id": (str, 64),
     "severity": (str, 10),
 }
-NULLABLE = ("result",)
+KIND_FIELDS = {
+    "connect": {
+        "family": (int, (4, 6)),
+        "dest_port": (int, (0, 65535)),
+        "result": (int, (-4095, 0)),  # null: not known (the kernel observer sees calls before they run)
+        "dest_ip": (str, 45),
+    },
+    "exec": {
+        "ppid": (int, (0, (1 << 31) - 1)),
+        "start_ns": (int, INT64),
+        "parent_comm": (str, 64),
+        "parent_binary": (str, 1024),
+        "binary": (str, 1024),
+    },
+}
+KIND_FIELDS["exit"] = KIND_FIELDS["exec"] | {
+    "exit_code": (int, (-(1 << 31), (1 << 31) - 1)),
+    "lifetime_ns": (int, INT64),
+}
+KINDS = tuple(KIND_FIELDS)
+# An agent before process events sent its backend's name as `kind`: those are connections.
+SOURCES = ("kernel", "aggregate", "connect")
+NULLABLE = ("result", "exit_code", "lifetime_ns")
 FLAGS = ("enforced", "audit")  # optional booleans: the kernel's part in a deny
+MAX_ARGS, MAX_ARGS_CHARS = 64, 1024
 CONTAINER_FIELDS = {"runtime": 20, "id": 64, "name": 255, "pod_uid": 64}
 OPTIONAL_CONTAINER_FIELDS = {"image": 255}
 MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 64, 128, 256
@@ -41,11 +59,8 @@ class EventError(ValueError):
     pass
 
 
-def check_event(event) -> dict:
-    """Return the event if it fits the schema, else raise EventError naming the field."""
-    if not isinstance(event, dict):
-        raise EventError("event must be an object")
-    for name, (kind, limit) in FIELDS.items():
+def _check_fields(event: dict, fields: dict) -> None:
+    for name, (kind, limit) in fields.items():
         value = event.get(name)
         if value is None and name in NULLABLE and name in event:
             continue
@@ -54,6 +69,20 @@ def check_event(event) -> dict:
                 raise EventError(f"{name}: must be an integer in {limit[0]}..{limit[1]}")
         elif not isinstance(value, str) or len(value) > limit:
             raise EventError(f"{name}: must be a string of at most {limit} characters")
+
+
+def check_event(event) -> dict:
+    """Return the event if it fits the schema, else raise EventError naming the field.
+    `kind` says which fields follow (connect: a destination; exec/exit: a process)."""
+    if not isinstance(event, dict):
+        raise EventError("event must be an object")
+    kind = event.get("kind")
+    if kind in SOURCES or kind is None:
+        kind = event["kind"] = "connect"
+    if kind not in KINDS:
+        raise EventError(f"kind: must be one of {', '.join(KINDS)}")
+    _check_fields(event, FIELDS)
+    _check_fields(event, KIND_FIELDS[kind])
     count = event.setdefault("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000_000:
         raise EventError("count: must be an integer in 1..1000000000")
@@ -62,8 +91,6 @@ def check_event(event) -> dict:
             raise EventError(f"{name}: must be true or false")
     if event["verdict"] not in VERDICTS:
         raise EventError(f"verdict: must be one of {', '.join(VERDICTS)}")
-    if event.setdefault("op", "connect") not in OPS:
-        raise EventError(f"op: must be one of {', '.join(OPS)}")
     unenforced = event.setdefault("unenforced", "")
     if not isinstance(unenforced, str) or len(unenforced) > MAX_UNENFORCED:
         raise EventError(f"unenforced: must be a string of at most {MAX_UNENFORCED} characters")
@@ -71,12 +98,32 @@ def check_event(event) -> dict:
         raise EventError("unenforced: only for a deny the kernel did not apply")
     if event["verdict"] != "allow" and not event["rule_id"]:
         raise EventError("rule_id: required when the verdict is not allow")
+    if kind == "connect":
+        _check_connect(event)
+    else:
+        args = event.setdefault("args", [])
+        if not isinstance(args, list) or len(args) > MAX_ARGS or not all(isinstance(a, str) for a in args):
+            raise EventError(f"args: must be a list of at most {MAX_ARGS} strings")
+        if sum(len(a) for a in args) > MAX_ARGS_CHARS:
+            raise EventError(f"args: at most {MAX_ARGS_CHARS} characters in all")
+        if not isinstance(event.setdefault("cut", False), bool):
+            raise EventError("cut: must be true or false")
+    _check_container(event)
+    return event
+
+
+def _check_connect(event: dict) -> None:
+    if event.setdefault("op", "connect") not in OPS:
+        raise EventError(f"op: must be one of {', '.join(OPS)}")
     try:
         addr = ipaddress.ip_address(event["dest_ip"])
     except ValueError:
         raise EventError("dest_ip: not an IP address") from None
     if addr.version != event["family"]:
         raise EventError("dest_ip: does not match family")
+
+
+def _check_container(event: dict) -> None:
     container = event.get("container")
     if container is not None:
         if not isinstance(container, dict):
@@ -100,4 +147,3 @@ def check_event(event) -> dict:
                 )
         if not event["cgroup_path"]:
             raise EventError("cgroup_path: required for a container")
-    return event

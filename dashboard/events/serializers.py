@@ -32,7 +32,10 @@ def connection_row(ev) -> dict:
 def violation_row(v) -> dict:
     return {
         "id": v.pk,
+        "kind": v.kind,
         "event_id": v.event_id,
+        "process_id": v.process_id,
+        "target": v.target,
         "ts": v.ts.isoformat(),
         "node": v.node.name,
         "container": _container(v),
@@ -51,11 +54,38 @@ def violation_row(v) -> dict:
     }
 
 
+def process_row(p) -> dict:
+    return {
+        "id": p.pk,
+        "kind": p.kind,
+        "ts": p.ts.isoformat(),
+        "node": p.node.name,
+        "container": _container(p),
+        "cgroup_path": p.cgroup_path,
+        "pid": p.pid,
+        "ppid": p.ppid,
+        "uid": p.uid,
+        "comm": p.comm,
+        "parent_comm": p.parent_comm,
+        "parent_binary": p.parent_binary,
+        "binary": p.binary,
+        "args": p.args,
+        "cut": p.cut,
+        "exit": p.exit_text,
+        "lifetime_ms": None if p.lifetime_ns is None else round(p.lifetime_ns / 1e6, 1),
+        "verdict": p.verdict,
+        "rule_id": p.rule_id,
+        "count": p.count,
+        "unenforced": p.unenforced,
+    }
+
+
 def sources() -> dict:
     """Feed/search kind -> (model, row serialiser, the field that holds its verdict)."""
-    from .models import ConnectionEvent, Violation
+    from .models import ConnectionEvent, ProcessEvent, Violation
 
     return {
         "connections": (ConnectionEvent, connection_row, "verdict"),
+        "processes": (ProcessEvent, process_row, "verdict"),
         "violations": (Violation, violation_row, "action"),
     }

@@ -19,7 +19,8 @@ from .models import ConnectionEvent, Violation
 
 FEED_COLUMNS = {
     "connections": ["time", "node", "container", "process", "destination", "result", "verdict", "rule"],
-    "violations": ["time", "node", "container", "process", "destination", "rule", "action", "severity"],
+    "processes": ["time", "node", "container", "process", "event", "binary / exit", "parent", "verdict", "rule"],
+    "violations": ["time", "node", "container", "process", "target", "rule", "action", "severity"],
 }
 
 

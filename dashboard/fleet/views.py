@@ -1,7 +1,8 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
 
-from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
+from dashboard.events.process_tree import process_tree
 from dashboard.policy.models import Rule
 from monitor import rules as engine
 from monitor.features import FEATURES
@@ -37,6 +38,9 @@ def container(request, pk):
         "c": c,
         "connections": ConnectionEvent.objects.filter(container=c).select_related("node")[:25],
         "violations": Violation.objects.filter(container=c).select_related("node")[:25],
+        "processes": ProcessEvent.objects.filter(container=c).select_related("node")[:25],
+        "tree": process_tree(c),
+        "exec_count": (c.node.health.get("exec_counts") or {}).get(c.cgroup_path),
         "rules": applies,
     }
     return render(request, "fleet/container.html", context)

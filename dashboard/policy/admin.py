@@ -30,17 +30,20 @@ class RuleAdmin(admin.ModelAdmin):
         "container",
         "dest_ip",
         "dest_port",
+        "binary",
         "description",
     )
     list_editable = ("priority", "action", "mode")
     list_filter = ("action", "mode", "severity")
-    search_fields = ("rule_id", "description", "container", "dest_ip")
+    search_fields = ("rule_id", "description", "container", "dest_ip", "binary", "parent")
     change_list_template = "admin/policy/rule/change_list.html"
     fieldsets = (
         (None, {"fields": ("rule_id", "description", "action", "mode", "severity", "priority", "tags")}),
+        ("Which containers (empty fields match every one)", {"fields": ("container", "cgroup_path", "cgroup_id")}),
+        ("Connections: a destination (empty fields match any)", {"fields": ("dest_ip", "dest_port")}),
         (
-            "Match (empty fields match anything)",
-            {"fields": ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_port")},
+            "Or processes: a binary run in the container (a rule judges connections or execs, not both)",
+            {"fields": ("binary", "parent")},
         ),
     )
 

@@ -42,6 +42,15 @@ class Rule(models.Model):
     container = models.CharField(max_length=255, blank=True, help_text="container name or glob")
     dest_ip = models.CharField("destination CIDR", max_length=64, blank=True, help_text="e.g. 127.10.10.5/32")
     dest_port = models.CharField("destination port", max_length=11, blank=True, help_text="443 or 8000-8080")
+    binary = models.CharField(
+        max_length=1024,
+        blank=True,
+        help_text="exec rule: the binary's path or glob, e.g. /usr/bin/nc or /dev/shm/* (killed at exec in the kernel "
+        "when a path or path/* prefix)",
+    )
+    parent = models.CharField(
+        max_length=1024, blank=True, help_text="exec rule: the parent's binary (or task name) glob, e.g. */nginx"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -55,7 +64,7 @@ class Rule(models.Model):
         match = {}
         if self.cgroup_id is not None:
             match["cgroup_id"] = self.cgroup_id
-        for key in ("cgroup_path", "container", "dest_ip"):
+        for key in ("cgroup_path", "container", "dest_ip", "binary", "parent"):
             if getattr(self, key):
                 match[key] = getattr(self, key)
         if self.dest_port:
@@ -85,6 +94,8 @@ class Rule(models.Model):
         self.container = rule.container or ""
         self.dest_ip = str(rule.dest_net) if rule.dest_net else ""
         self.dest_port = str(engine.format_port(*rule.port_range)) if rule.port_range else ""
+        self.binary = rule.binary or ""
+        self.parent = rule.parent or ""
 
     def clean(self):
         try:

@@ -20,12 +20,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..rules import Rule, RuleSet
-from .layout import MAX_SLOTS, KernelRule, encode_key
+from .layout import MATCH_LEN, MAX_SLOTS, KernelRule, encode_exec_key, encode_key
 
 ANY_V4 = ipaddress.ip_network("0.0.0.0/0")
 ANY_V6 = ipaddress.ip_network("::/0")
 MAX_PORTS_PER_RULE = 1024
+GLOB_CHARS = frozenset("*?[")
 MAPS = {4: "rules4", 6: "rules6"}
+EXEC_MAP = "exec_rules"
+POLICY_MAPS = (*MAPS.values(), EXEC_MAP)  # every map the policy writes
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Scope:
 
 @dataclass
 class Compiled:
-    entries: dict[str, dict[bytes, bytes]] = field(default_factory=lambda: {m: {} for m in MAPS.values()})
+    entries: dict[str, dict[bytes, bytes]] = field(default_factory=lambda: {m: {} for m in POLICY_MAPS})
     slots: dict[str, int] = field(default_factory=dict)  # rule id -> counter slot
     notes: list[dict] = field(default_factory=list)  # {"rule_id", "message"}
 
@@ -54,6 +57,8 @@ def compile_rules(ruleset: RuleSet, scopes: list[Scope], slots: dict[str, int] |
     # bucket (family, cgroup_id, port) -> {network: (rank, rule)}
     buckets: dict[tuple[int, int, int], dict] = defaultdict(dict)
     for rank, rule in enumerate(ruleset.rules, start=1):
+        if rule.kind != "connect":
+            continue
         cgroup_ids = _cgroup_ids(rule, scopes, out)
         ports = _ports(rule, out)
         if cgroup_ids is None or ports is None:
@@ -70,7 +75,54 @@ def compile_rules(ruleset: RuleSet, scopes: list[Scope], slots: dict[str, int] |
         for net, (rank, rule) in _flatten(bucket).items():
             value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
             target[encode_key(net, cgid, port)] = value.encode()
+    _exec_entries(ruleset, scopes, out)
     return out
+
+
+def exec_pattern(rule: Rule) -> tuple[str, bool] | None:
+    """(path, exact) for a rule the exec trie can judge: a binary path, or a path prefix
+    ending in "*"; None for globs elsewhere, parent matches, or paths too long for the key."""
+    if rule.parent is not None or rule.binary is None:
+        return None
+    path, exact = (rule.binary, True) if not GLOB_CHARS & set(rule.binary) else (rule.binary[:-1], False)
+    if not exact and (not rule.binary.endswith("*") or GLOB_CHARS & set(path) or not path):
+        return None
+    if len(path.encode()) + 1 >= MATCH_LEN:  # a path the kernel reads whole, with room for its NUL
+        return None
+    return path, exact
+
+
+def _exec_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
+    """Exec rules into `exec_rules`, flattened like the connect tries: an entry carries the
+    best-ranked rule among the entries whose path is a prefix of its own, so the longest
+    match is the first match. A rule judged in user space (a glob, a parent) keeps every
+    deny below it out of the kernel, where it could not be overruled."""
+    buckets: dict[int, dict[tuple[str, bool], tuple[int, Rule]]] = defaultdict(dict)
+    above: Rule | None = None
+    for rank, rule in enumerate(ruleset.rules, start=1):
+        if rule.kind != "exec":
+            continue
+        pattern = exec_pattern(rule)
+        if pattern is None or above is not None:
+            if rule.action == "deny" and not rule.audit:
+                why = f"rule {above.id} above it is judged in user space" if pattern else (
+                    "its parent or glob is judged by the agent after the exec")  # fmt: skip
+                out.note(rule, f"{why}: reported, not killed in the kernel")
+            above = above or (rule if pattern is None else None)
+            continue
+        for cgid in _cgroup_ids(rule, scopes, out) or []:
+            bucket = buckets[cgid]
+            if pattern not in bucket or bucket[pattern][0] > rank:
+                bucket[pattern] = (rank, rule)
+    for cgid, bucket in buckets.items():
+        for (path, exact), best in bucket.items():
+            for (outer, outer_exact), hit in bucket.items():
+                contains = not outer_exact and path.startswith(outer) or (outer, outer_exact) == (path, exact)
+                if contains and hit[0] < best[0]:
+                    best = hit
+            rank, rule = best
+            value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
+            out.entries[EXEC_MAP][encode_exec_key(path, cgid, exact)] = value.encode()
 
 
 def _assign_slots(rule_ids: list[str], previous: dict[str, int]) -> dict[str, int]:

@@ -44,7 +44,7 @@ from ..cgroups import cgroup2_mount, cgroup_id
 from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_container_cgroup
 from ..rules import RuleSet
 from . import bpftool, links
-from .compile import MAPS, Scope, compile_rules
+from .compile import POLICY_MAPS, Scope, compile_rules
 from .layout import (
     CGROUP,
     COUNTER,
@@ -69,7 +69,7 @@ PROGRAMS = {
     "crossedge_s4": ("sendmsg4", "cgroup_udp4_sendmsg"),
     "crossedge_s6": ("sendmsg6", "cgroup_udp6_sendmsg"),
 }
-TRACING = ("crossedge_mkdir", "crossedge_exec")  # tp_btf programs, attached by links.attach_tracing
+TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit")  # tp_btf programs (links.attach_tracing)
 # Where runtimes make containers: the systemd driver's slices, the cgroupfs drivers' parents.
 RUNTIME_PARENTS = ("/system.slice", "/machine.slice", "/kubepods.slice", "/kubepods", "/docker", "/libpod_parent")
 # cgroupfs drivers make their parent with their first container, too late to attach there first
@@ -136,7 +136,7 @@ class Enforcer:
         self.podman_roots = tuple(podman_roots)
         self.layout: Layout | None = None
         self.prog_ids: dict[str, int] = {}
-        self.mirror: dict[str, dict[bytes, bytes]] = {m: {} for m in MAPS.values()}
+        self.mirror: dict[str, dict[bytes, bytes]] = {m: {} for m in POLICY_MAPS}
         self.slots: dict[str, int] = {}
         self.targets: list[str] = []  # attach points
         self.containers: list[str] = []  # container cgroups in scope
@@ -218,7 +218,7 @@ class Enforcer:
     def _read_maps(self) -> None:
         """The kernel's policy entries and slot assignment, as pinned (after adopt or a failed write)."""
         slots = {}
-        for name in MAPS.values():
+        for name in POLICY_MAPS:
             entries = {}
             for item in bpftool.map_dump(self.layout.map(name)):
                 key, value = from_json_bytes(item["key"]), from_json_bytes(item["value"])

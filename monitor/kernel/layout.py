@@ -22,6 +22,8 @@ ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
 VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program did with a call
 OP_NAMES = {0: "connect", 1: "sendmsg"}  # CE_OP_*: which call was judged
 LIFECYCLE_TYPES = {1: "new", 2: "held"}  # CE_LC_*
+PROC_TYPES = {1: "exec", 2: "exit"}  # CE_PROC_*
+PATH_LEN, ARGS_LEN, MATCH_LEN = 256, 256, 128
 SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's prefix
 
 KEY4 = struct.Struct("<IQH4s")
@@ -31,12 +33,14 @@ EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")
 FLOW_KEY = struct.Struct("<QIHBB16sB7x")
 LIFECYCLE = struct.Struct("<QQQII")
 FLOW = struct.Struct("<QQ")
+PROC = struct.Struct(f"<QQQQIIIIIiIHBB16s16s{RULE_ID_LEN}s{PATH_LEN}s{ARGS_LEN}s")
+EXEC_KEY = struct.Struct(f"<IQ{MATCH_LEN}s")
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
 
 STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT, "ce_flow_key": FLOW_KEY,
-           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE}  # fmt: skip
+           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_exec_key": EXEC_KEY}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -115,6 +119,49 @@ def decode_lifecycle(data: bytes) -> dict:
     if kind not in LIFECYCLE_TYPES:
         raise ValueError(f"lifecycle record has type {kind}")
     return {"type": LIFECYCLE_TYPES[kind], "mono_ns": ts_ns, "cgroup_id": cgroup_id, "parent_id": parent_id, "pid": pid}
+
+
+def decode_proc(data: bytes) -> dict:
+    """One struct ce_proc: a process exec'd or exited in a monitored cgroup."""
+    if len(data) < PROC.size:
+        raise ValueError(f"process record is {len(data)} bytes, expected {PROC.size}")
+    (ts_ns, cgroup_id, start_ns, lifetime_ns, kind, pid, ppid, uid, gid, exit_code, slot, args_len, verdict, cut,
+     comm, pcomm, rule_id, filename, args) = PROC.unpack_from(data)  # fmt: skip
+    if kind not in PROC_TYPES:
+        raise ValueError(f"process record has type {kind}")
+    if verdict not in VERDICT_NAMES:
+        raise ValueError(f"process record has verdict {verdict}")
+    argv = [a.decode(errors="replace") for a in args[: min(args_len, ARGS_LEN)].split(b"\0")]
+    return {
+        "event": PROC_TYPES[kind],
+        "mono_ns": ts_ns,
+        "cgroup_id": cgroup_id,
+        "start_ns": start_ns,
+        "pid": pid,
+        "tid": pid,
+        "ppid": ppid,
+        "uid": uid,
+        "gid": gid,
+        "comm": _cstr(comm),
+        "parent_comm": _cstr(pcomm),
+        "binary": _cstr(filename),
+        "args": argv[:-1] if argv and argv[-1] == "" else argv,
+        "cut": bool(cut),
+        "exit_code": exit_code if kind == 2 else None,
+        "lifetime_ns": lifetime_ns if kind == 2 else None,
+        "slot": slot,
+        "kernel_verdict": VERDICT_NAMES[verdict],
+        "rule_id": _cstr(rule_id),
+    }
+
+
+def encode_exec_key(path: str, cgroup_id: int, exact: bool) -> bytes:
+    """An exec trie key: the cgroup (0 = every container) in full, then the path's bytes
+    (with its NUL when exact, so a longer path does not match)."""
+    raw = path.encode()
+    if len(raw) + exact > MATCH_LEN:
+        raise ValueError(f"path longer than {MATCH_LEN - 1} bytes")
+    return EXEC_KEY.pack(64 + 8 * (len(raw) + exact), cgroup_id, raw)
 
 
 def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:

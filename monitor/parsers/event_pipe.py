@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ijson
 
-from ..kernel.layout import decode_event, decode_lifecycle
+from ..kernel.layout import decode_event, decode_lifecycle, decode_proc
 from .bpftrace import LineError, Signal
 
 
@@ -56,3 +56,9 @@ def parse_lifecycle(record) -> dict | Signal:
     """A container cgroup the kernel classified at mkdir, or a process it held at exec.
     A lost record costs no hold: the program holds only what it could report."""
     return parse(record, decode_lifecycle)
+
+
+def parse_proc(record) -> dict | Signal:
+    """An exec or exit in a monitored cgroup. A record the kernel could not send is counted
+    by the program (`proc_lost`), so the kernel's lost-sample record is only `overflow`."""
+    return parse(record, decode_proc)

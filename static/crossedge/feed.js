@@ -20,18 +20,25 @@
   const dest = (r) => (r.dest_ip.includes(":") ? `[${r.dest_ip}]` : r.dest_ip) + ":" + r.dest_port +
     (r.op === "sendmsg" ? " (udp sendto)" : "") + (r.count > 1 ? ` ×${r.count}` : "");  // ×: folded in a storm
   const proc = (r) => `${r.comm} [${r.pid}]`;
+  const short = (text, n) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
+  const tail = (path, n) => (path.length > n ? "…" + path.slice(-(n - 1)) : path);  // a path's end says most
+  const binary = (r) => short([r.binary, ...r.args.slice(1)].join(" "), 48) + (r.cut ? " …" : "");  // argv[0] is the binary
   const container = (r) => (r.container ? r.container.name : "host");
   const pill = (text, cls) => ({ text, cls: "pill " + (cls || text) });
   // null: seen by the kernel observer as the call began (a let-through call's outcome is not traced)
   const result = (r) => (r.result === null ? "—" : r.result === 0 ? "ok" : r.result === -1 ? "EPERM" : String(r.result));
   // A deny the kernel did not apply says so, with why: staff must never read "deny" for a call that went through.
-  const enforcement = (r) => (r.enforced ? " · refused by kernel" : r.audit ? " · audit only" :
+  const enforcement = (r) => (r.enforced ? (r.kind === "exec" ? " · killed at exec" : " · refused by kernel") : r.audit ? " · audit only" :
     r.unenforced ? ` · NOT enforced: ${r.unenforced}` : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
       result(r), pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
-    violations: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r), r.rule_id,
-      pill(r.action + enforcement(r), r.action), r.severity],
+    processes: (r) => [time(r.ts), r.node, container(r), proc(r), r.kind,
+      r.kind === "exit" ? `${r.exit} after ${r.lifetime_ms} ms` : binary(r),
+      `${tail(r.parent_binary || r.parent_comm, 24)} [${r.ppid}]`,
+      pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
+    violations: (r) => [time(r.ts), r.node, container(r), proc(r), r.kind === "connect" ? dest(r) : `exec ${r.target}`,
+      r.rule_id, pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];
 
   function say(text) { notice.textContent = text; notice.hidden = !text; }

@@ -2,12 +2,14 @@
 reconnect, and sockets closed when their session ends."""
 
 import asyncio
+import datetime as dt
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.models import Session
+from django.db.models import F
 from django.test import Client
 
 from dashboard.asgi import application
@@ -95,8 +97,33 @@ async def test_a_reconnect_with_after_gets_exactly_the_missed_rows(staff, node):
     seen = rows[2]["id"]  # the page had shown up to the third
     again = socket(client, f"/ws/feed/connections/?after={seen}")
     assert (await again.connect())[0]
-    assert [r["comm"] for r in (await again.receive_json_from())["rows"]] == ["e4", "e5"]
+    comms = [r["comm"] for r in (await again.receive_json_from())["rows"]]
+    # the rows stored about as early as the last one shown come again (the page skips those it
+    # has): one of them may have committed after the page saw a higher id
+    assert comms == ["e1", "e2", "e3", "e4", "e5"]
     await again.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reconnect_brings_a_row_that_committed_late_with_a_lower_id(staff, node, settings):
+    """With several daphnes on PostgreSQL a row can commit after a higher id was shown; a
+    reconnect asking for `id > last shown` used to skip it for good (issue 16)."""
+    settings.FEED_SETTLE = 30
+    await database_sync_to_async(ingest_batch)(node, [agent_event(i, comm=f"e{i}") for i in range(1, 4)])
+
+    def reshape():  # e2 "took its id" before e3 but committed after the page saw e3
+        ConnectionEvent.objects.filter(comm="e1").update(received_at=F("received_at") - dt.timedelta(seconds=60))
+        e2 = ConnectionEvent.objects.get(comm="e2")
+        e3 = ConnectionEvent.objects.get(comm="e3")
+        return e2.id, e3.id
+
+    late, shown = await database_sync_to_async(reshape)()
+    assert late < shown
+    ws = socket(await login(staff), f"/ws/feed/connections/?after={shown}")
+    assert (await ws.connect())[0]
+    comms = [r["comm"] for r in (await ws.receive_json_from())["rows"]]
+    assert "e2" in comms and "e1" not in comms  # e1: stored a minute before, not a late commit
+    await ws.disconnect()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,6 +4,7 @@ cgroups and pins. Screenshots go to test-artifacts/ (git-ignored) for reviewers.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,11 @@ rules:
     severity: high
     match: {dest_ip: 127.10.10.5/32}
     action: alert
+  - id: e2e-no-forbidden
+    description: A binary no container may run
+    severity: critical
+    match: {binary: %(forbidden)s}
+    action: deny
 """
 USERS = """
 from django.contrib.auth.models import Group, User
@@ -127,7 +133,10 @@ def product(tmp_path_factory):
     manage("migrate", "--noinput")
     manage("ensureadmin")
     manage("shell", "--no-imports", "-c", USERS % PASSWORDS)
-    (tmp / "policy.yaml").write_text(POLICY)
+    forbidden = tmp / "bin" / "forbidden"  # a copy of echo: the exec rule kills it at exec
+    forbidden.parent.mkdir()
+    shutil.copy("/bin/echo", forbidden)
+    (tmp / "policy.yaml").write_text(POLICY % {"forbidden": forbidden})
     manage("policy", "import", str(tmp / "policy.yaml"))
     key = manage("apitoken", "admin", "e2e").strip()
     port = _free_port()
@@ -152,7 +161,7 @@ def product(tmp_path_factory):
         time.sleep(3)  # the agent has attached its programs and reads their events
         ARTIFACTS.mkdir(exist_ok=True)
         yield SimpleNamespace(base=base, containers=containers, target_port=target.getsockname()[1], env=env,
-                              manage=manage, tmp=tmp)  # fmt: skip
+                              manage=manage, tmp=tmp, forbidden=str(forbidden))  # fmt: skip
     finally:
         up.send_signal(signal.SIGTERM)
         try:

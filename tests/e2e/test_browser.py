@@ -117,6 +117,33 @@ def test_a_deny_the_kernel_did_not_apply_never_reads_refused(page, product):
     page.screenshot(path=str(ARTIFACTS / "container.png"), full_page=True)
 
 
+SPAWN = "import subprocess, sys; subprocess.run(['/bin/sh', '-c', 'echo hi']); subprocess.run([sys.argv[1], 'x'])"
+
+
+def test_a_forbidden_binary_shows_live_as_killed_and_the_container_shows_its_process_tree(page, product):
+    login(page, product.base, "admin")
+    page.goto(f"{product.base}/feed/violations/?rule=e2e-no-forbidden")
+    expect(page.locator("#feed-status")).to_have_text("live", timeout=10_000)
+    server = product.containers["e2e-a"].spawn([sys.executable, "-c", SPAWN, product.forbidden], cwd=ROOT)
+    assert server.wait(10) == 0
+    row = page.locator("#feed-rows tr", has_text="e2e-no-forbidden").first
+    expect(row).to_contain_text(f"exec {product.forbidden}", timeout=5_000)
+    expect(row).to_contain_text("deny · killed at exec")
+    expect(row).to_contain_text("e2e-a")
+    page.screenshot(path=str(ARTIFACTS / "violations-exec.png"), full_page=True)
+    page.goto(f"{product.base}/feed/processes/?container=e2e-a")
+    shell = page.locator("#feed-rows tr", has_text="/bin/sh -c echo hi").first
+    expect(shell).to_contain_text(f"bin/python [{server.pid}]", timeout=5_000)  # its parent
+    page.screenshot(path=str(ARTIFACTS / "processes-feed.png"), full_page=True)
+    page.goto(f"{product.base}/containers/")
+    page.get_by_role("link", name="e2e-a").click()
+    tree = page.locator("section", has_text="Process tree")
+    expect(tree.locator("ul.tree ul.tree li", has_text="/bin/sh").first).to_be_visible()
+    expect(tree).to_contain_text("1 violation")
+    expect(tree).to_contain_text("killed by signal 9")
+    page.screenshot(path=str(ARTIFACTS / "container-processes.png"), full_page=True)
+
+
 def test_the_browser_reached_nothing_but_loopback(product, browser_jail):
     """Chromium's own attempts elsewhere (an IPv6 reachability probe) were refused in the kernel."""
     out = product.manage(

@@ -154,7 +154,7 @@ async def first_calls(enforcement, agent, targets, names):
             out, _ = await asyncio.to_thread(proc.communicate, timeout=20)
             results[name] = int(out)
         for _ in range(30):  # until the agent has every call
-            if sum(1 for e in agent.outbox if e["dest_ip"] == "127.10.10.5") >= len(names):
+            if sum(1 for e in agent.outbox if e.get("dest_ip") == "127.10.10.5") >= len(names):
                 break
             await asyncio.sleep(0.1)
     finally:
@@ -171,7 +171,7 @@ async def test_a_rule_naming_the_container_applies_to_its_first_exec(enforcement
     assert results == {"edge-app-late": EPERM, "edge-app-other": 0}
     holds = agent.health()["holds"]
     assert holds["held"] == holds["released"] == 2 and "expired" not in holds and holds["pending"] == 0
-    calls = {e["container"]["name"]: e for e in agent.outbox if e["dest_ip"] == "127.10.10.5"}
+    calls = {e["container"]["name"]: e for e in agent.outbox if e.get("dest_ip") == "127.10.10.5"}
     assert (calls["edge-app-late"]["verdict"], calls["edge-app-late"]["enforced"]) == ("deny", True)
     assert calls["edge-app-other"]["verdict"] == "allow"
     assert agent.health()["not_enforced"] == 0
@@ -204,13 +204,13 @@ async def test_a_deny_the_kernel_does_not_apply_is_reported_not_enforced_with_wh
         outside = enforcement.container("edge-app-late", runtime_prefix="cri-containerd")
         result = await asyncio.to_thread(connect_from, outside, "127.10.10.5", targets.port)
         for _ in range(30):
-            if any(e["dest_ip"] == "127.10.10.5" for e in agent.outbox):
+            if any(e.get("dest_ip") == "127.10.10.5" for e in agent.outbox):
                 break
             await asyncio.sleep(0.1)
     finally:
         await stop(runner)
     assert result == 0
-    [call] = [e for e in agent.outbox if e["dest_ip"] == "127.10.10.5"]
+    [call] = [e for e in agent.outbox if e.get("dest_ip") == "127.10.10.5"]
     assert (call["verdict"], call["enforced"], call["result"]) == ("deny", False, None)
     assert call["unenforced"] == "not a container in the enforce scope"
     assert agent.health()["not_enforced"] == 1

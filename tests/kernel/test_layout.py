@@ -18,6 +18,28 @@ MEMBERS = {
     "ce_rule": ["rank", "slot", "action", "audit", "pad", "rule_id"],
     "ce_flow_key": ["cgroup_id", "slot", "port", "family", "verdict", "addr", "op", "pad"],
     "ce_flow": ["window_ns", "folded"],
+    "ce_exec_key": ["prefixlen", "cgroup_id", "path"],
+    "ce_proc": [
+        "ts_ns",
+        "cgroup_id",
+        "start_ns",
+        "lifetime_ns",
+        "type",
+        "pid",
+        "ppid",
+        "uid",
+        "gid",
+        "exit_code",
+        "slot",
+        "args_len",
+        "verdict",
+        "cut",
+        "comm",
+        "pcomm",
+        "rule_id",
+        "filename",
+        "args",
+    ],  # fmt: skip
 }
 
 

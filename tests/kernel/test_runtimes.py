@@ -16,7 +16,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
 
@@ -113,3 +113,39 @@ async def test_a_containers_first_call_is_refused_and_reported_with_its_name_and
 
 def _violation(name: str) -> bool:
     return Violation.objects.filter(container__name=name, enforced=True).exists()
+
+
+async def test_a_containers_processes_are_reported_and_a_forbidden_binary_is_killed(runtime, enforcement):
+    """A real container's shell spawns a shell (reported with its parent and exit status) and
+    then a binary an exec rule forbids, which is killed before it runs: the shell sees 137."""
+    tag = uuid.uuid4().hex[:6]
+    name = f"proc-{tag}"
+    node = await sync_to_async(Node.objects.create)(name=f"rtp-{tag}", token_hash=uuid.uuid4().hex * 2)
+    enforcer = enforcement.enforcer
+    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
+    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
+    agent.set_policy(1, [{"id": "no-probe", "match": {"container": "proc-*", "binary": "/bin/netprobe"},
+                          "action": "deny"}])  # fmt: skip
+    script = "/bin/sh -c 'exit 3'; echo shell $?; /bin/netprobe connect 127.8.8.8 1; echo probe $?"
+    with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
+        runner = await run_agent(agent)
+        try:
+            done = await asyncio.to_thread(runtime.run, name, ["/bin/sh", "-c", script])
+            assert done.stdout.decode().split("\n")[:2] == ["shell 3", "probe 137"], done.stderr.decode()
+            await deliver_until(agent, node, lambda: Violation.objects.filter(rule_id="no-probe").exists(), 5)
+            await deliver_until(agent, node, lambda: ProcessEvent.objects.filter(kind="exit", binary="").count() >= 3)
+        finally:
+            await stop(runner)
+
+    def check():
+        execs = ProcessEvent.objects.filter(container__name=name, kind="exec").order_by("ts")
+        entry, shell = execs[0], execs.get(args=["/bin/sh", "-c", "exit 3"])
+        assert entry.binary == "/bin/sh" and entry.args[:2] == ["/bin/sh", "-c"]
+        assert (shell.binary, shell.ppid, shell.parent_binary) == ("/bin/sh", entry.pid, "/bin/sh")
+        assert ProcessEvent.objects.get(kind="exit", pid=shell.pid, start_ns=shell.start_ns).exit_text == "exit 3"
+        v = Violation.objects.get(rule_id="no-probe")
+        assert (v.kind, v.target, v.enforced, v.container.name, v.container.runtime) == (
+            "exec", "/bin/netprobe", True, name, runtime.name)  # fmt: skip
+        assert v.process.ppid == entry.pid
+
+    await sync_to_async(check)()

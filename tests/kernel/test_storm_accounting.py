@@ -6,6 +6,8 @@ the agent's threshold (200 events/s here), so the agent folds them in user space
 what the load generated."""
 
 import asyncio
+import dataclasses
+import json
 import subprocess
 import sys
 
@@ -16,6 +18,7 @@ from django.db.models import Sum
 from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
+from monitor.backends import BACKENDS
 
 from .conftest import ROOT, deliver_until
 
@@ -106,5 +109,69 @@ async def test_repeated_audit_denies_are_counted_once(enforcement, targets, tmp_
         assert rows.aggregate(n=Sum("count"))["n"] == generated == 300
         assert Violation.objects.filter(rule_id="trial", audit=True).count() == 300
         assert agent.covered >= 300  # the tracer saw them too and left them to the programs
+
+    await sync_to_async(check)()
+
+
+SCAN = r"""
+import socket, struct, sys
+port, flows, repeats = (int(a) for a in sys.argv[1:4])
+linger = struct.pack("ii", 1, 0)
+for i in range(flows):  # closed ports next to the listener: every call a distinct flow...
+    for _ in range(repeats):  # ...repeated at once, so a remembered flow is folded
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        s.connect_ex(("127.8.8.8", port + 1 + i))
+        s.close()
+print(flows * repeats)
+"""
+
+
+def tracer_map(name: str) -> dict:
+    maps = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, check=True).stdout)
+    return max((m for m in maps if m.get("name") == name), key=lambda m: m["id"])
+
+
+async def test_the_tracers_flow_memory_is_bounded_and_exact_past_the_bound(enforcement, targets, tmp_path, monkeypatch):
+    """connect.bt remembers at most BPFTRACE_MAP_KEYS_MAX flows (set by the agent): with more
+    distinct flows than that, @printed stays at its bound, the flows past it are printed call
+    by call, and every call is still stored exactly once."""
+    bound = 64
+    monkeypatch.setitem(
+        BACKENDS, "connect", dataclasses.replace(BACKENDS["connect"], env=(("BPFTRACE_MAP_KEYS_MAX", str(bound)),))
+    )
+    node = await sync_to_async(Node.objects.create)(name="scan-node", token_hash="b" * 64)
+    app = enforcement.container("edge-app-prod")
+    agent = Agent(backends=("connect",), docker_roots=(str(tmp_path),))
+    agent.set_policy(1, [])
+    runner = asyncio.create_task(agent.run())
+    try:
+        await agent.wait_ready(30)
+        printed = await asyncio.to_thread(tracer_map, "AT_printed")
+        assert printed["max_entries"] == bound
+        flows = 5 * bound
+        argv = [sys.executable, "-c", SCAN, str(targets.port), str(flows), "4"]
+        proc = app.spawn(argv, cwd=ROOT, stdout=subprocess.PIPE)
+        generated = int((await asyncio.to_thread(proc.communicate, timeout=60))[0])
+        entries = await asyncio.to_thread(
+            subprocess.run, ["bpftool", "-j", "map", "dump", "id", str(printed["id"])], capture_output=True, check=True
+        )
+        assert len(json.loads(entries.stdout)) == bound  # full, and no bigger
+
+        def stored():
+            total = ConnectionEvent.objects.filter(container__name="edge-app-prod").aggregate(n=Sum("count"))["n"]
+            return (total or 0) >= generated
+
+        await deliver_until(agent, node, stored, timeout=20)
+        await asyncio.sleep(0.6)  # a late fold (a double count) would arrive now
+        await deliver_until(agent, node, lambda: True)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    def check():
+        rows = ConnectionEvent.objects.filter(container__name="edge-app-prod")
+        assert rows.aggregate(n=Sum("count"))["n"] == generated == flows * 4
+        assert rows.values("dest_port").distinct().count() == flows
 
     await sync_to_async(check)()

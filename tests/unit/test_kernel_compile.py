@@ -8,8 +8,8 @@ import random
 import pytest
 
 from monitor.kernel.compile import MAX_PORTS_PER_RULE, Scope, compile_rules
-from monitor.kernel.layout import KernelRule, decode_key, encode_key
-from monitor.rules import Flow, RuleSet
+from monitor.kernel.layout import EXEC_KEY, KernelRule, decode_key, encode_key
+from monitor.rules import Exec, Flow, RuleSet
 
 SCOPES = [Scope(101, "/x.slice/docker-a.scope", "app-a"), Scope(102, "/x.slice/docker-b.scope", "app-b")]
 
@@ -109,3 +109,75 @@ def test_key_encoding_puts_scope_before_the_prefix():
     key = encode_key(ipaddress.ip_network("127.10.10.0/24"), 7, 443)
     assert key.hex() == "68000000" + "0700000000000000" + "01bb" + "7f0a0a00"
     assert decode_key(key) == (ipaddress.ip_network("127.10.10.0/24"), 7, 443)
+
+
+EXEC_PATHS = ["/bin/sh", "/bin/bash", "/usr/bin/nc", "/dev/shm/x", "/dev/shm/a/b", "/tmp/evil", "/bin/sha1sum"]
+
+
+def kernel_exec_decision(compiled, scope: Scope, path: str):
+    """What process.bpf.h computes: the better of the (cgroup, path) and (0, path) longest matches."""
+    best = None
+    data = path.encode() + b"\0"
+    for cgid in (scope.cgroup_id, 0):
+        hits = []
+        for key, value in compiled.entries["exec_rules"].items():
+            prefixlen, kcg, kpath = EXEC_KEY.unpack(key)
+            n = (prefixlen - 64) // 8
+            if kcg == cgid and data[:n] == kpath[:n]:
+                hits.append((n, KernelRule.decode(value)))
+        if hits:
+            rule = max(hits, key=lambda h: h[0])[1]
+            if best is None or rule.rank < best.rank:
+                best = rule
+    return best
+
+
+def random_exec_rule(rng, i):
+    match = {"binary": rng.choice(["/bin/sh", "/bin/*", "/dev/shm/*", "/usr/bin/nc", "/bin/sh*", "*/evil"])}
+    if rng.random() < 0.4:
+        match["container"] = rng.choice(["app-a", "app-b", "app-*"])
+    if rng.random() < 0.1:
+        match["parent"] = "*/nginx"
+    return {
+        "id": f"x{i}",
+        "priority": rng.randrange(5),
+        "match": match,
+        "action": rng.choice(["allow", "alert", "deny"]),
+    }
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_exec_trie_kills_only_what_the_rule_engine_denies(seed):
+    """A kernel deny is always the engine's first match; an engine deny the kernel cannot
+    apply (a glob, a parent, or below one) is a note, never silently missing."""
+    rng = random.Random(seed)
+    ruleset = RuleSet.from_specs([random_exec_rule(rng, i) for i in range(rng.randrange(1, 10))], 1)
+    compiled = compile_rules(ruleset, SCOPES)
+    noted = {n["rule_id"] for n in compiled.notes}
+    for scope in SCOPES:
+        for path in EXEC_PATHS:
+            expected = ruleset.evaluate_exec(Exec(path, ("/usr/sbin/nginx",), scope.cgroup_id, None, scope.container))
+            got = kernel_exec_decision(compiled, scope, path)
+            if got is not None and got.action == "deny":
+                assert expected is not None and got.rule_id == expected.id, (path, scope)
+            if expected is not None and expected.action == "deny" and expected.id not in noted:
+                assert got is not None and got.rule_id == expected.id, (path, scope)
+
+
+def test_exec_rules_never_land_in_the_connect_tries_and_say_what_the_kernel_cannot_do():
+    ruleset = RuleSet.from_specs(
+        [
+            {"id": "no-sh", "match": {"binary": "/bin/sh"}, "action": "deny"},
+            {"id": "shm", "match": {"binary": "/dev/shm/*"}, "action": "deny"},
+            {"id": "from-nginx", "match": {"binary": "/bin/*", "parent": "*/nginx"}, "action": "deny"},
+            {"id": "later", "match": {"binary": "/usr/bin/nc"}, "action": "deny"},
+        ],
+        1,
+    )
+    compiled = compile_rules(ruleset, SCOPES)
+    assert not compiled.entries["rules4"] and not compiled.entries["rules6"]
+    keys = {EXEC_KEY.unpack(k)[2].rstrip(b"\0").decode(): EXEC_KEY.unpack(k)[0] for k in compiled.entries["exec_rules"]}
+    assert keys == {"/bin/sh": 64 + 8 * 8, "/dev/shm/": 64 + 8 * 9}  # exact includes the NUL; a prefix does not
+    notes = {n["rule_id"]: n["message"] for n in compiled.notes}
+    assert "judged by the agent after the exec" in notes["from-nginx"]
+    assert "rule from-nginx above it is judged in user space" in notes["later"]

@@ -152,3 +152,27 @@ def test_the_index_agrees_with_first_match_in_order(seed):
         flow = Flow.of(ip, rng.choice([80, 85, 443, 22]), cgroup_id=rng.choice([11, 12, None]),
                        container=rng.choice(["app-a", "app-b", None]))  # fmt: skip
         assert ruleset.evaluate(flow) is ruleset.evaluate_linear(flow), (ip, flow)
+
+
+def test_exec_rules_match_binary_and_parent_and_never_judge_connections():
+    from monitor.rules import Exec
+
+    rs = RuleSet.from_specs(
+        [
+            {"id": "shell-from-web", "match": {"binary": "/bin/*sh", "parent": "*/nginx"}, "action": "alert"},
+            {"id": "no-shm", "match": {"binary": "/dev/shm/*", "container": "app-*"}, "action": "deny"},
+        ]
+    )
+    assert rs.evaluate_exec(Exec("/bin/bash", ("/usr/sbin/nginx", "nginx"))).id == "shell-from-web"
+    assert rs.evaluate_exec(Exec("/bin/bash", ("", "nginx"))) is None  # task name "nginx" is not "*/nginx"
+    assert rs.evaluate_exec(Exec("/dev/shm/x", ("",), container="app-1")).id == "no-shm"
+    assert rs.evaluate_exec(Exec("/dev/shm/x", ("",), container="db")) is None
+    assert rs.evaluate(Flow.of("127.0.0.1", 80, container="app-1")) is None  # exec rules never match a connect
+    assert rs.rules[1].to_spec()["match"] == {"container": "app-*", "binary": "/dev/shm/*"}
+
+
+def test_a_rule_cannot_judge_connections_and_execs_at_once():
+    with pytest.raises(RuleError, match="either connections .* or execs"):
+        parse_rule({"id": "mixed", "match": {"binary": "/bin/sh", "dest_port": 22}, "action": "deny"})
+    with pytest.raises(RuleError, match="match.binary: must be a non-empty string"):
+        parse_rule({"id": "empty", "match": {"binary": ""}, "action": "deny"})
