@@ -108,7 +108,10 @@ struct ce_lifecycle {
 #define CE_PATH_LEN 256 /* a binary path as exec'd (longer ones are cut, flagged) */
 #define CE_ARGS_LEN 256 /* argv, NUL separated, cut at this length */
 #define CE_MATCH_LEN 128 /* the part of a binary path that exec rules can match */
+#define CE_DATA_LEN 1024 /* room for a path and argv at any offset the verifier allows */
 
+/* Sent with only the bytes of `data` it uses (bpftool prints every byte as JSON, and the
+ * agent parses it: the record's size is the pipeline's cost). */
 struct ce_proc {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
 	__u64 cgroup_id;
@@ -121,14 +124,14 @@ struct ce_proc {
 	__u32 gid;
 	__s32 exit_code; /* exit: wait status as the parent sees it (code << 8, or the signal) */
 	__u32 slot; /* exec: the deciding exec rule's counter slot, 0 = none */
-	__u16 args_len; /* bytes of args used */
+	__u16 path_len; /* bytes of data holding the path, its NUL included */
+	__u16 args_len; /* bytes of data after the path holding argv, NUL separated */
 	__u8 verdict; /* exec: CE_V_* */
-	__u8 cut; /* 1: filename or args were longer than their field */
+	__u8 cut; /* 1: the path or argv was longer than its share of data */
+	__u8 pad[2];
 	char comm[16];
 	char pcomm[16]; /* the parent's task name */
-	char rule_id[CE_RULE_ID_LEN];
-	char filename[CE_PATH_LEN];
-	char args[CE_ARGS_LEN];
+	char data[CE_DATA_LEN]; /* path, then argv */
 };
 
 /* Exec rule trie key: cgroup_id (0 = every monitored container) matched in full, then

@@ -57,20 +57,23 @@ struct {
 	__type(value, __u64);
 } exec_counts SEC(".maps");
 
-/* Process records that could not be sent (perf buffer full). */
+/* Process records that could not be sent (perf buffer full): [0] execs, [1] exits. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } proc_lost SEC(".maps");
 
 static __always_inline void proc_send(void *ctx, struct ce_proc *ev)
 {
-	__u32 zero = 0;
+	__u32 which = ev->type == CE_PROC_EXEC ? 0 : 1;
+	__u64 size = (offsetof(struct ce_proc, data) + ev->path_len + ev->args_len) & 2047; /* for the verifier */
 
-	if (bpf_perf_event_output(ctx, &procs, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) != 0) {
-		__u64 *missed = bpf_map_lookup_elem(&proc_lost, &zero);
+	if (size > sizeof(*ev))
+		size = sizeof(*ev);
+	if (bpf_perf_event_output(ctx, &procs, BPF_F_CURRENT_CPU, ev, size) != 0) {
+		__u64 *missed = bpf_map_lookup_elem(&proc_lost, &which);
 		if (missed)
 			*missed += 1;
 	}
@@ -94,8 +97,8 @@ static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *
 	ev->cut = 0;
 	ev->exit_code = 0;
 	ev->lifetime_ns = 0;
+	ev->path_len = 0;
 	ev->args_len = 0;
-	ev->rule_id[0] = 0;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	bpf_probe_read_kernel_str(ev->pcomm, sizeof(ev->pcomm), BPF_CORE_READ(parent, comm));
 }
@@ -140,9 +143,12 @@ static __always_inline int proc_exec(void *ctx, struct task_struct *task, struct
 		return 0;
 	proc_common(ev, task, cgid, CE_PROC_EXEC);
 	const char *filename = BPF_CORE_READ(bprm, filename);
-	long n = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), filename);
-	if (n == sizeof(ev->filename))
+	long n = bpf_probe_read_kernel_str(ev->data, CE_PATH_LEN, filename);
+	if (n == CE_PATH_LEN)
 		ev->cut = 1;
+	__u32 off = n > 0 ? n : 0;
+	off &= 2 * CE_PATH_LEN - 1; /* for the verifier: n is at most CE_PATH_LEN */
+	ev->path_len = off;
 	struct ce_rule *rule = exec_rule(cgid, filename);
 	if (rule) {
 		__u32 slot = rule->slot;
@@ -150,7 +156,6 @@ static __always_inline int proc_exec(void *ctx, struct task_struct *task, struct
 		if (hits)
 			*hits += 1;
 		ev->slot = slot;
-		__builtin_memcpy(ev->rule_id, rule->rule_id, sizeof(ev->rule_id));
 		if (rule->action == CE_DENY) {
 			ev->verdict = rule->audit ? CE_V_AUDIT : CE_V_DENY;
 			if (!rule->audit)
@@ -164,7 +169,7 @@ static __always_inline int proc_exec(void *ctx, struct task_struct *task, struct
 	if (len >= CE_ARGS_LEN)
 		ev->cut = 1;
 	size &= CE_ARGS_LEN - 1; /* for the verifier: at most the field */
-	if (size && bpf_probe_read_user(ev->args, size, (void *)start) == 0)
+	if (size && bpf_probe_read_user(ev->data + off, size, (void *)start) == 0)
 		ev->args_len = size;
 	proc_send(ctx, ev);
 	return killed;
@@ -184,7 +189,6 @@ int BPF_PROG(crossedge_exit, struct task_struct *task, bool group_dead)
 	proc_common(ev, task, cgid, CE_PROC_EXIT);
 	ev->exit_code = BPF_CORE_READ(task, signal, group_exit_code) ?: BPF_CORE_READ(task, exit_code);
 	ev->lifetime_ns = ev->ts_ns - ev->start_ns;
-	ev->filename[0] = 0;
 	proc_send(ctx, ev);
 	return 0;
 }

@@ -26,14 +26,14 @@ import socket
 import time
 
 from . import AGENT_VERSION, folding
-from .backends import BACKENDS, event_pipe
+from .backends import BACKENDS, perf_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify
 from .flowcounts import FlowCounts, KernelFlows
 from .kernel import processes as kernel_processes
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
-from .parsers import event_pipe as event_pipe_parser
+from .parsers import perf_lines
 from .processes import ProcessTable, judge, kill_if_held, state
 from .rules import Flow, RuleError, RuleSet, glob_match
 from .supervisor import Supervisor
@@ -114,7 +114,7 @@ class Agent:
         self.processes = ProcessTable()
         self.held_execs: set[int] = set()  # held processes whose exec record has been judged
         self.proc_counts = collections.Counter()  # exec, exit, killed (by the kernel or at a hold)
-        self.proc_lost = 0  # process records the programs could not send
+        self.proc_lost = (0, 0)  # exec and exit records the programs could not send
         self.exec_counts: dict[int, int] = {}  # cgroup id -> execs (counted in the kernel)
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
@@ -154,11 +154,10 @@ class Agent:
             self.processes.exec(pid, event["binary"])
         else:
             self.processes.exit(pid)
-        event.pop("slot", None)
         for name in ("lifetime_ns", "exit_code"):  # an exec has neither
             if event[name] is None:
                 del event[name]
-        judge(event, self.ruleset, ref.name if ref else None)
+        judge(event, self.ruleset, ref.name if ref else None, self.enforcer.rule_for_slot)
         event["policy_version"] = self.ruleset.version
         self.proc_counts[event["kind"]] += 1
         held = event["kind"] == "exec" and event["cgroup_id"] in self.pending
@@ -358,14 +357,12 @@ class Agent:
         for cgid in await asyncio.to_thread(enforcer.pending):  # holds a previous agent left
             self.pending[cgid] = self._started_mono
             enforcer.classified(cgid)
-        pipe = Supervisor(
-            event_pipe(KERNEL, lambda: enforcer.layout.map("events"), event_pipe_parser.parse), self.handle
-        )
+        pipe = Supervisor(perf_pipe(KERNEL, lambda: enforcer.layout.map("events"), perf_lines.parse), self.handle)
         life = Supervisor(
-            event_pipe(LIFECYCLE, lambda: enforcer.layout.map("lifecycle"), event_pipe_parser.parse_lifecycle),
+            perf_pipe(LIFECYCLE, lambda: enforcer.layout.map("lifecycle"), perf_lines.parse_lifecycle),
             self.handle_lifecycle,
         )
-        procs = Supervisor(event_pipe(PROCS, lambda: enforcer.layout.map("procs"), event_pipe_parser.parse_proc),
+        procs = Supervisor(perf_pipe(PROCS, lambda: enforcer.layout.map("procs"), perf_lines.parse_proc),
                            self.handle_proc)  # fmt: skip
         self.supervisors += [pipe, life, procs]
         pipe_tasks = [asyncio.create_task(sup.run()) for sup in (pipe, life, procs)]
@@ -467,8 +464,8 @@ class Agent:
             "storm": self.folder.storm,
             "covered": self.covered,
             "bad_counts": self.flows.bad,  # tracer count entries that could not be read
-            "kernel_lost": self.kernel_lost + self.proc_lost,
-            "processes": dict(self.proc_counts),
+            "kernel_lost": self.kernel_lost + sum(self.proc_lost),
+            "processes": dict(self.proc_counts) | {"lost_exec": self.proc_lost[0], "lost_exit": self.proc_lost[1]},
             "exec_counts": self._exec_counts(),
             "not_enforced": sum(self.unenforced.values()),
             "not_enforced_reasons": dict(self.unenforced.most_common(10)),

@@ -6,6 +6,7 @@ supervisor's lifecycle code is shared by all rows.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ class Backend:
     command: Callable[[str], list[str]]  # argv, given the program's full path
     parse: Callable  # payload or record -> event dict (or a Signal)
     install_hint: str
-    framing: str = "lines"  # "lines": bpftrace -f json; "json-array": bpftool -j event_pipe
+    framing: str = "lines"  # "lines": bpftrace -f json; "perf-lines": monitor/kernel/perf_reader.py
     env: tuple[tuple[str, str], ...] = ()  # added to the agent's environment
 
 
@@ -36,16 +37,20 @@ def bpftrace_script(script: str) -> Callable[[str], list[str]]:
     return lambda exe: [exe, "-B", "line", "-f", "json", str(BPFSCRIPTS / script)]
 
 
-def event_pipe(name: str, map_pin: Callable[[], str], parse: Callable) -> Backend:
-    """bpftool reading a pinned perf event array; unbuffered, as bpftool buffers a pipe fully.
-    `map_pin` is asked at each (re)start, so a restart follows a new program generation."""
+PERF_READER = Path(__file__).resolve().parent / "kernel" / "perf_reader.py"
+
+
+def perf_pipe(name: str, map_pin: Callable[[], str], parse: Callable) -> Backend:
+    """A pinned perf event array read by monitor/kernel/perf_reader.py (libbpf's consumer),
+    as a child of the agent. `map_pin` is asked at each (re)start, so a restart follows a
+    new program generation."""
     return Backend(
         name=name,
-        program="bpftool",
-        command=lambda exe: ["stdbuf", "-o0", exe, "-j", "map", "event_pipe", "pinned", map_pin()],
+        program=sys.executable,
+        command=lambda exe: [exe, str(PERF_READER), map_pin()],
         parse=parse,
-        install_hint="apt-get install bpftool",
-        framing="json-array",
+        install_hint="apt-get install libbpf1",
+        framing="perf-lines",
     )
 
 

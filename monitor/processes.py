@@ -40,13 +40,15 @@ class ProcessTable:
         return self._binary.get(pid, "") or _exe(pid)
 
 
-def judge(event: dict, ruleset: RuleSet, container: str | None) -> None:
+def judge(event: dict, ruleset: RuleSet, container: str | None, rule_for_slot=lambda slot: "") -> None:
     """Set the verdict of an exec or exit record (an exit carries its exec's verdict: none)."""
     kernel_verdict = event.pop("kernel_verdict", "allow")
+    slot = event.pop("slot", 0)
     if event["kind"] == "exit":
         event.update(verdict="allow", rule_id="", severity="", enforced=False, audit=False)
         return
     if kernel_verdict != "allow":  # the kernel's exec rule decided (killed, or audit)
+        event["rule_id"] = rule_for_slot(slot)
         rule = ruleset.by_id.get(event["rule_id"])
         event.update(verdict="deny", enforced=kernel_verdict == "deny", audit=kernel_verdict == "audit")
         event["severity"] = rule.severity if rule else ""

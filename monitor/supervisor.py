@@ -17,14 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import ijson
-
 from .backends import Backend
-from .parsers import event_pipe
 from .parsers.bpftrace import LineError, Signal, decode
 
 log = logging.getLogger("crossedge.supervisor")
-HARMLESS_STDERR = ("couldn't set RLIMIT_MEMLOCK", "Stopping...")  # bpftrace; bpftool event_pipe on SIGINT
+HARMLESS_STDERR = ("couldn't set RLIMIT_MEMLOCK",)  # bpftrace
 LINE_LIMIT = 1 << 20
 PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
@@ -118,10 +115,7 @@ class Supervisor:
         self.health.pid = self._proc.pid
         self._set_state("starting")
         stderr_task = asyncio.create_task(self._pump_stderr(self._proc.stderr))
-        if self.backend.framing == "json-array":
-            await self._pump_records(self._proc.stdout)
-        else:
-            await self._pump_stdout(self._proc.stdout)
+        await self._pump_stdout(self._proc.stdout)
         code = await self._proc.wait()
         await stderr_task
         self.health.pid = None
@@ -140,22 +134,10 @@ class Supervisor:
                 continue
             if not line:
                 return
-            self.handle_line(line)
-
-    async def _pump_records(self, stream: asyncio.StreamReader) -> None:
-        """A JSON array streamed by bpftool: there is no line to skip, so a syntax error
-        ends this run (the child is stopped and restarted)."""
-        self._set_state("running")  # bpftool has opened the buffers once it runs
-        self.ready.set()
-        try:
-            async for record in event_pipe.items(stream):
-                self.handle_record(record)
-        except ijson.JSONError as exc:
-            self.health.bad_lines += 1
-            log.warning("backend %s: output is not JSON (%s); restarting it", self.backend.name, exc)
-            if self._proc and self._proc.returncode is None:
-                self._proc.kill()
-            await stream.read()
+            if self.backend.framing == "perf-lines":
+                self.handle_record(line)  # the backend's parser reads the reader's lines
+            else:
+                self.handle_line(line)
 
     def handle_line(self, line: bytes | str) -> None:
         """One stdout line: an event, a health signal, or a counted bad line."""

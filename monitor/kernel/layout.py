@@ -23,7 +23,7 @@ VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program 
 OP_NAMES = {0: "connect", 1: "sendmsg"}  # CE_OP_*: which call was judged
 LIFECYCLE_TYPES = {1: "new", 2: "held"}  # CE_LC_*
 PROC_TYPES = {1: "exec", 2: "exit"}  # CE_PROC_*
-PATH_LEN, ARGS_LEN, MATCH_LEN = 256, 256, 128
+PATH_LEN, ARGS_LEN, MATCH_LEN, DATA_LEN = 256, 256, 128, 1024
 SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's prefix
 
 KEY4 = struct.Struct("<IQH4s")
@@ -33,7 +33,8 @@ EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")
 FLOW_KEY = struct.Struct("<QIHBB16sB7x")
 LIFECYCLE = struct.Struct("<QQQII")
 FLOW = struct.Struct("<QQ")
-PROC = struct.Struct(f"<QQQQIIIIIiIHBB16s16s{RULE_ID_LEN}s{PATH_LEN}s{ARGS_LEN}s")
+PROC_HEAD = struct.Struct("<QQQQIIIIIiIHHBB2x16s16s")  # a ce_proc up to its data, which is sent as used
+PROC = struct.Struct(f"{PROC_HEAD.format}{DATA_LEN}s4x")
 EXEC_KEY = struct.Struct(f"<IQ{MATCH_LEN}s")
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
@@ -122,16 +123,20 @@ def decode_lifecycle(data: bytes) -> dict:
 
 
 def decode_proc(data: bytes) -> dict:
-    """One struct ce_proc: a process exec'd or exited in a monitored cgroup."""
-    if len(data) < PROC.size:
-        raise ValueError(f"process record is {len(data)} bytes, expected {PROC.size}")
-    (ts_ns, cgroup_id, start_ns, lifetime_ns, kind, pid, ppid, uid, gid, exit_code, slot, args_len, verdict, cut,
-     comm, pcomm, rule_id, filename, args) = PROC.unpack_from(data)  # fmt: skip
+    """One struct ce_proc: a process exec'd or exited in a monitored cgroup (sent with only
+    the part of `data` it uses: the path, its NUL included, then argv)."""
+    if len(data) < PROC_HEAD.size:
+        raise ValueError(f"process record is {len(data)} bytes, expected at least {PROC_HEAD.size}")
+    (ts_ns, cgroup_id, start_ns, lifetime_ns, kind, pid, ppid, uid, gid, exit_code, slot, path_len, args_len,
+     verdict, cut, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
     if kind not in PROC_TYPES:
         raise ValueError(f"process record has type {kind}")
     if verdict not in VERDICT_NAMES:
         raise ValueError(f"process record has verdict {verdict}")
-    argv = [a.decode(errors="replace") for a in args[: min(args_len, ARGS_LEN)].split(b"\0")]
+    body = data[PROC_HEAD.size :]
+    if len(body) < path_len + args_len:
+        raise ValueError(f"process record holds {len(body)} bytes of path and argv, says {path_len + args_len}")
+    argv = [a.decode(errors="replace") for a in body[path_len : path_len + args_len].split(b"\0")]
     return {
         "event": PROC_TYPES[kind],
         "mono_ns": ts_ns,
@@ -144,14 +149,14 @@ def decode_proc(data: bytes) -> dict:
         "gid": gid,
         "comm": _cstr(comm),
         "parent_comm": _cstr(pcomm),
-        "binary": _cstr(filename),
+        "binary": _cstr(body[:path_len]),
         "args": argv[:-1] if argv and argv[-1] == "" else argv,
         "cut": bool(cut),
         "exit_code": exit_code if kind == 2 else None,
         "lifetime_ns": lifetime_ns if kind == 2 else None,
         "slot": slot,
         "kernel_verdict": VERDICT_NAMES[verdict],
-        "rule_id": _cstr(rule_id),
+        "rule_id": "",
     }
 
 
@@ -197,5 +202,5 @@ def hex_bytes(data: bytes) -> str:
 
 
 def from_json_bytes(items) -> bytes:
-    """bpftool -j prints bytes as "0x1f" strings (map dump) or integers (event_pipe)."""
+    """bpftool -j prints bytes as "0x1f" strings (map dump) or integers."""
     return bytes(int(b, 16) if isinstance(b, str) else int(b) for b in items)

@@ -1,6 +1,6 @@
 """The process programs' maps (bpfscripts/process.bpf.h): exec counts per container
 cgroup, and process records the kernel could not send. The records themselves arrive on
-the `procs` perf array (monitor/parsers/event_pipe.parse_proc)."""
+the `procs` perf array (monitor/parsers/perf_lines.parse_proc)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ def forget_counts(layout, cgroup_ids) -> None:
     bpftool.batch([bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(cgroup_ids)])
 
 
-def lost(layout) -> int:
-    """Process records the programs could not send (summed over CPUs)."""
-    return sum(
-        COUNTER.unpack(from_json_bytes(v["value"]))[0]
-        for item in bpftool.map_dump(layout.map("proc_lost"))
-        for v in item.get("values", [])
-    )
+def lost(layout) -> tuple[int, int]:
+    """Exec and exit records the programs could not send (summed over CPUs)."""
+    totals = [0, 0]
+    for item in bpftool.map_dump(layout.map("proc_lost")):
+        index = int.from_bytes(from_json_bytes(item["key"]), "little")
+        if index < 2:
+            totals[index] = sum(COUNTER.unpack(from_json_bytes(v["value"]))[0] for v in item.get("values", []))
+    return totals[0], totals[1]
