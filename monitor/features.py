@@ -28,6 +28,11 @@ BPF_FEATURES = {  # feature -> (section, key) in `bpftool -j feature probe kerne
     "ring_buffer": ("map_types", "have_ringbuf_map_type"),
     "perf_event_array": ("map_types", "have_perf_event_array_map_type"),
     "percpu_hash": ("map_types", "have_percpu_hash_map_type"),
+    # Loadable here? (BPF LSM listed as active is not enough: this kernel refuses the load.)
+    # Exec rules kill from the sched_process_exec program either way; LSM or fentry hooks
+    # would let a deny fail the call instead, where a node loads them.
+    "bpf_lsm_programs": ("program_types", "have_lsm_prog_type"),
+    "fentry_programs": ("program_types", "have_tracing_prog_type"),
 }
 ENFORCEMENT_NEEDS = ("btf", "cgroup2", "cgroup_connect_hooks", "lpm_trie", "perf_event_array", "percpu_hash")
 # Shown in this order on the Nodes page.

@@ -13,8 +13,8 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from dashboard.events.filters import EventFilter, FilterError
-from dashboard.events.models import ConnectionEvent, Violation
-from dashboard.events.serializers import connection_row, violation_row
+from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
+from dashboard.events.serializers import connection_row, process_row, violation_row
 from dashboard.fleet.models import Node
 
 from .models import ApiToken
@@ -90,6 +90,12 @@ def _page(request, qs, serialize):
 @api_auth
 def connections(request):
     return _page(request, _filtered(request, ConnectionEvent.objects.all(), "verdict"), connection_row)
+
+
+@require_GET
+@api_auth
+def processes(request):
+    return _page(request, _filtered(request, ProcessEvent.objects.all(), "verdict"), process_row)
 
 
 @require_GET

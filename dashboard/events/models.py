@@ -106,6 +106,10 @@ class ProcessEvent(models.Model):
         return f"{self.kind} {self.binary or self.comm}[{self.pid}]"
 
     @property
+    def lifetime_ms(self) -> float | None:
+        return None if self.lifetime_ns is None else round(self.lifetime_ns / 1e6, 1)
+
+    @property
     def exit_text(self) -> str:
         """The exit as a shell says it: "exit 3", "killed by signal 9"."""
         if self.exit_code is None:

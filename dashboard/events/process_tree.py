@@ -64,3 +64,35 @@ def _parent(proc: Process, by_pid: dict[int, list[Process]]) -> Process | None:
     """The process with the parent's pid that started before this one (the latest such)."""
     candidates = [p for p in by_pid.get(proc.ppid, ()) if p.start_ns <= proc.start_ns and p is not proc]
     return max(candidates, key=lambda p: p.start_ns, default=None)
+
+
+MAX_ANCESTRY = 32
+
+
+def ancestry(record: ProcessEvent) -> list[ProcessEvent]:
+    """The exec records of a process's parent, grandparent, ... in its container, nearest
+    first, as far as the records go (the one before them is named by the last's parent)."""
+    chain, current = [], record
+    for _ in range(MAX_ANCESTRY):
+        parent = (
+            ProcessEvent.objects.filter(
+                node_id=current.node_id,
+                cgroup_path=current.cgroup_path,
+                kind="exec",
+                pid=current.ppid,
+                start_ns__lte=current.start_ns,
+            )  # fmt: skip
+            .order_by("-start_ns", "-ts")
+            .first()
+        )
+        if parent is None or parent.pk in {p.pk for p in chain}:
+            break
+        chain.append(parent)
+        current = parent
+    return chain
+
+
+def life(record: ProcessEvent) -> tuple[list[ProcessEvent], ProcessEvent | None]:
+    """Every exec of this process (it may exec more than once) and its exit, if seen."""
+    same = ProcessEvent.objects.filter(node_id=record.node_id, pid=record.pid, start_ns=record.start_ns)
+    return list(same.filter(kind="exec").order_by("ts", "id")), same.filter(kind="exit").first()

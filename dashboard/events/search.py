@@ -36,7 +36,7 @@ def _cursor(raw: str):
 def _query(request):
     kind = request.GET.get("kind", "connections")
     if kind not in KINDS:
-        raise FilterError("kind must be connections or violations")
+        raise FilterError(f"kind must be one of {', '.join(KINDS)}")
     model, serialize, action_field = KINDS[kind]
     flt = EventFilter.parse(request.GET)
     qs = flt.apply(model.objects.select_related("node", "container"), action_field).order_by("-ts", "-id")

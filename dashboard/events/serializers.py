@@ -72,7 +72,7 @@ def process_row(p) -> dict:
         "args": p.args,
         "cut": p.cut,
         "exit": p.exit_text,
-        "lifetime_ms": None if p.lifetime_ns is None else round(p.lifetime_ns / 1e6, 1),
+        "lifetime_ms": p.lifetime_ms,
         "verdict": p.verdict,
         "rule_id": p.rule_id,
         "count": p.count,

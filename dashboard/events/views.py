@@ -1,4 +1,4 @@
-"""Pages for the overview and the live feeds."""
+"""Pages for the overview, the live feeds and a process."""
 
 import datetime as dt
 from datetime import timedelta
@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.http import Http404
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from dashboard.charts import stacked_bars
@@ -15,7 +15,8 @@ from dashboard.fleet.models import Container, Node
 
 from .feeds import FEEDS
 from .filters import ACTIONS, EventFilter, FilterError
-from .models import ConnectionEvent, Violation
+from .models import ConnectionEvent, ProcessEvent, Violation
+from .process_tree import ancestry, life
 
 FEED_COLUMNS = {
     "connections": ["time", "node", "container", "process", "destination", "result", "verdict", "rule"],
@@ -94,3 +95,30 @@ def feed(request, feed):
         "container_names": Container.objects.order_by().values_list("name", flat=True).distinct()[:500],
     }
     return render(request, "events/feed.html", context)
+
+
+@login_required
+def process(request, pk):
+    """One process: what it ran, who started it (as far up as the records go), what it
+    started, how it ended, its violations and its connections while it lived."""
+    record = get_object_or_404(ProcessEvent.objects.select_related("node", "container"), pk=pk)
+    execs, ended = life(record)
+    first = execs[0] if execs else record
+    children = ProcessEvent.objects.filter(
+        node_id=record.node_id, cgroup_path=record.cgroup_path, kind="exec", ppid=record.pid,
+        start_ns__gte=record.start_ns,
+    ).order_by("ts")[:100]  # fmt: skip
+    until = ended.ts if ended else timezone.now()
+    connections = ConnectionEvent.objects.filter(
+        node_id=record.node_id, pid=record.pid, cgroup_id=record.cgroup_id, ts__gte=first.ts, ts__lte=until
+    ).order_by("ts")[:100]
+    context = {
+        "p": first,
+        "execs": execs,
+        "ended": ended,
+        "ancestry": ancestry(first),
+        "children": children,
+        "violations": Violation.objects.filter(process__in=[e.pk for e in execs]).order_by("ts"),
+        "connections": connections,
+    }
+    return render(request, "events/process.html", context)

@@ -33,11 +33,13 @@
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
       result(r), pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
-    processes: (r) => [time(r.ts), r.node, container(r), proc(r), r.kind,
+    processes: (r) => [time(r.ts), r.node, container(r), { href: `/processes/${r.id}/`, text: proc(r) }, r.kind,
       r.kind === "exit" ? `${r.exit} after ${r.lifetime_ms} ms` : binary(r),
       `${tail(r.parent_binary || r.parent_comm, 24)} [${r.ppid}]`,
       pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
-    violations: (r) => [time(r.ts), r.node, container(r), proc(r), r.kind === "connect" ? dest(r) : `exec ${r.target}`,
+    violations: (r) => [time(r.ts), r.node, container(r),
+      r.process_id ? { href: `/processes/${r.process_id}/`, text: proc(r) } : proc(r),
+      r.kind === "connect" ? dest(r) : `exec ${r.target}`,
       r.rule_id, pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];
 
@@ -50,7 +52,12 @@
       const tr = document.createElement("tr");
       for (const cell of columns(r)) {
         const td = document.createElement("td");
-        if (typeof cell === "object") {
+        if (typeof cell === "object" && cell.href) {
+          const a = document.createElement("a");
+          a.href = cell.href;
+          a.textContent = cell.text;
+          td.appendChild(a);
+        } else if (typeof cell === "object") {
           const span = document.createElement("span");
           span.className = cell.cls;
           span.textContent = cell.text;

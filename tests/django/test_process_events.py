@@ -86,3 +86,49 @@ def test_a_malformed_process_record_is_refused_by_field_and_the_rest_stored(node
     bad = proc_event(1, kind=kind) | change
     result = ingest_batch(node, [bad, proc_event(2)])
     assert result.stored == 1 and result.rejected[0]["reason"].startswith(f"{field}:")
+
+
+def test_the_process_page_shows_its_ancestry_children_exit_violations_and_connections(node, client, staff):
+    batch = [
+        proc_event(1, pid=10, start_ns=10, binary="/usr/sbin/nginx", args=["nginx"]),
+        proc_event(2, pid=11, ppid=10, start_ns=11, binary="/bin/sh", parent_binary="/usr/sbin/nginx"),
+        proc_event(
+            3,
+            pid=12,
+            ppid=11,
+            start_ns=12,
+            binary="/tmp/evil",
+            parent_binary="/bin/sh",
+            verdict="deny",
+            rule_id="no-tmp",
+            severity="high",
+            enforced=True,
+        ),  # fmt: skip
+        agent_event(5, pid=11, dest_ip="127.10.10.5", rule_id="rule-001"),
+        agent_event(6, pid=99, dest_ip="127.8.8.8", verdict="allow", rule_id="", severity=""),  # another process
+        proc_event(4, kind="exit", pid=11, ppid=10, start_ns=11, lifetime_ns=2_500_000, exit_code=0),  # after them
+    ]
+    assert ingest_batch(node, batch).stored == 6
+    shell = ProcessEvent.objects.get(pid=11, kind="exec")
+    client.force_login(staff)
+    page = client.get(f"/processes/{shell.pk}/").content.decode()
+    assert "/usr/sbin/nginx</code> [10]" in page and "started by containerd-shim [1]" in page  # ancestry
+    assert "/tmp/evil</code> [12]" in page  # what it started
+    assert "exit 0" in page and "2.5 ms" in page
+    assert "127.10.10.5:443" in page and "127.8.8.8" not in page  # its own connections only
+    evil = ProcessEvent.objects.get(pid=12)
+    assert "killed at exec" in client.get(f"/processes/{evil.pk}/").content.decode()
+    assert client.get("/processes/999999/").status_code == 404
+    api = client.get("/api/processes/?container=edge-app-prod&action=deny").json()["results"]
+    assert [(r["pid"], r["binary"], r["verdict"]) for r in api] == [(12, "/tmp/evil", "deny")]
+
+
+def test_processes_are_searched_and_exported_like_connections(node, client, staff):
+    ingest_batch(node, [proc_event(1, pid=10, binary="/bin/sh"), proc_event(2, kind="exit", pid=10, exit_code=768)])
+    client.force_login(staff)
+    page = client.get("/events/?kind=processes&container=edge-app-prod").content.decode()
+    assert "exec <code>/bin/sh</code>" in page and "ended: exit 3" in page
+    csv = b"".join(client.get("/events/export.csv?kind=processes").streaming_content).decode()
+    header, *rows = csv.strip().splitlines()
+    assert "binary" in header and "args" in header and len(rows) == 2
+    assert client.get("/events/?kind=files").status_code == 400

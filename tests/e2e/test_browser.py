@@ -131,6 +131,12 @@ def test_a_forbidden_binary_shows_live_as_killed_and_the_container_shows_its_pro
     expect(row).to_contain_text("deny · killed at exec")
     expect(row).to_contain_text("e2e-a")
     page.screenshot(path=str(ARTIFACTS / "violations-exec.png"), full_page=True)
+    row.get_by_role("link").first.click()  # the process that caused it
+    expect(page.locator("h1")).to_contain_text(product.forbidden)
+    expect(page.locator("section", has_text="Started by")).to_contain_text("bin/python")
+    expect(page.locator("section", has_text="Violations")).to_contain_text("killed at exec")
+    expect(page.locator("dl.facts")).to_contain_text("killed by signal 9")
+    page.screenshot(path=str(ARTIFACTS / "process.png"), full_page=True)
     page.goto(f"{product.base}/feed/processes/?container=e2e-a")
     shell = page.locator("#feed-rows tr", has_text="/bin/sh -c echo hi").first
     expect(shell).to_contain_text(f"bin/python [{server.pid}]", timeout=5_000)  # its parent
