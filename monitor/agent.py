@@ -396,6 +396,9 @@ class Agent:
                         self.kernel_lost = await asyncio.to_thread(enforcer.lost)
                         self.proc_lost = await asyncio.to_thread(kernel_processes.lost, enforcer.layout)
                         self.exec_counts = await asyncio.to_thread(kernel_processes.exec_counts, enforcer.layout)
+                        gone = {c for c in self.exec_counts if not self.cgroups.alive(c)}
+                        if gone:  # the map is bounded: a removed container's count goes with it
+                            await asyncio.to_thread(kernel_processes.forget_counts, enforcer.layout, gone)
                         last_counters = time.monotonic()
                 except (BpftoolError, OSError) as exc:
                     self.kernel_error = str(exc)

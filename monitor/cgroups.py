@@ -115,6 +115,14 @@ class CgroupIndex:
             self._mount_fd = None
             self._handles = False
 
+    def alive(self, cgid: int) -> bool:
+        """Whether a cgroup with this id exists now (by handle; else by the latest walk)."""
+        if self._handles:
+            return self._by_handle(cgid) is not None
+        if time.monotonic() - self._last_scan >= self.rescan_interval:
+            self.rescan()
+        return cgid in self._paths
+
     def learn(self, cgid: int, path: str) -> None:
         """A path found by another walk (the enforcer's), so its events need no walk of ours."""
         self._paths[cgid] = path

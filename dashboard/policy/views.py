@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from dashboard.charts import stacked_bars
-from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
 from dashboard.fleet.models import Node
 from monitor import rules as engine
 
@@ -25,7 +25,7 @@ from .models import PolicyState, Rule, RuleChange
 from .roles import can_edit_rules
 
 DRAFT_WINDOW = timedelta(hours=24)
-DRAFT_FIELDS = ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_port")
+DRAFT_FIELDS = ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_port", "binary", "parent")
 
 
 def kernel_view(nodes) -> dict[str, dict]:
@@ -111,6 +111,29 @@ def promote(request, rule_id):
 
 
 def replay(rule: engine.Rule, since) -> dict:
+    """What `rule` would have matched among the events of its kind stored since `since`."""
+    return replay_execs(rule, since) if rule.kind == "exec" else replay_connections(rule, since)
+
+
+def replay_execs(rule: engine.Rule, since) -> dict:
+    """Execs: grouped by what an exec rule looks at, then the engine on each group."""
+    qs = ProcessEvent.objects.filter(ts__gte=since, kind="exec")
+    if rule.container and not any(ch in rule.container for ch in "*?["):
+        qs = qs.filter(container__name=rule.container)
+    groups = qs.values("container__name", "cgroup_path", "cgroup_id", "binary", "parent_binary", "parent_comm")
+    total, by_container = 0, {}
+    for g in groups.annotate(n=Sum("count")).order_by():
+        proc = engine.Exec(
+            g["binary"], (g["parent_binary"], g["parent_comm"]), g["cgroup_id"], g["cgroup_path"], g["container__name"]
+        )
+        if rule.matches_exec(proc):
+            total += g["n"]
+            name = g["container__name"] or "host"
+            by_container[name] = by_container.get(name, 0) + g["n"]
+    return {"total": total, "containers": sorted(by_container.items(), key=lambda kv: -kv[1]), "what": "exec"}
+
+
+def replay_connections(rule: engine.Rule, since) -> dict:
     """What `rule` would have matched among connections stored since `since`.
 
     One grouped query over the window (ts index, plus any exact port/address/container the
@@ -136,12 +159,13 @@ def replay(rule: engine.Rule, since) -> dict:
             total += f["n"]
             name = f["container__name"] or "host"
             by_container[name] = by_container.get(name, 0) + f["n"]
-    return {"total": total, "containers": sorted(by_container.items(), key=lambda kv: -kv[1])}
+    return {"total": total, "containers": sorted(by_container.items(), key=lambda kv: -kv[1]), "what": "connection"}
 
 
 @login_required
 def draft(request):
-    """Test a rule before saving it: how many stored connections of the last 24 h it matches."""
+    """Test a rule before saving it: how many stored connections (or execs, for a rule naming
+    a binary or parent) of the last 24 h it matches."""
     values = {name: request.GET.get(name, "").strip() for name in DRAFT_FIELDS}
     result, error = None, ""
     if any(values.values()):

@@ -124,7 +124,7 @@ def test_promotion_from_audit_shows_the_would_deny_count_and_needs_an_editor(cli
 def test_a_draft_rule_is_replayed_over_the_last_day(client, viewer, stored):
     client.force_login(viewer)
     result = client.get("/rule-test/?dest_port=3306").context["result"]
-    assert result == {"total": 3, "containers": [("edge-app-staging", 3)]}
+    assert result == {"total": 3, "containers": [("edge-app-staging", 3)], "what": "connection"}
     result = client.get("/rule-test/?dest_ip=127.0.0.0/8&container=edge-app-*").context["result"]
     assert result["total"] == 48  # calls: one of the rows stands for 40
     assert "not a valid CIDR" in client.get("/rule-test/?dest_ip=127.0.0.300/32").context["error"]

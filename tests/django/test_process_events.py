@@ -132,3 +132,13 @@ def test_processes_are_searched_and_exported_like_connections(node, client, staf
     header, *rows = csv.strip().splitlines()
     assert "binary" in header and "args" in header and len(rows) == 2
     assert client.get("/events/?kind=files").status_code == 400
+
+
+def test_a_draft_exec_rule_is_replayed_over_stored_execs(node, client, staff):
+    ingest_batch(node, [proc_event(1, pid=10, binary="/dev/shm/x", parent_binary="/usr/sbin/nginx"),
+                        proc_event(2, pid=11, binary="/bin/sh"), agent_event(3)])  # fmt: skip
+    client.force_login(staff)
+    page = client.get("/rule-test/?binary=/dev/shm/*&parent=*/nginx").content.decode()
+    assert '<b id="draft-total">1</b> exec in the last 24 hours' in page and "edge-app-prod" in page
+    mixed = client.get("/rule-test/?binary=/bin/sh&dest_port=22").content.decode()
+    assert "either connections" in mixed  # the engine's own error, as the admin gives it

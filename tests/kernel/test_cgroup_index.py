@@ -49,8 +49,9 @@ def test_a_removed_cgroup_keeps_the_path_it_was_seen_with(tree):
         os.mkdir(path)
         made.append(path)
         cgid = cgroup_id(path)
-        assert index.path(cgid) == "/" + os.path.relpath(path, root)
-        os.rmdir(path)  # `--rm`: its events arrive after it is gone
+        assert index.path(cgid) == "/" + os.path.relpath(path, root) and index.alive(cgid)
+        os.rmdir(path)
+        assert not index.alive(cgid)  # `--rm`: its events arrive after it is gone
         index.rescan()
         assert index.path(cgid) == "/" + os.path.relpath(path, root)
         fresh = CgroupIndex(root, rescan_interval=0)  # never saw it: gone is unknown, not an error

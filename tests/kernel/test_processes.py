@@ -127,12 +127,23 @@ async def test_an_exec_rule_naming_a_new_container_kills_its_first_exec(enforcem
     runner = await running(agent)
     try:
         late = enforcement.container("edge-app-late")
+        late_id = late.cgroup_id
         proc = late.spawn([str(entry), "must not print"], stdout=subprocess.PIPE, text=True)
         out, _ = await asyncio.to_thread(proc.communicate, timeout=10)
         other = enforcement.container("edge-app-other")
         fine = other.spawn([str(entry), "prints"], stdout=subprocess.PIPE, text=True)
         assert (await asyncio.to_thread(fine.communicate, timeout=10))[0] == "prints\n"
         await deliver_until(agent, node, lambda: Violation.objects.filter(rule_id="no-entry").exists(), timeout=10)
+        layout = enforcement.enforcer.layout
+        assert late_id in await asyncio.to_thread(processes.exec_counts, layout)
+        await asyncio.to_thread(late.remove)  # the container goes: its exec count leaves the bounded map
+        for _ in range(60):
+            if late_id not in await asyncio.to_thread(processes.exec_counts, layout):
+                break
+            agent._kernel_wakeup.set()  # this test stopped the periodic rescan: tick the loop
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the exec count of a removed container stayed in the map")
     finally:
         await stop(runner)
     assert (proc.returncode, out) == (-9, "")
