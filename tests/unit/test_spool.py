@@ -69,3 +69,17 @@ def test_a_spool_written_by_an_older_agent_is_read_and_counted(tmp_path):
     spool = Spool(path, cap=2)
     spool.append([{"n": 2, "count": 5}])
     assert spool.dropped == 1 and [e["n"] for e in spool.read(0, 10)] == [1, 2]
+
+
+def test_the_depth_stays_exact_through_acks_caps_and_a_renumbering_welcome():
+    spool = Spool(cap=50)
+    spool.append([{"n": i} for i in range(30)])
+    assert spool.depth == 30
+    spool.ack(10)
+    assert spool.depth == 20
+    spool.append([{"n": i, "count": 2} for i in range(40)])  # 60 waiting: the 10 oldest go
+    assert spool.depth == 50 and spool.dropped == 10
+    spool.welcome(1000)  # a fresh spool's rows are renumbered after what the dashboard has
+    assert spool.depth == 50 and [e["seq"] for e in spool.read(0, 2)] == [1001, 1002]
+    spool.ack(spool.last_seq)
+    assert spool.depth == 0
