@@ -15,8 +15,9 @@ and, in the first round, for each rate (0 = flat out) a fresh container cgroup s
 at that rate for --seconds, then drained:
 
   generated   execs the load made (counted by the load itself)
-  stored      exec records stored for that container
-  exits       exit records stored for it
+  stored      execs stored for that container (a row folded in a storm counts its count)
+  exits       exits stored for it
+  rows        rows stored for it (execs and exits)
   lost        exec records the programs could not send, and anything the agent, spool or
               uplink dropped in the step
   unaccounted generated - stored - lost (must be 0)
@@ -57,9 +58,10 @@ while True:
 print(n, time.perf_counter() - start, flush=True)
 """
 COUNT = (
-    "from dashboard.events.models import ProcessEvent as P; "
-    "q = P.objects.filter(container__name={name!r}, binary='/bin/true'); "
-    "print(q.filter(kind='exec').count(), P.objects.filter(container__name={name!r}, kind='exit').count())"
+    "from django.db.models import Sum; from dashboard.events.models import ProcessEvent as P; "
+    "q = P.objects.filter(container__name={name!r}); "
+    "n = lambda qs: qs.aggregate(n=Sum('count'))['n'] or 0; "  # a row folded in a storm stands for `count`
+    "print(n(q.filter(kind='exec', binary='/bin/true')), n(q.filter(kind='exit')), q.count())"
 )
 
 
@@ -71,9 +73,10 @@ def spawn(container: SimulatedContainer, rate: float, seconds: float, workers: i
     return sum(int(n) for n, _ in results), max(float(t) for _, t in results)
 
 
-def stored(product: Product, name: str) -> tuple[int, int]:
-    execs, exits = product.manage("shell", "--no-imports", "-c", COUNT.format(name=name)).split()[-2:]
-    return int(execs), int(exits)
+def stored(product: Product, name: str) -> tuple[int, int, int]:
+    """(execs, exits, rows) stored for the container."""
+    execs, exits, rows = product.manage("shell", "--no-imports", "-c", COUNT.format(name=name)).split()[-3:]
+    return int(execs), int(exits), int(rows)
 
 
 def lost(product: Product) -> int:
@@ -87,22 +90,23 @@ def lost(product: Product) -> int:
 def step(product: Product, c: SimulatedContainer, name: str, rate: float, seconds: float) -> dict:
     before = lost(product)
     generated, took = spawn(c, rate, seconds)
-    deadline, last, execs, exits, dropped = time.monotonic() + 300, None, 0, 0, 0
+    deadline, last, execs, exits, rows, dropped = time.monotonic() + 300, None, 0, 0, 0, 0
     while time.monotonic() < deadline:  # until all is stored or counted lost, or 10 s without change
-        (execs, exits), dropped = stored(product, name), lost(product) - before
+        (execs, exits, rows), dropped = stored(product, name), lost(product) - before
         if execs + dropped >= generated or (last and last[0] == (execs, dropped) and time.monotonic() - last[1] > 10):
             break
         if not last or last[0] != (execs, dropped):
             last = ((execs, dropped), time.monotonic())
         time.sleep(0.5)
     time.sleep(1)
-    (execs, exits), dropped = stored(product, name), lost(product) - before
+    (execs, exits, rows), dropped = stored(product, name), lost(product) - before
     return {
         "rate": rate or "flat out",
         "generated": generated,
         "achieved_per_s": round(generated / took),
         "stored": execs,
         "exits": exits,
+        "rows": rows,
         "lost_counted": dropped,
         "unaccounted": generated - execs - dropped,
     }
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
         for c in made:
             c.remove()
     ratio = statistics.median(with_product) / statistics.median(without)
-    cols = ["rate", "generated", "achieved_per_s", "stored", "exits", "lost_counted", "unaccounted"]
+    cols = ["rate", "generated", "achieved_per_s", "stored", "exits", "rows", "lost_counted", "unaccounted"]
     print("\nexec records under fork+exec load (agent: exec/exit programs; dashboard: SQLite)")
     print("".join(f"{c:>15}" for c in cols))
     for s in steps:

@@ -1,10 +1,13 @@
-"""Back-pressure: in an event storm, allowed connections become per-flow counts.
+"""Back-pressure: in an event storm, allowed events become per-kind counts.
 
 Above `threshold` events per second (judged on each whole second, with hysteresis: the
-storm ends below half of it), an allowed connection is not queued alone but counted into
-its flow (cgroup, destination, port, result, process name) and sent once per `window` as
-one event with `count`. Violations are never folded, and nothing is dropped here: the counts
-add up to what was seen.
+storm ends below half of it), an allowed event is not queued alone but counted into its
+group and sent once per `window` as one event with `count`: a connection by its flow
+(cgroup, destination, port, result, process name), an exec by (cgroup, binary, parent's
+binary), an exit by (cgroup, process name, exit status). The last one seen gives the pids.
+Violations are never folded, and nothing is dropped here: the counts add up to what was
+seen. (A shell loop spawning thousands of processes a second is one row a second, not
+thousands: each row costs the dashboard far more than the process cost the node.)
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ class StormFolder:
     def offer(self, event: dict) -> bool:
         """Count the event toward the rate; True if it was folded (the caller must not queue it)."""
         self._tick()
-        if not (self.storm and event["verdict"] == "allow" and "count" not in event and "dest_ip" in event):
-            return False  # (process records are never folded: each is one process)
-        key = (event["cgroup_id"], event["dest_ip"], event["dest_port"], event["result"], event["comm"])
+        if not (self.storm and event["verdict"] == "allow" and "count" not in event):
+            return False
+        key = _group(event)
         held = self._flows.get(key)
         if held is None:
-            self._flows[key] = event | {"count": 1, "kind": "aggregate"}
+            self._flows[key] = event | {"count": 1} | ({"kind": "aggregate"} if "dest_ip" in event else {})
         else:
             held["count"] += 1
-            held["pid"], held["tid"] = event["pid"], event["tid"]  # the latest caller
+            for name in ("pid", "tid", "ppid", "start_ns", "lifetime_ns"):  # the latest one
+                if name in event:
+                    held[name] = event[name]
         self.folded += 1
         return True
 
@@ -61,3 +66,11 @@ class StormFolder:
                 self.storm = False
                 log.info("event storm over (%d/s): every connection reported singly again", rate)
         self._this_second += 1
+
+
+def _group(event: dict) -> tuple:
+    if "dest_ip" in event:
+        return (event["cgroup_id"], event["dest_ip"], event["dest_port"], event["result"], event["comm"])
+    if event["kind"] == "exec":
+        return (event["cgroup_id"], "exec", event["binary"], event["parent_binary"])
+    return (event["cgroup_id"], "exit", event["comm"], event.get("exit_code"))

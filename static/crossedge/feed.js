@@ -22,7 +22,8 @@
   const proc = (r) => `${r.comm} [${r.pid}]`;
   const short = (text, n) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
   const tail = (path, n) => (path.length > n ? "…" + path.slice(-(n - 1)) : path);  // a path's end says most
-  const binary = (r) => short([r.binary, ...r.args.slice(1)].join(" "), 48) + (r.cut ? " …" : "");  // argv[0] is the binary
+  const binary = (r) => short([r.binary, ...r.args.slice(1)].join(" "), 48) + (r.cut ? " …" : "") +
+    (r.count > 1 ? ` ×${r.count}` : "");  // argv[0] is the binary; ×: folded in a storm
   const container = (r) => (r.container ? r.container.name : "host");
   const pill = (text, cls) => ({ text, cls: "pill " + (cls || text) });
   // null: seen by the kernel observer as the call began (a let-through call's outcome is not traced)
@@ -34,7 +35,7 @@
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
       result(r), pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     processes: (r) => [time(r.ts), r.node, container(r), { href: `/processes/${r.id}/`, text: proc(r) }, r.kind,
-      r.kind === "exit" ? `${r.exit} after ${r.lifetime_ms} ms` : binary(r),
+      r.kind === "exit" ? `${r.exit} after ${r.lifetime_ms} ms` + (r.count > 1 ? ` ×${r.count}` : "") : binary(r),
       `${tail(r.parent_binary || r.parent_comm, 24)} [${r.ppid}]`,
       pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, container(r),

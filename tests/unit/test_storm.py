@@ -48,3 +48,28 @@ def test_storm_mode_starts_above_the_threshold_and_ends_below_half(monkeypatch):
     second(10)
     second(10)
     assert not agent.folder.storm
+
+
+def proc(i, kind="exec", binary="/bin/true", verdict="allow", exit_code=0):
+    e = {"cgroup_id": 7, "kind": kind, "comm": "true", "pid": 200 + i, "tid": 200 + i, "ppid": 9, "start_ns": i,
+         "binary": binary if kind == "exec" else "", "parent_binary": "/bin/sh", "verdict": verdict,
+         "rule_id": "" if verdict == "allow" else "r", "ts_ns": i}  # fmt: skip
+    return e | ({"exit_code": exit_code, "lifetime_ns": 5} if kind == "exit" else {})
+
+
+def test_a_process_storm_folds_execs_by_binary_and_exits_by_status_never_a_violation():
+    agent = Agent(backends=(), aggregate_above=100)
+    agent.folder.storm = True
+    for i in range(300):
+        agent._emit(proc(i))
+        agent._emit(proc(i, kind="exit", exit_code=0 if i % 3 else 256))
+    agent._emit(proc(999, binary="/tmp/x"))
+    agent._emit(proc(1000, binary="/tmp/evil", verdict="deny"))
+    assert [(e["binary"], e["verdict"]) for e in agent.outbox] == [("/tmp/evil", "deny")]
+    agent.flush_folds(force=True)
+    rows = list(agent.outbox)[1:]
+    execs = {e["binary"]: e for e in rows if e["kind"] == "exec"}
+    exits = {e["exit_code"]: e for e in rows if e["kind"] == "exit"}
+    assert (execs["/bin/true"]["count"], execs["/bin/true"]["pid"], execs["/tmp/x"]["count"]) == (300, 499, 1)
+    assert (exits[0]["count"], exits[256]["count"]) == (200, 100)
+    assert sum(e["count"] for e in rows) == 601  # nothing lost in folding
