@@ -117,6 +117,7 @@ struct ce_proc {
 	__u64 cgroup_id;
 	__u64 start_ns; /* the process's start (CLOCK_MONOTONIC): with pid, its identity */
 	__u64 lifetime_ns; /* exit: how long the process lived */
+	__u64 folded; /* its group's counter as this record saw it (cumulative; see ce_proc_key) */
 	__u32 type; /* CE_PROC_* */
 	__u32 pid; /* thread group id */
 	__u32 ppid; /* the real parent's thread group id */
@@ -132,6 +133,19 @@ struct ce_proc {
 	char comm[16];
 	char pcomm[16]; /* the parent's task name */
 	char data[CE_DATA_LEN]; /* path, then argv */
+};
+
+/* A group of like process records, counted in the kernel instead of sent one by one (as
+ * flows are for connections): execs of one binary by one parent, exits of one task name
+ * with one status by one parent. hash is FNV-1a over the path (exec, its NUL included) or
+ * the 16 bytes of the task name (exit). */
+struct ce_proc_key {
+	__u64 cgroup_id;
+	__u64 hash;
+	__u32 ppid;
+	__u32 type;
+	__s32 exit_code;
+	__u32 pad;
 };
 
 /* Exec rule trie key: cgroup_id (0 = every monitored container) matched in full, then

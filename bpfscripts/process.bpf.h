@@ -57,7 +57,17 @@ struct {
 	__type(value, __u64);
 } exec_counts SEC(".maps");
 
-/* Process records that could not be sent (perf buffer full): [0] execs, [1] exits. */
+/* Groups of like records (ce_proc_key): within CE_WINDOW_NS of a group's last sent record,
+ * a record only adds one to `folded`; the agent reads the growth (with the next sent
+ * record, or from a dump of this map) as a count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CE_MAX_FLOWS);
+	__type(key, struct ce_proc_key);
+	__type(value, struct ce_flow);
+} proc_flows SEC(".maps");
+
+/* Process records that could be neither sent nor counted: [0] execs, [1] exits. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
@@ -65,18 +75,76 @@ struct {
 	__type(value, __u64);
 } proc_lost SEC(".maps");
 
-static __always_inline void proc_send(void *ctx, struct ce_proc *ev)
+static __always_inline __u64 fnv1a(const char *bytes, __u32 len)
+{
+	__u64 h = 14695981039346656037ULL;
+
+	for (int i = 0; i < CE_PATH_LEN; i++) {
+		if (i >= len)
+			break;
+		h ^= (unsigned char)bytes[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static __always_inline void proc_lost_one(struct ce_proc *ev)
 {
 	__u32 which = ev->type == CE_PROC_EXEC ? 0 : 1;
+	__u64 *missed = bpf_map_lookup_elem(&proc_lost, &which);
+
+	if (missed)
+		__sync_fetch_and_add(missed, 1);
+}
+
+static __always_inline int proc_output(void *ctx, struct ce_proc *ev)
+{
 	__u64 size = (offsetof(struct ce_proc, data) + ev->path_len + ev->args_len) & 2047; /* for the verifier */
 
 	if (size > sizeof(*ev))
 		size = sizeof(*ev);
-	if (bpf_perf_event_output(ctx, &procs, BPF_F_CURRENT_CPU, ev, size) != 0) {
-		__u64 *missed = bpf_map_lookup_elem(&proc_lost, &which);
-		if (missed)
-			*missed += 1;
+	return bpf_perf_event_output(ctx, &procs, BPF_F_CURRENT_CPU, ev, size);
+}
+
+/* Send a record, or count it with its group: every record is one or the other (or, when
+ * neither the buffer nor the group table takes it, counted lost). A violation, or a
+ * record from a cgroup whose first exec is held, is always sent. */
+static __always_inline void proc_send(void *ctx, struct ce_proc *ev, int alone)
+{
+	struct ce_proc_key key = {.cgroup_id = ev->cgroup_id, .ppid = ev->ppid, .type = ev->type};
+
+	ev->folded = 0;
+	if (alone) {
+		if (proc_output(ctx, ev) != 0)
+			proc_lost_one(ev);
+		return;
 	}
+	if (ev->type == CE_PROC_EXEC) {
+		key.hash = fnv1a(ev->data, ev->path_len);
+	} else {
+		key.hash = fnv1a(ev->comm, sizeof(ev->comm));
+		key.exit_code = ev->exit_code;
+	}
+	__u64 now = ev->ts_ns;
+	struct ce_flow *flow = bpf_map_lookup_elem(&proc_flows, &key);
+	if (flow && now - flow->window_ns < CE_WINDOW_NS) {
+		__sync_fetch_and_add(&flow->folded, 1);
+		return;
+	}
+	if (flow) {
+		flow->window_ns = now;
+		ev->folded = flow->folded;
+	} else {
+		struct ce_flow fresh = {.window_ns = now};
+		if (bpf_map_update_elem(&proc_flows, &key, &fresh, BPF_NOEXIST) == 0)
+			flow = bpf_map_lookup_elem(&proc_flows, &key);
+	}
+	if (proc_output(ctx, ev) == 0)
+		return;
+	if (flow)
+		__sync_fetch_and_add(&flow->folded, 1); /* not sent: counted, reported with the group */
+	else
+		proc_lost_one(ev);
 }
 
 static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *task, __u64 cgid, __u32 type)
@@ -97,6 +165,7 @@ static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *
 	ev->cut = 0;
 	ev->exit_code = 0;
 	ev->lifetime_ns = 0;
+	ev->folded = 0;
 	ev->path_len = 0;
 	ev->args_len = 0;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
@@ -171,7 +240,7 @@ static __always_inline int proc_exec(void *ctx, struct task_struct *task, struct
 	size &= CE_ARGS_LEN - 1; /* for the verifier: at most the field */
 	if (size && bpf_probe_read_user(ev->data + off, size, (void *)start) == 0)
 		ev->args_len = size;
-	proc_send(ctx, ev);
+	proc_send(ctx, ev, ev->verdict != CE_V_ALLOW || bpf_map_lookup_elem(&pending, &cgid) != NULL);
 	return killed;
 }
 
@@ -189,6 +258,6 @@ int BPF_PROG(crossedge_exit, struct task_struct *task, bool group_dead)
 	proc_common(ev, task, cgid, CE_PROC_EXIT);
 	ev->exit_code = BPF_CORE_READ(task, signal, group_exit_code) ?: BPF_CORE_READ(task, exit_code);
 	ev->lifetime_ns = ev->ts_ns - ev->start_ns;
-	proc_send(ctx, ev);
+	proc_send(ctx, ev, 0);
 	return 0;
 }

@@ -34,7 +34,7 @@ from .kernel import processes as kernel_processes
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
 from .parsers import perf_lines
-from .processes import ProcessTable, judge, kill_if_held, state
+from .processes import ProcessTable, ProcGroups, judge, kill_if_held, state
 from .rules import Flow, RuleError, RuleSet, glob_match
 from .supervisor import Supervisor
 
@@ -112,6 +112,7 @@ class Agent:
         self.list_ms_max = 0.0
         self.unenforced = collections.Counter()  # deny verdicts the kernel did not apply, by reason
         self.processes = ProcessTable()
+        self.proc_groups = ProcGroups()  # like records the programs counted instead of sending
         self.held_execs: set[int] = set()  # held processes whose exec record has been judged
         self.proc_counts = collections.Counter()  # exec, exit, killed (by the kernel or at a hold)
         self.proc_lost = (0, 0)  # exec and exit records the programs could not send
@@ -140,6 +141,8 @@ class Agent:
         """An exec or exit in a monitored container: attributed and judged like a connection."""
         event["source"] = KERNEL
         event["kind"] = event.pop("event")
+        group = event.pop("group")
+        grown = self.proc_groups.growth(group, event.pop("folded"))
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
         path = self.cgroups.path(event["cgroup_id"])
         if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
@@ -173,6 +176,10 @@ class Agent:
         if held:
             self.held_execs.add(pid)
             self._kernel_wakeup.set()
+        self.proc_groups.remember(group, event)
+        if grown:
+            event["count"] = 1 + grown  # this record, and its group's since the last one
+            self.proc_counts[event["kind"]] += grown
         self._emit(event)
 
     def _judge(self, backend: str, event: dict, path: str | None) -> None:
@@ -353,6 +360,7 @@ class Agent:
                 await asyncio.sleep(START_RETRY)
         self.kernel_error = ""
         self.kernel_flows.resume(await asyncio.to_thread(enforcer.flows), self.kernel_state, enforcer.layout.root.name)
+        self.proc_groups.resume(await asyncio.to_thread(kernel_processes.groups, enforcer.layout))
         self.kernel_reporting = True  # calls before this were the tracer's to report (if it ran)
         for cgid in await asyncio.to_thread(enforcer.pending):  # holds a previous agent left
             self.pending[cgid] = self._started_mono
@@ -390,6 +398,7 @@ class Agent:
                     await self._release_holds()
                     if time.monotonic() - last_flows >= FLOW_POLL:
                         await self.read_kernel_flows()
+                        await self.read_proc_groups()
                         last_flows = time.monotonic()
                     if time.monotonic() - last_counters >= COUNTER_POLL:
                         self.kernel_counters = await asyncio.to_thread(enforcer.counters)
@@ -410,6 +419,7 @@ class Agent:
             await asyncio.gather(*pipe_tasks, return_exceptions=True)
             try:  # what the programs counted up to now goes out with this agent, not the next
                 await self.read_kernel_flows()
+                await self.read_proc_groups()
             except (BpftoolError, OSError) as exc:
                 log.error("last flow-table read: %s", exc)
 
@@ -438,6 +448,15 @@ class Agent:
         self.kernel_flows.forget(await asyncio.to_thread(self.enforcer.prune_flows, flows))
         if self.kernel_state:
             self.kernel_flows.save(self.kernel_state, self.enforcer.layout.root.name)
+
+    async def read_proc_groups(self) -> None:
+        """The programs' counts of like process records, for the groups that went quiet."""
+        groups = await asyncio.to_thread(kernel_processes.groups, self.enforcer.layout)
+        for event in self.proc_groups.dump(groups):
+            self.proc_counts[event["kind"]] += event["count"]
+            self._emit(event)
+        if idle := self.proc_groups.idle(groups):
+            await asyncio.to_thread(kernel_processes.forget_groups, self.enforcer.layout, idle)
 
     async def _fold_loop(self) -> None:
         try:

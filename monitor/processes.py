@@ -14,10 +14,72 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import time
 
 from .rules import Exec, RuleSet
 
 MAX_PROCESSES = 65536  # pids whose binary the agent remembers (for their children's parent)
+MAX_GROUPS = 65536  # as the kernel's proc_flows table
+GROUP_IDLE_NS = 60 * 10**9  # a group quiet this long leaves the kernel's table (its counts reported)
+
+
+class ProcGroups:
+    """Like records the programs counted instead of sending (a shell loop's execs of one
+    binary by one parent, their exits), turned into counts. A sent record carries its
+    group's counter: the growth since the last reading is added to its count. A dump of the
+    table reports the groups that went quiet, as the last record of each with the count."""
+
+    def __init__(self):
+        self.totals: dict[tuple, int] = {}
+        self.templates: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
+
+    def resume(self, groups) -> None:
+        """At start: what a previous agent's programs counted is not ours to report again."""
+        self.totals = {key: folded for _raw, key, _window, folded in groups}
+
+    def growth(self, key: tuple, total: int) -> int:
+        before = self.totals.get(key, 0)
+        if total <= before:
+            return 0  # an older reading (the CPUs' buffers arrive in any order)
+        self.totals[key] = total
+        return total - before
+
+    def remember(self, key: tuple, event: dict) -> None:
+        self.templates.pop(key, None)
+        self.templates[key] = {k: v for k, v in event.items() if k != "count"}
+        while len(self.templates) > MAX_GROUPS:
+            self.templates.popitem(last=False)
+
+    def dump(self, groups) -> list[dict]:
+        """Events for what each group counted since it was last reported."""
+        events = []
+        for _raw, key, _window, folded in groups:
+            added = self.growth(key, folded)
+            if added:
+                template = self.templates.get(key) or _unknown(key)
+                events.append(template | {"ts_ns": time.time_ns(), "count": added})
+        return events
+
+    def idle(self, groups) -> list[bytes]:
+        """Groups quiet for GROUP_IDLE_NS (already reported by `dump`): to delete from the table."""
+        cutoff = time.monotonic_ns() - GROUP_IDLE_NS
+        gone = [(raw, key) for raw, key, window_ns, _ in groups if window_ns < cutoff]
+        for _raw, key in gone:
+            self.totals.pop(key, None)
+            self.templates.pop(key, None)
+        return [raw for raw, _ in gone]
+
+
+def _unknown(key: tuple) -> dict:
+    """A group counted before this agent saw one of its records (it restarted meanwhile)."""
+    cgroup_id, _hash, ppid, kind, exit_code = key
+    return {
+        "kind": "exec" if kind == 1 else "exit", "source": "kernel", "cgroup_id": cgroup_id, "cgroup_path": "",
+        "container": None, "pid": 0, "tid": 0, "ppid": ppid, "uid": 0, "gid": 0, "start_ns": 0, "comm": "",
+        "parent_comm": "", "parent_binary": "", "binary": "(counted in the kernel while no agent read)", "args": [],
+        "cut": False, "verdict": "allow", "rule_id": "", "severity": "", "enforced": False, "audit": False,
+        "policy_version": 0, **({"exit_code": exit_code, "lifetime_ns": 0} if kind == 2 else {}),
+    }  # fmt: skip
 
 
 class ProcessTable:

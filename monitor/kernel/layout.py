@@ -33,7 +33,8 @@ EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")
 FLOW_KEY = struct.Struct("<QIHBB16sB7x")
 LIFECYCLE = struct.Struct("<QQQII")
 FLOW = struct.Struct("<QQ")
-PROC_HEAD = struct.Struct("<QQQQIIIIIiIHHBB2x16s16s")  # a ce_proc up to its data, which is sent as used
+PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBB2x16s16s")  # a ce_proc up to its data, which is sent as used
+PROC_KEY = struct.Struct("<QQIIiI")
 PROC = struct.Struct(f"{PROC_HEAD.format}{DATA_LEN}s4x")
 EXEC_KEY = struct.Struct(f"<IQ{MATCH_LEN}s")
 COUNTER = struct.Struct("<Q")
@@ -41,7 +42,8 @@ SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
 
 STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT, "ce_flow_key": FLOW_KEY,
-           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_exec_key": EXEC_KEY}  # fmt: skip
+           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_exec_key": EXEC_KEY,
+           "ce_proc_key": PROC_KEY}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -127,7 +129,7 @@ def decode_proc(data: bytes) -> dict:
     the part of `data` it uses: the path, its NUL included, then argv)."""
     if len(data) < PROC_HEAD.size:
         raise ValueError(f"process record is {len(data)} bytes, expected at least {PROC_HEAD.size}")
-    (ts_ns, cgroup_id, start_ns, lifetime_ns, kind, pid, ppid, uid, gid, exit_code, slot, path_len, args_len,
+    (ts_ns, cgroup_id, start_ns, lifetime_ns, folded, kind, pid, ppid, uid, gid, exit_code, slot, path_len, args_len,
      verdict, cut, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
     if kind not in PROC_TYPES:
         raise ValueError(f"process record has type {kind}")
@@ -157,7 +159,28 @@ def decode_proc(data: bytes) -> dict:
         "slot": slot,
         "kernel_verdict": VERDICT_NAMES[verdict],
         "rule_id": "",
+        "folded": folded,
+        "group": proc_group(cgroup_id, kind, ppid, exit_code, body[:path_len] if kind == 1 else comm),
     }
+
+
+def proc_group(cgroup_id: int, kind: int, ppid: int, exit_code: int, named: bytes) -> tuple:
+    """The ce_proc_key the program counted a record under (an exit's status is in its key,
+    an exec's is not)."""
+    return cgroup_id, fnv1a(named), ppid, kind, exit_code if kind == 2 else 0
+
+
+def decode_proc_key(raw: bytes) -> tuple:
+    cgroup_id, digest, ppid, kind, exit_code, _pad = PROC_KEY.unpack(raw)
+    return cgroup_id, digest, ppid, kind, exit_code
+
+
+def fnv1a(data: bytes) -> int:
+    """64-bit FNV-1a, as process.bpf.h computes it."""
+    h = 14695981039346656037
+    for byte in data:
+        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
 
 
 def encode_exec_key(path: str, cgroup_id: int, exact: bool) -> bytes:

@@ -1,11 +1,11 @@
 """The process programs' maps (bpfscripts/process.bpf.h): exec counts per container
-cgroup, and process records the kernel could not send. The records themselves arrive on
+cgroup, the groups of like records counted instead of sent, and records lost. The records themselves arrive on
 the `procs` perf array (monitor/parsers/perf_lines.parse_proc)."""
 
 from __future__ import annotations
 
 from . import bpftool
-from .layout import CGROUP, COUNTER, from_json_bytes, hex_bytes
+from .layout import CGROUP, COUNTER, FLOW, decode_proc_key, from_json_bytes, hex_bytes
 
 
 def exec_counts(layout) -> dict[int, int]:
@@ -20,6 +20,21 @@ def forget_counts(layout, cgroup_ids) -> None:
     """Drop the counts of cgroups that are gone (the map is bounded; their totals were reported)."""
     pin = layout.map("exec_counts")
     bpftool.batch([bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(cgroup_ids)])
+
+
+def groups(layout) -> list[tuple[bytes, tuple, int, int]]:
+    """Every group of like records the programs count: (raw key, key, last window ns, folded)."""
+    out = []
+    for item in bpftool.map_dump(layout.map("proc_flows")):
+        raw = from_json_bytes(item["key"])
+        window_ns, folded = FLOW.unpack(from_json_bytes(item["value"]))
+        out.append((raw, decode_proc_key(raw), window_ns, folded))
+    return out
+
+
+def forget_groups(layout, raws) -> None:
+    pin = layout.map("proc_flows")
+    bpftool.batch([bpftool.delete_command(pin, hex_bytes(raw)) for raw in raws])
 
 
 def lost(layout) -> tuple[int, int]:

@@ -19,11 +19,13 @@ MEMBERS = {
     "ce_flow_key": ["cgroup_id", "slot", "port", "family", "verdict", "addr", "op", "pad"],
     "ce_flow": ["window_ns", "folded"],
     "ce_exec_key": ["prefixlen", "cgroup_id", "path"],
+    "ce_proc_key": ["cgroup_id", "hash", "ppid", "type", "exit_code", "pad"],
     "ce_proc": [
         "ts_ns",
         "cgroup_id",
         "start_ns",
         "lifetime_ns",
+        "folded",
         "type",
         "pid",
         "ppid",

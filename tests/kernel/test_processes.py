@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db.models import Sum
 
 from dashboard.events.models import ProcessEvent, Violation
 from dashboard.events.process_tree import process_tree
@@ -152,5 +153,48 @@ async def test_an_exec_rule_naming_a_new_container_kills_its_first_exec(enforcem
     def check():
         v = Violation.objects.get(rule_id="no-entry")
         assert (v.kind, v.enforced, v.unenforced, v.container.name) == ("exec", True, "", "edge-app-late")
+
+    await sync_to_async(check)()
+
+
+LOOP = r"""
+import os, sys
+for _ in range(int(sys.argv[1])):
+    os.waitpid(os.posix_spawn("/bin/true", ["/bin/true"], {}), 0)
+os.waitpid(os.posix_spawn("/bin/false", ["/bin/false"], {}), 0)  # another binary, another status
+print("done", flush=True)
+"""
+
+
+async def test_a_spawn_loop_is_counted_in_the_kernel_and_adds_up_exactly(enforcement, tmp_path):
+    """2,000 execs of one binary by one parent: the kernel sends the first of each 100 ms
+    and counts the rest with their group; the rows stored are few, and their counts add up
+    to every exec and every exit, the odd one out reported on its own."""
+    node = await sync_to_async(Node.objects.create)(name="loop-node", token_hash="l" * 64)
+    app = enforcement.container("edge-app-prod")
+    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
+    agent.set_policy(1, [])
+    runner = await running(agent)
+    try:
+        loop = app.spawn([sys.executable, "-c", LOOP, "2000"], stdout=subprocess.PIPE, text=True)
+        assert (await asyncio.to_thread(loop.communicate, timeout=60))[0] == "done\n"
+
+        def all_stored():
+            rows = ProcessEvent.objects.filter(ppid=loop.pid)
+            return (rows.filter(kind="exit").aggregate(n=Sum("count"))["n"] or 0) >= 2001
+
+        await deliver_until(agent, node, all_stored, timeout=15)
+    finally:
+        await stop(runner)
+
+    def check():
+        rows = ProcessEvent.objects.filter(ppid=loop.pid)
+        execs = rows.filter(kind="exec", binary="/bin/true")
+        assert execs.aggregate(n=Sum("count"))["n"] == 2000 and execs.count() < 200  # counted, not sent
+        [false] = rows.filter(kind="exec", binary="/bin/false")
+        assert false.count == 1
+        exits = {e.exit_code: e for e in rows.filter(kind="exit")}
+        assert sum(e.count for e in rows.filter(kind="exit", exit_code=0)) == 2000
+        assert exits[256].count == 1 and exits[256].comm == "false"
 
     await sync_to_async(check)()
