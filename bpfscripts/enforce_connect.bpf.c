@@ -36,7 +36,8 @@
  * the agent is reading `lifecycle` (a record it cannot be told about holds nothing).
  *
  * The containers' processes (exec, exit, exec counts, exec rules) are watched by the
- * programs in process.bpf.h, included below.
+ * programs in process.bpf.h, their opens of watched paths (file rules) by those in
+ * file.bpf.h, both included below.
  *
  * Loaded, attached and fed by monitor/kernel/enforcer.py; the struct layouts are mirrored
  * in monitor/kernel/layout.py (a test checks them against this object's BTF).
@@ -296,6 +297,7 @@ int crossedge_s6(struct bpf_sock_addr *ctx)
 #define CE_SIGKILL 9
 
 #include "process.bpf.h"
+#include "file.bpf.h"
 
 static __always_inline int is_hex(char c)
 {

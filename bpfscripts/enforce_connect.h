@@ -102,9 +102,11 @@ struct ce_lifecycle {
 	__u32 type;
 };
 
-/* Processes (process.bpf.h): exec and exit records on the `procs` perf array. */
+/* Processes (process.bpf.h) and files (file.bpf.h): exec, exit and open records on the
+ * `procs` perf array. */
 #define CE_PROC_EXEC 1
 #define CE_PROC_EXIT 2
+#define CE_PROC_OPEN 3
 #define CE_PATH_LEN 256 /* a binary path as exec'd (longer ones are cut, flagged) */
 #define CE_ARGS_LEN 256 /* argv, NUL separated, cut at this length */
 #define CE_MATCH_LEN 128 /* the part of a binary path that exec rules can match */
@@ -123,22 +125,26 @@ struct ce_proc {
 	__u32 ppid; /* the real parent's thread group id */
 	__u32 uid;
 	__u32 gid;
-	__s32 exit_code; /* exit: wait status as the parent sees it (code << 8, or the signal) */
-	__u32 slot; /* exec: the deciding exec rule's counter slot, 0 = none */
+	__s32 exit_code; /* exit: wait status as the parent sees it (code << 8, or the signal);
+			  * open: the call's result (a file descriptor, or -errno) */
+	__u32 slot; /* exec, open: the deciding rule's counter slot, 0 = none */
 	__u16 path_len; /* bytes of data holding the path, its NUL included */
 	__u16 args_len; /* bytes of data after the path holding argv, NUL separated */
-	__u8 verdict; /* exec: CE_V_* */
+	__u8 verdict; /* exec, open: CE_V_* */
 	__u8 cut; /* 1: the path or argv was longer than its share of data */
-	__u8 pad[2];
+	__u8 access; /* open: CE_ACC_* bits */
+	__u8 pad;
 	char comm[16];
 	char pcomm[16]; /* the parent's task name */
 	char data[CE_DATA_LEN]; /* path, then argv */
 };
 
-/* A group of like process records, counted in the kernel instead of sent one by one (as
- * flows are for connections): execs of one binary by one parent, exits of one task name
- * with one status by one parent. hash is FNV-1a over the path (exec, its NUL included) or
- * the 16 bytes of the task name (exit). */
+/* A group of like records, counted in the kernel instead of sent one by one (as flows
+ * are for connections): execs of one binary by one parent, exits of one task name with
+ * one status by one parent, opens of one path with one access and outcome. hash is
+ * FNV-1a over the path (exec, open: its NUL included) or the 16 bytes of the task name
+ * (exit); ppid holds an open's access bits; exit_code an exit's status or an open's
+ * -errno (0 for every success). */
 struct ce_proc_key {
 	__u64 cgroup_id;
 	__u64 hash;
@@ -148,12 +154,40 @@ struct ce_proc_key {
 	__u32 pad;
 };
 
-/* Exec rule trie key: cgroup_id (0 = every monitored container) matched in full, then
- * prefixlen - 64 bits of the path. A rule for an exact path includes its NUL. */
-struct ce_exec_key {
+/* Path trie key (exec rules, file watches and rules): cgroup_id (0 = every monitored
+ * container) matched in full, then prefixlen - 64 bits of the path. An exact path
+ * includes its NUL. */
+struct ce_path_key {
 	__u32 prefixlen;
 	__u64 cgroup_id;
 	char path[CE_MATCH_LEN];
 } __attribute__((packed));
+
+/* Files (file.bpf.h): what an open asks for, from its flags. */
+#define CE_ACC_READ 1
+#define CE_ACC_WRITE 2
+#define CE_ACC_CREATE 4
+#define CE_ACC_TRUNC 8
+#define CE_ACCESSES 4
+#define CE_FILE_WATCHED 1 /* file_config: file_rules holds entries */
+#define CE_FILE_SCOPED 2 /* file_config: some file_rules entry names a cgroup */
+
+/* The best-ranked rule for one access of the paths under a file trie entry (rank 0: none). */
+struct ce_verdict {
+	__u32 rank;
+	__u32 slot;
+	__u8 action;
+	__u8 audit;
+	__u8 pad[2];
+};
+
+/* A file trie entry: which accesses are reported below this path (every file rule's and
+ * every watch's), and per access bit the rule that decides. Flattened by the agent like
+ * the exec trie, so the longest match carries what every shorter prefix says. */
+struct ce_file_rule {
+	__u8 watch; /* CE_ACC_* bits */
+	__u8 pad[3];
+	struct ce_verdict by_access[CE_ACCESSES];
+};
 
 #endif

@@ -37,14 +37,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct ce_exec_key);
+	__type(value, struct ce_path_key);
 } key_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, CE_MAX_ENTRIES);
-	__type(key, struct ce_exec_key);
+	__type(key, struct ce_path_key);
 	__type(value, struct ce_rule);
 } exec_rules SEC(".maps");
 
@@ -67,10 +67,10 @@ struct {
 	__type(value, struct ce_flow);
 } proc_flows SEC(".maps");
 
-/* Process records that could be neither sent nor counted: [0] execs, [1] exits. */
+/* Records that could be neither sent nor counted: [0] execs, [1] exits, [2] opens. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } proc_lost SEC(".maps");
@@ -90,7 +90,7 @@ static __always_inline __u64 fnv1a(const char *bytes, __u32 len)
 
 static __always_inline void proc_lost_one(struct ce_proc *ev)
 {
-	__u32 which = ev->type == CE_PROC_EXEC ? 0 : 1;
+	__u32 which = ev->type - 1; /* CE_PROC_EXEC, _EXIT, _OPEN */
 	__u64 *missed = bpf_map_lookup_elem(&proc_lost, &which);
 
 	if (missed)
@@ -121,6 +121,10 @@ static __always_inline void proc_send(void *ctx, struct ce_proc *ev, int alone)
 	}
 	if (ev->type == CE_PROC_EXEC) {
 		key.hash = fnv1a(ev->data, ev->path_len);
+	} else if (ev->type == CE_PROC_OPEN) {
+		key.hash = fnv1a(ev->data, ev->path_len);
+		key.ppid = ev->access;
+		key.exit_code = ev->exit_code < 0 ? ev->exit_code : 0;
 	} else {
 		key.hash = fnv1a(ev->comm, sizeof(ev->comm));
 		key.exit_code = ev->exit_code;
@@ -163,6 +167,7 @@ static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *
 	ev->verdict = CE_V_ALLOW;
 	ev->slot = 0;
 	ev->cut = 0;
+	ev->access = 0;
 	ev->exit_code = 0;
 	ev->lifetime_ns = 0;
 	ev->folded = 0;
@@ -176,7 +181,7 @@ static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *
 static __always_inline struct ce_rule *exec_rule(__u64 cgid, const char *filename)
 {
 	__u32 zero = 0;
-	struct ce_exec_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
+	struct ce_path_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
 
 	if (!key)
 		return NULL;

@@ -29,6 +29,7 @@ from . import AGENT_VERSION, folding
 from .backends import BACKENDS, perf_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify
+from .files import watched
 from .flowcounts import FlowCounts, KernelFlows
 from .kernel import processes as kernel_processes
 from .kernel.bpftool import BpftoolError
@@ -115,7 +116,7 @@ class Agent:
         self.proc_groups = ProcGroups()  # like records the programs counted instead of sending
         self.held_execs: set[int] = set()  # held processes whose exec record has been judged
         self.proc_counts = collections.Counter()  # exec, exit, killed (by the kernel or at a hold)
-        self.proc_lost = (0, 0)  # exec and exit records the programs could not send
+        self.proc_lost = (0, 0, 0)  # exec, exit and open records the programs could not send
         self.exec_counts: dict[int, int] = {}  # cgroup id -> execs (counted in the kernel)
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
@@ -153,14 +154,20 @@ class Agent:
         event["container"] = ref.as_event() if ref else None
         pid = event["pid"]
         event["parent_binary"] = self.processes.binary(event["ppid"])
-        if event["kind"] == "exec":
-            self.processes.exec(pid, event["binary"])
+        if event["kind"] == "open":
+            event["binary"] = self.processes.binary(pid, event["ppid"], event["comm"])
+        elif event["kind"] == "exec":
+            self.processes.exec(pid, event["binary"], event["ppid"], event["comm"])
         else:
             self.processes.exit(pid)
         for name in ("lifetime_ns", "exit_code"):  # an exec has neither
-            if event[name] is None:
+            if event.get(name, 0) is None:
                 del event[name]
         judge(event, self.ruleset, ref.name if ref else None, self.enforcer.rule_for_slot)
+        if event["kind"] == "open" and event["verdict"] == "allow" and not event["rule_id"]:
+            if not watched(event["path"], event["access"], self.enforcer.watches):
+                self.proc_counts["open_unwatched"] += 1 + grown  # let through by a glob's literal prefix
+                return
         event["policy_version"] = self.ruleset.version
         self.proc_counts[event["kind"]] += 1
         held = event["kind"] == "exec" and event["cgroup_id"] in self.pending
@@ -169,7 +176,7 @@ class Agent:
                 event["enforced"] = True  # stopped at exec by the hold: it never ran
             else:
                 reason = next((n["message"] for n in self.enforcer.notes if n["rule_id"] == event["rule_id"]), "")
-                event["unenforced"] = (reason or "judged by the agent after the exec")[:200]
+                event["unenforced"] = (reason or f"judged by the agent after the {event['kind']}")[:200]
                 self.unenforced[event["unenforced"]] += 1
         if event["enforced"]:
             self.proc_counts["killed"] += 1
@@ -487,7 +494,8 @@ class Agent:
             "covered": self.covered,
             "bad_counts": self.flows.bad,  # tracer count entries that could not be read
             "kernel_lost": self.kernel_lost + sum(self.proc_lost),
-            "processes": dict(self.proc_counts) | {"lost_exec": self.proc_lost[0], "lost_exit": self.proc_lost[1]},
+            "processes": dict(self.proc_counts)
+            | dict(zip(("lost_exec", "lost_exit", "lost_open"), self.proc_lost, strict=True)),
             "exec_counts": self._exec_counts(),
             "not_enforced": sum(self.unenforced.values()),
             "not_enforced_reasons": dict(self.unenforced.most_common(10)),

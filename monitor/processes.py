@@ -1,4 +1,5 @@
-"""Processes in the containers: exec and exit records from the kernel, judged by exec rules.
+"""Processes in the containers: exec, exit and open records from the kernel, judged by
+exec and file rules.
 
 The kernel (bpfscripts/process.bpf.h) reports every exec and process exit in a monitored
 cgroup, and kills a binary an exec rule denies before it runs. The agent adds what the
@@ -16,7 +17,8 @@ import os
 import signal
 import time
 
-from .rules import Exec, RuleSet
+from .kernel.layout import PROC_TYPES, access_names
+from .rules import Exec, Open, RuleSet
 
 MAX_PROCESSES = 65536  # pids whose binary the agent remembers (for their children's parent)
 MAX_GROUPS = 65536  # as the kernel's proc_flows table
@@ -73,37 +75,49 @@ class ProcGroups:
 def _unknown(key: tuple) -> dict:
     """A group counted before this agent saw one of its records (it restarted meanwhile)."""
     cgroup_id, _hash, ppid, kind, exit_code = key
+    unknown = "(counted in the kernel while no agent read)"
+    if kind == 3:  # an open's key holds its access bits where the others hold the parent
+        opened = {"path": unknown, "access": access_names(ppid), "result": exit_code, "binary": ""}
+        ppid = 0
+    else:
+        opened = {"binary": unknown}
     return {
-        "kind": "exec" if kind == 1 else "exit", "source": "kernel", "cgroup_id": cgroup_id, "cgroup_path": "",
+        "kind": PROC_TYPES.get(kind, "exec"), "source": "kernel", "cgroup_id": cgroup_id, "cgroup_path": "",
         "container": None, "pid": 0, "tid": 0, "ppid": ppid, "uid": 0, "gid": 0, "start_ns": 0, "comm": "",
-        "parent_comm": "", "parent_binary": "", "binary": "(counted in the kernel while no agent read)", "args": [],
+        "parent_comm": "", "parent_binary": "", **opened, "args": [],
         "cut": False, "verdict": "allow", "rule_id": "", "severity": "", "enforced": False, "audit": False,
         "policy_version": 0, **({"exit_code": exit_code, "lifetime_ns": 0} if kind == 2 else {}),
     }  # fmt: skip
 
 
 class ProcessTable:
-    """pid -> the binary it exec'd last, for the processes seen; bounded, oldest forgotten."""
+    """pid -> the binary it exec'd last, for the processes seen; bounded, oldest forgotten.
+
+    The kernel folds like execs (one binary, one parent) into one record with a count, so
+    the pids of the folded ones are never heard of: for them, what a child of that parent
+    with that task name (the binary's base name) last exec'd is the answer."""
 
     def __init__(self, limit: int = MAX_PROCESSES):
         self.limit = limit
         self._binary: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self._by_parent: collections.OrderedDict[tuple[int, str], str] = collections.OrderedDict()
 
-    def exec(self, pid: int, binary: str) -> None:
-        self._binary.pop(pid, None)
-        self._binary[pid] = binary
-        if len(self._binary) > self.limit:
-            self._binary.popitem(last=False)
+    def exec(self, pid: int, binary: str, ppid: int = 0, comm: str = "") -> None:
+        for table, key in ((self._binary, pid), (self._by_parent, (ppid, comm))):
+            table.pop(key, None)
+            table[key] = binary
+            if len(table) > self.limit:
+                table.popitem(last=False)
 
     def exit(self, pid: int) -> None:
         self._binary.pop(pid, None)
 
-    def binary(self, pid: int) -> str:
-        return self._binary.get(pid, "") or _exe(pid)
+    def binary(self, pid: int, ppid: int = 0, comm: str = "") -> str:
+        return self._binary.get(pid, "") or _exe(pid) or self._by_parent.get((ppid, comm), "")
 
 
 def judge(event: dict, ruleset: RuleSet, container: str | None, rule_for_slot=lambda slot: "") -> None:
-    """Set the verdict of an exec or exit record (an exit carries its exec's verdict: none)."""
+    """Set the verdict of an exec, exit or open record (an exit carries its exec's verdict: none)."""
     kernel_verdict = event.pop("kernel_verdict", "allow")
     slot = event.pop("slot", 0)
     if event["kind"] == "exit":
@@ -115,14 +129,12 @@ def judge(event: dict, ruleset: RuleSet, container: str | None, rule_for_slot=la
         event.update(verdict="deny", enforced=kernel_verdict == "deny", audit=kernel_verdict == "audit")
         event["severity"] = rule.severity if rule else ""
         return
-    proc = Exec(
-        binary=event["binary"],
-        parents=(event["parent_binary"], event["parent_comm"]),
-        cgroup_id=event["cgroup_id"],
-        cgroup_path=event["cgroup_path"],
-        container=container,
-    )
-    rule = ruleset.evaluate_exec(proc)
+    scope = {"cgroup_id": event["cgroup_id"], "cgroup_path": event["cgroup_path"], "container": container}
+    parents = (event["parent_binary"], event["parent_comm"])
+    if event["kind"] == "open":
+        rule = ruleset.evaluate_open(Open(event["path"], event["access"], event["binary"], parents, **scope))
+    else:
+        rule = ruleset.evaluate_exec(Exec(event["binary"], parents, **scope))
     event.update(
         verdict=rule.action if rule else "allow",
         rule_id=rule.id if rule else "",

@@ -17,9 +17,12 @@ ACTIONS = ("allow", "alert", "deny")
 MODES = ("enforce", "audit")  # audit: a deny is reported (and counted by the kernel) but let through
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode")
-MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_port", "binary", "parent")
+MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_port", "binary", "parent", "path", "access")
 CONNECT_KEYS = ("dest_ip", "dest_port")
 EXEC_KEYS = ("binary", "parent")  # a rule with one of these judges execs, not connections
+FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
+ACCESSES = ("read", "write", "create", "truncate")  # what an open asks for
+GLOB_CHARS = frozenset("*?[")
 DEFAULT_PRIORITY = 100
 DEFAULT_SEVERITY = "medium"
 DEFAULT_MODE = "enforce"
@@ -109,6 +112,8 @@ class Rule:
     port_range: tuple[int, int] | None = None
     binary: str | None = None  # glob on the exec'd path
     parent: str | None = None  # glob on the parent's binary (or its task name when not known)
+    path: str | None = None  # glob on an opened file's path
+    access: tuple[str, ...] | None = None  # the accesses an open rule applies to (None: any)
     mode: str = DEFAULT_MODE
     order: int = field(default=0, compare=False)
 
@@ -123,7 +128,9 @@ class Rule:
 
     @property
     def kind(self) -> str:
-        """What the rule judges: "exec" (it names a binary or parent) or "connect"."""
+        """What the rule judges: "open" (it names a path), "exec" (a binary or parent) or "connect"."""
+        if self.path is not None:
+            return "open"
         return "exec" if self.binary is not None or self.parent is not None else "connect"
 
     def matches_scope(self, cgroup_id: int | None, cgroup_path: str | None, container: str | None) -> bool:
@@ -141,6 +148,19 @@ class Rule:
         if self.binary is not None and not glob_match(proc.binary, self.binary):
             return False
         if self.parent is not None and not any(p and glob_match(p, self.parent) for p in proc.parents):
+            return False
+        return True
+
+    def matches_open(self, op: Open) -> bool:
+        if self.kind != "open" or not self.matches_scope(op.cgroup_id, op.cgroup_path, op.container):
+            return False
+        if not glob_match(op.path, self.path):
+            return False
+        if self.access is not None and not set(self.access) & set(op.access):
+            return False
+        if self.binary is not None and not glob_match(op.binary, self.binary):
+            return False
+        if self.parent is not None and not any(p and glob_match(p, self.parent) for p in op.parents):
             return False
         return True
 
@@ -174,6 +194,10 @@ class Rule:
             match["binary"] = self.binary
         if self.parent is not None:
             match["parent"] = self.parent
+        if self.path is not None:
+            match["path"] = self.path
+        if self.access is not None:
+            match["access"] = list(self.access)
         spec = {"id": self.id, "description": self.description, "match": match, "action": self.action}
         if self.priority != DEFAULT_PRIORITY:
             spec["priority"] = self.priority
@@ -234,9 +258,23 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
     for key in EXEC_KEYS:
         if key in match:
             _text(rule_id, f"match.{key}", match[key], required=True, limit=1024)
-    if any(k in match for k in EXEC_KEYS) and any(k in match for k in CONNECT_KEYS):
-        raise RuleError(rule_id, "match", "a rule judges either connections (dest_ip, dest_port) or execs "
-                        "(binary, parent), not both: make two rules")  # fmt: skip
+    if "path" in match:
+        _text(rule_id, "match.path", match["path"], required=True, limit=1024)
+    access = match.get("access")
+    if access is not None:
+        if "path" not in match:
+            raise RuleError(rule_id, "match.access", "applies to file rules only: add a path")
+        if isinstance(access, str):
+            access = [access]
+        if not isinstance(access, list) or not access or any(a not in ACCESSES for a in access):
+            raise RuleError(rule_id, "match.access", f"must be a list of {', '.join(ACCESSES)} (e.g. [write, create])")
+        access = tuple(a for a in ACCESSES if a in access)
+    judged = [kind for kind, keys in (("connections", CONNECT_KEYS), ("execs", EXEC_KEYS), ("opens", FILE_KEYS))
+              if any(k in match for k in keys)]  # fmt: skip
+    if "connections" in judged and len(judged) > 1:
+        raise RuleError(rule_id, "match", f"a rule judges one kind of event, not {' and '.join(judged)} "
+                        "(dest_ip, dest_port: connections; binary, parent: execs; path, access: opens, "
+                        "by that binary and parent): make two rules")  # fmt: skip
     try:
         dest_net = parse_network(match["dest_ip"]) if "dest_ip" in match else None
     except ValueError as exc:
@@ -260,6 +298,8 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         port_range=port_range,
         binary=match.get("binary"),
         parent=match.get("parent"),
+        path=match.get("path"),
+        access=access,
         mode=mode,
         order=order,
     )
@@ -297,6 +337,19 @@ class Exec:
     container: str | None = None
 
 
+@dataclass(slots=True)
+class Open:
+    """What a rule looks at in an open."""
+
+    path: str
+    access: tuple[str, ...] | list[str]
+    binary: str = ""  # the opener's binary, as known
+    parents: tuple[str, ...] = ()  # its parent's binary and task name, as known
+    cgroup_id: int | None = None
+    cgroup_path: str | None = None
+    container: str | None = None
+
+
 class RuleSet:
     """Rules in evaluation order: lowest priority number first, then file/creation order.
 
@@ -316,6 +369,7 @@ class RuleSet:
         self._cgroups: dict[int, list[int]] = {}
         self._rest: list[int] = []
         self.exec_ranks = [rank for rank, rule in enumerate(self.rules) if rule.kind == "exec"]
+        self.open_ranks = [rank for rank, rule in enumerate(self.rules) if rule.kind == "open"]
         for rank, rule in enumerate(self.rules):
             if rule.kind != "connect":
                 continue
@@ -365,6 +419,13 @@ class RuleSet:
         """First matching exec rule, or None (execs are few: the exec rules are scanned)."""
         for rank in self.exec_ranks:
             if self.rules[rank].matches_exec(proc):
+                return self.rules[rank]
+        return None
+
+    def evaluate_open(self, op: Open) -> Rule | None:
+        """First matching file rule, or None (only watched opens reach here: scanned)."""
+        for rank in self.open_ranks:
+            if self.rules[rank].matches_open(op):
                 return self.rules[rank]
         return None
 

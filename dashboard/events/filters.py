@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from django.utils.dateparse import parse_datetime
 
 ACTIONS = ("allow", "alert", "deny")
+KINDS = ("connect", "exec", "exit", "open")
 
 
 class FilterError(ValueError):
@@ -24,6 +25,8 @@ class EventFilter:
     action: str = ""
     dest: str = ""  # an IP address
     port: int | None = None
+    event: str = ""  # the kind of event: connect, exec, exit or open
+    path: str = ""  # part of an opened file's path
     since: object = None
     until: object = None
 
@@ -37,6 +40,10 @@ class EventFilter:
                 values["dest"] = str(ipaddress.ip_address(values["dest"].strip("[]")))
             except ValueError:
                 raise FilterError(f"dest must be an IP address, not {values['dest']!r}") from None
+        if values["event"] and values["event"] not in KINDS:
+            raise FilterError(f"event must be one of {', '.join(KINDS)}")
+        if len(values["path"]) > 1024:
+            raise FilterError("path is too long")
         port = values.pop("port")
         if port and (not port.isdigit() or not 0 < int(port) < 65536):
             raise FilterError("port must be a number from 1 to 65535")
@@ -68,6 +75,14 @@ class EventFilter:
             qs = qs.filter(**{action_field: self.action})
         if (self.dest or self.port) and not _has(qs.model, "dest_ip"):
             return qs.none()  # processes have no destination
+        if self.event and _has(qs.model, "kind"):
+            qs = qs.filter(kind=self.event)
+        elif self.event and self.event != "connect":
+            qs = qs.none()  # connections are all connects
+        if self.path:
+            qs = (
+                qs.filter(path__contains=self.path) if _has(qs.model, "path") else qs.filter(target__contains=self.path)
+            )
         if self.dest:
             qs = qs.filter(dest_ip=self.dest)
         if self.port:
@@ -92,6 +107,10 @@ class EventFilter:
         if self.dest and row.get("dest_ip") != self.dest:
             return False
         if self.port and row.get("dest_port") != self.port:
+            return False
+        if self.event and row.get("kind", "connect") != self.event:
+            return False
+        if self.path and self.path not in (row.get("path") or row.get("target") or ""):
             return False
         return True
 

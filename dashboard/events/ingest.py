@@ -186,6 +186,10 @@ def _process_row(node: Node, e: dict, container: Container | None) -> ProcessEve
         cut=e["cut"],
         exit_code=e.get("exit_code"),
         lifetime_ns=e.get("lifetime_ns"),
+        path=e.get("path", ""),
+        access=",".join(e.get("access", ())),
+        result=e.get("result") if e["kind"] == "open" else None,
+        enforced=e["enforced"],
     )
 
 
@@ -193,7 +197,7 @@ def _process_violation(ev: ProcessEvent, e: dict) -> Violation:
     return Violation(
         kind=ev.kind,
         process=ev,
-        target=ev.binary or ev.comm,
+        target=f"{ev.path} ({ev.access})" if ev.kind == "open" else ev.binary or ev.comm,
         node=ev.node,
         container=ev.container,
         ts=ev.ts,

@@ -8,6 +8,8 @@ the (much larger) event tables. An agent numbers all its events in one sequence,
 (node, seq) is unique across the event tables.
 """
 
+import errno
+
 from django.db import models
 
 from dashboard.fleet.models import Container, Node
@@ -16,7 +18,7 @@ __all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "VERDICTS", "KINDS"]
 
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
 OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
-KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit")]
+KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit"), ("open", "file open")]
 
 
 class ConnectionEvent(models.Model):
@@ -63,7 +65,9 @@ class ConnectionEvent(models.Model):
 
 
 class ProcessEvent(models.Model):
-    """A process exec'd or exited in a monitored container (bpfscripts/process.bpf.h)."""
+    """What a process did in a monitored container: exec'd, exited (bpfscripts/process.bpf.h),
+    or opened a watched file (file.bpf.h). One table, as all three are acts of one process
+    with one identity (node, pid, start_ns): a process's page lists them together."""
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
     seq = models.BigIntegerField(help_text="The agent's sequence number: (node, seq) is unique.")
@@ -82,7 +86,12 @@ class ProcessEvent(models.Model):
     comm = models.CharField(max_length=64)
     parent_comm = models.CharField(max_length=64, blank=True)
     parent_binary = models.CharField(max_length=1024, blank=True)
-    binary = models.CharField(max_length=1024, blank=True, help_text="The path given to execve()")
+    binary = models.CharField(
+        max_length=1024, blank=True, help_text="The path given to execve() (an open: the opener's binary)"
+    )
+    path = models.CharField(max_length=1024, blank=True, help_text="open: the path given to open()")
+    access = models.CharField(max_length=32, blank=True, help_text="open: read, write, create, truncate")
+    result = models.IntegerField(null=True, blank=True, help_text="open: the file descriptor, or -errno")
     args = models.JSONField(default=list, blank=True)
     cut = models.BooleanField(default=False, help_text="The binary path or arguments were cut to fit.")
     exit_code = models.IntegerField(null=True, blank=True, help_text="Wait status: code << 8, or the signal")
@@ -92,6 +101,7 @@ class ProcessEvent(models.Model):
     policy_version = models.IntegerField(default=0)
     count = models.PositiveIntegerField(default=1)
     unenforced = models.CharField(max_length=200, blank=True)
+    enforced = models.BooleanField(default=False, help_text="A deny the kernel applied: killed at the exec or open.")
 
     class Meta:
         ordering = ["-ts", "-id"]
@@ -100,10 +110,24 @@ class ProcessEvent(models.Model):
             models.Index(fields=["-ts"], name="process_ts"),
             models.Index(fields=["container", "-ts"], name="process_container_ts"),
             models.Index(fields=["received_at"], name="process_received"),
+            models.Index(fields=["kind", "container", "-ts"], name="process_kind_container_ts"),
         ]
 
     def __str__(self):
+        if self.kind == "open":
+            return f"open {self.path} ({self.access}) by {self.comm}[{self.pid}]"
         return f"{self.kind} {self.binary or self.comm}[{self.pid}]"
+
+    @property
+    def result_text(self) -> str:
+        """An open's outcome as a user reads it: "ok" or the errno's name."""
+        if self.result is None:
+            return ""
+        if self.enforced:
+            return "killed at the open"  # the open ran; its process died before it could use it
+        if self.result >= 0:
+            return "ok"
+        return errno.errorcode.get(-self.result, str(self.result))
 
     @property
     def lifetime_ms(self) -> float | None:
@@ -127,7 +151,9 @@ class Violation(models.Model):
     process = models.OneToOneField(
         ProcessEvent, null=True, blank=True, on_delete=models.CASCADE, related_name="violation"
     )
-    target = models.CharField(max_length=1024, blank=True, help_text="What was reached: host:port, or a binary")
+    target = models.CharField(
+        max_length=1024, blank=True, help_text="What was reached: host:port, a binary, or a file path (its access)"
+    )
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
     container = models.ForeignKey(Container, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     ts = models.DateTimeField()

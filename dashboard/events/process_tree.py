@@ -35,7 +35,8 @@ def process_tree(container, limit: int = MAX_RECORDS) -> list[tuple[str, list[Pr
     """The roots of the tree, oldest first, grouped by the parent outside the records that
     started them (the runtime, or whoever ran a command in the container); each root with
     its children, oldest first."""
-    records = list(ProcessEvent.objects.filter(container=container).order_by("-ts", "-id")[:limit])[::-1]
+    records = ProcessEvent.objects.filter(container=container, kind__in=("exec", "exit"))
+    records = list(records.order_by("-ts", "-id")[:limit])[::-1]
     procs: dict[tuple[int, int], Process] = {}
     for r in records:
         key = (r.pid, r.start_ns)

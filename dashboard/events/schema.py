@@ -41,6 +41,11 @@ KIND_FIELDS["exit"] = KIND_FIELDS["exec"] | {
     "exit_code": (int, (-(1 << 31), (1 << 31) - 1)),
     "lifetime_ns": (int, INT64),
 }
+KIND_FIELDS["open"] = KIND_FIELDS["exec"] | {
+    "path": (str, 1024),
+    "result": (int, (-4095, (1 << 31) - 1)),  # a file descriptor, or -errno
+}
+ACCESSES = ("read", "write", "create", "truncate")
 KINDS = tuple(KIND_FIELDS)
 # An agent before process events sent its backend's name as `kind`: those are connections.
 SOURCES = ("kernel", "aggregate", "connect")
@@ -101,6 +106,10 @@ def check_event(event) -> dict:
     if kind == "connect":
         _check_connect(event)
     else:
+        if kind == "open":
+            access = event.get("access")
+            if not isinstance(access, list) or not access or any(a not in ACCESSES for a in access):
+                raise EventError(f"access: must be a list of {', '.join(ACCESSES)}")
         args = event.setdefault("args", [])
         if not isinstance(args, list) or len(args) > MAX_ARGS or not all(isinstance(a, str) for a in args):
             raise EventError(f"args: must be a list of at most {MAX_ARGS} strings")

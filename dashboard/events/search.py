@@ -15,6 +15,7 @@ from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 
 from .filters import ACTIONS, EventFilter, FilterError
+from .filters import KINDS as EVENTS
 from .models import Violation
 from .serializers import sources
 
@@ -45,7 +46,7 @@ def _query(request):
 
 @login_required
 def search(request):
-    context = {"actions": ACTIONS, "kinds": list(KINDS), "rows": [], "error": ""}
+    context = {"actions": ACTIONS, "kinds": list(KINDS), "events": EVENTS, "rows": [], "error": ""}
     try:
         kind, flt, qs, serialize = _query(request)
         if request.GET.get("before"):

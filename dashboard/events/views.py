@@ -20,7 +20,7 @@ from .process_tree import ancestry, life
 
 FEED_COLUMNS = {
     "connections": ["time", "node", "container", "process", "destination", "result", "verdict", "rule"],
-    "processes": ["time", "node", "container", "process", "event", "binary / exit", "parent", "verdict", "rule"],
+    "processes": ["time", "node", "container", "process", "event", "binary / exit / file", "parent", "verdict", "rule"],
     "violations": ["time", "node", "container", "process", "target", "rule", "action", "severity"],
 }
 
@@ -76,6 +76,9 @@ def overview(request):
     return render(request, "events/overview.html", context)
 
 
+FEED_KINDS = {"processes": ("exec", "exit", "open"), "violations": ("connect", "exec", "open")}
+
+
 @login_required
 def feed(request, feed):
     if feed not in FEEDS:
@@ -91,6 +94,7 @@ def feed(request, feed):
         "filter": flt,
         "error": error,
         "actions": ACTIONS,
+        "feed_kinds": FEED_KINDS.get(feed, ()),
         "node_names": Node.objects.values_list("name", flat=True),
         "container_names": Container.objects.order_by().values_list("name", flat=True).distinct()[:500],
     }
@@ -109,6 +113,9 @@ def process(request, pk):
         start_ns__gte=record.start_ns,
     ).order_by("ts")[:100]  # fmt: skip
     until = ended.ts if ended else timezone.now()
+    files = ProcessEvent.objects.filter(
+        node_id=record.node_id, cgroup_id=record.cgroup_id, kind="open", pid=record.pid, start_ns=record.start_ns
+    ).order_by("ts")[:100]
     connections = ConnectionEvent.objects.filter(
         node_id=record.node_id, pid=record.pid, cgroup_id=record.cgroup_id, ts__gte=first.ts, ts__lte=until
     ).order_by("ts")[:100]
@@ -118,7 +125,8 @@ def process(request, pk):
         "ended": ended,
         "ancestry": ancestry(first),
         "children": children,
-        "violations": Violation.objects.filter(process__in=[e.pk for e in execs]).order_by("ts"),
+        "violations": Violation.objects.filter(process__in=[e.pk for e in [*execs, *files]]).order_by("ts"),
+        "files": files,
         "connections": connections,
     }
     return render(request, "events/process.html", context)

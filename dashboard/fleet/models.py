@@ -118,6 +118,7 @@ class Node(models.Model):
             "counters": {str(k): v for k, v in counters.items() if is_count(v)},
             "error": str(raw.get("error") or ""),
             "lifecycle_error": str(raw.get("lifecycle_error") or ""),
+            "files_error": str(raw.get("files_error") or ""),
             "generation": str(raw.get("generation") or ""),
         }
 

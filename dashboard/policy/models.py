@@ -51,6 +51,17 @@ class Rule(models.Model):
     parent = models.CharField(
         max_length=1024, blank=True, help_text="exec rule: the parent's binary (or task name) glob, e.g. */nginx"
     )
+    path = models.CharField(
+        max_length=1024,
+        blank=True,
+        help_text="file rule: the opened path or glob, e.g. /etc/shadow or /etc/* (killed at the open in the kernel "
+        "when a path or path/* prefix naming no binary or parent); binary and parent then name the opener",
+    )
+    access = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='file rule: which accesses, e.g. ["write", "create", "truncate"] (empty: any)',
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -60,11 +71,22 @@ class Rule(models.Model):
     def __str__(self):
         return self.rule_id
 
+    @property
+    def what(self) -> str:
+        """What the rule looks at, as staff read it: a destination, an exec, or an open."""
+        opener = f" by {self.binary}" if self.binary else ""
+        opener += f" from {self.parent}" if self.parent else ""
+        if self.path:
+            return f"open {self.path}" + (f" ({', '.join(self.access)})" if self.access else "") + opener
+        if self.binary or self.parent:
+            return f"exec {self.binary or 'any'}" + (f" from {self.parent}" if self.parent else "")
+        return f"{self.dest_ip or 'any'} port {self.dest_port or 'any'}"
+
     def to_spec(self) -> dict:
         match = {}
         if self.cgroup_id is not None:
             match["cgroup_id"] = self.cgroup_id
-        for key in ("cgroup_path", "container", "dest_ip", "binary", "parent"):
+        for key in ("cgroup_path", "container", "dest_ip", "binary", "parent", "path", "access"):
             if getattr(self, key):
                 match[key] = getattr(self, key)
         if self.dest_port:
@@ -96,6 +118,8 @@ class Rule(models.Model):
         self.dest_port = str(engine.format_port(*rule.port_range)) if rule.port_range else ""
         self.binary = rule.binary or ""
         self.parent = rule.parent or ""
+        self.path = rule.path or ""
+        self.access = list(rule.access or ())
 
     def clean(self):
         try:

@@ -25,7 +25,7 @@ from .models import PolicyState, Rule, RuleChange
 from .roles import can_edit_rules
 
 DRAFT_WINDOW = timedelta(hours=24)
-DRAFT_FIELDS = ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_port", "binary", "parent")
+DRAFT_FIELDS = ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_port", "binary", "parent", "path", "access")
 
 
 def kernel_view(nodes) -> dict[str, dict]:
@@ -112,7 +112,26 @@ def promote(request, rule_id):
 
 def replay(rule: engine.Rule, since) -> dict:
     """What `rule` would have matched among the events of its kind stored since `since`."""
+    if rule.kind == "open":
+        return replay_opens(rule, since)
     return replay_execs(rule, since) if rule.kind == "exec" else replay_connections(rule, since)
+
+
+def replay_opens(rule: engine.Rule, since) -> dict:
+    """Opens (of watched paths: only those are stored), grouped like execs."""
+    qs = ProcessEvent.objects.filter(ts__gte=since, kind="open")
+    if rule.container and not any(ch in rule.container for ch in "*?["):
+        qs = qs.filter(container__name=rule.container)
+    fields = ("container__name", "cgroup_path", "cgroup_id", "path", "access", "binary", "parent_binary", "parent_comm")
+    total, by_container = 0, {}
+    for g in qs.values(*fields).annotate(n=Sum("count")).order_by():
+        op = engine.Open(g["path"], tuple(g["access"].split(",")), g["binary"], (g["parent_binary"], g["parent_comm"]),
+                         g["cgroup_id"], g["cgroup_path"], g["container__name"])  # fmt: skip
+        if rule.matches_open(op):
+            total += g["n"]
+            name = g["container__name"] or "host"
+            by_container[name] = by_container.get(name, 0) + g["n"]
+    return {"total": total, "containers": sorted(by_container.items(), key=lambda kv: -kv[1]), "what": "open"}
 
 
 def replay_execs(rule: engine.Rule, since) -> dict:
@@ -174,6 +193,8 @@ def draft(request):
             match["cgroup_id"] = int(match["cgroup_id"]) if match["cgroup_id"].isdigit() else match["cgroup_id"]
         if "dest_port" in match and match["dest_port"].isdigit():
             match["dest_port"] = int(match["dest_port"])
+        if "access" in match:
+            match["access"] = [a.strip() for a in match["access"].split(",") if a.strip()]
         try:
             candidate = engine.parse_rule({"id": "draft", "match": match, "action": "deny"})
         except engine.RuleError as exc:

@@ -19,16 +19,29 @@ import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..rules import Rule, RuleSet
-from .layout import MATCH_LEN, MAX_SLOTS, KernelRule, encode_exec_key, encode_key
+from ..files import Watch
+from ..rules import ACCESSES, GLOB_CHARS, Rule, RuleSet
+from .layout import (
+    FILE_SCOPED,
+    FILE_WATCHED,
+    MATCH_LEN,
+    MAX_SLOTS,
+    SLOT,
+    KernelRule,
+    access_bits,
+    encode_file_rule,
+    encode_key,
+    encode_path_key,
+)
 
 ANY_V4 = ipaddress.ip_network("0.0.0.0/0")
 ANY_V6 = ipaddress.ip_network("::/0")
 MAX_PORTS_PER_RULE = 1024
-GLOB_CHARS = frozenset("*?[")
 MAPS = {4: "rules4", 6: "rules6"}
 EXEC_MAP = "exec_rules"
-POLICY_MAPS = (*MAPS.values(), EXEC_MAP)  # every map the policy writes
+FILE_MAP = "file_rules"
+CONFIG_MAP = "file_config"  # what file.bpf.h needs to know before it reads a path
+POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP)  # every map the policy writes
 
 
 @dataclass(frozen=True)
@@ -50,9 +63,13 @@ class Compiled:
         self.notes.append({"rule_id": rule.id, "message": message})
 
 
-def compile_rules(ruleset: RuleSet, scopes: list[Scope], slots: dict[str, int] | None = None) -> Compiled:
-    """`slots` is the previous rule id -> slot assignment, kept so counters stay with their rule."""
+def compile_rules(
+    ruleset: RuleSet, scopes: list[Scope], slots: dict[str, int] | None = None, watches: tuple[Watch, ...] = ()
+) -> Compiled:
+    """`slots` is the previous rule id -> slot assignment, kept so counters stay with their
+    rule; `watches` the node's file watches (monitor.files)."""
     out = Compiled()
+    out.entries[CONFIG_MAP][SLOT.pack(0)] = SLOT.pack(0)  # an array entry: always written, never deleted
     out.slots = _assign_slots([r.id for r in ruleset.rules], slots or {})
     # bucket (family, cgroup_id, port) -> {network: (rank, rule)}
     buckets: dict[tuple[int, int, int], dict] = defaultdict(dict)
@@ -76,20 +93,98 @@ def compile_rules(ruleset: RuleSet, scopes: list[Scope], slots: dict[str, int] |
             value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
             target[encode_key(net, cgid, port)] = value.encode()
     _exec_entries(ruleset, scopes, out)
+    _file_entries(ruleset, scopes, watches, out)
     return out
 
 
-def exec_pattern(rule: Rule) -> tuple[str, bool] | None:
-    """(path, exact) for a rule the exec trie can judge: a binary path, or a path prefix
-    ending in "*"; None for globs elsewhere, parent matches, or paths too long for the key."""
-    if rule.parent is not None or rule.binary is None:
-        return None
-    path, exact = (rule.binary, True) if not GLOB_CHARS & set(rule.binary) else (rule.binary[:-1], False)
-    if not exact and (not rule.binary.endswith("*") or GLOB_CHARS & set(path) or not path):
+def path_pattern(glob: str) -> tuple[str, bool] | None:
+    """(path, exact) for a glob a path trie can judge: a path, or a path prefix ending in
+    "*"; None for globs elsewhere or paths too long for the key."""
+    path, exact = (glob, True) if not GLOB_CHARS & set(glob) else (glob[:-1], False)
+    if not exact and (not glob.endswith("*") or GLOB_CHARS & set(path) or not path):
         return None
     if len(path.encode()) + 1 >= MATCH_LEN:  # a path the kernel reads whole, with room for its NUL
         return None
     return path, exact
+
+
+def exec_pattern(rule: Rule) -> tuple[str, bool] | None:
+    """The exec trie's (path, exact) for a rule, or None for parent matches and globs."""
+    if rule.parent is not None or rule.binary is None:
+        return None
+    return path_pattern(rule.binary)
+
+
+def watch_pattern(glob: str) -> tuple[str, bool]:
+    """The trie entry that lets every path a glob can match through: the glob's literal
+    part before its first wildcard, as a prefix (cut to what the key holds)."""
+    exact = not GLOB_CHARS & set(glob)
+    literal = glob if exact else glob[: min(glob.index(c) for c in GLOB_CHARS if c in glob)]
+    raw = literal.encode()
+    if len(raw) + 1 >= MATCH_LEN:
+        return raw[: MATCH_LEN - 1].decode(errors="ignore"), False
+    return literal, exact
+
+
+def _file_entries(ruleset: RuleSet, scopes: list[Scope], watches: tuple[Watch, ...], out: Compiled) -> None:
+    """File rules and watches into `file_rules`. Every file rule and watch makes its path
+    (or its glob's literal prefix) reported for its accesses; a rule the trie can judge
+    (a path or path prefix, naming no binary or parent) also decides, per access, flattened
+    like the exec trie. As there, a rule judged in user space keeps denies below it out."""
+    # cgroup -> (path, exact) -> [watch bits, {access bit index: (rank, rule)}]
+    buckets: dict[int, dict[tuple[str, bool], list]] = defaultdict(dict)
+
+    def entry(cgid: int, pattern: tuple[str, bool]) -> list:
+        return buckets[cgid].setdefault(pattern, [0, {}])
+
+    for watch in watches:
+        entry(0, watch_pattern(watch.path))[0] |= access_bits(watch.access)
+    above: Rule | None = None
+    for rank, rule in enumerate(ruleset.rules, start=1):
+        if rule.kind != "open":
+            continue
+        accesses = rule.access or ACCESSES
+        cgroup_ids = _cgroup_ids(rule, scopes, out) or []
+        for cgid in cgroup_ids:
+            entry(cgid, watch_pattern(rule.path))[0] |= access_bits(accesses)
+        pattern = path_pattern(rule.path) if rule.binary is None and rule.parent is None else None
+        if pattern is None or above is not None:
+            if rule.action == "deny" and not rule.audit:
+                why = f"rule {above.id} above it is judged in user space" if pattern else (
+                    "its glob, binary or parent is judged by the agent after the open")  # fmt: skip
+                out.note(rule, f"{why}: reported, not killed in the kernel")
+            above = above or (rule if pattern is None else None)
+            continue
+        for cgid in cgroup_ids:
+            decided = entry(cgid, pattern)[1]
+            for bit, name in enumerate(ACCESSES):
+                if name in accesses and (bit not in decided or decided[bit][0] > rank):
+                    decided[bit] = (rank, rule)
+    for cgid, bucket in buckets.items():
+        for (path, exact), (watch, decided) in bucket.items():
+            decided = dict(decided)
+            for (outer, outer_exact), (outer_watch, outer_decided) in bucket.items():
+                if (outer, outer_exact) == (path, exact) or outer_exact or not path.startswith(outer):
+                    continue
+                watch |= outer_watch
+                for bit, hit in outer_decided.items():
+                    if bit not in decided or hit[0] < decided[bit][0]:
+                        decided[bit] = hit
+            verdicts = [
+                (decided[bit][0], out.slots.get(decided[bit][1].id, 0), decided[bit][1].action, decided[bit][1].audit)
+                if bit in decided else None
+                for bit in range(len(ACCESSES))
+            ]  # fmt: skip
+            out.entries[FILE_MAP][encode_path_key(path, cgid, exact)] = encode_file_rule(watch, verdicts)
+    _file_config(buckets, out)
+
+
+def _file_config(buckets: dict, out: Compiled) -> None:
+    """What the program needs to know before reading a path: whether anything is watched,
+    and whether a lookup for the opener's own cgroup can hit."""
+    config = FILE_WATCHED if any(buckets.values()) else 0
+    config |= FILE_SCOPED if any(cgid and bucket for cgid, bucket in buckets.items()) else 0
+    out.entries[CONFIG_MAP] = {SLOT.pack(0): SLOT.pack(config)}
 
 
 def _exec_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
@@ -122,7 +217,7 @@ def _exec_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
                     best = hit
             rank, rule = best
             value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
-            out.entries[EXEC_MAP][encode_exec_key(path, cgid, exact)] = value.encode()
+            out.entries[EXEC_MAP][encode_path_key(path, cgid, exact)] = value.encode()
 
 
 def _assign_slots(rule_ids: list[str], previous: dict[str, int]) -> dict[str, int]:

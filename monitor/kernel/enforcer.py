@@ -30,6 +30,7 @@ Every method is blocking (bpftool runs as a child); the agent calls them from a 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -42,9 +43,10 @@ from pathlib import Path
 
 from ..cgroups import cgroup2_mount, cgroup_id
 from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_container_cgroup
-from ..rules import RuleSet
+from ..files import Watch
+from ..rules import GLOB_CHARS, RuleSet
 from . import bpftool, links
-from .compile import POLICY_MAPS, Scope, compile_rules
+from .compile import CONFIG_MAP, EXEC_MAP, FILE_MAP, MAPS, POLICY_MAPS, Scope, compile_rules
 from .layout import (
     CGROUP,
     COUNTER,
@@ -52,8 +54,11 @@ from .layout import (
     MAX_FLOWS,
     SLOT,
     KernelRule,
+    access_names,
+    decode_file_rule,
     decode_flow,
     decode_key,
+    decode_path_key,
     from_json_bytes,
     hex_bytes,
 )
@@ -70,13 +75,18 @@ PROGRAMS = {
     "crossedge_s6": ("sendmsg6", "cgroup_udp6_sendmsg"),
 }
 TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit")  # tp_btf programs (links.attach_tracing)
+# syscall tracepoint programs (links.attach_tracepoint) -> their tracepoint: file.bpf.h
+TRACEPOINTS = {
+    f"crossedge_{call}{'_exit' if side == 'exit' else ''}": f"syscalls/sys_{side}_{call}"
+    for call in ("openat", "open", "openat2", "creat")
+    for side in ("enter", "exit")
+}
 # Where runtimes make containers: the systemd driver's slices, the cgroupfs drivers' parents.
 RUNTIME_PARENTS = ("/system.slice", "/machine.slice", "/kubepods.slice", "/kubepods", "/docker", "/libpod_parent")
 # cgroupfs drivers make their parent with their first container, too late to attach there first
 CGROUPFS_PARENTS = {"/docker": "dockerd", "/libpod_parent": "podman"}
 NO_RULE = "(no rule)"
 PRUNE_IDLE_NS = 60 * 10**9  # flows idle this long may be forgotten when the table fills up
-GLOB_CHARS = frozenset("*?[")
 
 
 def at_or_below(path: str, root: str) -> bool:
@@ -114,7 +124,7 @@ class Layout:
         return str(self.root / "links" / name)
 
     def complete(self) -> bool:
-        progs = [*PROGRAMS, *TRACING]
+        progs = [*PROGRAMS, *TRACING, *TRACEPOINTS]
         return all(os.path.exists(self.prog(p)) for p in progs) and os.path.exists(self.map("lifecycle"))
 
 
@@ -127,8 +137,12 @@ class Enforcer:
         cgroup_root: str | None = None,
         docker_roots: tuple[str, ...] = (DEFAULT_DOCKER_ROOT,),
         podman_roots: tuple[str, ...] = (DEFAULT_PODMAN_ROOT,),
+        watches: tuple[Watch, ...] = (),
+        files: bool = True,
     ):
         self.obj = Path(obj)
+        self.watches = tuple(watches)  # file watches besides the file rules (monitor.files)
+        self.files = files  # attach the open() programs
         self.pin_root = Path(pin_root)
         self.scope = scope or "*"
         self.cgroup_root = cgroup_root or cgroup2_mount()
@@ -152,6 +166,7 @@ class Enforcer:
         self.error = ""
         self.adopted = False
         self.lifecycle_error = ""  # the container lifecycle programs could not be attached
+        self.files_error = ""  # the open() programs could not be attached
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -176,6 +191,16 @@ class Enforcer:
             except links.LinkError as exc:  # degrade: new containers are judged once the agent lists them
                 self.lifecycle_error = f"{name} not attached ({exc}): a new container is judged once listed"
                 log.error(self.lifecycle_error)
+        self.files_error = ""
+        for name in TRACEPOINTS if not self.files else ():  # an adopted generation's, from before --no-files
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.layout.link(name))
+        for name, tracepoint in TRACEPOINTS.items() if self.files else ():
+            try:
+                links.attach_tracepoint(self.layout.prog(name), tracepoint, self.layout.link(name))
+            except links.LinkError as exc:  # degrade: connections and processes are still watched
+                self.files_error = f"{name} not attached ({exc}): file opens are not watched"
+                log.error(self.files_error)
         self._retire_old_generations()
 
     def open(self) -> bool:
@@ -201,6 +226,7 @@ class Enforcer:
             "entries": {name: len(entries) for name, entries in self.mirror.items()},
             "counters": self.counters(),
             "lifecycle": sorted(name for name in TRACING if os.path.exists(self.layout.link(name))),
+            "files": sorted(name for name in TRACEPOINTS if os.path.exists(self.layout.link(name))),
             "pending": len(self.pending()),  # new containers whose first exec would be held
         }
 
@@ -223,9 +249,10 @@ class Enforcer:
             for item in bpftool.map_dump(self.layout.map(name)):
                 key, value = from_json_bytes(item["key"]), from_json_bytes(item["value"])
                 entries[key] = value
-                rule = KernelRule.decode(value)
-                if rule.slot:
-                    slots[rule.rule_id] = rule.slot
+                if name in (*MAPS.values(), EXEC_MAP):  # values naming their rule
+                    rule = KernelRule.decode(value)
+                    if rule.slot:
+                        slots[rule.rule_id] = rule.slot
             self.mirror[name] = entries
         self.slots = slots
         self._read_monitored()
@@ -430,7 +457,7 @@ class Enforcer:
         """Write the difference between the rule set and the kernel maps. A policy the maps
         cannot hold is refused whole (the previous one keeps enforcing) and shown in health."""
         self.ruleset = ruleset
-        compiled = compile_rules(ruleset, self.scopes, self.slots)
+        compiled = compile_rules(ruleset, self.scopes, self.slots, self.watches)
         for name, entries in compiled.entries.items():
             if len(entries) > MAX_ENTRIES:
                 self.error = (
@@ -530,14 +557,23 @@ class Enforcer:
             "notes": self.notes,
             "error": self.error,
             "lifecycle_error": self.lifecycle_error,
+            "files_error": self.files_error,
         }
 
     def describe_entries(self) -> list[dict]:
         """The kernel's policy entries, readable (for `runagent --show-kernel` and tests)."""
         rows = []
         for name, entries in self.mirror.items():
-            for key, value in entries.items():
-                net, cgid, port = decode_key(key)
-                rule = KernelRule.decode(value)
-                rows.append({"map": name, "net": str(net), "cgroup_id": cgid, "port": port} | vars(rule))
+            for key, value in entries.items() if name != CONFIG_MAP else ():
+                if name == FILE_MAP:
+                    path, cgid, exact = decode_path_key(key)
+                    watch, verdicts = decode_file_rule(value)
+                    row = {"path": path, "exact": exact, "watch": access_names(watch), "by_access": verdicts}
+                elif name == EXEC_MAP:
+                    path, cgid, exact = decode_path_key(key)
+                    row = {"path": path, "exact": exact} | vars(KernelRule.decode(value))
+                else:
+                    net, cgid, port = decode_key(key)
+                    row = {"net": str(net), "port": port} | vars(KernelRule.decode(value))
+                rows.append({"map": name, "cgroup_id": cgid} | row)
         return rows

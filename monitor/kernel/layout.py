@@ -22,7 +22,9 @@ ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
 VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program did with a call
 OP_NAMES = {0: "connect", 1: "sendmsg"}  # CE_OP_*: which call was judged
 LIFECYCLE_TYPES = {1: "new", 2: "held"}  # CE_LC_*
-PROC_TYPES = {1: "exec", 2: "exit"}  # CE_PROC_*
+PROC_TYPES = {1: "exec", 2: "exit", 3: "open"}  # CE_PROC_*
+ACCESS_BITS = {"read": 1, "write": 2, "create": 4, "truncate": 8}  # CE_ACC_*: what an open asks for
+FILE_WATCHED, FILE_SCOPED = 1, 2  # CE_FILE_*: file_config's bits
 PATH_LEN, ARGS_LEN, MATCH_LEN, DATA_LEN = 256, 256, 128, 1024
 SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's prefix
 
@@ -33,17 +35,19 @@ EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")
 FLOW_KEY = struct.Struct("<QIHBB16sB7x")
 LIFECYCLE = struct.Struct("<QQQII")
 FLOW = struct.Struct("<QQ")
-PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBB2x16s16s")  # a ce_proc up to its data, which is sent as used
+PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBBBx16s16s")  # a ce_proc up to its data, which is sent as used
 PROC_KEY = struct.Struct("<QQIIiI")
 PROC = struct.Struct(f"{PROC_HEAD.format}{DATA_LEN}s4x")
-EXEC_KEY = struct.Struct(f"<IQ{MATCH_LEN}s")
+PATH_KEY = struct.Struct(f"<IQ{MATCH_LEN}s")
+VERDICT = struct.Struct("<IIBB2x")
+FILE_RULE = struct.Struct(f"<B3x{VERDICT.size * len(ACCESS_BITS)}s")  # watch, then a ce_verdict per access
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
 
 STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT, "ce_flow_key": FLOW_KEY,
-           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_exec_key": EXEC_KEY,
-           "ce_proc_key": PROC_KEY}  # fmt: skip
+           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_path_key": PATH_KEY,
+           "ce_proc_key": PROC_KEY, "ce_verdict": VERDICT, "ce_file_rule": FILE_RULE}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -130,7 +134,7 @@ def decode_proc(data: bytes) -> dict:
     if len(data) < PROC_HEAD.size:
         raise ValueError(f"process record is {len(data)} bytes, expected at least {PROC_HEAD.size}")
     (ts_ns, cgroup_id, start_ns, lifetime_ns, folded, kind, pid, ppid, uid, gid, exit_code, slot, path_len, args_len,
-     verdict, cut, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
+     verdict, cut, access, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
     if kind not in PROC_TYPES:
         raise ValueError(f"process record has type {kind}")
     if verdict not in VERDICT_NAMES:
@@ -139,6 +143,29 @@ def decode_proc(data: bytes) -> dict:
     if len(body) < path_len + args_len:
         raise ValueError(f"process record holds {len(body)} bytes of path and argv, says {path_len + args_len}")
     argv = [a.decode(errors="replace") for a in body[path_len : path_len + args_len].split(b"\0")]
+    if kind == 3:  # an open: the path it gave, what it asked for, what it got
+        return {
+            "event": "open",
+            "mono_ns": ts_ns,
+            "cgroup_id": cgroup_id,
+            "start_ns": start_ns,
+            "pid": pid,
+            "tid": pid,
+            "ppid": ppid,
+            "uid": uid,
+            "gid": gid,
+            "comm": _cstr(comm),
+            "parent_comm": _cstr(pcomm),
+            "path": _cstr(body[:path_len]),
+            "access": access_names(access),
+            "result": exit_code,
+            "cut": bool(cut),
+            "slot": slot,
+            "kernel_verdict": VERDICT_NAMES[verdict],
+            "rule_id": "",
+            "folded": folded,
+            "group": proc_group(cgroup_id, kind, access, exit_code, body[:path_len]),
+        }
     return {
         "event": PROC_TYPES[kind],
         "mono_ns": ts_ns,
@@ -165,9 +192,38 @@ def decode_proc(data: bytes) -> dict:
 
 
 def proc_group(cgroup_id: int, kind: int, ppid: int, exit_code: int, named: bytes) -> tuple:
-    """The ce_proc_key the program counted a record under (an exit's status is in its key,
-    an exec's is not)."""
+    """The ce_proc_key the program counted a record under: an exit's status is in its key,
+    an exec's is not; an open's key holds its access bits (as ppid) and its -errno (every
+    success is one)."""
+    if kind == 3:
+        return cgroup_id, fnv1a(named), ppid, kind, min(exit_code, 0)
     return cgroup_id, fnv1a(named), ppid, kind, exit_code if kind == 2 else 0
+
+
+def access_names(bits: int) -> list[str]:
+    return [name for name, bit in ACCESS_BITS.items() if bits & bit]
+
+
+def access_bits(names) -> int:
+    return sum(ACCESS_BITS[name] for name in set(names))
+
+
+def encode_file_rule(watch: int, verdicts: list[tuple[int, int, str, bool] | None]) -> bytes:
+    """A file trie value: the accesses reported below its path, and per access (read,
+    write, create, truncate) the deciding (rank, slot, action, audit), or None."""
+    by_access = b"".join(
+        VERDICT.pack(rank, slot, ACTION_CODES[action], int(audit))
+        for rank, slot, action, audit in (v or (0, 0, "allow", False) for v in verdicts)
+    )
+    return FILE_RULE.pack(watch, by_access)
+
+
+def decode_file_rule(data: bytes) -> tuple[int, list[tuple[int, int, str, bool] | None]]:
+    watch, by_access = FILE_RULE.unpack(data)
+    verdicts = []
+    for rank, slot, action, audit in VERDICT.iter_unpack(by_access):
+        verdicts.append((rank, slot, ACTION_NAMES.get(action, "allow"), bool(audit)) if rank else None)
+    return watch, verdicts
 
 
 def decode_proc_key(raw: bytes) -> tuple:
@@ -183,13 +239,20 @@ def fnv1a(data: bytes) -> int:
     return h
 
 
-def encode_exec_key(path: str, cgroup_id: int, exact: bool) -> bytes:
+def encode_path_key(path: str, cgroup_id: int, exact: bool) -> bytes:
     """An exec trie key: the cgroup (0 = every container) in full, then the path's bytes
     (with its NUL when exact, so a longer path does not match)."""
     raw = path.encode()
     if len(raw) + exact > MATCH_LEN:
         raise ValueError(f"path longer than {MATCH_LEN - 1} bytes")
-    return EXEC_KEY.pack(64 + 8 * (len(raw) + exact), cgroup_id, raw)
+    return PATH_KEY.pack(64 + 8 * (len(raw) + exact), cgroup_id, raw)
+
+
+def decode_path_key(data: bytes) -> tuple[str, int, bool]:
+    """(path, cgroup_id, exact) of a path trie key."""
+    prefixlen, cgroup_id, raw = PATH_KEY.unpack(data)
+    used = raw[: (prefixlen - 64) // 8]
+    return _cstr(used), cgroup_id, used.endswith(b"\0")
 
 
 def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:

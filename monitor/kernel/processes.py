@@ -1,6 +1,6 @@
-"""The process programs' maps (bpfscripts/process.bpf.h): exec counts per container
-cgroup, the groups of like records counted instead of sent, and records lost. The records themselves arrive on
-the `procs` perf array (monitor/parsers/perf_lines.parse_proc)."""
+"""The process and file programs' maps (bpfscripts/process.bpf.h, file.bpf.h): exec counts
+per container cgroup, the groups of like records counted instead of sent, and records lost.
+The records themselves arrive on the `procs` perf array (monitor/parsers/perf_lines.parse_proc)."""
 
 from __future__ import annotations
 
@@ -37,11 +37,11 @@ def forget_groups(layout, raws) -> None:
     bpftool.batch([bpftool.delete_command(pin, hex_bytes(raw)) for raw in raws])
 
 
-def lost(layout) -> tuple[int, int]:
-    """Exec and exit records the programs could not send (summed over CPUs)."""
-    totals = [0, 0]
+def lost(layout) -> tuple[int, int, int]:
+    """Exec, exit and open records the programs could not send (summed over CPUs)."""
+    totals = [0, 0, 0]
     for item in bpftool.map_dump(layout.map("proc_lost")):
         index = int.from_bytes(from_json_bytes(item["key"]), "little")
-        if index < 2:
+        if index < len(totals):
             totals[index] = sum(COUNTER.unpack(from_json_bytes(v["value"]))[0] for v in item.get("values", []))
-    return totals[0], totals[1]
+    return totals[0], totals[1], totals[2]

@@ -29,18 +29,19 @@
   // null: seen by the kernel observer as the call began (a let-through call's outcome is not traced)
   const result = (r) => (r.result === null ? "—" : r.result === 0 ? "ok" : r.result === -1 ? "EPERM" : String(r.result));
   // A deny the kernel did not apply says so, with why: staff must never read "deny" for a call that went through.
-  const enforcement = (r) => (r.enforced ? (r.kind === "exec" ? " · killed at exec" : " · refused by kernel") : r.audit ? " · audit only" :
+  const enforcement = (r) => (r.enforced ? (r.kind === "connect" ? " · refused by kernel" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
     r.unenforced ? ` · NOT enforced: ${r.unenforced}` : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
       result(r), pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     processes: (r) => [time(r.ts), r.node, container(r), { href: `/processes/${r.id}/`, text: proc(r) }, r.kind,
-      r.kind === "exit" ? `${r.exit} after ${r.lifetime_ms} ms` + (r.count > 1 ? ` ×${r.count}` : "") : binary(r),
+      r.kind === "exit" ? `${r.exit} after ${r.lifetime_ms} ms` + (r.count > 1 ? ` ×${r.count}` : "") :
+        r.kind === "open" ? `${tail(r.path, 40)} (${r.access}) → ${r.result}` + (r.count > 1 ? ` ×${r.count}` : "") : binary(r),
       `${tail(r.parent_binary || r.parent_comm, 24)} [${r.ppid}]`,
       pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, container(r),
       r.process_id ? { href: `/processes/${r.process_id}/`, text: proc(r) } : proc(r),
-      r.kind === "connect" ? dest(r) : `exec ${r.target}`,
+      r.kind === "connect" ? dest(r) : `${r.kind} ${r.target}`,
       r.rule_id, pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];
 

@@ -34,6 +34,15 @@ rules:
     severity: critical
     match: {binary: %(forbidden)s}
     action: deny
+  - id: e2e-no-secret
+    description: No container reads the secret
+    severity: critical
+    match: {path: %(secrets)s/secret, access: [read]}
+    action: deny
+  - id: e2e-watch-secrets
+    description: Report every open of the secrets (a watch)
+    match: {path: %(secrets)s/*}
+    action: allow
 """
 USERS = """
 from django.contrib.auth.models import Group, User
@@ -136,7 +145,11 @@ def product(tmp_path_factory):
     forbidden = tmp / "bin" / "forbidden"  # a copy of echo: the exec rule kills it at exec
     forbidden.parent.mkdir()
     shutil.copy("/bin/echo", forbidden)
-    (tmp / "policy.yaml").write_text(POLICY % {"forbidden": forbidden})
+    secrets = tmp / "secrets"  # watched by a rule; reading `secret` is killed at the open
+    secrets.mkdir()
+    (secrets / "token").write_text("t0ken")
+    (secrets / "secret").write_text("you should never read this")
+    (tmp / "policy.yaml").write_text(POLICY % {"forbidden": forbidden, "secrets": secrets})
     manage("policy", "import", str(tmp / "policy.yaml"))
     key = manage("apitoken", "admin", "e2e").strip()
     port = _free_port()
@@ -161,7 +174,7 @@ def product(tmp_path_factory):
         time.sleep(3)  # the agent has attached its programs and reads their events
         ARTIFACTS.mkdir(exist_ok=True)
         yield SimpleNamespace(base=base, containers=containers, target_port=target.getsockname()[1], env=env,
-                              manage=manage, tmp=tmp, forbidden=str(forbidden))  # fmt: skip
+                              manage=manage, tmp=tmp, forbidden=str(forbidden), secrets=str(secrets))  # fmt: skip
     finally:
         up.send_signal(signal.SIGTERM)
         try:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 import sys
 
 import pytest
@@ -148,6 +149,37 @@ def test_a_forbidden_binary_shows_live_as_killed_and_the_container_shows_its_pro
     expect(tree).to_contain_text("1 violation")
     expect(tree).to_contain_text("killed by signal 9")
     page.screenshot(path=str(ARTIFACTS / "container-processes.png"), full_page=True)
+
+
+READER = "import sys; print(open(sys.argv[1] + '/token').read()); print(open(sys.argv[1] + '/secret').read())"
+
+
+def test_a_forbidden_read_shows_live_as_killed_and_the_container_shows_its_file_accesses(page, product):
+    login(page, product.base, "admin")
+    page.goto(f"{product.base}/feed/violations/?rule=e2e-no-secret")
+    expect(page.locator("#feed-status")).to_have_text("live", timeout=10_000)
+    reader = product.containers["e2e-b"].spawn([sys.executable, "-c", READER, product.secrets], cwd=ROOT,
+                                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    out, _ = reader.communicate(timeout=10)
+    assert (reader.returncode, out) == (-9, "t0ken\n")  # killed at the open: not a byte of the secret
+    row = page.locator("#feed-rows tr", has_text="e2e-no-secret").first
+    expect(row).to_contain_text(f"open {product.secrets}/secret (read)", timeout=5_000)
+    expect(row).to_contain_text("deny · killed at open")
+    expect(row).to_contain_text("e2e-b")
+    page.screenshot(path=str(ARTIFACTS / "violations-open.png"), full_page=True)
+    row.get_by_role("link").first.click()  # the process that caused it
+    expect(page.locator("section", has_text="Files it opened")).to_contain_text(f"{product.secrets}/token")
+    expect(page.locator("section", has_text="Violations")).to_contain_text("killed at open")
+    page.screenshot(path=str(ARTIFACTS / "process-files.png"), full_page=True)
+    page.goto(f"{product.base}/feed/processes/?container=e2e-b&event=open")
+    expect(page.locator("#feed-rows tr", has_text="token").first).to_contain_text("(read) → ok", timeout=5_000)
+    page.screenshot(path=str(ARTIFACTS / "files-feed.png"), full_page=True)
+    page.goto(f"{product.base}/containers/")
+    page.get_by_role("link", name="e2e-b").click()
+    files = page.locator("section", has_text="Recent file accesses")
+    expect(files.locator("tr", has_text="/secrets/token")).to_contain_text("ok")
+    expect(files.locator("tr", has_text="/secrets/secret")).to_contain_text("deny")
+    page.screenshot(path=str(ARTIFACTS / "container-files.png"), full_page=True)
 
 
 def test_the_browser_reached_nothing_but_loopback(product, browser_jail):

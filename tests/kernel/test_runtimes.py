@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
+from monitor.files import DEFAULT_WATCHES
 
 from . import runtimes
 from .conftest import deliver_until
@@ -148,5 +149,50 @@ async def test_a_containers_processes_are_reported_and_a_forbidden_binary_is_kil
         assert (v.kind, v.target, v.enforced, v.container.name, v.container.runtime) == (
             "exec", "/bin/netprobe", True, name, runtime.name)  # fmt: skip
         assert v.process.ppid == entry.pid
+
+    await sync_to_async(check)()
+
+
+async def test_a_containers_file_opens_are_reported_and_a_forbidden_read_is_killed(runtime, enforcement):
+    """In a real container, with the node's default watches: a read of /etc/shadow and a
+    write under /etc (the container's own) are reported with access and result; a file rule
+    kills `cat` at its open, before it prints a byte: the shell sees 137."""
+    tag = uuid.uuid4().hex[:6]
+    name = f"files-{tag}"
+    node = await sync_to_async(Node.objects.create)(name=f"rtf-{tag}", token_hash=uuid.uuid4().hex * 2)
+    enforcer = enforcement.enforcer
+    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
+    enforcer.watches = DEFAULT_WATCHES
+    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
+    agent.set_policy(1, [{"id": "no-secret", "match": {"container": "files-*", "path": "/etc/crossedge-secret",
+                                                       "access": ["read"]}, "action": "deny"}])  # fmt: skip
+    script = (
+        "/bin/busybox cat /etc/shadow; echo shadow $?; echo top > /etc/crossedge-secret; echo wrote $?; "
+        "/bin/busybox cat /etc/crossedge-secret; echo cat $?"
+    )
+    with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
+        runner = await run_agent(agent)
+        try:
+            done = await asyncio.to_thread(runtime.run, name, ["/bin/sh", "-c", script])
+            assert done.stdout.decode().split("\n")[:3] == ["shadow 1", "wrote 0", "cat 137"], done.stderr.decode()
+            await deliver_until(agent, node, lambda: Violation.objects.filter(rule_id="no-secret").exists(), 5)
+            await deliver_until(
+                agent, node, lambda: ProcessEvent.objects.filter(kind="open", path="/etc/shadow").exists(), 5
+            )
+        finally:
+            await stop(runner)
+
+    def check():
+        opens = ProcessEvent.objects.filter(container__name=name, kind="open")
+        shadow = opens.get(path="/etc/shadow")
+        assert (shadow.access, shadow.result_text, shadow.binary) == ("read", "ENOENT", "/bin/busybox")
+        # the second cat's exec was folded in the kernel with the first (one binary, one parent)
+        wrote = opens.get(path="/etc/crossedge-secret", access="write,create,truncate")
+        assert (wrote.result_text, wrote.binary, wrote.verdict) == ("ok", "/bin/sh", "allow")
+        v = Violation.objects.get(rule_id="no-secret")
+        assert (v.kind, v.target, v.enforced, v.container.name, v.container.runtime) == (
+            "open", "/etc/crossedge-secret (read)", True, name, runtime.name)  # fmt: skip
+        assert v.process.binary == "/bin/busybox" and v.process.ppid == wrote.pid
+        assert not ProcessEvent.objects.filter(kind="open").exclude(container__name=name).exists()
 
     await sync_to_async(check)()

@@ -7,9 +7,21 @@ import random
 
 import pytest
 
+from monitor.files import Watch, watched
 from monitor.kernel.compile import MAX_PORTS_PER_RULE, Scope, compile_rules
-from monitor.kernel.layout import EXEC_KEY, KernelRule, decode_key, encode_key
-from monitor.rules import Exec, Flow, RuleSet
+from monitor.kernel.layout import (
+    FILE_SCOPED,
+    FILE_WATCHED,
+    PATH_KEY,
+    SLOT,
+    KernelRule,
+    access_bits,
+    decode_file_rule,
+    decode_key,
+    decode_path_key,
+    encode_key,
+)
+from monitor.rules import Exec, Flow, Open, RuleSet
 
 SCOPES = [Scope(101, "/x.slice/docker-a.scope", "app-a"), Scope(102, "/x.slice/docker-b.scope", "app-b")]
 
@@ -72,7 +84,7 @@ def test_unaddressed_rules_cover_both_families_and_v6_networks_stay_v6():
         ]
     )
     compiled = compile_rules(ruleset, [])
-    keys = {name: {decode_key(k) for k in table} for name, table in compiled.entries.items()}
+    keys = {name: {decode_key(k) for k in compiled.entries[name]} for name in ("rules4", "rules6")}
     assert keys["rules4"] == {(ipaddress.ip_network("0.0.0.0/0"), 0, 22)}
     assert keys["rules6"] == {(ipaddress.ip_network("::/0"), 0, 22), (ipaddress.ip_network("fd00::/8"), 0, 0)}
 
@@ -121,7 +133,7 @@ def kernel_exec_decision(compiled, scope: Scope, path: str):
     for cgid in (scope.cgroup_id, 0):
         hits = []
         for key, value in compiled.entries["exec_rules"].items():
-            prefixlen, kcg, kpath = EXEC_KEY.unpack(key)
+            prefixlen, kcg, kpath = PATH_KEY.unpack(key)
             n = (prefixlen - 64) // 8
             if kcg == cgid and data[:n] == kpath[:n]:
                 hits.append((n, KernelRule.decode(value)))
@@ -176,8 +188,112 @@ def test_exec_rules_never_land_in_the_connect_tries_and_say_what_the_kernel_cann
     )
     compiled = compile_rules(ruleset, SCOPES)
     assert not compiled.entries["rules4"] and not compiled.entries["rules6"]
-    keys = {EXEC_KEY.unpack(k)[2].rstrip(b"\0").decode(): EXEC_KEY.unpack(k)[0] for k in compiled.entries["exec_rules"]}
+    keys = {PATH_KEY.unpack(k)[2].rstrip(b"\0").decode(): PATH_KEY.unpack(k)[0] for k in compiled.entries["exec_rules"]}
     assert keys == {"/bin/sh": 64 + 8 * 8, "/dev/shm/": 64 + 8 * 9}  # exact includes the NUL; a prefix does not
     notes = {n["rule_id"]: n["message"] for n in compiled.notes}
     assert "judged by the agent after the exec" in notes["from-nginx"]
     assert "rule from-nginx above it is judged in user space" in notes["later"]
+
+
+FILE_PATHS = ["/etc/shadow", "/etc/shadowx", "/etc/hosts", "/etc/ssl/a.pem", "/run/docker.sock", "/home/u/.ssh/id",
+              "/tmp/x", "/usr/bin/ls", "/e", "/", "/etc", "/run/docker.sockets"]  # fmt: skip
+ACCESS_SETS = [("read",), ("write", "create", "truncate"), ("read", "write"), ("write",)]
+
+
+def file_config(compiled) -> int:
+    return SLOT.unpack(compiled.entries["file_config"][SLOT.pack(0)])[0]
+
+
+def kernel_file_decision(compiled, scope: Scope, path: str, access):
+    """What file.bpf.h computes: watch bits ORed over the (cgroup, path) and (0, path)
+    longest matches, and the best-ranked verdict over the open's access bits."""
+    if not file_config(compiled) & FILE_WATCHED:
+        return 0, None
+    data = path.encode() + b"\0"
+    bits = access_bits(access)
+    watch, best = 0, None
+    for cgid in (scope.cgroup_id, 0) if file_config(compiled) & FILE_SCOPED else (0,):
+        hits = []
+        for key, value in compiled.entries["file_rules"].items():
+            prefixlen, kcg, kpath = PATH_KEY.unpack(key)
+            n = (prefixlen - 64) // 8
+            if kcg == cgid and data[:n] == kpath[:n]:
+                hits.append((n, decode_file_rule(value)))
+        if hits:
+            entry_watch, verdicts = max(hits, key=lambda h: h[0])[1]
+            watch |= entry_watch
+            for bit, verdict in enumerate(verdicts):
+                if bits & (1 << bit) and verdict and (best is None or verdict[0] < best[0]):
+                    best = verdict
+    return watch & bits, best
+
+
+def random_file_rule(rng, i):
+    match = {"path": rng.choice(["/etc/shadow", "/etc/*", "/etc/ssl/*", "/run/docker.sock", "/home/*/.ssh/*", "/*",
+                                 "/e", "/et*", "*shadow"])}  # fmt: skip
+    if rng.random() < 0.5:
+        match["access"] = list(rng.choice(ACCESS_SETS))
+    if rng.random() < 0.3:
+        match["container"] = rng.choice(["app-a", "app-b", "app-*"])
+    if rng.random() < 0.1:
+        match["binary"] = "*/nginx"
+    return {
+        "id": f"f{i}",
+        "priority": rng.randrange(5),
+        "match": match,
+        "action": rng.choice(["allow", "alert", "deny"]),
+    }
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_file_trie_reports_what_rules_name_and_kills_only_what_the_engine_denies(seed):
+    """Every open a rule or watch matches is reported by the kernel (the agent then judges
+    it); a kernel deny is the engine's first match; an engine deny the kernel cannot apply
+    is a note."""
+    rng = random.Random(seed)
+    ruleset = RuleSet.from_specs([random_file_rule(rng, i) for i in range(rng.randrange(1, 10))], 1)
+    watches = (Watch("/tmp/*", ("write",)),)
+    compiled = compile_rules(ruleset, SCOPES, watches=watches)
+    slots = {slot: rid for rid, slot in compiled.slots.items()}
+    noted = {n["rule_id"] for n in compiled.notes}
+    for scope in SCOPES:
+        for path in FILE_PATHS:
+            for access in ACCESS_SETS:
+                op = Open(path, access, "/usr/sbin/nginx", (), scope.cgroup_id, None, scope.container)
+                expected = ruleset.evaluate_open(op)
+                reported, got = kernel_file_decision(compiled, scope, path, access)
+                named = any(r.matches_open(op) for r in ruleset.rules) or watched(path, access, watches)
+                assert not named or reported, (path, access, scope)
+                if got is not None and got[2] == "deny":
+                    assert expected is not None and slots[got[1]] == expected.id, (path, access, scope)
+                if expected is not None and expected.action == "deny" and expected.id not in noted:
+                    assert got is not None and slots[got[1]] == expected.id, (path, access, scope)
+
+
+def test_file_watches_let_a_globs_literal_prefix_through_and_rules_say_what_the_kernel_cannot_do():
+    ruleset = RuleSet.from_specs(
+        [
+            {"id": "shadow", "match": {"path": "/etc/shadow", "access": ["read"]}, "action": "deny"},
+            {"id": "keys", "match": {"path": "/home/*/.ssh/*"}, "action": "deny"},
+            {"id": "bin", "match": {"path": "/usr/bin/*", "access": ["write"]}, "action": "deny"},
+        ],
+        1,
+    )
+    compiled = compile_rules(ruleset, SCOPES, watches=(Watch("/proc/*/mem"),))
+    entries = {decode_path_key(k)[::2]: decode_file_rule(v) for k, v in compiled.entries["file_rules"].items()}
+    assert set(entries) == {("/etc/shadow", True), ("/home/", False), ("/usr/bin/", False), ("/proc/", False)}
+    watch, verdicts = entries[("/etc/shadow", True)]
+    assert watch == access_bits(["read"])  # only what the rule names is reported
+    assert verdicts[0] is not None and verdicts[1] is None  # a read is killed, a write is not this rule's
+    assert "judged by the agent after the open" in {n["rule_id"]: n["message"] for n in compiled.notes}["keys"]
+    assert "rule keys above it" in {n["rule_id"]: n["message"] for n in compiled.notes}["bin"]
+
+
+def test_the_file_config_says_whether_anything_is_watched_and_whether_rules_are_scoped():
+    empty = compile_rules(RuleSet.from_specs([], 1), SCOPES)
+    assert file_config(empty) == 0  # nothing watched: an open costs the program no read at all
+    watching = compile_rules(RuleSet.from_specs([], 1), SCOPES, watches=(Watch("/etc/shadow"),))
+    assert file_config(watching) == FILE_WATCHED
+    scoped = compile_rules(RuleSet.from_specs([{"id": "s", "match": {"container": "app-a", "path": "/x"},
+                                                "action": "alert"}], 1), SCOPES)  # fmt: skip
+    assert file_config(scoped) == FILE_WATCHED | FILE_SCOPED

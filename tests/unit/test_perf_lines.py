@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from monitor.backends import PERF_READER
-from monitor.kernel.layout import EVENT, PROC_HEAD
+from monitor.kernel.layout import EVENT, PROC_HEAD, fnv1a
 from monitor.parsers import perf_lines
 from monitor.parsers.bpftrace import LineError, Signal
+from tests.fixtures.record_perf import FILES
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -50,7 +51,7 @@ def test_recorded_execs_and_exits_decode():
     records = replay("procs", perf_lines.parse_proc)
     execs = [r for r in records if r["event"] == "exec"]
     exits = {r["pid"]: r for r in records if r["event"] == "exit"}
-    assert len(execs) == len(exits) == 5 and {e["pid"] for e in execs} == set(exits)
+    assert len(execs) == len(exits) == 6 and {e["pid"] for e in execs} == set(exits)
     python = execs[0]
     # the recording's interpreter: its path is the recording machine's, its shape is not
     assert python["binary"].endswith("/.venv/bin/python") and python["args"][:2] == [python["binary"], "-c"]
@@ -61,6 +62,22 @@ def test_recorded_execs_and_exits_decode():
     assert killed["slot"] > 0 and exits[killed["pid"]]["exit_code"] == 9  # SIGKILL at exec
     assert exits[python["pid"]]["exit_code"] == 0 and exits[python["pid"]]["lifetime_ns"] > 0
     assert all(e["start_ns"] == exits[e["pid"]]["start_ns"] and e["ppid"] > 0 for e in execs)
+
+
+def test_recorded_opens_decode_with_access_result_and_verdict():
+    records = replay("procs", perf_lines.parse_proc)
+    opens = [r for r in records if r["event"] == "open"]
+    assert [(o["path"], o["access"], o["kernel_verdict"]) for o in opens] == [
+        (f"{FILES}/key", ["read"], "allow"), (f"{FILES}/missing", ["read"], "allow"),
+        (f"{FILES}/forbidden", ["read"], "deny"),
+    ]  # fmt: skip
+    key, missing, forbidden = opens
+    assert key["result"] >= 3 and missing["result"] == -2 and forbidden["slot"] > 0  # an fd, ENOENT, the rule
+    assert len({o["pid"] for o in opens}) == 1 and key["comm"] == "python" and "binary" not in key  # the agent's
+    exits = {r["pid"]: r for r in records if r["event"] == "exit"}
+    assert exits[key["pid"]]["exit_code"] == 9  # killed at the forbidden open
+    assert key["group"] == (key["cgroup_id"], fnv1a(f"{FILES}/key".encode() + b"\0"), 1, 3, 0)  # as the kernel keys it
+    assert missing["group"][4] == -2  # a failure is its own group
 
 
 def test_lost_counts_are_signals_and_garbage_is_refused():

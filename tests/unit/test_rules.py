@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from monitor.rules import Flow, RuleError, RuleSet, parse_port, parse_rule
+from monitor.rules import Exec, Flow, Open, RuleError, RuleSet, parse_port, parse_rule
 
 
 def rules(*specs):
@@ -155,7 +155,6 @@ def test_the_index_agrees_with_first_match_in_order(seed):
 
 
 def test_exec_rules_match_binary_and_parent_and_never_judge_connections():
-    from monitor.rules import Exec
 
     rs = RuleSet.from_specs(
         [
@@ -172,7 +171,50 @@ def test_exec_rules_match_binary_and_parent_and_never_judge_connections():
 
 
 def test_a_rule_cannot_judge_connections_and_execs_at_once():
-    with pytest.raises(RuleError, match="either connections .* or execs"):
+    with pytest.raises(RuleError, match="one kind of event, not connections and execs"):
         parse_rule({"id": "mixed", "match": {"binary": "/bin/sh", "dest_port": 22}, "action": "deny"})
+    with pytest.raises(RuleError, match="not connections and opens"):
+        parse_rule({"id": "mixed", "match": {"path": "/etc/*", "dest_ip": "127.0.0.1/32"}, "action": "deny"})
     with pytest.raises(RuleError, match="match.binary: must be a non-empty string"):
         parse_rule({"id": "empty", "match": {"binary": ""}, "action": "deny"})
+
+
+def test_file_rules_match_path_access_and_opener():
+    rs = RuleSet.from_specs(
+        [
+            {"id": "nginx-may", "match": {"path": "/etc/shadow", "binary": "*/nginx"}, "action": "allow"},
+            {"id": "shadow", "match": {"path": "/etc/shadow", "access": ["read"]}, "action": "deny"},
+            {"id": "etc-writes", "match": {"path": "/etc/*", "access": ["write", "create", "truncate"]},
+             "action": "alert"},
+            {"id": "sock", "match": {"container": "app-*", "path": "/run/docker.sock"}, "action": "deny"},
+        ]
+    )  # fmt: skip
+    assert [r.kind for r in rs.rules] == ["open", "open", "open", "open"]
+    assert rs.evaluate_open(Open("/etc/shadow", ("read",), binary="/usr/sbin/nginx")).id == "nginx-may"
+    assert rs.evaluate_open(Open("/etc/shadow", ("read",), binary="/bin/cat")).id == "shadow"
+    assert rs.evaluate_open(Open("/etc/shadow", ("write",), binary="/bin/cat")).id == "etc-writes"
+    assert rs.evaluate_open(Open("/etc/passwd", ("read",))) is None  # reading /etc is not writing it
+    assert rs.evaluate_open(Open("/etc/x/y", ("write", "create"))).id == "etc-writes"  # * crosses "/"
+    assert rs.evaluate_open(Open("/run/docker.sock", ("read", "write"), container="app-1")).id == "sock"
+    assert rs.evaluate_open(Open("/run/docker.sock", ("read", "write"), container="db")) is None
+    assert rs.evaluate_exec(Exec("/usr/sbin/nginx")) is None  # a file rule naming a binary judges opens only
+    assert rs.evaluate(Flow.of("127.0.0.1", 80)) is None
+    spec = rs.by_id["etc-writes"].to_spec()
+    assert spec["match"] == {"path": "/etc/*", "access": ["write", "create", "truncate"]}
+    assert parse_rule(spec) == rs.by_id["etc-writes"]
+    assert parse_rule({"id": "one", "match": {"path": "/x", "access": "read"}, "action": "alert"}).access == ("read",)
+
+
+@pytest.mark.parametrize(
+    "match, message",
+    [
+        ({"access": ["read"]}, "match.access: applies to file rules only"),
+        ({"path": "/x", "access": ["exec"]}, "match.access: must be a list of read, write, create, truncate"),
+        ({"path": "/x", "access": []}, "match.access: must be a list"),
+        ({"path": ""}, "match.path: must be a non-empty string"),
+        ({"path": 5}, "match.path: must be a non-empty string"),
+    ],
+)
+def test_bad_file_rules_say_what_is_wrong(match, message):
+    with pytest.raises(RuleError, match=message):
+        parse_rule({"id": "bad", "match": match, "action": "deny"})

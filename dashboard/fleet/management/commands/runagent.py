@@ -30,6 +30,7 @@ from dashboard.policy import policyfile
 from monitor import features
 from monitor.agent import Agent
 from monitor.backends import BACKENDS
+from monitor.files import WatchError, parse_watches
 from monitor.kernel import bpftool
 from monitor.kernel.enforcer import Enforcer
 from monitor.protocol import AGENT_PATH
@@ -107,6 +108,20 @@ class Command(BaseCommand):
             "at about 10%% of connect() throughput (env CROSSEDGE_TRACE_SYSCALLS=1)",
         )
         parser.add_argument(
+            "--file-watch",
+            default=os.environ.get("CROSSEDGE_FILE_WATCH"),
+            help="paths whose opens are reported besides those file rules name: whitespace-separated "
+            "glob[:access,...] (access: read, write, create, truncate), '-' for none (env CROSSEDGE_FILE_WATCH; "
+            "default: credential files, SSH keys, /etc writes, runtime sockets, /proc/*/mem, binary dir writes)",
+        )
+        parser.add_argument(
+            "--no-files",
+            action="store_true",
+            default=os.environ.get("CROSSEDGE_FILES", "1") in ("0", "no", "off"),
+            help="attach no open() programs: no file events or file rules, and opens cost nothing "
+            "(env CROSSEDGE_FILES=0; see BENCHMARKS.md for what they cost)",
+        )
+        parser.add_argument(
             "--pin-root",
             default=settings.PIN_ROOT,
             help="bpffs directory for the pinned programs and maps (env CROSSEDGE_PIN_ROOT)",
@@ -126,8 +141,14 @@ class Command(BaseCommand):
                 "CAP_SYS_ADMIN); try: sudo python manage.py runagent"
             )
         enforcer = None
+        try:
+            watches = parse_watches(opts["file_watch"])
+        except WatchError as exc:
+            raise CommandError(str(exc)) from None
         if opts["uninstall"] or opts["status"] or not opts["no_enforce"]:
-            enforcer = Enforcer(pin_root=opts["pin_root"], scope=opts["enforce_scope"])
+            enforcer = Enforcer(
+                pin_root=opts["pin_root"], scope=opts["enforce_scope"], watches=watches, files=not opts["no_files"]
+            )
         if opts["status"]:
             try:
                 self.stdout.write(json.dumps(enforcer.status(), indent=2))
