@@ -31,14 +31,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from monitor.kernel import links
 from monitor.testbed import SimulatedContainer
 
-from .pipeline import Product
+from .pipeline import Product, drain
 
 HERE = Path(__file__).parent
 FLOOR = r"""
@@ -98,15 +97,7 @@ class Floor:
 def step(product: Product, c: SimulatedContainer, loop: Path, watched: Path, rate: float, seconds: float) -> dict:
     before = lost(product)
     generated, took = opens(loop, [watched], c.spawn, rate, seconds)
-    deadline, last, stored, rows, dropped = time.monotonic() + 300, None, 0, 0, 0
-    while time.monotonic() < deadline:  # until all is stored or counted lost, or 10 s without change
-        (stored, rows), dropped = count(product, c.name), lost(product) - before
-        if stored + dropped >= generated or (last and last[0] == (stored, dropped) and time.monotonic() - last[1] > 10):
-            break
-        if not last or last[0] != (stored, dropped):
-            last = ((stored, dropped), time.monotonic())
-        time.sleep(0.5)
-    time.sleep(1)
+    drain(lambda: (count(product, c.name)[0], lost(product) - before), generated)
     (stored, rows), dropped = count(product, c.name), lost(product) - before
     return {"rate": rate or "flat out", "generated": generated, "achieved_per_s": round(generated / took),
             "stored": stored, "rows": rows, "lost_counted": dropped,

@@ -136,6 +136,20 @@ def peak_rss_mib(pids: list[int]) -> float:
     return total / 1024
 
 
+def drain(read, generated: int, quiet: float = 10, limit: float = 300) -> None:
+    """Wait until `read()` -> (stored, lost) accounts for `generated`, or nothing changed for
+    `quiet` seconds (what is then missing is reported as unaccounted), then a second more."""
+    deadline, last = time.monotonic() + limit, None
+    while time.monotonic() < deadline:
+        now = read()
+        if sum(now) >= generated or (last and last[0] == now and time.monotonic() - last[1] > quiet):
+            break
+        if not last or last[0] != now:
+            last = (now, time.monotonic())
+        time.sleep(0.5)
+    time.sleep(1)
+
+
 class Product:
     def __init__(self, tmp: Path, parent: str, trace_syscalls: bool = False):
         self.tmp, self.port = tmp, free_port()

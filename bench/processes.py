@@ -32,13 +32,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from monitor.testbed import SimulatedContainer
 
-from .pipeline import Product
+from .pipeline import Product, drain
 
 SPAWN = r"""
 import os, sys, time
@@ -90,15 +89,7 @@ def lost(product: Product) -> int:
 def step(product: Product, c: SimulatedContainer, name: str, rate: float, seconds: float) -> dict:
     before = lost(product)
     generated, took = spawn(c, rate, seconds)
-    deadline, last, execs, exits, rows, dropped = time.monotonic() + 300, None, 0, 0, 0, 0
-    while time.monotonic() < deadline:  # until all is stored or counted lost, or 10 s without change
-        (execs, exits, rows), dropped = stored(product, name), lost(product) - before
-        if execs + dropped >= generated or (last and last[0] == (execs, dropped) and time.monotonic() - last[1] > 10):
-            break
-        if not last or last[0] != (execs, dropped):
-            last = ((execs, dropped), time.monotonic())
-        time.sleep(0.5)
-    time.sleep(1)
+    drain(lambda: (stored(product, name)[0], lost(product) - before), generated)
     (execs, exits, rows), dropped = stored(product, name), lost(product) - before
     return {
         "rate": rate or "flat out",

@@ -143,30 +143,7 @@ def decode_proc(data: bytes) -> dict:
     if len(body) < path_len + args_len:
         raise ValueError(f"process record holds {len(body)} bytes of path and argv, says {path_len + args_len}")
     argv = [a.decode(errors="replace") for a in body[path_len : path_len + args_len].split(b"\0")]
-    if kind == 3:  # an open: the path it gave, what it asked for, what it got
-        return {
-            "event": "open",
-            "mono_ns": ts_ns,
-            "cgroup_id": cgroup_id,
-            "start_ns": start_ns,
-            "pid": pid,
-            "tid": pid,
-            "ppid": ppid,
-            "uid": uid,
-            "gid": gid,
-            "comm": _cstr(comm),
-            "parent_comm": _cstr(pcomm),
-            "path": _cstr(body[:path_len]),
-            "access": access_names(access),
-            "result": exit_code,
-            "cut": bool(cut),
-            "slot": slot,
-            "kernel_verdict": VERDICT_NAMES[verdict],
-            "rule_id": "",
-            "folded": folded,
-            "group": proc_group(cgroup_id, kind, access, exit_code, body[:path_len]),
-        }
-    return {
+    record = {
         "event": PROC_TYPES[kind],
         "mono_ns": ts_ns,
         "cgroup_id": cgroup_id,
@@ -178,15 +155,21 @@ def decode_proc(data: bytes) -> dict:
         "gid": gid,
         "comm": _cstr(comm),
         "parent_comm": _cstr(pcomm),
-        "binary": _cstr(body[:path_len]),
-        "args": argv[:-1] if argv and argv[-1] == "" else argv,
         "cut": bool(cut),
-        "exit_code": exit_code if kind == 2 else None,
-        "lifetime_ns": lifetime_ns if kind == 2 else None,
         "slot": slot,
         "kernel_verdict": VERDICT_NAMES[verdict],
         "rule_id": "",
         "folded": folded,
+    }
+    if kind == 3:  # an open: the path it gave, what it asked for, what it got (the agent adds the opener)
+        path = body[:path_len]
+        return record | {"path": _cstr(path), "access": access_names(access), "result": exit_code,
+                         "group": proc_group(cgroup_id, kind, access, exit_code, path)}  # fmt: skip
+    return record | {
+        "binary": _cstr(body[:path_len]),
+        "args": argv[:-1] if argv and argv[-1] == "" else argv,
+        "exit_code": exit_code if kind == 2 else None,
+        "lifetime_ns": lifetime_ns if kind == 2 else None,
         "group": proc_group(cgroup_id, kind, ppid, exit_code, body[:path_len] if kind == 1 else comm),
     }
 

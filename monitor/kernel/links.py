@@ -89,12 +89,8 @@ def attach_tracepoint(prog_pin: str, tracepoint: str, link_pin: str) -> None:
         try:
             fields = [(0, "c_uint32", prog), (4, "c_uint32", perf), (8, "c_uint32", BPF_PERF_EVENT)]
             link = _bpf(BPF_LINK_CREATE, fields, f"attaching {os.path.basename(prog_pin)} to {tracepoint}")
-            try:
-                _libc.ioctl(perf, PERF_EVENT_IOC_ENABLE, 0)
-                os.makedirs(os.path.dirname(link_pin), exist_ok=True)
-                obj_pin(link, link_pin)
-            finally:
-                os.close(link)
+            _libc.ioctl(perf, PERF_EVENT_IOC_ENABLE, 0)
+            _pin_link(link, link_pin)
         finally:
             os.close(prog)
     finally:
@@ -108,10 +104,15 @@ def attach_tracing(prog_pin: str, link_pin: str) -> None:
     prog = obj_get(prog_pin)
     try:
         link = _bpf(BPF_RAW_TRACEPOINT_OPEN, [(8, "c_uint32", prog)], f"attaching {os.path.basename(prog_pin)}")
-        try:
-            os.makedirs(os.path.dirname(link_pin), exist_ok=True)
-            obj_pin(link, link_pin)
-        finally:
-            os.close(link)
+        _pin_link(link, link_pin)
     finally:
         os.close(prog)
+
+
+def _pin_link(link: int, link_pin: str) -> None:
+    """Pin a new link (it then outlives this process) and close our fd of it."""
+    try:
+        os.makedirs(os.path.dirname(link_pin), exist_ok=True)
+        obj_pin(link, link_pin)
+    finally:
+        os.close(link)
