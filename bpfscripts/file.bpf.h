@@ -22,8 +22,10 @@
  * A deny (not audit) sends SIGKILL at entry: the open itself still runs (tracepoints
  * cannot fail a call), but the process dies before it returns to user space, so it never
  * reads a byte of the file nor writes one through it (a create or truncate the open
- * itself asked for has happened by then). The path is the one given to open(): a
- * relative path is matched as written.
+ * itself asked for has happened by then). An absolute path is matched as given to
+ * open() (".." and symbolic links unresolved); a relative one is judged at exit by the
+ * path of the file it opened (fd_path: dentries walked up to the opener's root, across
+ * mounts), where a deny kills just as early, before the call returns.
  */
 
 struct {
@@ -42,6 +44,25 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } file_config SEC(".maps");
+
+/* Relative opens in monitored cgroups between entry and exit, by thread: what they asked for. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u8);
+} open_relative SEC(".maps");
+
+#define CE_WALK_LEN 512 /* a resolved path is built backwards in here */
+#define CE_WALK_DEPTH 32 /* directories (and mounts) walked up at most */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[CE_WALK_LEN * 2]);
+} walk_scratch SEC(".maps");
 
 /* Watched opens between entry and exit, by thread. */
 struct {
@@ -89,6 +110,48 @@ static __always_inline struct ce_verdict *better_verdict(struct ce_verdict *best
 	return best;
 }
 
+/* Which accesses of the path in `key` (n bytes, its NUL included when it fits) are
+ * watched, and the best-ranked rule deciding them (*best, or NULL). */
+static __always_inline __u8 file_lookup(struct ce_path_key *key, long n, __u64 cgid, __u32 config, __u8 acc,
+					struct ce_verdict **best)
+{
+	key->prefixlen = 64 + 8 * n;
+	struct ce_file_rule *mine = NULL;
+	if (config & CE_FILE_SCOPED) {
+		key->cgroup_id = cgid;
+		mine = bpf_map_lookup_elem(&file_rules, key);
+	}
+	key->cgroup_id = 0;
+	struct ce_file_rule *every = bpf_map_lookup_elem(&file_rules, key);
+	__u8 watch = ((mine ? mine->watch : 0) | (every ? every->watch : 0)) & acc;
+
+	*best = NULL;
+	for (int bit = 0; bit < CE_ACCESSES; bit++) {
+		if (acc & (1 << bit)) {
+			*best = better_verdict(*best, mine, bit);
+			*best = better_verdict(*best, every, bit);
+		}
+	}
+	return watch;
+}
+
+/* Count the deciding rule and apply a deny: SIGKILL, delivered before the open returns. */
+static __always_inline void file_decide(struct ce_proc *ev, struct ce_verdict *best)
+{
+	if (!best)
+		return;
+	__u32 slot = best->slot;
+	__u64 *hits = bpf_map_lookup_elem(&counters, &slot);
+	if (hits)
+		*hits += 1;
+	ev->slot = slot;
+	if (best->action == CE_DENY) {
+		ev->verdict = best->audit ? CE_V_AUDIT : CE_V_DENY;
+		if (!best->audit)
+			bpf_send_signal(CE_SIGKILL);
+	}
+}
+
 static __always_inline int file_enter(void *ctx, const char *filename, __u64 flags)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
@@ -106,26 +169,15 @@ static __always_inline int file_enter(void *ctx, const char *filename, __u64 fla
 	long n = bpf_probe_read_user_str(key->path, sizeof(key->path), filename);
 	if (n <= 0)
 		return 0;
-	key->prefixlen = 64 + 8 * n;
-	struct ce_file_rule *mine = NULL;
-	if (*config & CE_FILE_SCOPED) {
-		key->cgroup_id = cgid;
-		mine = bpf_map_lookup_elem(&file_rules, key);
-	}
-	key->cgroup_id = 0;
-	struct ce_file_rule *every = bpf_map_lookup_elem(&file_rules, key);
+	__u64 tid = bpf_get_current_pid_tgid();
 	__u8 acc = access_of(flags);
-	__u8 watch = ((mine ? mine->watch : 0) | (every ? every->watch : 0)) & acc;
-	if (!watch)
+	if (key->path[0] != '/') { /* relative: judged at exit, by the file it opened */
+		bpf_map_update_elem(&open_relative, &tid, &acc, BPF_ANY);
 		return 0;
-
-	struct ce_verdict *best = NULL;
-	for (int bit = 0; bit < CE_ACCESSES; bit++) {
-		if (acc & (1 << bit)) {
-			best = better_verdict(best, mine, bit);
-			best = better_verdict(best, every, bit);
-		}
 	}
+	struct ce_verdict *best;
+	if (!file_lookup(key, n, cgid, *config, acc, &best))
+		return 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
 	if (!ev)
 		return 0;
@@ -135,21 +187,137 @@ static __always_inline int file_enter(void *ctx, const char *filename, __u64 fla
 	if (n == CE_PATH_LEN)
 		ev->cut = 1;
 	ev->path_len = n > 0 ? n : 0;
-	if (best) {
-		__u32 slot = best->slot;
-		__u64 *hits = bpf_map_lookup_elem(&counters, &slot);
-		if (hits)
-			*hits += 1;
-		ev->slot = slot;
-		if (best->action == CE_DENY) {
-			ev->verdict = best->audit ? CE_V_AUDIT : CE_V_DENY;
-			if (!best->audit)
-				bpf_send_signal(CE_SIGKILL);
-		}
-	}
-	__u64 tid = bpf_get_current_pid_tgid();
+	file_decide(ev, best);
 	if (bpf_map_update_elem(&open_pending, &tid, ev, BPF_ANY) != 0)
 		proc_lost_one(ev);
+	return 0;
+}
+
+struct ce_walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct dentry *root;
+	struct vfsmount *root_mnt;
+	__u32 pos; /* where the path built so far starts in walk_scratch */
+	__u32 cut;
+};
+
+/* One step up (bpf_loop's callback, so the verifier checks it once): prepend this
+ * dentry's name, or cross to where its mount is mounted. Returns 1 when done. */
+static long walk_step(__u32 index, struct ce_walk *w)
+{
+	__u32 zero = 0;
+	char *buf = bpf_map_lookup_elem(&walk_scratch, &zero);
+	struct dentry *dentry = w->dentry; /* locals: CO-RE reads relocate every field they name */
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt;
+
+	if (!buf || (dentry == w->root && vfsmnt == w->root_mnt))
+		return 1;
+	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) { /* the top of a mount */
+		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (parent == mnt)
+			return 1;
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = parent;
+		w->vfsmnt = &parent->mnt;
+		return 0;
+	}
+	struct dentry *up = BPF_CORE_READ(dentry, d_parent);
+	if (up == dentry)
+		return 1;
+	__u32 len = BPF_CORE_READ(dentry, d_name.len);
+	__u32 pos = w->pos;
+	if (len + 1 > pos || pos >= CE_WALK_LEN) {
+		w->cut = 1;
+		return 1;
+	}
+	pos -= len;
+	bpf_probe_read_kernel(buf + (pos & (CE_WALK_LEN - 1)), len & (CE_WALK_LEN - 1), BPF_CORE_READ(dentry, d_name.name));
+	pos -= 1;
+	buf[pos & (CE_WALK_LEN - 1)] = '/';
+	w->pos = pos;
+	w->dentry = up;
+	return 0;
+}
+
+/* The path of the file behind fd, as the opener's root sees it, into ev->data: its
+ * dentries walked up to that root, crossing mounts (a container's volume is shown where
+ * it is mounted). Returns its length with the NUL, 0 if unknown. */
+static __always_inline long fd_path(struct task_struct *task, long fd, struct ce_proc *ev)
+{
+	__u32 zero = 0;
+	char *buf = bpf_map_lookup_elem(&walk_scratch, &zero);
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *file = NULL;
+
+	if (!buf || fd < 0 || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xffff]) || !file)
+		return 0;
+	struct ce_walk w = {
+		.dentry = BPF_CORE_READ(file, f_path.dentry),
+		.vfsmnt = BPF_CORE_READ(file, f_path.mnt),
+		.root = BPF_CORE_READ(task, fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.pos = CE_WALK_LEN - 1,
+	};
+	w.mnt = container_of(w.vfsmnt, struct mount, mnt);
+	buf[CE_WALK_LEN - 1] = 0;
+	bpf_loop(CE_WALK_DEPTH, walk_step, &w, 0);
+	__u32 pos = w.pos;
+	if (pos == CE_WALK_LEN - 1) { /* the root itself */
+		pos -= 1;
+		buf[pos] = '/';
+	}
+	if (w.cut)
+		ev->cut = 1;
+	__u32 size = CE_WALK_LEN - pos;
+	if (size > CE_PATH_LEN) {
+		ev->cut = 1;
+		size = CE_PATH_LEN;
+	}
+	barrier_var(size); /* keep the mask below: the verifier needs it even where clang knows better */
+	size &= CE_PATH_LEN * 2 - 1;
+	if (bpf_probe_read_kernel(ev->data, size, buf + (pos & (CE_WALK_LEN - 1))))
+		return 0;
+	ev->data[(size - 1) & (CE_PATH_LEN - 1)] = 0; /* a cut path still ends */
+	return size;
+}
+
+/* A relative open that succeeded: judged like an absolute one by the path it resolved to,
+ * and a deny kills the opener here, before the call returns to it. */
+static __always_inline int relative_exit(void *ctx, __u64 tid, long ret)
+{
+	__u8 *asked = bpf_map_lookup_elem(&open_relative, &tid);
+	__u32 zero = 0;
+
+	if (!asked)
+		return 0;
+	__u8 acc = *asked;
+	bpf_map_delete_elem(&open_relative, &tid);
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u32 *config = bpf_map_lookup_elem(&file_config, &zero);
+	struct ce_path_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
+	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
+	if (ret < 0 || !config || !key || !ev)
+		return 0; /* a failed relative open names no file */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	proc_common(ev, task, cgid, CE_PROC_OPEN);
+	ev->access = acc;
+	long n = fd_path(task, ret, ev);
+	if (n <= 0)
+		return 0;
+	ev->path_len = n;
+	if (n > CE_MATCH_LEN)
+		n = CE_MATCH_LEN; /* a prefix of it: exact paths cannot match, prefixes can */
+	if (bpf_probe_read_kernel(key->path, sizeof(key->path), ev->data))
+		return 0;
+	struct ce_verdict *best;
+	if (!file_lookup(key, n, cgid, *config, acc, &best))
+		return 0;
+	file_decide(ev, best);
+	ev->exit_code = ret;
+	proc_send(ctx, ev, ev->verdict != CE_V_ALLOW);
 	return 0;
 }
 
@@ -159,7 +327,7 @@ static __always_inline int file_exit(void *ctx, long ret)
 	struct ce_proc *ev = bpf_map_lookup_elem(&open_pending, &tid);
 
 	if (!ev)
-		return 0;
+		return relative_exit(ctx, tid, ret);
 	ev->exit_code = ret;
 	ev->ts_ns = bpf_ktime_get_ns();
 	proc_send(ctx, ev, ev->verdict != CE_V_ALLOW);

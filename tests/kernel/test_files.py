@@ -1,7 +1,8 @@
 """File opens in a container through the real kernel, agent and dashboard: a read of a
 watched credential file and a write to a watched directory are reported with their access
 and result, ordinary opens are not, a file rule kills the opener before the open returns
-(it never reads a byte, and the violation says so), a rule the kernel cannot judge is
+(it never reads a byte, and the violation says so), a relative open is judged by the
+path it resolved to (a deny then kills at the open's exit), a rule the kernel cannot judge is
 reported as not enforced, like opens are counted in the kernel, and nothing is reported
 for processes outside the scope. (The watched paths are this test's own: it never writes
 the host's /etc; tests/kernel/test_runtimes.py does that inside real containers.)"""
@@ -26,7 +27,7 @@ from .test_enforce_agent import stop
 pytestmark = [pytest.mark.kernel, pytest.mark.django_db(transaction=True)]
 
 OPENER = r"""
-import sys
+import os, sys
 root = sys.argv[1]
 print(open(f"{root}/secrets/key").read(), flush=True)
 try:
@@ -39,8 +40,11 @@ open(f"{root}/etc/app.conf").read()  # reading under etc is not watched, writing
 open(f"{root}/plain", "w").close()  # nor is an ordinary file
 for _ in range(int(sys.argv[2])):  # a storm of like opens
     open(f"{root}/secrets/key").close()
+os.chdir(f"{root}/etc")
+open("../secrets/key").read()  # relative: judged by the file it resolves to
+os.chdir(f"{root}/secrets")
 print("before", flush=True)
-print(open(f"{root}/secrets/forbidden").read(), flush=True)  # killed: this never prints
+print(open("forbidden").read(), flush=True)  # relative too, and killed: this never prints
 print("after", flush=True)
 """
 
@@ -80,7 +84,7 @@ async def test_watched_opens_are_reported_with_access_and_result_and_a_file_rule
 
         def settled():
             keys = ProcessEvent.objects.filter(kind="open", path=f"{root}/secrets/key", result__gte=0)
-            return Violation.objects.count() >= 2 and (keys.aggregate(n=Sum("count"))["n"] or 0) >= storm + 1
+            return Violation.objects.count() >= 2 and (keys.aggregate(n=Sum("count"))["n"] or 0) >= storm + 2
 
         await deliver_until(agent, node, settled, timeout=15)
     finally:
@@ -89,7 +93,7 @@ async def test_watched_opens_are_reported_with_access_and_result_and_a_file_rule
     def check():
         opens = ProcessEvent.objects.filter(kind="open")
         key = opens.filter(path=f"{root}/secrets/key")
-        assert key.aggregate(n=Sum("count"))["n"] == storm + 1  # every open counted, in the kernel
+        assert key.aggregate(n=Sum("count"))["n"] == storm + 2  # every open counted, in the kernel
         assert key.count() < storm / 10  # ... in a few rows
         first = key.order_by("ts").first()
         assert (first.access, first.result_text, first.binary, first.pid) == ("read", "ok", sys.executable, opener.pid)
