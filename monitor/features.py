@@ -20,6 +20,7 @@ TRACEFS = "/sys/kernel/tracing/events"
 TRACEPOINTS = {  # feature -> tracepoint directory the backends attach to
     "tracepoint_connect": "syscalls/sys_enter_connect",
     "tracepoint_exec": "sched/sched_process_exec",
+    "tracepoint_openat": "syscalls/sys_enter_openat",  # file opens (file.bpf.h): no fs tracepoints here
     "tracepoint_sock_state": "sock/inet_sock_set_state",
 }
 BPF_FEATURES = {  # feature -> (section, key) in `bpftool -j feature probe kernel`

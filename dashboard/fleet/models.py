@@ -119,6 +119,7 @@ class Node(models.Model):
             "error": str(raw.get("error") or ""),
             "lifecycle_error": str(raw.get("lifecycle_error") or ""),
             "files_error": str(raw.get("files_error") or ""),
+            "files": str(raw.get("files") or ""),
             "generation": str(raw.get("generation") or ""),
         }
 

@@ -558,7 +558,15 @@ class Enforcer:
             "error": self.error,
             "lifecycle_error": self.lifecycle_error,
             "files_error": self.files_error,
+            "files": self.files_hook(),
         }
+
+    def files_hook(self) -> str:
+        """How this node watches file opens, for the Nodes page."""
+        if not self.files:
+            return "off (--no-files)"
+        attached = self.layout is not None and all(os.path.exists(self.layout.link(n)) for n in TRACEPOINTS)
+        return "open() syscall tracepoints" if attached else "not attached"
 
     def describe_entries(self) -> list[dict]:
         """The kernel's policy entries, readable (for `runagent --show-kernel` and tests)."""

@@ -3,9 +3,10 @@ a flagged one as a violation naming the file; a malformed one refused by field; 
 container page, the process page, the feed filter, search and export show them."""
 
 import io
+import os
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from dashboard.events.filters import EventFilter
 from dashboard.events.ingest import ingest_batch
@@ -128,3 +129,9 @@ def test_file_rules_survive_import_export_and_reach_agents_as_written(tmp_path, 
     assert '<b id="draft-total">1</b> open in the last 24 hours' in page
     bad = client.get("/rule-test/?path=/etc/*&access=exec").content.decode()
     assert "match.access: must be a list" in bad
+
+
+def test_a_bad_watch_list_stops_the_agent_before_it_loads_anything():
+    with pytest.raises(CommandError, match="unknown access 'exec'"):
+        call_command("runagent", "--file-watch", "/etc/*:exec", "--pin-root", "/sys/fs/bpf/crossedge-never-made")
+    assert not os.path.exists("/sys/fs/bpf/crossedge-never-made")

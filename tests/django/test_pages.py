@@ -47,6 +47,8 @@ KERNEL_HEALTH = {
         ],
         "counters": {"ghost-deny": 0, "deny-db": 41, "(no rule)": 9},
         "error": "policy 13 needs 70000 entries in rules4, which holds 65536: kernel keeps policy 12",
+        "files": "open() syscall tracepoints",
+        "files_error": "crossedge_openat2 not attached (No such file or directory): file opens are not watched",
     }
 }
 
@@ -67,6 +69,7 @@ def test_node_and_rule_pages_show_what_the_kernel_holds(client, staff, node):
     nodes = client.get("/nodes/").content.decode()
     assert "kernel holds v12" in nodes and "2 containers in scope (1 attach point)" in nodes and "4 entries" in nodes
     assert "holds 65536: kernel keeps policy 12" in nodes
+    assert "file opens: open() syscall tracepoints" in nodes and "file opens are not watched" in nodes
     assert "ghost-deny: matches no monitored container" in nodes
     assert "3 deny verdicts NOT enforced by the kernel: not a container in the enforce scope (3)" in nodes
     assert "new containers listed within 506.0 ms; 4 first execs held until listed (longest 512.3 ms)" in nodes
