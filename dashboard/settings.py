@@ -140,6 +140,11 @@ FEED_BACKFILL = envint("CROSSEDGE_FEED_BACKFILL", 50)
 # dashboard processes); an ingest commit slower than this is logged.
 FEED_SETTLE = envint("CROSSEDGE_FEED_SETTLE", 30)
 API_PAGE_SIZE = envint("CROSSEDGE_API_PAGE_SIZE", 100)
+# Retention (dashboard/events/retention.py): raw events this many days (0: forever), then
+# per-minute rollups of them this many days; pruned this many rows a transaction.
+RETENTION_DAYS = envint("CROSSEDGE_RETENTION_DAYS", 7)
+ROLLUP_DAYS = envint("CROSSEDGE_ROLLUP_DAYS", 400)
+PRUNE_BATCH = envint("CROSSEDGE_PRUNE_BATCH", 2000)
 
 LOGGING = {
     "version": 1,

@@ -14,7 +14,7 @@ from django.db import models
 
 from dashboard.fleet.models import Container, Node
 
-__all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "VERDICTS", "KINDS"]
+__all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "Rollup", "VERDICTS", "KINDS"]
 
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
 OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
@@ -185,3 +185,28 @@ class Violation(models.Model):
 
     def __str__(self):
         return f"{self.rule_id}: {self.comm}[{self.pid}] -> {self.target}"
+
+
+class Rollup(models.Model):
+    """Events past their retention, summed per minute (dashboard/events/retention.py): what
+    a container did, under which rule and verdict, to which target, and how often. Several
+    rows may share a key (pruned in different batches): readers sum them."""
+
+    minute = models.BigIntegerField(help_text="Whole minutes since the epoch")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
+    container = models.ForeignKey(Container, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(max_length=7, choices=KINDS)
+    verdict = models.CharField(max_length=5, choices=VERDICTS)
+    rule_id = models.CharField(max_length=64, blank=True)
+    target = models.CharField(max_length=1024, blank=True, help_text="host:port, a binary, or a file path")
+    count = models.BigIntegerField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["minute"], name="rollup_minute"),
+            models.Index(fields=["rule_id", "minute"], name="rollup_rule_minute"),
+            models.Index(fields=["container", "minute"], name="rollup_container_minute"),
+        ]
+
+    def __str__(self):
+        return f"{self.minute} {self.kind} {self.target} ×{self.count}"

@@ -17,6 +17,8 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from dashboard.events.retention import database_bytes
+
 from .models import Node, as_count
 
 
@@ -71,6 +73,9 @@ class FleetCollector:
             for outcome in ("held", "released", "expired"):
                 holds.add_metric([name, outcome], node.holds.get(outcome, 0))
         yield from (up, age, stored, seen, lost, restarts, decisions, spool, policy, rejected, unenforced, holds)
+        size = database_bytes()
+        if size is not None:
+            yield GaugeMetricFamily("crossedge_database_bytes", "The dashboard database's size on disk", value=size)
 
 
 def allowed(request) -> bool:

@@ -1,8 +1,10 @@
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
 
-from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
+from dashboard.events.models import ConnectionEvent, ProcessEvent, Rollup, Violation
 from dashboard.events.process_tree import process_tree
+from dashboard.events.retention import database_bytes
 from dashboard.policy.models import Rule
 from monitor import rules as engine
 from monitor.features import FEATURES
@@ -27,7 +29,14 @@ def feature_matrix(nodes) -> list[dict]:
 @login_required
 def nodes(request):
     nodes = list(Node.objects.all())
-    return render(request, "fleet/nodes.html", {"nodes": nodes, "matrix": feature_matrix(nodes)})
+    return render(request, "fleet/nodes.html", {"nodes": nodes, "matrix": feature_matrix(nodes), "storage": storage()})
+
+
+def storage() -> dict:
+    """What the database holds and keeps, for the Nodes page."""
+    oldest = ConnectionEvent.objects.order_by("ts").values_list("ts", flat=True).first()
+    return {"bytes": database_bytes(), "days": settings.RETENTION_DAYS, "rollup_days": settings.ROLLUP_DAYS,
+            "oldest": oldest, "rollups": Rollup.objects.count()}  # fmt: skip
 
 
 @login_required

@@ -76,8 +76,17 @@ def test_the_dashboard_runs_as_the_web_user():
         else:
             raise AssertionError("the dashboard did not answer within 30 s")
         assert page.status == 200
-        [daphne] = children_of(up.pid)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # the pruner starts once the dashboard answers
+            children = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children_of(up.pid)}
+            if any(b"prune" in argv for argv in children.values()):
+                break
+            time.sleep(0.2)
+        [daphne] = [pid for pid, argv in children.items() if b"daphne" in argv]
+        [pruner] = [pid for pid, argv in children.items() if b"prune" in argv]  # it writes the database too
         uid = int(next(line for line in open(f"/proc/{daphne}/status") if line.startswith("Uid:")).split()[1])
+        pruner_uid = int(next(line for line in open(f"/proc/{pruner}/status") if line.startswith("Uid:")).split()[1])
+        assert pruner_uid == uid
         if others_can_read(ROOT):
             assert uid == pwd.getpwnam(user).pw_uid != 0  # served, and not as root
             assert (var / "crossedge.sqlite3").stat().st_uid == uid

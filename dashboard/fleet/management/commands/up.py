@@ -51,16 +51,21 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
         try:
+            as_web_user = self.web_user()
             children["dashboard"] = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "dashboard.asgi:application"],
                 cwd=settings.BASE_DIR,
-                **self.web_user(),
+                **as_web_user,
             )
             self.wait_for_port(host, port, children["dashboard"])
             self.stdout.write(self.style.SUCCESS(f"dashboard: http://{host}:{port}/"))
             if not opts["no_agent"]:
                 children["agent"] = subprocess.Popen(
                     [*manage, "runagent", "--server", f"ws://{host}:{port}", *demo_enforcement], cwd=settings.BASE_DIR
+                )
+            if settings.RETENTION_DAYS or settings.ROLLUP_DAYS:  # the web user's process: it owns the database
+                children["pruner"] = subprocess.Popen(
+                    [*manage, "prune", "--every", "300", "--quiet"], cwd=settings.BASE_DIR, **as_web_user
                 )
             if opts["demo"]:
                 children["demo"] = subprocess.Popen([*manage, "demo"], cwd=settings.BASE_DIR)
