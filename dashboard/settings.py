@@ -144,7 +144,8 @@ API_PAGE_SIZE = envint("CROSSEDGE_API_PAGE_SIZE", 100)
 # per-minute rollups of them this many days; pruned this many rows a transaction.
 RETENTION_DAYS = envint("CROSSEDGE_RETENTION_DAYS", 7)
 ROLLUP_DAYS = envint("CROSSEDGE_ROLLUP_DAYS", 400)
-PRUNE_BATCH = envint("CROSSEDGE_PRUNE_BATCH", 2000)
+PRUNE_BATCH = envint("CROSSEDGE_PRUNE_BATCH", 500)
+PRUNE_DUTY = envint("CROSSEDGE_PRUNE_DUTY_PERCENT", 10) / 100  # of the time the pruner may work
 
 LOGGING = {
     "version": 1,

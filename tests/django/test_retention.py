@@ -32,7 +32,7 @@ def test_prune_rolls_up_and_deletes_exactly_what_is_past_its_age(node):
     new = [agent_event(8, ts_ns=at(6.9)), agent_event(9, ts_ns=at(0), verdict="alert", rule_id="r1", severity="low"),
            open_event(10, "/etc/shadow", ts_ns=at(1))]  # fmt: skip
     assert ingest_batch(node, old + new).stored == 10
-    done = prune(NOW, days=7, batch=2, pause=0)
+    done = prune(NOW, days=7, batch=2, duty=1)
     assert done.events == {"connectionevent": 6, "processevent": 1} and done.batches == 4  # 2+2+2, then 1
     assert sorted(ConnectionEvent.objects.values_list("seq", flat=True)) == [8, 9]
     assert list(ProcessEvent.objects.values_list("seq", flat=True)) == [10]
@@ -44,7 +44,7 @@ def test_prune_rolls_up_and_deletes_exactly_what_is_past_its_age(node):
     assert (v6.target, v6.verdict, v6.count, v6.container.name) == ("[::1]:443", "deny", 1, "edge-app-prod")
     [shadow] = rolled.filter(kind="open")
     assert (shadow.target, shadow.count) == ("/etc/shadow", 40)
-    again = prune(NOW, days=7, pause=0)
+    again = prune(NOW, days=7, duty=1)
     assert sum(again.events.values()) == 0 and Rollup.objects.aggregate(n=Sum("count"))["n"] == 56
 
 
