@@ -27,6 +27,9 @@ def as_count(value) -> int:
     return value if is_count(value) else 0
 
 
+TOKEN_PREFIX = "cxn_"  # node tokens: recognisable (e.g. by secret scanners), never an option-like "-..."
+
+
 class Node(models.Model):
     name = models.CharField(max_length=100, unique=True)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
@@ -51,8 +54,9 @@ class Node(models.Model):
         return self.name
 
     def issue_token(self) -> str:
-        """Set a new random token; returns it (only its hash is kept)."""
-        token = secrets.token_urlsafe(32)
+        """Set a new random token; returns it (only its hash is kept). The prefix keeps it
+        from starting with "-", which `runagent --token TOKEN` would take for an option."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         self.token_hash = hash_token(token)
         return token
 

@@ -1,3 +1,5 @@
+import datetime as dt
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
@@ -34,9 +36,11 @@ def nodes(request):
 
 def storage() -> dict:
     """What the database holds and keeps, for the Nodes page."""
-    oldest = ConnectionEvent.objects.order_by("ts").values_list("ts", flat=True).first()
+    oldest = ConnectionEvent.objects.order_by("ts").values_list("ts", flat=True).first()  # index lookups, not counts
+    minute = Rollup.objects.order_by("minute").values_list("minute", flat=True).first()
+    rolled = dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC) if minute is not None else None
     return {"bytes": database_bytes(), "days": settings.RETENTION_DAYS, "rollup_days": settings.ROLLUP_DAYS,
-            "oldest": oldest, "rollups": Rollup.objects.count()}  # fmt: skip
+            "oldest": oldest, "oldest_rollup": rolled}  # fmt: skip
 
 
 @login_required

@@ -40,3 +40,13 @@ def test_an_agent_that_exits_leaves_the_dashboard_running(monkeypatch):
     assert command.stderr.getvalue().count("agent exited with status 1; the dashboard keeps running") == 1
     with pytest.raises(CommandError, match="the dashboard exited"):
         command.watch({"dashboard": SimpleNamespace(poll=lambda: 3, returncode=3)}, [])
+
+
+@pytest.mark.django_db
+def test_an_enrolment_token_always_passes_as_the_agents_token_argument():
+    """A random token starting with "-" (1 in 64 before the prefix) was taken by argparse for
+    an option: `runagent --token -abc` failed with "expected one argument"."""
+    parser = RunAgent().create_parser("manage.py", "runagent")
+    for i in range(300):
+        token = Node(name=f"n{i}").issue_token()
+        assert token.startswith("cxn_") and parser.parse_args(["--token", token]).token == token
