@@ -8,6 +8,7 @@ import csv
 import json
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Max, Min, Q, Sum
 from django.http import Http404, StreamingHttpResponse
@@ -46,7 +47,8 @@ def _query(request):
 
 @login_required
 def search(request):
-    context = {"actions": ACTIONS, "kinds": list(KINDS), "events": EVENTS, "rows": [], "error": ""}
+    context = {"actions": ACTIONS, "kinds": list(KINDS), "events": EVENTS, "rows": [], "error": "",
+               "retention_days": settings.RETENTION_DAYS}  # fmt: skip
     try:
         kind, flt, qs, serialize = _query(request)
         if request.GET.get("before"):

@@ -27,7 +27,7 @@ def as_count(value) -> int:
     return value if is_count(value) else 0
 
 
-TOKEN_PREFIX = "cxn_"  # node tokens: recognisable (e.g. by secret scanners), never an option-like "-..."
+TOKEN_PREFIX = "cxn_"  # noqa: S105 (a prefix, not a secret): node tokens never start like an option ("-...")
 
 
 class Node(models.Model):

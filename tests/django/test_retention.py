@@ -70,3 +70,6 @@ def test_the_command_reports_and_refuses_nonsense(node, client, staff):
     assert "Raw events are kept 7 days" in page and "kept 400 days" in page
     rolled = dt.datetime.fromtimestamp(Rollup.objects.get().minute * 60, tz=dt.UTC)
     assert f"(the oldest from {rolled:%Y-%m-%d %H:%M})" in page
+    assert "Raw events of the last 7 days: older ones are kept only as per-minute rollups" in (
+        client.get("/events/").content.decode()
+    )  # fmt: skip
