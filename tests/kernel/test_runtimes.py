@@ -62,7 +62,7 @@ async def test_a_containers_first_call_is_refused_and_reported_with_its_name_and
             return rescan(self, force)
 
         monkeypatch.setattr(type(enforcement.enforcer), "rescan", slow_rescan)
-        # the hold's safety valve (2 s) is not what this tests: several slow rescans on a
+        # the hold's safety valve (5 s) is not what this tests: several slow rescans on a
         # loaded 2-core machine can reach it, and an expired hold would let the call through
         monkeypatch.setattr(agent_module, "MAX_HOLD", 10.0)
     tag = uuid.uuid4().hex[:6]
