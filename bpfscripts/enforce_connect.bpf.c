@@ -33,7 +33,8 @@
  * crossedge_exec (tp_btf/sched_process_exec) stops (SIGSTOP) a process that execs there,
  * before the new program runs any of its own code. The agent lists the container, writes
  * its rules, clears `pending` and continues the process (SIGCONT). Nothing is held unless
- * the agent is reading `lifecycle` (a record it cannot be told about holds nothing).
+ * the agent is reading `lifecycle`, and no process unless its exec record (which says it
+ * is held) reached the agent: a hold nobody was told about would never end.
  *
  * The containers' processes (exec, exit, exec counts, exec rules) are watched by the
  * programs in process.bpf.h, their opens of watched paths (file rules) by those in
@@ -387,16 +388,7 @@ int BPF_PROG(crossedge_exec, struct task_struct *task, pid_t old_pid, struct lin
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
 
-	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return 0;
-	if (proc_exec(ctx, task, bprm, cgid))
-		return 0; /* killed by an exec rule: nothing to hold */
-	if (!bpf_map_lookup_elem(&pending, &cgid))
-		return 0;
-	struct ce_lifecycle ev = {.ts_ns = bpf_ktime_get_ns(), .cgroup_id = cgid, .type = CE_LC_HELD};
-	ev.pid = bpf_get_current_pid_tgid() >> 32;
-	/* Stopped only when the agent will hear of it (and so continue it). */
-	if (bpf_perf_event_output(ctx, &lifecycle, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) == 0)
-		bpf_send_signal(CE_SIGSTOP);
+	if (bpf_map_lookup_elem(&monitored, &cgid))
+		proc_exec(ctx, task, bprm, cgid);
 	return 0;
 }

@@ -23,9 +23,10 @@
 #define CE_OP_CONNECT 0 /* connect(): TCP, or a UDP socket being connected */
 #define CE_OP_SENDMSG 1 /* sendto()/sendmsg() with an address on an unconnected UDP socket */
 
-/* Container lifecycle records (ce_lifecycle.type), on the `lifecycle` perf array. */
-#define CE_LC_NEW 1  /* a container cgroup was made below an attach point: judged in the kernel */
-#define CE_LC_HELD 2 /* a process exec'd in a container the agent has not listed yet: stopped */
+/* Container lifecycle records (ce_lifecycle.type), on the `lifecycle` perf array. A held
+ * exec is told by its own exec record (ce_proc.held), so no second record on another pipe
+ * can arrive before or after it. */
+#define CE_LC_NEW 1 /* a container cgroup was made below an attach point: judged in the kernel */
 
 /* LPM trie keys. The prefix always covers cgroup_id and port in full (80 bits), then
  * prefixlen - 80 bits of the address. cgroup_id 0 = every monitored container;
@@ -93,13 +94,13 @@ struct ce_event {
 	__u8 pad[7];
 };
 
-/* A container cgroup the kernel classified at mkdir, or a process it held at exec. */
+/* A container cgroup the kernel classified at mkdir. */
 struct ce_lifecycle {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
 	__u64 cgroup_id;
-	__u64 parent_id; /* CE_LC_NEW: the parent cgroup */
-	__u32 pid; /* CE_LC_HELD: the stopped process */
+	__u64 parent_id; /* the parent cgroup */
 	__u32 type;
+	__u32 pad;
 };
 
 /* Processes (process.bpf.h) and files (file.bpf.h): exec, exit and open records on the
@@ -133,7 +134,7 @@ struct ce_proc {
 	__u8 verdict; /* exec, open: CE_V_* */
 	__u8 cut; /* 1: the path or argv was longer than its share of data */
 	__u8 access; /* open: CE_ACC_* bits */
-	__u8 pad;
+	__u8 held; /* exec: 1 = stopped (SIGSTOP) until the agent has listed its new container */
 	char comm[16];
 	char pcomm[16]; /* the parent's task name */
 	char data[CE_DATA_LEN]; /* path, then argv */

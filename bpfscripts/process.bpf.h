@@ -108,16 +108,18 @@ static __always_inline int proc_output(void *ctx, struct ce_proc *ev)
 
 /* Send a record, or count it with its group: every record is one or the other (or, when
  * neither the buffer nor the group table takes it, counted lost). A violation, or a
- * record from a cgroup whose first exec is held, is always sent. */
-static __always_inline void proc_send(void *ctx, struct ce_proc *ev, int alone)
+ * record from a cgroup whose first exec is held, is always sent. Returns 0 if the record
+ * itself was sent (the agent will read it). */
+static __always_inline int proc_send(void *ctx, struct ce_proc *ev, int alone)
 {
 	struct ce_proc_key key = {.cgroup_id = ev->cgroup_id, .ppid = ev->ppid, .type = ev->type};
 
 	ev->folded = 0;
 	if (alone) {
-		if (proc_output(ctx, ev) != 0)
-			proc_lost_one(ev);
-		return;
+		if (proc_output(ctx, ev) == 0)
+			return 0;
+		proc_lost_one(ev);
+		return -1;
 	}
 	if (ev->type == CE_PROC_EXEC) {
 		key.hash = fnv1a(ev->data, ev->path_len);
@@ -133,7 +135,7 @@ static __always_inline void proc_send(void *ctx, struct ce_proc *ev, int alone)
 	struct ce_flow *flow = bpf_map_lookup_elem(&proc_flows, &key);
 	if (flow && now - flow->window_ns < CE_WINDOW_NS) {
 		__sync_fetch_and_add(&flow->folded, 1);
-		return;
+		return -1;
 	}
 	if (flow) {
 		flow->window_ns = now;
@@ -144,11 +146,12 @@ static __always_inline void proc_send(void *ctx, struct ce_proc *ev, int alone)
 			flow = bpf_map_lookup_elem(&proc_flows, &key);
 	}
 	if (proc_output(ctx, ev) == 0)
-		return;
+		return 0;
 	if (flow)
 		__sync_fetch_and_add(&flow->folded, 1); /* not sent: counted, reported with the group */
 	else
 		proc_lost_one(ev);
+	return -1;
 }
 
 static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *task, __u64 cgid, __u32 type)
@@ -168,6 +171,7 @@ static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *
 	ev->slot = 0;
 	ev->cut = 0;
 	ev->access = 0;
+	ev->held = 0;
 	ev->exit_code = 0;
 	ev->lifetime_ns = 0;
 	ev->folded = 0;
@@ -200,8 +204,10 @@ static __always_inline struct ce_rule *exec_rule(__u64 cgid, const char *filenam
 	return hit;
 }
 
-/* An exec in a monitored cgroup: judge it, count it, report it. Returns 1 if killed. */
-static __always_inline int proc_exec(void *ctx, struct task_struct *task, struct linux_binprm *bprm, __u64 cgid)
+/* An exec in a monitored cgroup: judge it, count it, report it; in a container the agent
+ * has not listed yet (`pending`), stop it before its program runs, if its record (which
+ * says so) went out. */
+static __always_inline void proc_exec(void *ctx, struct task_struct *task, struct linux_binprm *bprm, __u64 cgid)
 {
 	__u32 zero = 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
@@ -214,7 +220,7 @@ static __always_inline int proc_exec(void *ctx, struct task_struct *task, struct
 	else
 		bpf_map_update_elem(&exec_counts, &cgid, &one, BPF_NOEXIST);
 	if (!ev)
-		return 0;
+		return;
 	proc_common(ev, task, cgid, CE_PROC_EXEC);
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	long n = bpf_probe_read_kernel_str(ev->data, CE_PATH_LEN, filename);
@@ -245,8 +251,10 @@ static __always_inline int proc_exec(void *ctx, struct task_struct *task, struct
 	size &= CE_ARGS_LEN - 1; /* for the verifier: at most the field */
 	if (size && bpf_probe_read_user(ev->data + off, size, (void *)start) == 0)
 		ev->args_len = size;
-	proc_send(ctx, ev, ev->verdict != CE_V_ALLOW || bpf_map_lookup_elem(&pending, &cgid) != NULL);
-	return killed;
+	int pending_here = bpf_map_lookup_elem(&pending, &cgid) != NULL;
+	ev->held = pending_here && !killed;
+	if (proc_send(ctx, ev, ev->verdict != CE_V_ALLOW || pending_here) == 0 && ev->held)
+		bpf_send_signal(CE_SIGSTOP);
 }
 
 SEC("tp_btf/sched_process_exit")

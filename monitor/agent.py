@@ -35,7 +35,7 @@ from .kernel import processes as kernel_processes
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
 from .parsers import perf_lines
-from .processes import ProcessTable, ProcGroups, judge, kill_if_held, state
+from .processes import ProcessTable, ProcGroups, judge, state
 from .rules import Flow, RuleError, RuleSet, glob_match
 from .supervisor import Supervisor
 
@@ -145,9 +145,14 @@ class Agent:
         group = event.pop("group")
         grown = self.proc_groups.growth(group, event.pop("folded"))
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
+        held = event.pop("held", False)
+        if held:  # stopped at exec in a container not listed yet: released by the kernel loop
+            self._hold(event["cgroup_id"], event["pid"])
         path = self.cgroups.path(event["cgroup_id"])
         if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
             self.out_of_scope += 1
+            if held:
+                self.held_execs.add(event["pid"])  # not ours to judge: it goes on when listed
             return
         event["cgroup_path"] = _fit_path(path or "")
         ref = identify(path, self.docker_roots, self.podman_roots)
@@ -170,9 +175,8 @@ class Agent:
                 return
         event["policy_version"] = self.ruleset.version
         self.proc_counts[event["kind"]] += 1
-        held = event["kind"] == "exec" and event["cgroup_id"] in self.pending
         if event["verdict"] == "deny" and not event["enforced"] and not event["audit"]:
-            if held and kill_if_held(pid):
+            if held and self._signal_held(pid, event["cgroup_id"], signal.SIGKILL):
                 event["enforced"] = True  # stopped at exec by the hold: it never ran
             else:
                 reason = next((n["message"] for n in self.enforcer.notes if n["rule_id"] == event["rule_id"]), "")
@@ -250,14 +254,20 @@ class Agent:
         self.flows.restart()
 
     def handle_lifecycle(self, _backend: str, record: dict) -> None:
-        """A container cgroup the kernel classified, or an exec it holds there: list it now."""
-        cgid = record["cgroup_id"]
+        """A container cgroup the kernel classified: list it now."""
+        self._await_listing(record["cgroup_id"])
+
+    def _await_listing(self, cgid: int) -> None:
         self.enforcer.classified(cgid)
         self.pending.setdefault(cgid, time.monotonic())
-        if record["type"] == "held":
-            self.held.setdefault(cgid, set()).add(record["pid"])
-            self.holds["held"] += 1
         self._kernel_wakeup.set()
+
+    def _hold(self, cgid: int, pid: int) -> None:
+        """A process the kernel stopped at exec (its exec record says so: one record, so no
+        other pipe's record can come late and leave the hold waiting for it)."""
+        self._await_listing(cgid)
+        self.held.setdefault(cgid, set()).add(pid)
+        self.holds["held"] += 1
 
     async def _release_holds(self) -> None:
         """Let held execs go on once their container is listed and its rules are in the kernel
@@ -282,7 +292,7 @@ class Agent:
             if cgid not in judged:
                 self.holds["expired"] += len(pids)
             for pid in pids:
-                if self._continue(pid, cgid):
+                if self._signal_held(pid, cgid, signal.SIGCONT):
                     self.holds["released"] += 1
                     self.hold_ms_max = max(self.hold_ms_max, (time.monotonic() - since) * 1000)
 
@@ -298,13 +308,14 @@ class Agent:
             return set()
         return {pid for pid in pids if state(pid) == "T"}
 
-    def _continue(self, pid: int, cgid: int) -> bool:
-        """SIGCONT a held process, if it is still the one in that cgroup."""
+    def _signal_held(self, pid: int, cgid: int, sig: int) -> bool:
+        """Continue (or kill) a held process, if it is still the one in that cgroup. It has
+        run none of its own code: the kernel's SIGSTOP is taken before it returns to it."""
         path = _cgroup2_path(pid)
         if path is None or self.cgroups.id_of(path) != cgid:
             return False
         try:
-            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, sig)
         except ProcessLookupError:
             return False
         return True

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import time
 
 from .kernel.layout import PROC_TYPES, access_names
@@ -142,17 +141,6 @@ def judge(event: dict, ruleset: RuleSet, container: str | None, rule_for_slot=la
         audit=bool(rule and rule.audit),
         enforced=False,
     )
-
-
-def kill_if_held(pid: int) -> bool:
-    """SIGKILL a process the kernel stopped at exec (it has run none of its own code)."""
-    if state(pid) != "T":
-        return False
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def state(pid: int) -> str:

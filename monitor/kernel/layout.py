@@ -21,7 +21,7 @@ ACTION_CODES = {"allow": 0, "alert": 1, "deny": 2}
 ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
 VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program did with a call
 OP_NAMES = {0: "connect", 1: "sendmsg"}  # CE_OP_*: which call was judged
-LIFECYCLE_TYPES = {1: "new", 2: "held"}  # CE_LC_*
+LIFECYCLE_TYPES = {1: "new"}  # CE_LC_*
 PROC_TYPES = {1: "exec", 2: "exit", 3: "open"}  # CE_PROC_*
 ACCESS_BITS = {"read": 1, "write": 2, "create": 4, "truncate": 8}  # CE_ACC_*: what an open asks for
 FILE_WATCHED, FILE_SCOPED = 1, 2  # CE_FILE_*: file_config's bits
@@ -33,9 +33,9 @@ KEY6 = struct.Struct("<IQH16s")
 RULE = struct.Struct(f"<IIBB2x{RULE_ID_LEN}s")
 EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")
 FLOW_KEY = struct.Struct("<QIHBB16sB7x")
-LIFECYCLE = struct.Struct("<QQQII")
+LIFECYCLE = struct.Struct("<QQQI4x")
 FLOW = struct.Struct("<QQ")
-PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBBBx16s16s")  # a ce_proc up to its data, which is sent as used
+PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBBBB16s16s")  # a ce_proc up to its data, which is sent as used
 PROC_KEY = struct.Struct("<QQIIiI")
 PROC = struct.Struct(f"{PROC_HEAD.format}{DATA_LEN}s4x")
 PATH_KEY = struct.Struct(f"<IQ{MATCH_LEN}s")
@@ -119,13 +119,13 @@ def decode_event(data: bytes) -> dict:
 
 
 def decode_lifecycle(data: bytes) -> dict:
-    """One struct ce_lifecycle: a container cgroup the kernel classified, or a held exec."""
+    """One struct ce_lifecycle: a container cgroup the kernel classified."""
     if len(data) < LIFECYCLE.size:
         raise ValueError(f"lifecycle record is {len(data)} bytes, expected {LIFECYCLE.size}")
-    ts_ns, cgroup_id, parent_id, pid, kind = LIFECYCLE.unpack_from(data)
+    ts_ns, cgroup_id, parent_id, kind = LIFECYCLE.unpack_from(data)
     if kind not in LIFECYCLE_TYPES:
         raise ValueError(f"lifecycle record has type {kind}")
-    return {"type": LIFECYCLE_TYPES[kind], "mono_ns": ts_ns, "cgroup_id": cgroup_id, "parent_id": parent_id, "pid": pid}
+    return {"type": LIFECYCLE_TYPES[kind], "mono_ns": ts_ns, "cgroup_id": cgroup_id, "parent_id": parent_id}
 
 
 def decode_proc(data: bytes) -> dict:
@@ -134,7 +134,7 @@ def decode_proc(data: bytes) -> dict:
     if len(data) < PROC_HEAD.size:
         raise ValueError(f"process record is {len(data)} bytes, expected at least {PROC_HEAD.size}")
     (ts_ns, cgroup_id, start_ns, lifetime_ns, folded, kind, pid, ppid, uid, gid, exit_code, slot, path_len, args_len,
-     verdict, cut, access, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
+     verdict, cut, access, held, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
     if kind not in PROC_TYPES:
         raise ValueError(f"process record has type {kind}")
     if verdict not in VERDICT_NAMES:
@@ -165,13 +165,17 @@ def decode_proc(data: bytes) -> dict:
         path = body[:path_len]
         return record | {"path": _cstr(path), "access": access_names(access), "result": exit_code,
                          "group": proc_group(cgroup_id, kind, access, exit_code, path)}  # fmt: skip
-    return record | {
-        "binary": _cstr(body[:path_len]),
-        "args": argv[:-1] if argv and argv[-1] == "" else argv,
-        "exit_code": exit_code if kind == 2 else None,
-        "lifetime_ns": lifetime_ns if kind == 2 else None,
-        "group": proc_group(cgroup_id, kind, ppid, exit_code, body[:path_len] if kind == 1 else comm),
-    }
+    return (
+        record
+        | {
+            "binary": _cstr(body[:path_len]),
+            "held": bool(held),  # stopped until the agent has listed its new container
+            "args": argv[:-1] if argv and argv[-1] == "" else argv,
+            "exit_code": exit_code if kind == 2 else None,
+            "lifetime_ns": lifetime_ns if kind == 2 else None,
+            "group": proc_group(cgroup_id, kind, ppid, exit_code, body[:path_len] if kind == 1 else comm),
+        }
+    )
 
 
 def proc_group(cgroup_id: int, kind: int, ppid: int, exit_code: int, named: bytes) -> tuple:

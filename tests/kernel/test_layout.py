@@ -40,7 +40,7 @@ MEMBERS = {
         "verdict",
         "cut",
         "access",
-        "pad",
+        "held",
         "comm",
         "pcomm",
         "data",

@@ -39,12 +39,13 @@ def test_recorded_calls_decode_field_by_field():
 
 
 def test_recorded_lifecycle_records_decode():
-    new, *held = replay("lifecycle", perf_lines.parse_lifecycle)
-    assert new["type"] == "new" and new["cgroup_id"] > 0 and new["parent_id"] > 0 and new["pid"] == 0
-    assert held and all(h["type"] == "held" and h["cgroup_id"] == new["cgroup_id"] and h["pid"] > 0 for h in held)
-    assert new["mono_ns"] < held[0]["mono_ns"]
-    with pytest.raises(LineError):
-        perf_lines.parse_lifecycle(b"0 " + bytes(36).hex().encode())  # type 0 is no lifecycle record
+    (new,) = replay("lifecycle", perf_lines.parse_lifecycle)  # held execs say so in their own record
+    assert new["type"] == "new" and new["cgroup_id"] > 0 and new["parent_id"] > 0
+    procs = replay("procs", perf_lines.parse_proc)
+    assert new["mono_ns"] < procs[0]["mono_ns"] and procs[0]["cgroup_id"] == new["cgroup_id"]
+    for kind in (0, 2):  # 0 is no lifecycle record; 2 was the held record, now part of the exec's
+        with pytest.raises(LineError, match="type"):
+            perf_lines.parse_lifecycle(b"0 " + (bytes(24) + bytes([kind]) + bytes(7)).hex().encode())
 
 
 def test_recorded_execs_and_exits_decode():
@@ -57,6 +58,9 @@ def test_recorded_execs_and_exits_decode():
     assert python["binary"].endswith("/.venv/bin/python") and python["args"][:2] == [python["binary"], "-c"]
     assert python["comm"] == "python"
     assert python["kernel_verdict"] == "allow" and python["exit_code"] is None and python["cut"] is False
+    # no agent lists the recording's container: every exec there is held, but one killed at exec
+    assert [e["held"] for e in execs] == [True] * 5 + [False]
+    assert not any(r["held"] for r in records if r["event"] == "exit")
     killed = execs[-1]
     assert (killed["binary"], killed["args"], killed["kernel_verdict"]) == ("/bin/false", ["/bin/false"], "deny")
     assert killed["slot"] > 0 and exits[killed["pid"]]["exit_code"] == 9  # SIGKILL at exec
