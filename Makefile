@@ -5,7 +5,8 @@ PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := bpftrace bpftool clang llvm libbpf-dev iproute2 python3-venv
-TEST_APT_PACKAGES := postgresql redis-server redis-tools chromium docker.io podman runc busybox-static libc6-dev
+TEST_APT_PACKAGES := postgresql redis-server redis-tools chromium docker.io podman runc busybox-static libc6-dev \
+                     prometheus-alertmanager
 HOST ?= 127.0.0.1
 PORT ?= 8000
 

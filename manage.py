@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Django's command-line utility for CrossEdge."""
 
+import getpass
 import os
 import sys
 
@@ -8,4 +9,8 @@ if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from dashboard.audit.actor import acting_as
+
+    # What a command changes is recorded as the command's (rule history, audit trail).
+    with acting_as(f"cli: {' '.join(sys.argv[1:2]) or 'manage.py'} ({getpass.getuser()})"):
+        execute_from_command_line(sys.argv)

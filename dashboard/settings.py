@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "dashboard.policy",
     "dashboard.events",
     "dashboard.api",
+    "dashboard.alerts",
+    "dashboard.audit",
     "axes",
 ]
 
@@ -40,7 +42,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "dashboard.policy.history.ActorMiddleware",
+    "dashboard.audit.actor.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login
@@ -83,6 +85,9 @@ DATABASES = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         },
+        # Tests on a file as production runs (WAL, a busy timeout), not on SQLite's shared-cache
+        # memory database, whose table locks fail at once where threads (alerts) write together.
+        "TEST": {"NAME": str(VAR_DIR / "test-crossedge.sqlite3")},
     }
 }
 
@@ -146,6 +151,26 @@ RETENTION_DAYS = envint("CROSSEDGE_RETENTION_DAYS", 7)
 ROLLUP_DAYS = envint("CROSSEDGE_ROLLUP_DAYS", 400)
 PRUNE_BATCH = envint("CROSSEDGE_PRUNE_BATCH", 500)
 PRUNE_DUTY = envint("CROSSEDGE_PRUNE_DUTY_PERCENT", 10) / 100  # of the time the pruner may work
+
+# The audit trail (dashboard/audit) is kept AUDIT_DAYS (0: forever).
+AUDIT_DAYS = envint("CROSSEDGE_AUDIT_DAYS", 400)
+
+# Alert outputs (dashboard/alerts): a YAML file of outputs for headless deployments; a failed
+# delivery is retried with backoff up to ALERT_RETRY_MAX seconds apart, for ALERT_GIVE_UP_HOURS.
+ALERTS_FILE = os.environ.get("CROSSEDGE_ALERTS", "")
+ALERT_RETRY_MAX = envint("CROSSEDGE_ALERT_RETRY_MAX", 15)
+ALERT_GIVE_UP_HOURS = envint("CROSSEDGE_ALERT_GIVE_UP_HOURS", 24)
+# Where staff reach the dashboard: the links alerts carry.
+PUBLIC_URL = os.environ.get("CROSSEDGE_PUBLIC_URL", "http://127.0.0.1:8000")
+# Email alerts go through Django's mail settings, from the environment.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "crossedge@localhost")
 
 LOGGING = {
     "version": 1,

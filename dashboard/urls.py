@@ -2,7 +2,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from dashboard.alerts import views as alerts
 from dashboard.api import views as api
+from dashboard.audit import views as audit
 from dashboard.events import search
 from dashboard.events import views as events
 from dashboard.fleet import metrics as fleet_metrics
@@ -21,6 +23,10 @@ urlpatterns = [
     path("containers/<int:pk>/", fleet.container, name="container"),
     path("processes/<int:pk>/", events.process, name="process"),
     path("events/", search.search, name="search"),
+    path("alerts/", alerts.outputs, name="alerts"),
+    path("alerts/<int:pk>/test/", alerts.test, name="alert-test"),
+    path("audit/", audit.trail, name="audit"),
+    path("audit/export.<str:fmt>", audit.export, name="audit-export"),
     path("events/export.<str:fmt>", search.export, name="export"),
     path("violations/grouped/", search.grouped, name="grouped"),
     path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),

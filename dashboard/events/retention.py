@@ -2,7 +2,8 @@
 rollups (kept ROLLUP_DAYS) and deleted, a small batch per transaction, so ingest and page
 loads wait at most one batch (SQLite has one writer), and after each batch the pruner
 rests so that it works at most PRUNE_DUTY of the time: ingest keeps the database (and the
-CPU) for itself the rest. Their violations go with them."""
+CPU) for itself the rest. Their violations go with them, and alert notifications delivered
+before the same age; audit entries after AUDIT_DAYS."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from dashboard.alerts.models import Notification
+from dashboard.audit.models import AuditEntry
+
 from .models import ConnectionEvent, ProcessEvent, Rollup, Violation
 
 MINUTE_NS = 60 * 10**9
@@ -26,6 +30,8 @@ class Pruned:
     events: dict[str, int] = field(default_factory=dict)  # table -> rows deleted
     rolled_up: int = 0  # rollup rows written
     rollups: int = 0  # rollup rows deleted (past ROLLUP_DAYS)
+    notifications: int = 0  # alert notifications delivered or given up, past RETENTION_DAYS
+    audit: int = 0  # audit entries past AUDIT_DAYS
     batches: int = 0
 
 
@@ -56,6 +62,13 @@ def prune(now: dt.datetime | None = None, *, days: int | None = None, rollup_day
                     progress(name, done.events[name])
                 if duty < 1:  # rest, so ingest has the writer lock and a core the rest of the time
                     time.sleep((time.monotonic() - started) * (1 - duty) / max(duty, 0.01))
+        delivered = Notification.objects.filter(created_at__lt=cutoff).exclude(state="queued")  # alerts sent
+        while ids := list(delivered.values_list("pk", flat=True)[:batch]):
+            done.notifications += Notification.objects.filter(pk__in=ids).delete()[0]
+    if settings.AUDIT_DAYS > 0:
+        old = AuditEntry.objects.filter(ts__lt=now - dt.timedelta(days=settings.AUDIT_DAYS))
+        while ids := list(old.values_list("pk", flat=True)[:batch]):
+            done.audit += AuditEntry.objects.filter(pk__in=ids).delete()[0]
     if rollup_days > 0:
         oldest = int((now - dt.timedelta(days=rollup_days)).timestamp()) // 60
         while ids := list(Rollup.objects.filter(minute__lt=oldest).values_list("pk", flat=True)[:batch]):

@@ -4,16 +4,14 @@ and destination."""
 
 from __future__ import annotations
 
-import csv
-import json
-from datetime import datetime
-
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Max, Min, Q, Sum
-from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
+
+from dashboard.audit.trail import record
+from dashboard.export import check_format, download
 
 from .filters import ACTIONS, EventFilter, FilterError
 from .filters import KINDS as EVENTS
@@ -24,7 +22,6 @@ KINDS = sources()
 PAGE = 100
 EXPORT_CAP = 1_000_000
 GROUPS = 50
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cursor(raw: str):
@@ -81,46 +78,16 @@ def _flat(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "container"} | {"container": container.get("name", "")}
 
 
-def _safe_cell(value):
-    """Spreadsheets run cells that start like a formula: attacker-chosen text must not."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
-
-class _Line:
-    def write(self, value):
-        return value
-
-
 @login_required
 def export(request, fmt):
-    if fmt not in ("csv", "ndjson"):
-        raise Http404("export as .csv or .ndjson")
+    check_format(fmt)
     try:
         kind, flt, qs, serialize = _query(request)
     except FilterError as exc:
         return render(request, "events/search.html", {"error": str(exc), "filter": EventFilter()}, status=400)
     rows = (_flat(serialize(r)) for r in qs[:EXPORT_CAP].iterator(chunk_size=2000))
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    if fmt == "csv":
-        writer = csv.writer(_Line())
-
-        def lines():
-            header = None
-            for row in rows:
-                if header is None:
-                    header = list(row)
-                    yield writer.writerow(header)
-                yield writer.writerow([_safe_cell(row[k]) for k in header])
-
-        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    else:
-        response = StreamingHttpResponse(
-            (json.dumps(row, separators=(",", ":")) + "\n" for row in rows), content_type="application/x-ndjson"
-        )
-    response["Content-Disposition"] = f'attachment; filename="crossedge-{kind}-{stamp}.{fmt}"'
-    return response
+    record("events_exported", kind, format=fmt, filter=request.GET.dict())
+    return download(rows, fmt, kind)
 
 
 @login_required

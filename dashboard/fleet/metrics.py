@@ -17,6 +17,8 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from dashboard.alerts.metrics import AlertCollector
+from dashboard.audit.actor import client_address
 from dashboard.events.retention import database_bytes
 
 from .models import Node, as_count
@@ -90,18 +92,6 @@ def allowed(request) -> bool:
     return any(client in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_ALLOW)
 
 
-def client_address(request) -> str:
-    """The scraper's address: REMOTE_ADDR, or for a trusted proxy the address it forwarded.
-    A request a loopback proxy forwarded from anywhere must not pass as loopback."""
-    remote = request.META.get("REMOTE_ADDR", "")
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
-    if forwarded is None:
-        return remote
-    if remote in settings.TRUSTED_PROXIES:
-        return forwarded.split(",")[-1].strip()  # what the trusted proxy appended
-    return ""  # forwarded by a proxy we were not told to trust: the address says nothing
-
-
 def metrics(request):
     if not allowed(request):
         return HttpResponseForbidden(
@@ -110,4 +100,5 @@ def metrics(request):
         )
     registry = CollectorRegistry()
     registry.register(FleetCollector())
+    registry.register(AlertCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

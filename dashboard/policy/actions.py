@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from dashboard.audit.trail import record
 from monitor.rules import Rule as EngineRule
 
+from . import policyfile
 from .models import Rule
 
 MODES = ("merge", "replace")
@@ -24,7 +26,7 @@ class ImportResult:
         return f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, {self.deleted} deleted"
 
 
-def import_rules(rules: list[EngineRule], mode: str = "merge", dry_run: bool = False) -> ImportResult:
+def import_rules(rules: list[EngineRule], mode: str = "merge", dry_run: bool = False, source: str = "") -> ImportResult:
     """Apply validated rules in one transaction: all of them, or (on any error) none.
 
     merge keeps rules the file does not name; replace deletes them.
@@ -55,8 +57,13 @@ def import_rules(rules: list[EngineRule], mode: str = "merge", dry_run: bool = F
             result.deleted = len(stale)
         if dry_run:
             transaction.set_rollback(True)
+        else:
+            record("policy_imported", source, mode=mode, rules=len(rules), result=str(result))
     return result
 
 
-def export_specs() -> list[dict]:
-    return [r.to_spec() for r in Rule.objects.all()]
+def export_policy(where: str) -> str:
+    """The rule set as a policy file; the export is recorded in the audit trail."""
+    specs = [r.to_spec() for r in Rule.objects.all()]
+    record("policy_exported", where, rules=len(specs))
+    return policyfile.dumps(specs)

@@ -70,7 +70,7 @@ class RuleAdmin(admin.ModelAdmin):
                 return self._import_page(request, form)
             try:
                 rules = policyfile.loads(upload.read(limit + 1), upload.name, limit)
-                result = actions.import_rules(rules, form.cleaned_data["mode"])
+                result = actions.import_rules(rules, form.cleaned_data["mode"], source=upload.name)
             except policyfile.PolicyFileError as exc:
                 form.add_error("file", f"Nothing was imported. {exc}")
             else:
@@ -90,6 +90,6 @@ class RuleAdmin(admin.ModelAdmin):
     def export_view(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied("exporting the policy needs permission to view rules")
-        response = HttpResponse(policyfile.dumps(actions.export_specs()), content_type="application/yaml")
+        response = HttpResponse(actions.export_policy("download"), content_type="application/yaml")
         response["Content-Disposition"] = 'attachment; filename="crossedge-policy.yaml"'
         return response

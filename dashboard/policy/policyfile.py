@@ -25,15 +25,17 @@ class PolicyFileError(ValueError):
 class StrictLoader(yaml.SafeLoader):
     """SafeLoader without aliases, anchors, explicit tags or duplicate keys."""
 
+    what = "policy files"  # for the messages: what is being read
+
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
-            raise yaml.MarkedYAMLError(None, None, "aliases are not allowed in policy files", mark)
+            raise yaml.MarkedYAMLError(None, None, f"aliases are not allowed in {self.what}", mark)
         event = self.peek_event()
         if getattr(event, "anchor", None):
-            raise yaml.MarkedYAMLError(None, None, "anchors are not allowed in policy files", event.start_mark)
+            raise yaml.MarkedYAMLError(None, None, f"anchors are not allowed in {self.what}", event.start_mark)
         if getattr(event, "tag", None) is not None:  # explicit tags (!!str, !!map, !x): plain YAML only
-            message = f"tags are not allowed in policy files ({event.tag})"
+            message = f"tags are not allowed in {self.what} ({event.tag})"
             raise yaml.MarkedYAMLError(None, None, message, event.start_mark)
         return super().compose_node(parent, index)
 

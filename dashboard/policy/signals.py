@@ -4,14 +4,16 @@ version and is recorded in the rule's history."""
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
+from dashboard.audit.actor import current_actor
+
 from .distribution import bump_version
-from .history import current_actor
 from .models import Rule, RuleChange
 
 
 def _record(rule_id: str, action: str, before, after) -> None:
-    name, user_id = current_actor()
-    RuleChange.objects.create(rule_id=rule_id, action=action, actor=name, user_id=user_id, before=before, after=after)
+    who = current_actor()
+    RuleChange.objects.create(rule_id=rule_id, action=action, actor=who.name, user_id=who.user_id, before=before,
+                              after=after)  # fmt: skip
 
 
 @receiver(pre_save, sender=Rule)

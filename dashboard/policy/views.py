@@ -20,7 +20,6 @@ from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
 from dashboard.fleet.models import Node
 from monitor import rules as engine
 
-from .history import acting_as
 from .models import PolicyState, Rule, RuleChange
 from .roles import can_edit_rules
 
@@ -103,9 +102,8 @@ def promote(request, rule_id):
     if row is None:
         messages.error(request, f"{rule_id} is not an audit-mode rule")
     else:
-        with acting_as(request.user.get_username(), request.user.pk):
-            row.mode = "enforce"
-            row.save()
+        row.mode = "enforce"  # recorded as the request's user (audit.actor.ActorMiddleware)
+        row.save()
         messages.success(request, f"{rule_id} now enforces: matching connections are refused by the kernel.")
     return redirect("rule", rule_id=rule_id)
 

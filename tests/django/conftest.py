@@ -4,8 +4,10 @@ import itertools
 import time
 
 import pytest
+from django.contrib.auth.models import Group
 
 from dashboard.fleet.models import Node
+from dashboard.policy.roles import EDITORS, VIEWERS
 
 _seq = itertools.count(1)
 
@@ -16,6 +18,20 @@ def node(db):
     n.token = n.issue_token()
     n.save()
     return n
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    user = django_user_model.objects.create_user("val", "", "pw-viewer-123")
+    user.groups.add(Group.objects.get(name=VIEWERS))
+    return user
+
+
+@pytest.fixture
+def editor(django_user_model):
+    user = django_user_model.objects.create_user("eddie", "", "pw-editor-123", is_staff=True)
+    user.groups.add(Group.objects.get(name=EDITORS))
+    return user
 
 
 def agent_event(seq=None, **overrides):

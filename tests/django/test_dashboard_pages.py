@@ -8,14 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from dashboard.events.ingest import ingest_batch
 from dashboard.events.models import ConnectionEvent
 from dashboard.fleet.models import Container
 from dashboard.policy.models import Rule, RuleChange
-from dashboard.policy.roles import EDITORS, VIEWERS
 from dashboard.policy.views import hits_per_hour
 
 from .conftest import agent_event
@@ -35,20 +33,6 @@ def stored(node):
     ]  # fmt: skip
     batch.append(agent_event(9, verdict="allow", rule_id="", severity="", dest_ip="127.8.8.8", dest_port=80))
     ingest_batch(node, batch)
-
-
-@pytest.fixture
-def viewer(django_user_model):
-    user = django_user_model.objects.create_user("val", "", "pw-viewer-123")
-    user.groups.add(Group.objects.get(name=VIEWERS))
-    return user
-
-
-@pytest.fixture
-def editor(django_user_model):
-    user = django_user_model.objects.create_user("eddie", "", "pw-editor-123", is_staff=True)
-    user.groups.add(Group.objects.get(name=EDITORS))
-    return user
 
 
 @pytest.mark.django_db

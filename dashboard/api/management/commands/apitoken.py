@@ -2,6 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.api.models import ApiToken
+from dashboard.audit.trail import record
 
 
 class Command(BaseCommand):
@@ -16,4 +17,5 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user {opts['user']!r}")
         _, key = ApiToken.create_for(user, opts["name"])
+        record("api_token_issued", f"{user.get_username()}: {opts['name']}")
         self.stdout.write(key)

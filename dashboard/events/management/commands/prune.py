@@ -41,11 +41,12 @@ class Command(BaseCommand):
 
         done = prune(days=opts["days"], rollup_days=opts["rollup_days"], progress=progress)
         total = sum(done.events.values())
-        if total or done.rollups or not opts["quiet"]:
+        if total or done.rollups or done.audit or not opts["quiet"]:
             tables = ", ".join(f"{t}: {n}" for t, n in done.events.items()) or "retention off"
             size = database_bytes()
             self.stdout.write(
                 f"pruned {total} event(s) older than {opts['days']} days ({tables}) into {done.rolled_up} rollup "
                 f"row(s); {done.rollups} rollup row(s) past {opts['rollup_days']} days deleted"
+                + (f"; {done.audit} audit entries past {settings.AUDIT_DAYS} days deleted" if done.audit else "")
                 + (f"; database {size / 2**20:.1f} MiB" if size else "")
             )

@@ -67,6 +67,7 @@ class Command(BaseCommand):
                 children["pruner"] = subprocess.Popen(
                     [*manage, "prune", "--every", "300", "--quiet"], cwd=settings.BASE_DIR, **as_web_user
                 )
+            children["alerts"] = subprocess.Popen([*manage, "alerts"], cwd=settings.BASE_DIR, **as_web_user)
             if opts["demo"]:
                 children["demo"] = subprocess.Popen([*manage, "demo"], cwd=settings.BASE_DIR)
             self.watch(children, stopping)

@@ -5,8 +5,8 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from dashboard.audit.actor import acting_as
 from dashboard.policy import actions, policyfile
-from dashboard.policy.history import acting_as
 
 
 class Command(BaseCommand):
@@ -47,12 +47,12 @@ class Command(BaseCommand):
         except policyfile.PolicyFileError as exc:
             raise CommandError(f"{exc}; nothing was imported") from None
         with acting_as(f"cli: policy import {source}"[:150]):
-            result = actions.import_rules(rules, mode, dry_run)
+            result = actions.import_rules(rules, mode, dry_run, source)
         prefix = "dry run, nothing changed: would be " if dry_run else ""
         self.stdout.write(f"{source}: {len(rules)} rules, {prefix}{result}")
 
     def do_export(self, path):
-        text = policyfile.dumps(actions.export_specs())
+        text = actions.export_policy("standard output" if path == "-" else path)
         if path == "-":
             self.stdout.write(text, ending="")
             return
