@@ -81,7 +81,8 @@ DATABASES = {
         "NAME": VAR_DIR / "crossedge.sqlite3",
         "OPTIONS": {
             # WAL lets the feeds read while ingest writes; IMMEDIATE avoids lock upgrades.
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            # journal_size_limit: a checkpointed WAL is cut back to 8 MiB, not kept at its peak.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=8388608;",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         },
@@ -149,6 +150,7 @@ API_PAGE_SIZE = envint("CROSSEDGE_API_PAGE_SIZE", 100)
 # per-minute rollups of them this many days; pruned this many rows a transaction.
 RETENTION_DAYS = envint("CROSSEDGE_RETENTION_DAYS", 7)
 ROLLUP_DAYS = envint("CROSSEDGE_ROLLUP_DAYS", 400)
+RETENTION_MB = envint("CROSSEDGE_RETENTION_MB", 0)  # a bound on the data's size; 0: none
 PRUNE_BATCH = envint("CROSSEDGE_PRUNE_BATCH", 500)
 PRUNE_DUTY = envint("CROSSEDGE_PRUNE_DUTY_PERCENT", 10) / 100  # of the time the pruner may work
 

@@ -3,7 +3,8 @@ rollups (kept ROLLUP_DAYS) and deleted, a small batch per transaction, so ingest
 loads wait at most one batch (SQLite has one writer), and after each batch the pruner
 rests so that it works at most PRUNE_DUTY of the time: ingest keeps the database (and the
 CPU) for itself the rest. Their violations go with them, and alert notifications delivered
-before the same age; audit entries after AUDIT_DAYS."""
+before the same age; audit entries after AUDIT_DAYS. With a size bound (RETENTION_MB) the
+oldest events go sooner, then the oldest rollups, whatever their age (SQLite: see used_bytes)."""
 
 from __future__ import annotations
 
@@ -23,45 +24,43 @@ from dashboard.audit.models import AuditEntry
 from .models import ConnectionEvent, ProcessEvent, Rollup, Violation
 
 MINUTE_NS = 60 * 10**9
+# Past this share of the size bound, prune down to the low-water share: the file peaks near
+# the high-water mark plus what is written between two runs, and is not pruned an hour a run.
+SIZE_HIGH_WATER, SIZE_LOW_WATER = 0.95, 0.85
 
 
 @dataclass
 class Pruned:
     events: dict[str, int] = field(default_factory=dict)  # table -> rows deleted
+    violations: int = 0  # violations deleted with their events
     rolled_up: int = 0  # rollup rows written
     rollups: int = 0  # rollup rows deleted (past ROLLUP_DAYS)
     notifications: int = 0  # alert notifications delivered or given up, past RETENTION_DAYS
     audit: int = 0  # audit entries past AUDIT_DAYS
+    size_cutoff: dt.datetime | None = None  # events before this went to keep the size bound
+    rollups_by_size: int = 0  # rollup rows deleted (the oldest days) to keep the size bound
+    size_unbounded: str = ""  # why a size bound was not applied
     batches: int = 0
 
 
 def prune(now: dt.datetime | None = None, *, days: int | None = None, rollup_days: int | None = None,
-          batch: int | None = None, duty: float | None = None, progress=None) -> Pruned:  # fmt: skip
+          max_bytes: int | None = None, batch: int | None = None, duty: float | None = None,
+          progress=None) -> Pruned:  # fmt: skip
     """Roll up and delete events older than `days` (settings.RETENTION_DAYS; 0 keeps all),
-    and rollups older than `rollup_days`. `progress(table, deleted_so_far)` after each batch."""
+    and rollups older than `rollup_days`; then, once the data takes 95 % of `max_bytes`
+    (settings.RETENTION_MB; 0: no bound), down to 85 %: the oldest hour of events at a time,
+    and once none are left the oldest day of rollups. `progress(table, deleted_so_far)`
+    after each batch."""
     now = now or timezone.now()
     days = settings.RETENTION_DAYS if days is None else days
     rollup_days = settings.ROLLUP_DAYS if rollup_days is None else rollup_days
+    max_bytes = settings.RETENTION_MB * 2**20 if max_bytes is None else max_bytes
     batch = batch or settings.PRUNE_BATCH
     duty = settings.PRUNE_DUTY if duty is None else duty
     done = Pruned()
     if days > 0:
         cutoff = now - dt.timedelta(days=days)
-        for model in (ConnectionEvent, ProcessEvent):
-            name = model._meta.model_name
-            done.events[name] = 0
-            while True:
-                started = time.monotonic()
-                n = _prune_batch(model, cutoff, batch, done)
-                if not n:
-                    break
-                _checkpoint()
-                done.events[name] += n
-                done.batches += 1
-                if progress:
-                    progress(name, done.events[name])
-                if duty < 1:  # rest, so ingest has the writer lock and a core the rest of the time
-                    time.sleep((time.monotonic() - started) * (1 - duty) / max(duty, 0.01))
+        _prune_events(cutoff, batch, duty, done, progress)
         delivered = Notification.objects.filter(created_at__lt=cutoff).exclude(state="queued")  # alerts sent
         while ids := list(delivered.values_list("pk", flat=True)[:batch]):
             done.notifications += Notification.objects.filter(pk__in=ids).delete()[0]
@@ -70,10 +69,54 @@ def prune(now: dt.datetime | None = None, *, days: int | None = None, rollup_day
         while ids := list(old.values_list("pk", flat=True)[:batch]):
             done.audit += AuditEntry.objects.filter(pk__in=ids).delete()[0]
     if rollup_days > 0:
-        oldest = int((now - dt.timedelta(days=rollup_days)).timestamp()) // 60
-        while ids := list(Rollup.objects.filter(minute__lt=oldest).values_list("pk", flat=True)[:batch]):
-            done.rollups += Rollup.objects.filter(pk__in=ids).delete()[0]
+        _prune_rollups(int((now - dt.timedelta(days=rollup_days)).timestamp()) // 60, batch, done)
+    if max_bytes > 0 and connection.vendor != "sqlite":
+        done.size_unbounded = f"the size bound applies to SQLite only, not {connection.vendor}: bound by age"
+    elif max_bytes > 0 and (used_bytes() or 0) > max_bytes * SIZE_HIGH_WATER:
+        _prune_to_size(int(max_bytes * SIZE_LOW_WATER), batch, duty, done, progress)
     return done
+
+
+def _prune_events(cutoff: dt.datetime, batch: int, duty: float, done: Pruned, progress) -> None:
+    for model in (ConnectionEvent, ProcessEvent):
+        name = model._meta.model_name
+        done.events.setdefault(name, 0)
+        while True:
+            started = time.monotonic()
+            n = _prune_batch(model, cutoff, batch, done)
+            if not n:
+                break
+            _checkpoint()
+            done.events[name] += n
+            done.batches += 1
+            if progress:
+                progress(name, done.events[name])
+            if duty < 1:  # rest, so ingest has the writer lock and a core the rest of the time
+                time.sleep((time.monotonic() - started) * (1 - duty) / max(duty, 0.01))
+
+
+def _prune_rollups(before_minute: int, batch: int, done: Pruned) -> None:
+    while ids := list(Rollup.objects.filter(minute__lt=before_minute).values_list("pk", flat=True)[:batch]):
+        done.rollups += Rollup.objects.filter(pk__in=ids).delete()[0]
+
+
+def _prune_to_size(target: int, batch: int, duty: float, done: Pruned, progress) -> None:
+    """Oldest first, an hour of events (rolled up) or a day of rollups at a time, until the
+    data takes at most `target` bytes."""
+    while (used_bytes() or 0) > target:
+        oldest = [t for t in (m.objects.order_by("ts").values_list("ts", flat=True).first()
+                              for m in (ConnectionEvent, ProcessEvent)) if t is not None]  # fmt: skip
+        if oldest:
+            done.size_cutoff = min(oldest) + dt.timedelta(hours=1)
+            _prune_events(done.size_cutoff, batch, duty, done, progress)
+            continue
+        minute = Rollup.objects.order_by("minute").values_list("minute", flat=True).first()
+        if minute is None:
+            return  # nothing of ours left to remove: the rest is the dashboard's own tables
+        before = done.rollups
+        _prune_rollups(minute + 24 * 60, batch, done)
+        done.rollups_by_size += done.rollups - before
+        _checkpoint()
 
 
 # Per event table: the columns a rollup keeps of it, and its kind and target from them.
@@ -104,7 +147,7 @@ def _prune_batch(model, cutoff: dt.datetime, batch: int, done: Pruned) -> int:
         done.rolled_up += len(rollups)
         # Their violations first (one query: nothing depends on a violation), then the rows
         # by id in one statement: the ORM's cascade would load every row as an object first.
-        Violation.objects.filter(**{f"{VIOLATION_LINK[model]}__in": ids}).delete()
+        done.violations += Violation.objects.filter(**{f"{VIOLATION_LINK[model]}__in": ids}).delete()[0]
         with connection.cursor() as cur:
             marks = ", ".join(["%s"] * len(ids))
             cur.execute(f"DELETE FROM {model._meta.db_table} WHERE id IN ({marks})", ids)  # noqa: S608 (ids only)
@@ -129,3 +172,18 @@ def database_bytes() -> int | None:
             cur.execute("SELECT pg_database_size(current_database())")
             return cur.fetchone()[0]
     return None
+
+
+def used_bytes() -> int | None:
+    """SQLite: the pages in use, leaving out the free pages deletes leave in the file for
+    reuse: what the size bound measures. None elsewhere: PostgreSQL's sizes keep the space
+    VACUUM freed for reuse, and its live-row statistics lag behind deletes, so no figure of
+    it would let the pruner stop at the right row (it is bound by age there)."""
+    if connection.vendor != "sqlite":
+        return None
+    with connection.cursor() as cur:
+        sizes = []
+        for pragma in ("page_count", "freelist_count", "page_size"):
+            cur.execute(f"PRAGMA {pragma}")
+            sizes.append(cur.fetchone()[0])
+    return (sizes[0] - sizes[1]) * sizes[2]

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from dashboard.alerts.metrics import AlertCollector
 from dashboard.audit.actor import client_address
-from dashboard.events.retention import database_bytes
+from dashboard.events.retention import database_bytes, used_bytes
 
 from .models import Node, as_count
 
@@ -78,6 +78,11 @@ class FleetCollector:
         size = database_bytes()
         if size is not None:
             yield GaugeMetricFamily("crossedge_database_bytes", "The dashboard database's size on disk", value=size)
+        used, bound = used_bytes(), settings.RETENTION_MB * 2**20
+        if used is not None:
+            yield GaugeMetricFamily("crossedge_database_used_bytes", "What the data takes (bounded)", value=used)
+        if bound:
+            yield GaugeMetricFamily("crossedge_database_limit_bytes", "CROSSEDGE_RETENTION_MB in bytes", value=bound)
 
 
 def allowed(request) -> bool:

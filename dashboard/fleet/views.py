@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, render
 
 from dashboard.events.models import ConnectionEvent, ProcessEvent, Rollup, Violation
 from dashboard.events.process_tree import process_tree
-from dashboard.events.retention import database_bytes
+from dashboard.events.retention import database_bytes, used_bytes
 from dashboard.policy.models import Rule
 from monitor import rules as engine
 from monitor.features import FEATURES
@@ -39,8 +39,9 @@ def storage() -> dict:
     oldest = ConnectionEvent.objects.order_by("ts").values_list("ts", flat=True).first()  # index lookups, not counts
     minute = Rollup.objects.order_by("minute").values_list("minute", flat=True).first()
     rolled = dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC) if minute is not None else None
-    return {"bytes": database_bytes(), "days": settings.RETENTION_DAYS, "rollup_days": settings.ROLLUP_DAYS,
-            "oldest": oldest, "oldest_rollup": rolled}  # fmt: skip
+    return {"bytes": database_bytes(), "used": used_bytes(), "max_bytes": settings.RETENTION_MB * 2**20,
+            "days": settings.RETENTION_DAYS, "rollup_days": settings.ROLLUP_DAYS, "oldest": oldest,
+            "oldest_rollup": rolled}  # fmt: skip
 
 
 @login_required

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Sum
-from django.db.models.functions import Coalesce, TruncHour
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from dashboard.charts import stacked_bars
 from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
+from dashboard.events.periods import PERIODS, rule_hits
 from dashboard.fleet.models import Node
 from monitor import rules as engine
 
@@ -50,24 +52,6 @@ def rules(request):
     return render(request, "policy/rules.html", {"rows": rows, "version": PolicyState.current()})
 
 
-def hits_per_hour(rule_id: str, now) -> list[tuple[str, dict]]:
-    since = (now - DRAFT_WINDOW).replace(minute=0, second=0, microsecond=0)
-    rows = (
-        Violation.objects.filter(rule_id=rule_id, ts__gte=since)
-        .annotate(hour=TruncHour("ts"))
-        .values("hour", "action")
-        .annotate(n=Sum("count"))
-        .order_by()
-    )
-    counts: dict = {}
-    for r in rows:
-        counts.setdefault(r["hour"], {})[r["action"]] = r["n"]
-    return [
-        (timezone.localtime(since + timedelta(hours=i)).strftime("%H:00"), counts.get(since + timedelta(hours=i), {}))
-        for i in range(25)
-    ]
-
-
 @login_required
 def rule(request, rule_id):
     row = Rule.objects.filter(rule_id=rule_id).first()
@@ -75,6 +59,9 @@ def rule(request, rule_id):
     if row is None and not history:
         raise Http404(f"no rule {rule_id}")
     now = timezone.now()
+    period = request.GET.get("period", "24h")
+    if period not in PERIODS:
+        raise Http404(f"period must be one of {', '.join(PERIODS)}")
     would_deny = None
     if row and row.mode == "audit":
         audited = Violation.objects.filter(rule_id=rule_id, audit=True, ts__gte=row.created_at)
@@ -82,7 +69,12 @@ def rule(request, rule_id):
     context = {
         "rule": row,
         "rule_id": rule_id,
-        "chart": stacked_bars(hits_per_hour(rule_id, now), height=120),
+        "chart": stacked_bars(rule_hits(rule_id, period, now), height=120),
+        "period": period,
+        "period_label": PERIODS[period][3],
+        "periods": {name: spec[3] for name, spec in PERIODS.items()},
+        "retention_days": settings.RETENTION_DAYS,
+        "rollup_days": settings.ROLLUP_DAYS,
         "recent": Violation.objects.filter(rule_id=rule_id).select_related("node", "container").order_by("-ts")[:20],
         "history": history,
         "kernel": kernel_view(Node.objects.filter(revoked=False)).get(rule_id, {}),

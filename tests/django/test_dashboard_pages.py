@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from dashboard.events.ingest import ingest_batch
 from dashboard.events.models import ConnectionEvent
+from dashboard.events.periods import rule_hits
 from dashboard.fleet.models import Container
 from dashboard.policy.models import Rule, RuleChange
-from dashboard.policy.views import hits_per_hour
 
 from .conftest import agent_event
 
@@ -96,7 +96,7 @@ def test_promotion_from_audit_shows_the_would_deny_count_and_needs_an_editor(cli
     client.force_login(viewer)
     page = client.get("/rules/trial/")
     assert 'id="would-deny">15<' in page.content.decode()  # 5 + 10 would-be denies, in two rows
-    assert sum(hour.get("deny", 0) for _, hour in hits_per_hour("trial", timezone.now())) == 15
+    assert sum(hour.get("deny", 0) for _, hour in rule_hits("trial", "24h", timezone.now())) == 15
     assert client.post("/rules/trial/promote/").status_code == 403
     client.force_login(editor)
     assert client.post("/rules/trial/promote/").status_code == 302

@@ -66,6 +66,10 @@ def test_an_editor_changes_a_rule_and_sees_it_in_the_history(page, product):
     expect(history).to_contain_text("eddie")
     expect(history).to_contain_text("(reviewed)")
     page.screenshot(path=str(ARTIFACTS / "rule-page.png"), full_page=True)
+    page.get_by_role("link", name="30d").click()  # per day: stored violations and rollups
+    expect(page.locator("h2", has_text="Hits per day, last 30 days")).to_be_visible()
+    expect(page.locator("svg rect.alert").last).to_be_attached()  # today's hits, from the first test
+    page.screenshot(path=str(ARTIFACTS / "rule-page-30d.png"), full_page=True)
 
 
 def test_an_editor_tests_a_draft_rule_against_stored_events(page, product):
