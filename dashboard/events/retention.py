@@ -4,7 +4,8 @@ loads wait at most one batch (SQLite has one writer), and after each batch the p
 rests so that it works at most PRUNE_DUTY of the time: ingest keeps the database (and the
 CPU) for itself the rest. Their violations go with them, and alert notifications delivered
 before the same age; audit entries after AUDIT_DAYS. With a size bound (RETENTION_MB) the
-oldest events go sooner, then the oldest rollups, whatever their age (SQLite: see used_bytes)."""
+oldest events go sooner, then the oldest rollups, whatever their age (measured as used_bytes
+says)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ MINUTE_NS = 60 * 10**9
 # Past this share of the size bound, prune down to the low-water share: the file peaks near
 # the high-water mark plus what is written between two runs, and is not pruned an hour a run.
 SIZE_HIGH_WATER, SIZE_LOW_WATER = 0.95, 0.85
+PG_TUPLE_OVERHEAD = 8  # a row's line pointer and alignment, beyond what pg_column_size counts
 
 
 @dataclass
@@ -39,7 +41,6 @@ class Pruned:
     audit: int = 0  # audit entries past AUDIT_DAYS
     size_cutoff: dt.datetime | None = None  # events before this went to keep the size bound
     rollups_by_size: int = 0  # rollup rows deleted (the oldest days) to keep the size bound
-    size_unbounded: str = ""  # why a size bound was not applied
     batches: int = 0
 
 
@@ -70,9 +71,7 @@ def prune(now: dt.datetime | None = None, *, days: int | None = None, rollup_day
             done.audit += AuditEntry.objects.filter(pk__in=ids).delete()[0]
     if rollup_days > 0:
         _prune_rollups(int((now - dt.timedelta(days=rollup_days)).timestamp()) // 60, batch, done)
-    if max_bytes > 0 and connection.vendor != "sqlite":
-        done.size_unbounded = f"the size bound applies to SQLite only, not {connection.vendor}: bound by age"
-    elif max_bytes > 0 and (used_bytes() or 0) > max_bytes * SIZE_HIGH_WATER:
+    if max_bytes > 0 and (used_bytes() or 0) > max_bytes * SIZE_HIGH_WATER:
         _prune_to_size(int(max_bytes * SIZE_LOW_WATER), batch, duty, done, progress)
     return done
 
@@ -175,15 +174,33 @@ def database_bytes() -> int | None:
 
 
 def used_bytes() -> int | None:
-    """SQLite: the pages in use, leaving out the free pages deletes leave in the file for
-    reuse: what the size bound measures. None elsewhere: PostgreSQL's sizes keep the space
-    VACUUM freed for reuse, and its live-row statistics lag behind deletes, so no figure of
-    it would let the pruner stop at the right row (it is bound by age there)."""
-    if connection.vendor != "sqlite":
-        return None
+    """What the data takes, leaving out the space deletes freed for reuse (which database
+    files keep): what the size bound measures.
+
+    SQLite: the pages in use. PostgreSQL: its file sizes keep the space VACUUM freed and its
+    live-row statistics lag behind deletes, so for the tables the pruner empties it is
+    estimated from their rows: counted rows × the stored size of the newest rows (a sample,
+    plus the tuple header) × (table and indexes) / table; the other tables as they are."""
     with connection.cursor() as cur:
-        sizes = []
-        for pragma in ("page_count", "freelist_count", "page_size"):
-            cur.execute(f"PRAGMA {pragma}")
-            sizes.append(cur.fetchone()[0])
-    return (sizes[0] - sizes[1]) * sizes[2]
+        if connection.vendor == "sqlite":
+            sizes = []
+            for pragma in ("page_count", "freelist_count", "page_size"):
+                cur.execute(f"PRAGMA {pragma}")
+                sizes.append(cur.fetchone()[0])
+            return (sizes[0] - sizes[1]) * sizes[2]
+        if connection.vendor != "postgresql":
+            return None
+        pruned = [m._meta.db_table for m in (ConnectionEvent, ProcessEvent, Violation, Rollup)]
+        cur.execute("SELECT COALESCE(SUM(pg_total_relation_size(relid)), 0) FROM pg_stat_user_tables"
+                    " WHERE NOT relname = ANY(%s)", [pruned])  # fmt: skip
+        total = float(cur.fetchone()[0])
+        for table in pruned:
+            cur.execute(
+                f"SELECT (SELECT count(*) FROM {table}),"  # noqa: S608 (our own table names)
+                f" (SELECT avg(pg_column_size(s.*)) FROM (SELECT * FROM {table} ORDER BY id DESC LIMIT 1000) s),"
+                f" pg_relation_size('{table}'), pg_total_relation_size('{table}')"
+            )
+            rows, row_bytes, heap, whole = cur.fetchone()
+            if rows and heap:
+                total += rows * (float(row_bytes) + PG_TUPLE_OVERHEAD) * whole / heap
+        return int(total)

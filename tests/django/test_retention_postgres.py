@@ -1,7 +1,7 @@
-"""Retention on PostgreSQL: events past their age are rolled up and deleted, exactly those;
-a size bound is not applied there (its sizes keep the space VACUUM freed and its row
-statistics lag behind deletes, so no figure would stop the pruner at the right row), and
-the pruner says so rather than pruning by a wrong figure."""
+"""Retention on PostgreSQL: events past their age go, exactly those; the size bound, whose
+figure PostgreSQL's own sizes cannot give (they keep the space VACUUM freed, and its row
+statistics lag behind deletes), estimates what the rows take, close to the real size of a
+fresh table, and prunes the oldest down to the low-water mark and no further."""
 
 import json
 import os
@@ -14,48 +14,69 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import datetime as dt, json
+from django.db import connection
 from django.utils import timezone
 from dashboard.events.ingest import ingest_batch
 from dashboard.events.models import ConnectionEvent, Rollup, Violation
-from dashboard.events.retention import prune
+from dashboard.events.retention import prune, used_bytes
 from dashboard.fleet.models import Node
 from tests.django.conftest import agent_event
 node = Node(name="edge-pg")
 node.token = node.issue_token()
 node.save()
 now = timezone.now()
-def ts(days):
-    return int((now - dt.timedelta(days=days)).timestamp() * 1e9)
-ingest_batch(node, [agent_event(i, ts_ns=ts(10 - i * 0.5), dest_ip=f"127.5.0.{i}") for i in range(1, 13)])
-done = prune(now, days=7, max_bytes=1, batch=2, duty=1)
-kept = sorted(ConnectionEvent.objects.values_list("seq", flat=True))
-rolled = sum(Rollup.objects.values_list("count", flat=True))
-print(json.dumps({"deleted": done.events["connectionevent"], "batches": done.batches, "why": done.size_unbounded,
-                  "kept": kept, "violations": Violation.objects.count(), "rolled": rolled}))
+def ts(hours):
+    return int((now - dt.timedelta(hours=hours)).timestamp() * 1e9)
+def sql(query):
+    with connection.cursor() as cur:
+        cur.execute(query)
+        return cur.fetchone()[0] if cur.description else None
+out = {}
+# By age: 12 events 9.75 to 4.25 days old (every 12 h); the 6 older than 7 days go, batches of 2.
+ingest_batch(node, [agent_event(i, ts_ns=ts(246 - i * 12), dest_ip=f"127.5.0.{i}") for i in range(1, 13)])
+done = prune(now, days=7, batch=2, duty=1)
+out["age"] = [done.events["connectionevent"], done.batches, done.violations,
+              sorted(ConnectionEvent.objects.values_list("seq", flat=True)), Rollup.objects.count()]
+ConnectionEvent.objects.all().delete(); Rollup.objects.all().delete()
+# By size: 12,000 events over the last 48 hours (each with its violation), oldest first.
+for start in range(0, 12000, 1000):
+    ingest_batch(node, [agent_event(100 + i, ts_ns=ts(48 - i / 250), dest_ip=f"127.6.{i // 250}.{i % 250}")
+                        for i in range(start, start + 1000)])
+sql("VACUUM FULL ANALYZE")  # fresh files: their size is what the rows take
+out["real"] = int(sql("SELECT SUM(pg_total_relation_size(relid)) FROM pg_stat_user_tables"))
+out["estimate"] = used_bytes()
+events = sql("SELECT pg_total_relation_size('events_connectionevent') + pg_total_relation_size('events_violation')")
+out["bound"] = out["real"] - events // 2
+done = prune(now, days=7, max_bytes=out["bound"], duty=1)
+out["deleted"] = done.events["connectionevent"]
+seqs = sorted(ConnectionEvent.objects.values_list("seq", flat=True))
+out["first_kept"], out["kept"], out["after"] = seqs[0], len(seqs), used_bytes()
+out["rolled"] = sum(Rollup.objects.values_list("count", flat=True))
+print(json.dumps(out))
 """
 
 
 @pytest.mark.timeout(180)
-def test_age_retention_on_postgresql_and_the_size_bound_says_it_does_not_apply(tmp_path):
+def test_retention_by_age_and_by_size_on_postgresql(tmp_path):
     db = os.environ.get("CROSSEDGE_TEST_DATABASE_URL")
     if not db:
         message = "CROSSEDGE_TEST_DATABASE_URL not set (make test starts PostgreSQL)"
         pytest.fail(message) if os.environ.get("CI", "").lower() == "true" else pytest.skip(message)
     env = {**os.environ, "DATABASE_URL": db, "CROSSEDGE_VAR_DIR": str(tmp_path)}
 
-    def manage(*args, check=True):
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=check,
-                              capture_output=True, text=True, timeout=150)  # fmt: skip
+    def manage(*args):
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                              capture_output=True, text=True, timeout=150).stdout  # fmt: skip
 
     manage("migrate", "--noinput")
     manage("flush", "--noinput")
     try:
-        result = json.loads(manage("shell", "--no-imports", "-c", SCRIPT).stdout.splitlines()[-1])
-        command = manage("prune", "--max-mb", "1")
+        out = json.loads(manage("shell", "--no-imports", "-c", SCRIPT).splitlines()[-1])
     finally:
         manage("flush", "--noinput")
-    # ages 9.5, 9, ... 4 days: the five older than 7 days go (batches of 2), with their violations
-    assert result["deleted"] == 5 and result["batches"] == 3 and result["kept"] == list(range(6, 13))
-    assert result["violations"] == 7 and result["rolled"] == 5
-    assert "SQLite only" in result["why"]
-    assert "warning: --max-mb: the size bound applies to SQLite only" in command.stderr
+    assert out["age"] == [6, 3, 6, [7, 8, 9, 10, 11, 12], 6]  # 246-12i h: i = 1..6 are past 7 days (168 h)
+    assert 0.8 < out["estimate"] / out["real"] < 1.2, out  # the estimate is close to the real size
+    deleted, bound = out["deleted"], out["bound"]
+    assert 0 < deleted < 12000 and out["kept"] == 12000 - deleted and out["first_kept"] == 100 + deleted, out
+    assert out["rolled"] == deleted  # the oldest went, rolled up
+    assert 0.7 * bound < out["after"] <= 0.85 * bound, out  # down to the low-water mark, not far past it

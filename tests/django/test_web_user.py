@@ -77,16 +77,20 @@ def test_the_dashboard_runs_as_the_web_user():
             raise AssertionError("the dashboard did not answer within 30 s")
         assert page.status == 200
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:  # the pruner starts once the dashboard answers
+        while time.monotonic() < deadline:  # the pruner and the alerts start once the dashboard answers
             children = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children_of(up.pid)}
-            if any(b"prune" in argv for argv in children.values()):
+            if {b"prune", b"alerts"} <= {arg for argv in children.values() for arg in argv}:
                 break
             time.sleep(0.2)
         [daphne] = [pid for pid, argv in children.items() if b"daphne" in argv]
         [pruner] = [pid for pid, argv in children.items() if b"prune" in argv]  # it writes the database too
-        uid = int(next(line for line in open(f"/proc/{daphne}/status") if line.startswith("Uid:")).split()[1])
-        pruner_uid = int(next(line for line in open(f"/proc/{pruner}/status") if line.startswith("Uid:")).split()[1])
-        assert pruner_uid == uid
+        [alerts] = [pid for pid, argv in children.items() if b"alerts" in argv]  # and so does the dispatcher
+
+        def uid_of(pid):
+            return int(next(line for line in open(f"/proc/{pid}/status") if line.startswith("Uid:")).split()[1])
+
+        uid = uid_of(daphne)
+        assert uid_of(pruner) == uid_of(alerts) == uid
         if others_can_read(ROOT):
             assert uid == pwd.getpwnam(user).pw_uid != 0  # served, and not as root
             assert (var / "crossedge.sqlite3").stat().st_uid == uid

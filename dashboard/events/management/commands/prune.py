@@ -50,9 +50,6 @@ class Command(BaseCommand):
         done = prune(days=opts["days"], rollup_days=opts["rollup_days"], max_bytes=opts["max_mb"] * 2**20,
                      progress=progress)  # fmt: skip
         total = sum(done.events.values())
-        if done.size_unbounded and not getattr(self, "warned", False):
-            self.stderr.write(f"warning: --max-mb: {done.size_unbounded}")
-            self.warned = True
         if total or done.rollups or done.audit or not opts["quiet"]:
             tables = ", ".join(f"{t}: {n}" for t, n in done.events.items()) or "retention off"
             bound = (f" (and, for the {opts['max_mb']} MiB bound, older than {done.size_cutoff:%Y-%m-%d %H:%M})"
