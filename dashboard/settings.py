@@ -152,7 +152,7 @@ RETENTION_DAYS = envint("CROSSEDGE_RETENTION_DAYS", 7)
 ROLLUP_DAYS = envint("CROSSEDGE_ROLLUP_DAYS", 400)
 RETENTION_MB = envint("CROSSEDGE_RETENTION_MB", 0)  # a bound on the data's size; 0: none
 PRUNE_BATCH = envint("CROSSEDGE_PRUNE_BATCH", 500)
-PRUNE_DUTY = envint("CROSSEDGE_PRUNE_DUTY_PERCENT", 10) / 100  # of the time the pruner may work
+PRUNE_DUTY = envint("CROSSEDGE_PRUNE_DUTY_PERCENT", 5) / 100  # of the time the pruner may work
 
 # The audit trail (dashboard/audit) is kept AUDIT_DAYS (0: forever).
 AUDIT_DAYS = envint("CROSSEDGE_AUDIT_DAYS", 400)
