@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
         hook.stop()
         target.kill()
         target.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     print("\nalert latency, connect() -> webhook receipt (dedupe 0 s: every violation sent; medians over rounds)")
     columns = ["rate", "events_per_s", "alerted", "received", "p50_ms", "p99_ms"]
     print("".join(f"{c:>14}" for c in columns))

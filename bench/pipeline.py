@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -183,11 +184,23 @@ class Product:
         time.sleep(3)  # the tracers attach
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-        subprocess.run([sys.executable, "manage.py", "runagent", "--uninstall", "--pin-root", self.pins], cwd=ROOT,
-                       env=self.env, capture_output=True)  # fmt: skip
+        """Stop the product and remove its pins, even when it is slow to stop (it once took
+        over a minute after a load, and the pins stayed attached)."""
+        try:
+            if self.proc and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    for pid in reversed(tree(self.proc.pid)):  # ours: the product and its children
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    self.proc.wait(30)
+        finally:
+            done = subprocess.run([sys.executable, "manage.py", "runagent", "--uninstall", "--pin-root", self.pins],
+                                  cwd=ROOT, env=self.env, capture_output=True, text=True)  # fmt: skip
+            if done.returncode:
+                print(f"could not remove {self.pins}: {done.stderr[-500:]}", file=sys.stderr)
 
     def api(self, path: str):
         req = urllib.request.Request(self.base + path, headers={"Authorization": f"Token {self.key}"})
