@@ -31,18 +31,11 @@ def setup_django(var_dir: str) -> None:
     django.setup()
 
 
-def seed(events: int, rng: random.Random) -> None:
-    from django.core.management import call_command
-    from django.db import connection, transaction
-
-    from dashboard.events.models import ConnectionEvent, Violation
+def world(rng: random.Random, destinations: int, ports=(80, 443, 3306, 5432, 8080)):
+    """The seeded fleet: 3 nodes, 60 containers, 5 rules; `destinations` (address, port)."""
     from dashboard.fleet.models import Container, Node
     from dashboard.policy.models import Rule
 
-    call_command("migrate", verbosity=0)
-    if ConnectionEvent.objects.count() >= events:
-        print(f"reusing {ConnectionEvent.objects.count():,} seeded events", file=sys.stderr)
-        return
     nodes = [Node.objects.create(name=f"edge-{i}", token_hash=f"{i:064x}") for i in range(3)]
     containers = [
         Container.objects.create(
@@ -53,29 +46,32 @@ def seed(events: int, rng: random.Random) -> None:
     ]  # fmt: skip
     for i in range(5):
         Rule.objects.create(rule_id=f"rule-{i}", action="deny" if i % 2 else "alert", dest_port=str(3300 + i))
-    dests = [
-        (
-            f"127.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
-            rng.choice([80, 443, 3306, 5432, 8080]),
-        )
-        for _ in range(300)
-    ]  # noqa: E501
-    now = datetime.now(UTC)
-    start = time.monotonic()
-    batch = 20_000
-    for offset in range(0, events, batch):
+    dests = [(f"127.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}", rng.choice(ports))
+             for _ in range(destinations)]  # fmt: skip
+    return containers, dests
+
+
+def write_events(times: list[datetime], first_seq: int, containers, dests, rng: random.Random, progress=None) -> int:
+    """One connection per time (5 % violations, stored with them), written straight into the
+    database 20,000 a transaction; the next seq."""
+    from django.db import transaction
+
+    from dashboard.events.models import ConnectionEvent, Violation
+
+    seq = first_seq
+    for offset in range(0, len(times), 20_000):
         rows = []
-        for i in range(offset, min(events, offset + batch)):
-            c = containers[rng.randrange(60)]
-            ip, port = dests[rng.randrange(300)]
+        for ts in times[offset : offset + 20_000]:
+            c = containers[rng.randrange(len(containers))]
+            ip, port = dests[rng.randrange(len(dests))]
             verdict = "allow" if rng.random() >= 0.05 else rng.choice(["alert", "deny"])
             rows.append(ConnectionEvent(
-                node_id=c.node_id, seq=i + 1, ts=(ts := now - timedelta(seconds=86400 * (1 - i / events))),
-                minute=int(ts.timestamp()) // 60, container=c,
-                cgroup_id=c.cgroup_id, cgroup_path=c.cgroup_path, pid=1000 + i % 30000, tid=1000 + i % 30000, uid=0,
-                gid=0, comm="python3", family=4, dest_ip=ip, dest_port=port, result=0, verdict=verdict,
-                rule_id="" if verdict == "allow" else f"rule-{i % 5}", policy_version=1,
+                node_id=c.node_id, seq=seq, ts=ts, minute=int(ts.timestamp()) // 60, container=c,
+                cgroup_id=c.cgroup_id, cgroup_path=c.cgroup_path, pid=1000 + seq % 30000, tid=1000 + seq % 30000,
+                uid=0, gid=0, comm="python3", family=4, dest_ip=ip, dest_port=port, result=0, verdict=verdict,
+                rule_id="" if verdict == "allow" else f"rule-{seq % 5}", policy_version=1,
             ))  # fmt: skip
+            seq += 1
         with transaction.atomic():
             ConnectionEvent.objects.bulk_create(rows, batch_size=5000)
             Violation.objects.bulk_create(
@@ -84,7 +80,29 @@ def seed(events: int, rng: random.Random) -> None:
                            dest_port=e.dest_port) for e in rows if e.verdict != "allow"],
                 batch_size=5000,
             )  # fmt: skip
-        print(f"\rseeded {offset + len(rows):,} events ({time.monotonic() - start:.0f}s)", end="", file=sys.stderr)
+        if progress:
+            progress(offset + len(rows))
+    return seq
+
+
+def seed(events: int, rng: random.Random) -> None:
+    from django.core.management import call_command
+    from django.db import connection
+
+    from dashboard.events.models import ConnectionEvent
+
+    call_command("migrate", verbosity=0)
+    if ConnectionEvent.objects.count() >= events:
+        print(f"reusing {ConnectionEvent.objects.count():,} seeded events", file=sys.stderr)
+        return
+    containers, dests = world(rng, 300)
+    now, start = datetime.now(UTC), time.monotonic()
+    times = [now - timedelta(seconds=86400 * (1 - i / events)) for i in range(events)]  # the last 24 hours
+
+    def progress(n):
+        print(f"\rseeded {n:,} events ({time.monotonic() - start:.0f}s)", end="", file=sys.stderr)
+
+    write_events(times, 1, containers, dests, rng, progress)
     print(file=sys.stderr)
     with connection.cursor() as cur:
         cur.execute("ANALYZE")

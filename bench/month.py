@@ -25,62 +25,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
-from .dashboard_pages import BUDGET_MS, setup_django
-
-
-def world(rng: random.Random, destinations: int):
-    from django.core.management import call_command
-
-    from dashboard.fleet.models import Container, Node
-    from dashboard.policy.models import Rule
-
-    call_command("migrate", verbosity=0)
-    nodes = [Node.objects.create(name=f"edge-{i}", token_hash=f"{i:064x}") for i in range(3)]
-    containers = [
-        Container.objects.create(
-            node=nodes[i % 3], cgroup_path=f"/system.slice/docker-{i:064x}.scope", cgroup_id=1000 + i,
-            runtime="docker", container_id=f"{i:064x}", name=f"app-{i}", last_seen_at=datetime.now(UTC),
-        )
-        for i in range(60)
-    ]  # fmt: skip
-    for i in range(5):
-        Rule.objects.create(rule_id=f"rule-{i}", action="deny" if i % 2 else "alert", dest_port=str(3300 + i))
-    dests = [(f"127.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}", rng.choice([80, 443, 3306]))
-             for _ in range(destinations)]  # fmt: skip
-    return containers, dests
-
-
-def write(start: datetime, seconds: int, rate: float, seq: int, containers, dests, rng: random.Random) -> int:
-    """`seconds` of simulated connections (and their violations) from `start`, in time order;
-    the next seq."""
-    from django.db import transaction
-
-    from dashboard.events.models import ConnectionEvent, Violation
-
-    total = int(rate * seconds)
-    for offset in range(0, total, 20_000):
-        rows = []
-        for i in range(offset, min(total, offset + 20_000)):
-            c = containers[rng.randrange(len(containers))]
-            ip, port = dests[rng.randrange(len(dests))]
-            verdict = "allow" if rng.random() >= 0.05 else rng.choice(["alert", "deny"])
-            ts = start + timedelta(seconds=i / rate)
-            seq += 1
-            rows.append(ConnectionEvent(
-                node_id=c.node_id, seq=seq, ts=ts, minute=int(ts.timestamp()) // 60, container=c,
-                cgroup_id=c.cgroup_id, cgroup_path=c.cgroup_path, pid=1000 + i % 30000, tid=1000 + i % 30000, uid=0,
-                gid=0, comm="python3", family=4, dest_ip=ip, dest_port=port, result=0, verdict=verdict,
-                rule_id="" if verdict == "allow" else f"rule-{i % 5}", policy_version=1,
-            ))  # fmt: skip
-        with transaction.atomic():
-            ConnectionEvent.objects.bulk_create(rows, batch_size=5000)
-            Violation.objects.bulk_create(
-                [Violation(event=e, node_id=e.node_id, container=e.container, ts=e.ts, rule_id=e.rule_id,
-                           action=e.verdict, severity="high", comm=e.comm, pid=e.pid, dest_ip=e.dest_ip,
-                           dest_port=e.dest_port) for e in rows if e.verdict != "allow"],
-                batch_size=5000,
-            )  # fmt: skip
-    return seq
+from .dashboard_pages import BUDGET_MS, setup_django, world, write_events
 
 
 def page_times(rounds: int) -> dict[str, list[float]]:
@@ -131,15 +76,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     var_dir = args.keep or tempfile.mkdtemp(prefix="crossedge-bench-month-")
     setup_django(var_dir)
+    from django.core.management import call_command
+
     from dashboard.events.models import ConnectionEvent, Rollup
     from dashboard.events.retention import database_bytes, prune, used_bytes
 
+    call_command("migrate", verbosity=0)
     rng = random.Random(11)
-    containers, dests = world(rng, args.destinations)
+    containers, dests = world(rng, args.destinations, ports=(80, 443, 3306))
     bound = args.bound_mb * 2**20
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=args.days)
-    seq, written, worst = 0, 0, 0
+    seq, written, worst = 1, 0, 0  # seq: the next one to write
     print(f"{'day':>4}{'written':>12}{'raw rows':>11}{'rollups':>10}{'on disk MiB':>13}{'in use MiB':>12}"
           f"{'write s':>9}{'prune s':>9}  size-pruned before")  # fmt: skip
     for day in range(args.days):
@@ -147,14 +95,15 @@ def main(argv=None) -> int:
         for hour in range(24):
             at = start + timedelta(days=day, hours=hour)
             t0 = time.monotonic()
-            seq = write(at, 3600, args.rate, seq, containers, dests, rng)
+            times = [at + timedelta(seconds=i / args.rate) for i in range(int(args.rate * 3600))]
+            seq = write_events(times, seq, containers, dests, rng)
             t1 = time.monotonic()
             done = prune(at + timedelta(hours=1), days=7, rollup_days=400, max_bytes=bound, duty=1)
             spent[0] += t1 - t0
             spent[1] += time.monotonic() - t1
             cut = f"{done.size_cutoff:%m-%d %H:%M}" if done.size_cutoff else cut
             worst = max(worst, database_bytes() or 0)
-        written = seq
+        written = seq - 1
         disk, used = database_bytes() or 0, used_bytes() or 0
         raw, rolled = ConnectionEvent.objects.count(), Rollup.objects.count()
         print(f"{day + 1:>4}{written:>12,}{raw:>11,}{rolled:>10,}{disk / 2**20:>13.0f}{used / 2**20:>12.0f}"

@@ -14,7 +14,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.conf import settings
 from django.core.mail import get_connection, send_mail
@@ -39,7 +39,7 @@ def message(notification) -> dict:
     alert["last_ts"] = notification.last_ts.isoformat()
     alert["test"] = notification.test
     alert["text"] = text(alert)
-    alert["url"] = settings.PUBLIC_URL.rstrip("/") + f"/events/?rule={alert.get('rule_id', '')}"
+    alert["url"] = settings.PUBLIC_URL.rstrip("/") + "/events/?" + urlencode({"rule": alert.get("rule_id", "")})
     return alert
 
 
@@ -160,7 +160,7 @@ def email(output: Output, alert: dict) -> None:
     try:
         connection = get_connection(timeout=output.timeout_seconds)
         send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, split(output.target), connection=connection)
-    except (OSError, Exception) as exc:  # smtplib's errors, socket errors, a backend's own
+    except Exception as exc:  # smtplib's errors, socket errors, a backend's own
         raise DeliveryError(f"email: {exc}") from None
 
 

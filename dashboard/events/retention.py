@@ -173,14 +173,16 @@ def database_bytes() -> int | None:
     return None
 
 
-def used_bytes() -> int | None:
+def used_bytes(counted: bool = True) -> int | None:
     """What the data takes, leaving out the space deletes freed for reuse (which database
     files keep): what the size bound measures.
 
     SQLite: the pages in use. PostgreSQL: its file sizes keep the space VACUUM freed and its
     live-row statistics lag behind deletes, so for the tables the pruner empties it is
     estimated from their rows: counted rows × the stored size of the newest rows (a sample,
-    plus the tuple header) × (table and indexes) / table; the other tables as they are."""
+    plus the tuple header) × (table and indexes) / table; the other tables as they are.
+    counted=False takes the planner's row estimate instead of count(*) (a scan of each
+    table): for pages and /metrics, never for the pruner, which needs its own deletes seen."""
     with connection.cursor() as cur:
         if connection.vendor == "sqlite":
             sizes = []
@@ -194,13 +196,13 @@ def used_bytes() -> int | None:
         cur.execute("SELECT COALESCE(SUM(pg_total_relation_size(relid)), 0) FROM pg_stat_user_tables"
                     " WHERE NOT relname = ANY(%s)", [pruned])  # fmt: skip
         total = float(cur.fetchone()[0])
-        for table in pruned:
-            cur.execute(
-                f"SELECT (SELECT count(*) FROM {table}),"  # noqa: S608 (our own table names)
-                f" (SELECT avg(pg_column_size(s.*)) FROM (SELECT * FROM {table} ORDER BY id DESC LIMIT 1000) s),"
-                f" pg_relation_size('{table}'), pg_total_relation_size('{table}')"
-            )
+        for table in pruned:  # our own table names in the SQL, nothing from outside
+            estimated = "(SELECT reltuples FROM pg_class WHERE oid = %(t)s::regclass)"
+            count = f"(SELECT count(*) FROM {table})" if counted else estimated  # noqa: S608
+            sample = f"(SELECT avg(pg_column_size(s.*)) FROM (SELECT * FROM {table} ORDER BY id DESC LIMIT 1000) s)"  # noqa: S608
+            sizes = "pg_relation_size(%(t)s), pg_total_relation_size(%(t)s)"
+            cur.execute(f"SELECT {count}, {sample}, {sizes}", {"t": table})
             rows, row_bytes, heap, whole = cur.fetchone()
-            if rows and heap:
-                total += rows * (float(row_bytes) + PG_TUPLE_OVERHEAD) * whole / heap
+            if rows and rows > 0 and heap:
+                total += float(rows) * (float(row_bytes) + PG_TUPLE_OVERHEAD) * whole / heap
         return int(total)

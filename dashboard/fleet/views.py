@@ -39,7 +39,7 @@ def storage() -> dict:
     oldest = ConnectionEvent.objects.order_by("ts").values_list("ts", flat=True).first()  # index lookups, not counts
     minute = Rollup.objects.order_by("minute").values_list("minute", flat=True).first()
     rolled = dt.datetime.fromtimestamp(minute * 60, tz=dt.UTC) if minute is not None else None
-    return {"bytes": database_bytes(), "used": used_bytes(), "max_bytes": settings.RETENTION_MB * 2**20,
+    return {"bytes": database_bytes(), "used": used_bytes(counted=False), "max_bytes": settings.RETENTION_MB * 2**20,
             "days": settings.RETENTION_DAYS, "rollup_days": settings.ROLLUP_DAYS, "oldest": oldest,
             "oldest_rollup": rolled}  # fmt: skip
 

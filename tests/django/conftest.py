@@ -1,7 +1,12 @@
 """Named fixtures for dashboard tests: nodes, users, and agent events as agents send them."""
 
 import itertools
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Group
@@ -32,6 +37,28 @@ def editor(django_user_model):
     user = django_user_model.objects.create_user("eddie", "", "pw-editor-123", is_staff=True)
     user.groups.add(Group.objects.get(name=EDITORS))
     return user
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """The dashboard's commands against the test PostgreSQL (`make test` starts it; in CI its
+    absence fails the test): `env` for processes of the test's own, `manage(*args)` for its
+    output; the database migrated and flushed before and after."""
+    db = os.environ.get("CROSSEDGE_TEST_DATABASE_URL")
+    if not db:
+        message = "CROSSEDGE_TEST_DATABASE_URL not set (make test starts PostgreSQL)"
+        pytest.fail(message) if os.environ.get("CI", "").lower() == "true" else pytest.skip(message)
+    env = {**os.environ, "DATABASE_URL": db, "CROSSEDGE_VAR_DIR": str(tmp_path)}
+    root = Path(__file__).resolve().parents[2]
+
+    def manage(*args, timeout=150):
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=root, env=env, check=True,
+                              capture_output=True, text=True, timeout=timeout).stdout  # fmt: skip
+
+    manage("migrate", "--noinput")
+    manage("flush", "--noinput")
+    yield SimpleNamespace(env=env, manage=manage, root=root)
+    manage("flush", "--noinput")
 
 
 def agent_event(seq=None, **overrides):

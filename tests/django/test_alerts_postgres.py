@@ -2,17 +2,14 @@
 the dispatcher (`manage.py alerts`, a process of its own as `up` runs it) still delivers a
 violation whose id it had passed before it was committed."""
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.receivers import Webhook
 
-ROOT = Path(__file__).resolve().parents[2]
 LATE_COMMIT = """
 import threading
 from django.db import transaction
@@ -45,28 +42,16 @@ print("committed")
 
 
 @pytest.mark.timeout(120)
-def test_a_violation_committed_after_a_higher_id_is_still_delivered(tmp_path):
-    db = os.environ.get("CROSSEDGE_TEST_DATABASE_URL")
-    if not db:
-        message = "CROSSEDGE_TEST_DATABASE_URL not set (make test starts PostgreSQL)"
-        pytest.fail(message) if os.environ.get("CI", "").lower() == "true" else pytest.skip(message)
+def test_a_violation_committed_after_a_higher_id_is_still_delivered(postgres, tmp_path):
     hook = Webhook().start()
     (tmp_path / "alerts.yaml").write_text(f"outputs:\n  - {{name: pg-hook, kind: webhook, target: '{hook.url}', "
                                           "dedupe_seconds: 0}\n")  # fmt: skip
-    env = {**os.environ, "DATABASE_URL": db, "CROSSEDGE_VAR_DIR": str(tmp_path),
-           "CROSSEDGE_ALERTS": str(tmp_path / "alerts.yaml")}  # fmt: skip
-
-    def manage(*args, **kw):
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                              capture_output=True, text=True, **kw).stdout  # fmt: skip
-
-    manage("migrate", "--noinput")
-    manage("flush", "--noinput")
-    dispatcher = subprocess.Popen([sys.executable, "manage.py", "alerts"], cwd=ROOT, env=env,
+    env = {**postgres.env, "CROSSEDGE_ALERTS": str(tmp_path / "alerts.yaml")}
+    dispatcher = subprocess.Popen([sys.executable, "manage.py", "alerts"], cwd=postgres.root, env=env,
                                   stdout=open(tmp_path / "alerts.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115  # fmt: skip
     try:
         time.sleep(2)  # the dispatcher has read the outputs file and its cursor
-        assert "committed" in manage("shell", "--no-imports", "-c", LATE_COMMIT, timeout=60)
+        assert "committed" in postgres.manage("shell", "--no-imports", "-c", LATE_COMMIT, timeout=60)
         deadline = time.monotonic() + 10
         while len(hook.received) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -79,4 +64,3 @@ def test_a_violation_committed_after_a_higher_id_is_still_delivered(tmp_path):
         dispatcher.terminate()
         dispatcher.wait(30)
         hook.stop()
-        manage("flush", "--noinput")
