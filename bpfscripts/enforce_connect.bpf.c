@@ -38,7 +38,8 @@
  *
  * The containers' processes (exec, exit, exec counts, exec rules) are watched by the
  * programs in process.bpf.h, their opens of watched paths (file rules) by those in
- * file.bpf.h, both included below.
+ * file.bpf.h, both included below. The DNS answers they receive, and the rules naming
+ * destinations by name (a fifth lookup, in `resolved`, per judged call), are dns.bpf.h's.
  *
  * Loaded, attached and fed by monitor/kernel/enforcer.py; the struct layouts are mirrored
  * in monitor/kernel/layout.py (a test checks them against this object's BTF).
@@ -131,6 +132,8 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } lifecycle SEC(".maps");
 
+#include "dns.bpf.h"
+
 static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_rule *hit)
 {
 	if (hit && (!best || hit->rank < best->rank))
@@ -139,7 +142,7 @@ static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_ru
 }
 
 static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rule, __u64 cgid,
-				  __u8 family, const __u8 *addr, __u16 port, __u8 op)
+				  __u8 family, const __u8 *addr, __u16 port, __u8 op, __u64 name_hash)
 {
 	__u32 slot = rule ? rule->slot : 0;
 	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
@@ -188,6 +191,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	ev.family = family;
 	ev.verdict = verdict;
 	ev.op = op;
+	ev.name_hash = name_hash;
 	__builtin_memcpy(ev.addr, addr, family == 4 ? 4 : 16);
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
 	if (rule)
@@ -219,7 +223,7 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 
 	__builtin_memcpy(key.addr, &ip4, 4);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 4, key.addr, port, op);
+		return decide(ctx, NULL, cgid, 4, key.addr, port, op, 0);
 	key.prefixlen = 64 + 16 + 32;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -230,7 +234,11 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 			best = better(best, bpf_map_lookup_elem(&rules4, &key));
 		}
 	}
-	return decide(ctx, best, cgid, 4, key.addr, port, op);
+	struct ce_rule by_name = {};
+	__u64 name_hash = 0;
+	best = better(best, fqdn_rule(cgid, 4, key.addr, port, &name_hash, &by_name));
+	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
+	return decide(ctx, best, cgid, 4, key.addr, port, op, name_hash);
 }
 
 static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
@@ -252,7 +260,7 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 	__builtin_memcpy(&key.addr[8], &w2, 4);
 	__builtin_memcpy(&key.addr[12], &w3, 4);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 6, key.addr, port, op);
+		return decide(ctx, NULL, cgid, 6, key.addr, port, op, 0);
 	key.prefixlen = 64 + 16 + 128;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -263,7 +271,11 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 			best = better(best, bpf_map_lookup_elem(&rules6, &key));
 		}
 	}
-	return decide(ctx, best, cgid, 6, key.addr, port, op);
+	struct ce_rule by_name = {};
+	__u64 name_hash = 0;
+	best = better(best, fqdn_rule(cgid, 6, key.addr, port, &name_hash, &by_name));
+	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
+	return decide(ctx, best, cgid, 6, key.addr, port, op, name_hash);
 }
 
 SEC("cgroup/connect4")

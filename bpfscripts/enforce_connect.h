@@ -92,6 +92,7 @@ struct ce_event {
 	char rule_id[CE_RULE_ID_LEN];
 	__u8 op;
 	__u8 pad[7];
+	__u64 name_hash; /* the name the container resolved for addr (ce_name_hash), 0: none */
 };
 
 /* A container cgroup the kernel classified at mkdir. */
@@ -189,6 +190,74 @@ struct ce_file_rule {
 	__u8 watch; /* CE_ACC_* bits */
 	__u8 pad[3];
 	struct ce_verdict by_access[CE_ACCESSES];
+};
+
+
+/* DNS (dns.bpf.h): the answers the monitored containers receive, parsed in the kernel so
+ * that a deny by name holds from the connect() that follows the answer.
+ * A name's hash (ce_name_hash) is FNV-1a 64 over its wire form without the root label
+ * ("\3api\7example\3com"), lower case, taken from the last byte to the first, so one
+ * backwards pass yields the hash of every suffix at its label start. */
+#define CE_DNS_LEN 1024 /* bytes of a DNS message read (a longer one is parsed that far, flagged) */
+#define CE_MAX_RESOLVED 65536 /* (cgroup, address) pairs remembered (least recently used go) */
+#define CE_DNS_MIN_TTL_NS 1000000000ULL /* a TTL of 0 still covers the connect() that follows */
+#define CE_FQDN_RULES 8 /* rules per name pattern (the agent flattens them, in rank order) */
+#define CE_FQDN_EXACT 0 /* ce_fqdn_key.kind: the name itself */
+#define CE_FQDN_WILD 1 /* every name below this suffix ("*.example.com") */
+#define CE_FQDN_NONE 2 /* an address the container never resolved (hash 0) */
+#define CE_FQDN_NOTHING 255 /* ce_resolved.pattern.kind: no pattern matched the name */
+#define CE_DNS_CUT 1 /* ce_dns.flags: the message was longer than CE_DNS_LEN */
+#define CE_DNS_TCP 2 /* ... it came over TCP */
+
+/* The rules of one name pattern in one scope (cgroup_id 0: every monitored container; a
+ * container's own entries include every-container rules, flattened by the agent). */
+struct ce_fqdn_key {
+	__u64 cgroup_id;
+	__u64 hash; /* ce_name_hash of the name (exact) or of the suffix (wild); 0 for none */
+	__u8 kind; /* CE_FQDN_* */
+	__u8 pad[7];
+};
+
+struct ce_fqdn_rule {
+	__u32 rank;
+	__u32 slot;
+	__u16 port; /* network byte order; 0 = any port */
+	__u8 action;
+	__u8 audit;
+};
+
+/* Rank order; the first whose port fits decides (an any-port rule ends the list). */
+struct ce_fqdn_rules {
+	__u32 count;
+	__u32 pad;
+	struct ce_fqdn_rule rules[CE_FQDN_RULES];
+};
+
+/* An address a container learned from an answer. */
+struct ce_addr_key {
+	__u64 cgroup_id;
+	__u8 family; /* 4 or 6 */
+	__u8 pad[7];
+	__u8 addr[16];
+};
+
+struct ce_resolved {
+	__u64 expires_ns; /* CLOCK_MONOTONIC: the record's TTL (at least CE_DNS_MIN_TTL_NS) */
+	__u64 name_hash; /* the name asked for (the question), whatever CNAMEs led here */
+	struct ce_fqdn_key pattern; /* its most specific pattern, kind CE_FQDN_NOTHING if none */
+};
+
+/* One answer, sent on the `dns` perf array with the bytes of msg it holds. */
+struct ce_dns {
+	__u64 ts_ns; /* CLOCK_MONOTONIC */
+	__u64 cgroup_id; /* the receiving socket's */
+	__u64 name_hash;
+	__u16 len; /* bytes of msg */
+	__u8 flags; /* CE_DNS_* */
+	__u8 written; /* addresses written to `resolved` */
+	__u8 pattern_kind;
+	__u8 pad[3];
+	__u8 msg[CE_DNS_LEN];
 };
 
 #endif

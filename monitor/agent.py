@@ -29,6 +29,7 @@ from . import AGENT_VERSION, folding
 from .backends import BACKENDS, perf_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify
+from .dns import Names, parse_answer
 from .files import watched
 from .flowcounts import FlowCounts, KernelFlows
 from .kernel import processes as kernel_processes
@@ -46,6 +47,8 @@ DEFAULT_OUTBOX_CAP = 200_000
 KERNEL = "kernel"  # the backend name (and event kind) of the programs' events
 LIFECYCLE = "lifecycle"  # the programs' container lifecycle records
 PROCS = "procs"  # the programs' process exec and exit records
+DNS = "dns"  # the DNS answers the containers received
+NAME_WAIT = 1.0  # seconds a call waits for the answer that named its destination (another pipe)
 MAX_HOLD = 5.0  # seconds a held exec waits for the agent before it goes on unjudged (a loaded node took >2)
 EPERM = -1
 MAX_PATH = 1024  # the dashboard's cgroup_path length (dashboard/events/schema.py)
@@ -118,11 +121,17 @@ class Agent:
         self.proc_counts = collections.Counter()  # exec, exit, killed (by the kernel or at a hold)
         self.proc_lost = (0, 0, 0)  # exec, exit and open records the programs could not send
         self.exec_counts: dict[int, int] = {}  # cgroup id -> execs (counted in the kernel)
+        self.names = Names()  # what the containers resolved (monitor.dns)
+        self.unnamed: collections.deque[tuple[float, dict]] = collections.deque()  # calls awaiting their name
+        self.dns_stats: dict[str, int] = {}  # the DNS program's counts
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
         """Attribute and judge one parsed event, then queue it for the uplink."""
+        if backend == KERNEL and not self._named(event):
+            self.unnamed.append((time.monotonic() + NAME_WAIT, event))  # its answer is on the dns pipe
+            return
         if backend == KERNEL and "folded" in event:
             if grown := self.kernel_flows.sent(event):
                 event["count"] = 1 + grown  # this call, and those its flow counted since the last
@@ -137,6 +146,52 @@ class Agent:
             if backend == KERNEL and event["cgroup_id"] not in self.enforcer.scope_ids and self.enforcer.in_scope(path):
                 self._kernel_wakeup.set()  # a new container, observed but not yet judged: rescan now
             self._judge(backend, event, path)
+
+    def _named(self, event: dict, waited: bool = False) -> bool:
+        """Give a kernel call the name its container resolved its destination from ("":
+        none, as the kernel judged it; None: not known). False while the answer behind the
+        kernel's name hash has not been read yet (the dns pipe is read apart from this one)."""
+        name_hash = event.pop("name_hash", 0)
+        if "dest_name" in event:
+            return True
+        if name_hash:
+            name = self.names.name(name_hash)
+            if name is None and not waited:
+                event["name_hash"] = name_hash
+                return False
+            event["dest_name"] = name
+            if name is None:
+                self.names.counts["calls_unnamed"] += 1  # the answer was lost on its way here
+        else:
+            event["dest_name"] = "" if self.enforcer and event["cgroup_id"] in self.enforcer.monitored else None
+        return True
+
+    def handle_dns(self, _backend: str, record: dict) -> None:
+        """A DNS response a container received: learn its names, then let the calls waiting
+        for one of them go on."""
+        try:
+            answer = parse_answer(record["message"])
+        except ValueError as exc:
+            self.names.counts["unreadable"] += 1
+            log.debug("dns record from cgroup %s: %s", record["cgroup_id"], exc)
+        else:
+            self.names.learn(record["cgroup_id"], record["name_hash"], answer, record["mono_ns"])
+            self.names.counts["cut"] += record["cut"] or not answer.complete
+        self.release_unnamed()
+
+    def release_unnamed(self, force: bool = False) -> None:
+        """Calls whose name is known now, or that waited NAME_WAIT, go on (in arrival order)."""
+        if not self.unnamed:
+            return
+        now, waiting = time.monotonic(), self.unnamed
+        self.unnamed = collections.deque()
+        for deadline, event in waiting:
+            late = force or now >= deadline
+            if self.names.name(event["name_hash"]) is not None or late:
+                self._named(event, waited=True)
+                self.handle(KERNEL, event)
+            else:
+                self.unnamed.append((deadline, event))
 
     def handle_proc(self, _backend: str, event: dict) -> None:
         """An exec or exit in a monitored container: attributed and judged like a connection."""
@@ -209,6 +264,7 @@ class Agent:
                 cgroup_id=event["cgroup_id"],
                 cgroup_path=path,
                 container=ref.name if ref else None,
+                dest_name=event.get("dest_name"),
             )
         )
         event["verdict"] = rule.action if rule else "allow"
@@ -390,9 +446,11 @@ class Agent:
         )
         procs = Supervisor(perf_pipe(PROCS, lambda: enforcer.layout.map("procs"), perf_lines.parse_proc),
                            self.handle_proc)  # fmt: skip
-        self.supervisors += [pipe, life, procs]
-        pipe_tasks = [asyncio.create_task(sup.run()) for sup in (pipe, life, procs)]
-        await asyncio.gather(pipe.ready.wait(), life.ready.wait(), procs.ready.wait())
+        answers = Supervisor(perf_pipe(DNS, lambda: enforcer.layout.map("dns"), perf_lines.parse_dns), self.handle_dns)
+        pipes = (pipe, life, procs, answers)
+        self.supervisors += pipes
+        pipe_tasks = [asyncio.create_task(sup.run()) for sup in pipes]
+        await asyncio.gather(*(sup.ready.wait() for sup in pipes))
         self.kernel_observing.set()
         last_counters = last_flows = 0.0
         try:
@@ -404,8 +462,11 @@ class Agent:
                 self._kernel_wakeup.clear()
                 try:
                     if self._policy_due():
+                        patterns = enforcer.patterns
                         await asyncio.to_thread(enforcer.sync, self.ruleset)
                         self._policy_written()
+                        live = self.names.live(time.monotonic_ns())  # names learned under the old rules
+                        await asyncio.to_thread(enforcer.rewrite_resolved, live, patterns)
                     else:
                         await asyncio.to_thread(enforcer.rescan)
                     self.kernel_error = ""
@@ -421,6 +482,7 @@ class Agent:
                     if time.monotonic() - last_counters >= COUNTER_POLL:
                         self.kernel_counters = await asyncio.to_thread(enforcer.counters)
                         self.kernel_lost = await asyncio.to_thread(enforcer.lost)
+                        self.dns_stats = await asyncio.to_thread(enforcer.dns_stats)
                         self.proc_lost = await asyncio.to_thread(kernel_processes.lost, enforcer.layout)
                         self.exec_counts = await asyncio.to_thread(kernel_processes.exec_counts, enforcer.layout)
                         gone = {c for c in self.exec_counts if not self.cgroups.alive(c)}
@@ -431,7 +493,8 @@ class Agent:
                     self.kernel_error = str(exc)
                     log.error("enforcement: %s", exc)
         finally:
-            await asyncio.gather(pipe.stop(), life.stop(), procs.stop())
+            await asyncio.gather(*(sup.stop() for sup in pipes))
+            self.release_unnamed(force=True)
             for task in pipe_tasks:
                 task.cancel()
             await asyncio.gather(*pipe_tasks, return_exceptions=True)
@@ -480,6 +543,7 @@ class Agent:
         try:
             while True:
                 await asyncio.sleep(0.1)
+                self.release_unnamed()
                 self.flush_folds()
         finally:
             self.flush_folds(force=True)
@@ -512,6 +576,7 @@ class Agent:
             "not_enforced_reasons": dict(self.unenforced.most_common(10)),
             "holds": dict(self.holds) | self._hold_times(),
             "aggregated": self.folder.folded,
+            "dns": dict(self.names.counts) | {f"kernel_{k}": v for k, v in self.dns_stats.items()},
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,
             "policy_error": self.policy_error,

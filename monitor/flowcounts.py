@@ -86,7 +86,7 @@ class FlowCounts:
         return out
 
 
-KERNEL_TEMPLATE = ("pid", "tid", "uid", "gid", "comm", "family", "rule_id")
+KERNEL_TEMPLATE = ("pid", "tid", "uid", "gid", "comm", "family", "rule_id", "dest_name")
 
 
 class KernelFlows:
@@ -132,7 +132,7 @@ class KernelFlows:
         """A sent call (with its `folded` reading): how many counted calls of its flow it
         reveals, which the agent adds to its count (one row, not two)."""
         key = flow_of(event)
-        self.templates[key] = {name: event[name] for name in KERNEL_TEMPLATE}
+        self.templates[key] = {name: event.get(name) for name in KERNEL_TEMPLATE}
         return self._growth(key, event.pop("folded"))
 
     def dump(self, flows) -> list[dict]:
@@ -161,7 +161,7 @@ class KernelFlows:
         cgroup_id, slot, port, ip, verdict, op = key
         template = self.templates.get(key) or {
             "pid": 0, "tid": 0, "uid": 0, "gid": 0, "comm": "", "rule_id": "",
-            "family": 6 if ":" in ip else 4,
+            "family": 6 if ":" in ip else 4, "dest_name": None,  # a flow none of whose calls was sent: name unknown
         }  # fmt: skip
         return template | {
             "mono_ns": time.monotonic_ns(),

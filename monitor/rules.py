@@ -13,12 +13,15 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from .dns import DNS_PORT, Pattern
+
 ACTIONS = ("allow", "alert", "deny")
 MODES = ("enforce", "audit")  # audit: a deny is reported (and counted by the kernel) but let through
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode")
-MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_port", "binary", "parent", "path", "access")
-CONNECT_KEYS = ("dest_ip", "dest_port")
+MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_fqdn", "dest_port", "binary", "parent", "path",
+              "access")  # fmt: skip
+CONNECT_KEYS = ("dest_ip", "dest_fqdn", "dest_port")
 EXEC_KEYS = ("binary", "parent")  # a rule with one of these judges execs, not connections
 FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
 ACCESSES = ("read", "write", "create", "truncate")  # what an open asks for
@@ -110,6 +113,7 @@ class Rule:
     container: str | None = None
     dest_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     port_range: tuple[int, int] | None = None
+    dest_fqdn: Pattern | None = None  # the name the container resolved the destination from
     binary: str | None = None  # glob on the exec'd path
     parent: str | None = None  # glob on the parent's binary (or its task name when not known)
     path: str | None = None  # glob on an opened file's path
@@ -175,6 +179,10 @@ class Rule:
             return False
         if self.port_range is not None and not (self.port_range[0] <= flow.dest_port <= self.port_range[1]):
             return False
+        if self.dest_fqdn is not None:
+            if self.dest_fqdn.kind == "none" and flow.dest_port == DNS_PORT:
+                return False  # asking a DNS server is how names are learned, not a sign of anything
+            return self.dest_fqdn.matches(flow.dest_name)
         return True
 
     def to_spec(self) -> dict:
@@ -188,6 +196,8 @@ class Rule:
             match["container"] = self.container
         if self.dest_net is not None:
             match["dest_ip"] = str(self.dest_net)
+        if self.dest_fqdn is not None:
+            match["dest_fqdn"] = str(self.dest_fqdn)
         if self.port_range is not None:
             match["dest_port"] = format_port(*self.port_range)
         if self.binary is not None:
@@ -279,6 +289,18 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         dest_net = parse_network(match["dest_ip"]) if "dest_ip" in match else None
     except ValueError as exc:
         raise RuleError(rule_id, "match.dest_ip", str(exc)) from None
+    dest_fqdn = None
+    if "dest_fqdn" in match:
+        if "dest_ip" in match:
+            raise RuleError(rule_id, "match.dest_fqdn", "a rule names its destination by address or by name, not both")
+        try:
+            dest_fqdn = Pattern.parse(match["dest_fqdn"])
+        except ValueError as exc:
+            example = "(e.g. api.example.com, *.example.com or none)"
+            raise RuleError(rule_id, "match.dest_fqdn", f"{exc} {example}") from None
+        if port_range_spec := match.get("dest_port"):
+            if isinstance(port_range_spec, str) and "-" in port_range_spec:
+                raise RuleError(rule_id, "match.dest_port", "a rule by name takes one port (or none for any)")
     try:
         port_range = parse_port(match["dest_port"]) if "dest_port" in match else None
     except ValueError as exc:
@@ -296,6 +318,7 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         container=match.get("container"),
         dest_net=dest_net,
         port_range=port_range,
+        dest_fqdn=dest_fqdn,
         binary=match.get("binary"),
         parent=match.get("parent"),
         path=match.get("path"),
@@ -314,6 +337,7 @@ class Flow:
     cgroup_id: int | None = None
     cgroup_path: str | None = None
     container: str | None = None
+    dest_name: str | None = None  # the name resolved for dest_ip; "": never resolved; None: not known
 
     @classmethod
     def of(cls, dest_ip: str, dest_port: int, **scope) -> Flow:

@@ -7,22 +7,35 @@ Podman): a cgroup2 directory named like a runtime scope
 processes that live in it. Everything is made under a parent cgroup of our own, never
 the root, and `remove()` takes down only what `create()` and `spawn()` made.
 
-`python -m monitor.testbed connect --every 3 127.8.8.8:80 ...` is the demo's client.
+`python -m monitor.testbed connect --every 3 127.8.8.8:80 ...` is the demo's client;
+`python -m monitor.testbed resolve SERVER NAME PORT` asks a DNS server for a name and
+connects to the answer (printing "address errno"), and `DnsServer` is the loopback DNS
+server the demo and the tests ask: no query ever leaves the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
+import selectors
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
 
 from .cgroups import cgroup2_mount, cgroup_id
 
@@ -129,6 +142,91 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class DnsServer:
+    """A DNS server on a loopback address (UDP and TCP) answering A and AAAA questions for
+    the names it was given, NXDOMAIN for the rest. For the demo and the tests only: it
+    holds what they set, forwards nothing."""
+
+    def __init__(self, host: str = "127.53.53.53", port: int = 53, ttl: int = 30):
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError("the test DNS server listens on loopback only")
+        self.host, self.port, self.ttl = host, port, ttl
+        self.records: dict[str, tuple[list[str], int]] = {}
+        self.answered = 0
+        self._stop = threading.Event()
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((host, port))
+        self.tcp = socket.create_server((host, port))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def set(self, name: str, *addresses: str, ttl: int | None = None) -> None:
+        self.records[name.lower().rstrip(".")] = (list(addresses), self.ttl if ttl is None else ttl)
+
+    def answer(self, wire: bytes) -> bytes:
+        query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
+        question = query.question[0]
+        addresses, ttl = self.records.get(question.name.to_text(omit_final_dot=True).lower(), (None, 0))
+        if addresses is None:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        else:
+            version = 6 if question.rdtype == dns.rdatatype.AAAA else 4
+            found = [a for a in addresses if ipaddress.ip_address(a).version == version]
+            if found:
+                rdtype = dns.rdatatype.AAAA if version == 6 else dns.rdatatype.A
+                response.answer.append(dns.rrset.from_text_list(question.name, ttl, "IN", rdtype, found))
+        self.answered += 1
+        return response.to_wire()
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.udp, selectors.EVENT_READ)
+            sel.register(self.tcp, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.2):
+                    try:
+                        if key.fileobj is self.udp:
+                            wire, peer = self.udp.recvfrom(65535)
+                            self.udp.sendto(self.answer(wire), peer)
+                        else:
+                            self._serve_tcp()
+                    except (OSError, ValueError, dns.exception.DNSException):
+                        continue  # one bad query or peer: the next is answered
+
+    def _serve_tcp(self) -> None:
+        conn, _ = self.tcp.accept()
+        with conn:
+            conn.settimeout(2)
+            (length,) = struct.unpack("!H", conn.recv(2, socket.MSG_WAITALL))
+            reply = self.answer(conn.recv(length, socket.MSG_WAITALL))
+            conn.sendall(struct.pack("!H", len(reply)) + reply)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.udp.close()
+        self.tcp.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def resolve_and_connect(server: str, name: str, port: int, tcp: bool = False, v6: bool = False) -> tuple[str, int]:
+    """Ask `server` for name, then connect to the first address of the answer at once:
+    (address, 0 or the errno); ("", 0) when the name has no address."""
+    query = dns.message.make_query(name, "AAAA" if v6 else "A")
+    ask = dns.query.tcp if tcp else dns.query.udp
+    response = ask(query, server, timeout=5)
+    addresses = [rd.address for rrset in response.answer for rd in rrset if hasattr(rd, "address")]
+    if not addresses:
+        return "", 0
+    return addresses[0], connect_once(addresses[0], port)
+
+
 def parse_target(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -140,8 +238,23 @@ def main(argv=None) -> None:
     cmd = sub.add_parser("connect", help="connect to each target, repeatedly")
     cmd.add_argument("targets", nargs="+", help="HOST:PORT, [V6]:PORT")
     cmd.add_argument("--every", type=float, default=0, help="seconds between rounds (0: one round)")
+    res = sub.add_parser("resolve", help="ask a DNS server for names, connect to each answer at once")
+    res.add_argument("server", help="the DNS server's address (loopback)")
+    res.add_argument("port", type=int, help="the port to connect to")
+    res.add_argument("names", nargs="+")
+    res.add_argument("--tcp", action="store_true", help="ask over TCP")
+    res.add_argument("--v6", action="store_true", help="ask for AAAA")
+    res.add_argument("--every", type=float, default=0, help="seconds between rounds (0: one round)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.cmd == "resolve":
+        while True:
+            for name in args.names:
+                address, errno = resolve_and_connect(args.server, name, args.port, args.tcp, args.v6)
+                print(address or "-", errno, flush=True)
+            if not args.every:
+                return
+            time.sleep(args.every)
     targets = [parse_target(t) for t in args.targets]
     while True:
         for host, port in targets:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 
 from django.utils.dateparse import parse_datetime
 
+from monitor.dns import Pattern
+
 ACTIONS = ("allow", "alert", "deny")
 KINDS = ("connect", "exec", "exit", "open")
 
@@ -24,6 +26,7 @@ class EventFilter:
     rule: str = ""
     action: str = ""
     dest: str = ""  # an IP address
+    name: str = ""  # the name the container resolved: api.example.com, *.example.com or none
     port: int | None = None
     event: str = ""  # the kind of event: connect, exec, exit or open
     path: str = ""  # part of an opened file's path
@@ -40,6 +43,11 @@ class EventFilter:
                 values["dest"] = str(ipaddress.ip_address(values["dest"].strip("[]")))
             except ValueError:
                 raise FilterError(f"dest must be an IP address, not {values['dest']!r}") from None
+        if values["name"]:
+            try:
+                values["name"] = str(Pattern.parse(values["name"]))
+            except ValueError as exc:
+                raise FilterError(f"name: {exc} (e.g. api.example.com, *.example.com or none)") from None
         if values["event"] and values["event"] not in KINDS:
             raise FilterError(f"event must be one of {', '.join(KINDS)}")
         if len(values["path"]) > 1024:
@@ -73,7 +81,7 @@ class EventFilter:
             qs = qs.filter(rule_id=self.rule)
         if self.action:
             qs = qs.filter(**{action_field: self.action})
-        if (self.dest or self.port) and not _has(qs.model, "dest_ip"):
+        if (self.dest or self.port or self.name) and not _has(qs.model, "dest_ip"):
             return qs.none()  # processes have no destination
         if self.event and _has(qs.model, "kind"):
             qs = qs.filter(kind=self.event)
@@ -85,6 +93,12 @@ class EventFilter:
             )
         if self.dest:
             qs = qs.filter(dest_ip=self.dest)
+        if self.name:
+            pattern = Pattern.parse(self.name)
+            if pattern.kind == "wild":
+                qs = qs.filter(dest_name__endswith=f".{pattern.name}")
+            else:
+                qs = qs.filter(dest_name=pattern.name)  # none: "", never resolved
         if self.port:
             qs = qs.filter(dest_port=self.port)
         if self.since:
@@ -105,6 +119,8 @@ class EventFilter:
         if self.action and (row.get("action") or row.get("verdict")) != self.action:
             return False
         if self.dest and row.get("dest_ip") != self.dest:
+            return False
+        if self.name and not Pattern.parse(self.name).matches(row.get("dest_name")):
             return False
         if self.port and row.get("dest_port") != self.port:
             return False

@@ -168,6 +168,7 @@ def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEv
         family=e["family"],
         dest_ip=e["dest_ip"],
         dest_port=e["dest_port"],
+        dest_name=e["dest_name"],
         result=e["result"],
         op=e["op"],
     )
@@ -218,7 +219,7 @@ def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
     host = f"[{ev.dest_ip}]" if ":" in ev.dest_ip else ev.dest_ip
     return Violation(
         kind="connect",
-        target=f"{host}:{ev.dest_port}",
+        target=f"{host}:{ev.dest_port}" + (f" ({ev.dest_name})" if ev.dest_name else ""),
         event=ev,
         node=ev.node,
         container=ev.container,
@@ -235,6 +236,7 @@ def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
         pid=ev.pid,
         dest_ip=ev.dest_ip,
         dest_port=ev.dest_port,
+        dest_name=ev.dest_name,
     )
 
 

@@ -37,6 +37,12 @@ class ConnectionEvent(models.Model):
     family = models.PositiveSmallIntegerField()
     dest_ip = models.GenericIPAddressField(unpack_ipv4=False)
     dest_port = models.PositiveIntegerField()
+    dest_name = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text="The name the container resolved dest_ip from; empty: it never resolved it; null: not known",
+    )
     result = models.IntegerField(null=True, help_text="connect() return: 0 or -errno")
     verdict = models.CharField(max_length=5, choices=VERDICTS)
     rule_id = models.CharField(max_length=64, blank=True)
@@ -57,6 +63,7 @@ class ConnectionEvent(models.Model):
             models.Index(fields=["verdict", "-ts"], name="event_verdict_ts"),
             models.Index(fields=["rule_id", "-ts"], name="event_rule_ts"),
             models.Index(fields=["dest_ip", "-ts"], name="event_dest_ts"),
+            models.Index(fields=["dest_name", "-ts"], name="event_name_ts"),
             models.Index(fields=["received_at"], name="event_received"),  # a feed's catch-up
         ]
 
@@ -173,6 +180,7 @@ class Violation(models.Model):
     pid = models.IntegerField()
     dest_ip = models.GenericIPAddressField(unpack_ipv4=False, null=True, blank=True)
     dest_port = models.PositiveIntegerField(null=True, blank=True)
+    dest_name = models.CharField(max_length=255, null=True, blank=True, help_text="As on the connection")
 
     class Meta:
         ordering = ["-ts", "-id"]

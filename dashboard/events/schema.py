@@ -58,6 +58,7 @@ MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 64, 128, 256
 VERDICTS = ("allow", "alert", "deny")
 OPS = ("connect", "sendmsg")
 MAX_UNENFORCED = 200
+MAX_NAME = 255  # a DNS name's text form
 
 
 class EventError(ValueError):
@@ -130,6 +131,9 @@ def _check_connect(event: dict) -> None:
         raise EventError("dest_ip: not an IP address") from None
     if addr.version != event["family"]:
         raise EventError("dest_ip: does not match family")
+    name = event.setdefault("dest_name", None)  # "": never resolved; null: not known (older agents)
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME):
+        raise EventError(f"dest_name: must be a string of at most {MAX_NAME} characters, or null")
 
 
 def _check_container(event: dict) -> None:

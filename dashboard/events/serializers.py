@@ -20,6 +20,7 @@ def connection_row(ev) -> dict:
         "comm": ev.comm,
         "dest_ip": ev.dest_ip,
         "dest_port": ev.dest_port,
+        "dest_name": ev.dest_name,
         "result": ev.result,
         "verdict": ev.verdict,
         "rule_id": ev.rule_id,
@@ -51,6 +52,7 @@ def violation_row(v) -> dict:
         "comm": v.comm,
         "dest_ip": v.dest_ip,
         "dest_port": v.dest_port,
+        "dest_name": v.dest_name,
     }
 
 

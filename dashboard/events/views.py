@@ -68,7 +68,7 @@ def overview(request):
         "denies_hour": totals["deny"],
         "chart": stacked_bars(buckets),
         "top_containers": top_containers(hour),
-        "top_destinations": hour.values("dest_ip", "dest_port")
+        "top_destinations": hour.values("dest_ip", "dest_port", "dest_name")
         .annotate(n=Sum("count"), flagged=Coalesce(Sum("count", filter=~Q(verdict="allow")), 0))
         .order_by("-n")[:8],
         "latest": Violation.objects.select_related("node", "container").order_by("-ts")[:10],

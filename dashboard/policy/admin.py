@@ -29,18 +29,22 @@ class RuleAdmin(admin.ModelAdmin):
         "severity",
         "container",
         "dest_ip",
+        "dest_fqdn",
         "dest_port",
         "binary",
         "description",
     )
     list_editable = ("priority", "action", "mode")
     list_filter = ("action", "mode", "severity")
-    search_fields = ("rule_id", "description", "container", "dest_ip", "binary", "parent", "path")
+    search_fields = ("rule_id", "description", "container", "dest_ip", "dest_fqdn", "binary", "parent", "path")
     change_list_template = "admin/policy/rule/change_list.html"
     fieldsets = (
         (None, {"fields": ("rule_id", "description", "action", "mode", "severity", "priority", "tags")}),
         ("Which containers (empty fields match every one)", {"fields": ("container", "cgroup_path", "cgroup_id")}),
-        ("Connections: a destination (empty fields match any)", {"fields": ("dest_ip", "dest_port")}),
+        (
+            "Connections: a destination by address or by name (empty fields match any)",
+            {"fields": ("dest_ip", "dest_fqdn", "dest_port")},
+        ),
         (
             "Or processes: a binary run in the container (a rule judges connections, execs or opens)",
             {"fields": ("binary", "parent")},

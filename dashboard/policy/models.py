@@ -41,6 +41,13 @@ class Rule(models.Model):
     cgroup_path = models.CharField(max_length=1024, blank=True, help_text="glob, e.g. /system.slice/docker-*")
     container = models.CharField(max_length=255, blank=True, help_text="container name or glob")
     dest_ip = models.CharField("destination CIDR", max_length=64, blank=True, help_text="e.g. 127.10.10.5/32")
+    dest_fqdn = models.CharField(
+        "destination name",
+        max_length=255,
+        blank=True,
+        help_text="the name the container resolved: api.example.com, *.example.com (any name below it) or none (an "
+        "address it never resolved, DNS servers excepted); a deny holds in the kernel from the answer on",
+    )
     dest_port = models.CharField("destination port", max_length=11, blank=True, help_text="443 or 8000-8080")
     binary = models.CharField(
         max_length=1024,
@@ -80,13 +87,13 @@ class Rule(models.Model):
             return f"open {self.path}" + (f" ({', '.join(self.access)})" if self.access else "") + opener
         if self.binary or self.parent:
             return f"exec {self.binary or 'any'}" + (f" from {self.parent}" if self.parent else "")
-        return f"{self.dest_ip or 'any'} port {self.dest_port or 'any'}"
+        return f"{self.dest_fqdn or self.dest_ip or 'any'} port {self.dest_port or 'any'}"
 
     def to_spec(self) -> dict:
         match = {}
         if self.cgroup_id is not None:
             match["cgroup_id"] = self.cgroup_id
-        for key in ("cgroup_path", "container", "dest_ip", "binary", "parent", "path", "access"):
+        for key in ("cgroup_path", "container", "dest_ip", "dest_fqdn", "binary", "parent", "path", "access"):
             if getattr(self, key):
                 match[key] = getattr(self, key)
         if self.dest_port:
@@ -115,6 +122,7 @@ class Rule(models.Model):
         self.cgroup_path = rule.cgroup_path or ""
         self.container = rule.container or ""
         self.dest_ip = str(rule.dest_net) if rule.dest_net else ""
+        self.dest_fqdn = str(rule.dest_fqdn) if rule.dest_fqdn else ""
         self.dest_port = str(engine.format_port(*rule.port_range)) if rule.port_range else ""
         self.binary = rule.binary or ""
         self.parent = rule.parent or ""

@@ -26,7 +26,8 @@ from .models import PolicyState, Rule, RuleChange
 from .roles import can_edit_rules
 
 DRAFT_WINDOW = timedelta(hours=24)
-DRAFT_FIELDS = ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_port", "binary", "parent", "path", "access")
+DRAFT_FIELDS = ("container", "cgroup_path", "cgroup_id", "dest_ip", "dest_fqdn", "dest_port", "binary", "parent",
+                "path", "access")  # fmt: skip
 
 
 def kernel_view(nodes) -> dict[str, dict]:
@@ -157,12 +158,19 @@ def replay_connections(rule: engine.Rule, since) -> dict:
         qs = qs.filter(container__name=rule.container)
     if rule.cgroup_id is not None:
         qs = qs.filter(cgroup_id=rule.cgroup_id)
-    flows = qs.values("container__name", "cgroup_path", "cgroup_id", "dest_ip", "dest_port").annotate(n=Sum("count"))
+    if rule.dest_fqdn is not None and rule.dest_fqdn.kind == "exact":
+        qs = qs.filter(dest_name=rule.dest_fqdn.name)
+    elif rule.dest_fqdn is not None and rule.dest_fqdn.kind == "wild":
+        qs = qs.filter(dest_name__endswith=f".{rule.dest_fqdn.name}")
+    elif rule.dest_fqdn is not None:
+        qs = qs.filter(dest_name="")
+    columns = ("container__name", "cgroup_path", "cgroup_id", "dest_ip", "dest_port", "dest_name")
+    flows = qs.values(*columns).annotate(n=Sum("count"))
     total, by_container = 0, {}
     for f in flows.order_by():
         flow = engine.Flow.of(
             f["dest_ip"], f["dest_port"], cgroup_id=f["cgroup_id"], cgroup_path=f["cgroup_path"],
-            container=f["container__name"],
+            container=f["container__name"], dest_name=f["dest_name"],
         )  # fmt: skip
         if rule.matches(flow):
             total += f["n"]

@@ -19,17 +19,21 @@ import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from ..dns import Pattern
 from ..files import Watch
 from ..rules import ACCESSES, GLOB_CHARS, Rule, RuleSet
 from .layout import (
     FILE_SCOPED,
     FILE_WATCHED,
+    FQDN_RULES_LEN,
     MATCH_LEN,
     MAX_SLOTS,
     SLOT,
     KernelRule,
     access_bits,
     encode_file_rule,
+    encode_fqdn_key,
+    encode_fqdn_rules,
     encode_key,
     encode_path_key,
 )
@@ -41,7 +45,8 @@ MAPS = {4: "rules4", 6: "rules6"}
 EXEC_MAP = "exec_rules"
 FILE_MAP = "file_rules"
 CONFIG_MAP = "file_config"  # what file.bpf.h needs to know before it reads a path
-POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP)  # every map the policy writes
+FQDN_MAP = "fqdn_rules"  # name patterns -> their rules (dns.bpf.h)
+POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP)  # every map the policy writes
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Compiled:
     entries: dict[str, dict[bytes, bytes]] = field(default_factory=lambda: {m: {} for m in POLICY_MAPS})
     slots: dict[str, int] = field(default_factory=dict)  # rule id -> counter slot
     notes: list[dict] = field(default_factory=list)  # {"rule_id", "message"}
+    patterns: dict[int, frozenset[Pattern]] = field(default_factory=dict)  # cgroup (0: all) -> name patterns
 
     def note(self, rule: Rule, message: str) -> None:
         self.notes.append({"rule_id": rule.id, "message": message})
@@ -74,7 +80,7 @@ def compile_rules(
     # bucket (family, cgroup_id, port) -> {network: (rank, rule)}
     buckets: dict[tuple[int, int, int], dict] = defaultdict(dict)
     for rank, rule in enumerate(ruleset.rules, start=1):
-        if rule.kind != "connect":
+        if rule.kind != "connect" or rule.dest_fqdn is not None:
             continue
         cgroup_ids = _cgroup_ids(rule, scopes, out)
         ports = _ports(rule, out)
@@ -94,7 +100,44 @@ def compile_rules(
             target[encode_key(net, cgid, port)] = value.encode()
     _exec_entries(ruleset, scopes, out)
     _file_entries(ruleset, scopes, watches, out)
+    _fqdn_entries(ruleset, scopes, out)
     return out
+
+
+def _fqdn_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
+    """Rules by name into `fqdn_rules`: per scope and name pattern, every rule that applies
+    to the names the pattern matches, in rank order, up to the first that takes any port.
+    The kernel picks a name's most specific pattern when the answer arrives, so a pattern's
+    list includes the rules of the wildcards that cover it ("*.example.com" in the list of
+    "api.example.com"), and a container's patterns include every container's."""
+    by_scope: dict[int, dict[Pattern, list]] = defaultdict(lambda: defaultdict(list))
+    for rank, rule in enumerate(ruleset.rules, start=1):
+        if rule.kind != "connect" or rule.dest_fqdn is None:
+            continue
+        port = rule.port_range[0] if rule.port_range and rule.port_range != (1, 65535) else 0
+        for cgid in _cgroup_ids(rule, scopes, out) or []:
+            by_scope[cgid][rule.dest_fqdn].append((rank, port, rule))
+    common = by_scope.get(0, {})
+    out.patterns = {cgid: frozenset(own) | frozenset(common) for cgid, own in by_scope.items()}
+    for cgid, patterns in out.patterns.items():
+        sources = [by_scope[cgid]] + ([common] if cgid else [])
+        for pattern in patterns:
+            hits = sorted(
+                (hit for outer in patterns if outer.covers(pattern) for src in sources for hit in src.get(outer, ())),
+                key=lambda hit: hit[0],
+            )
+            flat = []
+            for rank, port, rule in hits:
+                flat.append((rank, out.slots.get(rule.id, 0), port, rule.action, rule.audit))
+                if port == 0:
+                    break  # first match: nothing after an any-port rule is reached
+            for rank, _slot, _port, action, audit in flat[FQDN_RULES_LEN:]:
+                rule = ruleset.rules[rank - 1]
+                if action == "deny" and not audit:
+                    out.note(rule, f"more than {FQDN_RULES_LEN} rules apply to {pattern}: judged by the agent only")
+            out.entries[FQDN_MAP][encode_fqdn_key(cgid, pattern.hash, pattern.kind)] = encode_fqdn_rules(
+                flat[:FQDN_RULES_LEN]
+            )
 
 
 def path_pattern(glob: str) -> tuple[str, bool] | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import ipaddress
 import logging
 import os
 import posixpath
@@ -41,6 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import dns
 from ..cgroups import cgroup2_mount, cgroup_id
 from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_container_cgroup
 from ..files import Watch
@@ -48,10 +50,14 @@ from ..rules import GLOB_CHARS, RuleSet
 from . import bpftool, links
 from .compile import CONFIG_MAP, EXEC_MAP, FILE_MAP, MAPS, POLICY_MAPS, Scope, compile_rules
 from .layout import (
+    ADDR_KEY,
     CGROUP,
     COUNTER,
+    FQDN_KEY,
+    FQDN_NOTHING,
     MAX_ENTRIES,
     MAX_FLOWS,
+    RESOLVED,
     SLOT,
     KernelRule,
     access_names,
@@ -59,6 +65,7 @@ from .layout import (
     decode_flow,
     decode_key,
     decode_path_key,
+    encode_fqdn_key,
     from_json_bytes,
     hex_bytes,
 )
@@ -73,6 +80,7 @@ PROGRAMS = {
     "crossedge_c6": ("connect6", "cgroup_inet6_connect"),
     "crossedge_s4": ("sendmsg4", "cgroup_udp4_sendmsg"),
     "crossedge_s6": ("sendmsg6", "cgroup_udp6_sendmsg"),
+    "crossedge_dns": ("ingress", "cgroup_inet_ingress"),  # DNS answers (dns.bpf.h); passes every packet
 }
 TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit")  # tp_btf programs (links.attach_tracing)
 # syscall tracepoint programs (links.attach_tracepoint) -> their tracepoint: file.bpf.h
@@ -86,6 +94,16 @@ RUNTIME_PARENTS = ("/system.slice", "/machine.slice", "/kubepods.slice", "/kubep
 # cgroupfs drivers make their parent with their first container, too late to attach there first
 CGROUPFS_PARENTS = {"/docker": "dockerd", "/libpod_parent": "podman"}
 NO_RULE = "(no rule)"
+
+
+def _choice(name: str, patterns: dict[int, frozenset], cgid: int) -> tuple[int, dns.Pattern | None]:
+    """(bucket, pattern) the kernel picks for a name a container resolved (dns.bpf.h): its
+    most specific pattern among the container's own when one matches (they include every
+    container's), else among every container's."""
+    own = dns.best_pattern(name, patterns.get(cgid, frozenset())) if cgid else None
+    return (cgid, own) if own else (0, dns.best_pattern(name, patterns.get(0, frozenset())))
+
+
 PRUNE_IDLE_NS = 60 * 10**9  # flows idle this long may be forgotten when the table fills up
 
 
@@ -163,6 +181,7 @@ class Enforcer:
         self.ruleset: RuleSet | None = None
         self.policy_version: int | None = None  # what the kernel holds
         self.notes: list[dict] = []
+        self.patterns: dict[int, frozenset] = {}  # name patterns with rules, per cgroup (0: every container)
         self.error = ""
         self.adopted = False
         self.lifecycle_error = ""  # the container lifecycle programs could not be attached
@@ -489,9 +508,39 @@ class Enforcer:
         self.mirror = compiled.entries
         self.slots = compiled.slots
         self.notes = compiled.notes
+        self.patterns = compiled.patterns
         self.policy_version = ruleset.version
         self.error = ""
         log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))
+
+    def rewrite_resolved(self, live: list[tuple[int, str, str, int]], before: dict[int, frozenset]) -> int:
+        """Point the addresses the containers learned at the patterns the new rules give their
+        names (the kernel chose when each answer arrived): `live` is (cgroup, address, name,
+        expiry) from monitor.dns.Names, `before` the patterns the kernel chose among. Returns
+        the entries written."""
+        if before == self.patterns:
+            return 0
+        pin, commands = self.layout.map("resolved"), []
+        for cgid, address, name, expires in live:
+            old, (bucket, new) = _choice(name, before, cgid), _choice(name, self.patterns, cgid)
+            if old == (bucket, new):
+                continue
+            try:
+                hashed = dns.name_hash(dns.labels(name))
+            except ValueError:
+                continue  # a name no rule can match (not a host name)
+            addr = ipaddress.ip_address(address)
+            key = ADDR_KEY.pack(cgid, addr.version, addr.packed)
+            pattern = encode_fqdn_key(bucket, new.hash, new.kind) if new else FQDN_KEY.pack(0, 0, FQDN_NOTHING)
+            value = RESOLVED.pack(expires, hashed, pattern)
+            commands.append(bpftool.update_command(pin, hex_bytes(key), hex_bytes(value)))
+        bpftool.batch(commands)
+        return len(commands)
+
+    def dns_stats(self) -> dict[str, int]:
+        """Answers the DNS program parsed, could not send, found malformed (summed over CPUs)."""
+        sums = dict(self._percpu_sums("dns_stats"))
+        return {name: sums.get(SLOT.pack(i), 0) for i, name in enumerate(("answers", "lost", "malformed"))}
 
     def rule_for_slot(self, slot: int) -> str:
         return next((rule_id for rule_id, s in self.slots.items() if s == slot), "")

@@ -31,7 +31,8 @@ SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's pr
 KEY4 = struct.Struct("<IQH4s")
 KEY6 = struct.Struct("<IQH16s")
 RULE = struct.Struct(f"<IIBB2x{RULE_ID_LEN}s")
-EVENT = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")
+EVENT_V1 = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")  # before name_hash (recorded fixtures)
+EVENT = struct.Struct(f"{EVENT_V1.format}Q")
 FLOW_KEY = struct.Struct("<QIHBB16sB7x")
 LIFECYCLE = struct.Struct("<QQQI4x")
 FLOW = struct.Struct("<QQ")
@@ -41,13 +42,27 @@ PROC = struct.Struct(f"{PROC_HEAD.format}{DATA_LEN}s4x")
 PATH_KEY = struct.Struct(f"<IQ{MATCH_LEN}s")
 VERDICT = struct.Struct("<IIBB2x")
 FILE_RULE = struct.Struct(f"<B3x{VERDICT.size * len(ACCESS_BITS)}s")  # watch, then a ce_verdict per access
+FQDN_KEY = struct.Struct("<QQB7x")
+FQDN_RULE = struct.Struct("<IIHBB")
+FQDN_RULES_LEN = 8  # CE_FQDN_RULES
+FQDN_RULES = struct.Struct(f"<I4x{FQDN_RULE.size * FQDN_RULES_LEN}s")
+FQDN_KINDS = {"exact": 0, "wild": 1, "none": 2}  # CE_FQDN_*
+FQDN_NOTHING = 255
+ADDR_KEY = struct.Struct("<QB7x16s")
+RESOLVED = struct.Struct(f"<QQ{FQDN_KEY.size}s")
+DNS_HEAD = struct.Struct("<QQQHBBB3x")  # a ce_dns up to its msg, which is sent as used
+DNS_LEN = 1024
+DNS = struct.Struct(f"{DNS_HEAD.format}{DNS_LEN}s")
+DNS_FLAGS = {"cut": 1, "tcp": 2}
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
 
 STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT, "ce_flow_key": FLOW_KEY,
            "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_path_key": PATH_KEY,
-           "ce_proc_key": PROC_KEY, "ce_verdict": VERDICT, "ce_file_rule": FILE_RULE}  # fmt: skip
+           "ce_proc_key": PROC_KEY, "ce_verdict": VERDICT, "ce_file_rule": FILE_RULE, "ce_fqdn_key": FQDN_KEY,
+           "ce_fqdn_rule": FQDN_RULE, "ce_fqdn_rules": FQDN_RULES, "ce_addr_key": ADDR_KEY,
+           "ce_resolved": RESOLVED, "ce_dns": DNS}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -90,11 +105,12 @@ def _address(family: int, raw: bytes) -> str:
 
 def decode_event(data: bytes) -> dict:
     """One struct ce_event from the perf buffer, as the agent's event fields."""
-    if len(data) < EVENT.size:
+    if len(data) < EVENT_V1.size:
         raise ValueError(f"kernel event is {len(data)} bytes, expected {EVENT.size}")
     ts_ns, cgroup_id, folded, pid, tid, uid, gid, slot, port, family, verdict, addr, comm, rule_id, op = (
-        EVENT.unpack_from(data)
+        EVENT_V1.unpack_from(data)
     )
+    (name_hash,) = struct.unpack_from("<Q", data, EVENT_V1.size) if len(data) >= EVENT.size else (0,)
     if verdict not in VERDICT_NAMES:
         raise ValueError(f"kernel event has verdict {verdict}")
     if op not in OP_NAMES:
@@ -115,7 +131,53 @@ def decode_event(data: bytes) -> dict:
         "op": OP_NAMES[op],
         "comm": _cstr(comm),
         "rule_id": _cstr(rule_id),
+        "name_hash": name_hash,
     }
+
+
+def decode_dns(data: bytes) -> dict:
+    """One struct ce_dns: a DNS response a monitored container received (its message as
+    far as the program read it)."""
+    if len(data) < DNS_HEAD.size:
+        raise ValueError(f"dns record is {len(data)} bytes, expected at least {DNS_HEAD.size}")
+    ts_ns, cgroup_id, name_hash, length, flags, written, pattern_kind = DNS_HEAD.unpack_from(data)
+    msg = data[DNS_HEAD.size : DNS_HEAD.size + length]
+    if len(msg) != length:
+        raise ValueError(f"dns record holds {len(msg)} bytes of message, says {length}")
+    return {
+        "mono_ns": ts_ns,
+        "cgroup_id": cgroup_id,
+        "name_hash": name_hash,
+        "message": msg,
+        "cut": bool(flags & DNS_FLAGS["cut"]),
+        "tcp": bool(flags & DNS_FLAGS["tcp"]),
+        "written": written,
+        "matched": pattern_kind != FQDN_NOTHING,
+    }
+
+
+def encode_fqdn_key(cgroup_id: int, name_hash: int, kind: str) -> bytes:
+    return FQDN_KEY.pack(cgroup_id, name_hash, FQDN_KINDS[kind])
+
+
+def encode_fqdn_rules(rules: list[tuple[int, int, int, str, bool]]) -> bytes:
+    """A name pattern's rules, in rank order: (rank, slot, port or 0, action, audit)."""
+    if len(rules) > FQDN_RULES_LEN:
+        raise ValueError(f"{len(rules)} rules for one name, the kernel holds {FQDN_RULES_LEN}")
+    body = b"".join(
+        FQDN_RULE.pack(rank, slot, socket.htons(port), ACTION_CODES[action], int(audit))
+        for rank, slot, port, action, audit in rules
+    )
+    return FQDN_RULES.pack(len(rules), body)
+
+
+def decode_fqdn_rules(data: bytes) -> list[tuple[int, int, int, str, bool]]:
+    count, body = FQDN_RULES.unpack(data)
+    found = []
+    for i in range(min(count, FQDN_RULES_LEN)):
+        rank, slot, port, action, audit = FQDN_RULE.unpack_from(body, i * FQDN_RULE.size)
+        found.append((rank, slot, socket.ntohs(port), ACTION_NAMES.get(action, "allow"), bool(audit)))
+    return found
 
 
 def decode_lifecycle(data: bytes) -> dict:

@@ -1,5 +1,6 @@
 """Decoding of monitor/kernel/perf_reader.py's lines: the programs' calls (`events`), the
-container lifecycle records (`lifecycle`) and the process records (`procs`).
+container lifecycle records (`lifecycle`), the process records (`procs`) and the DNS
+answers (`dns`).
 
 A line is `<cpu> <hex bytes>` (one record), `lost <cpu> <count>` (the kernel's count of
 records a full buffer refused) or `ready` (the buffers are open: nothing after this point
@@ -8,7 +9,7 @@ is missed).
 
 from __future__ import annotations
 
-from ..kernel.layout import decode_event, decode_lifecycle, decode_proc
+from ..kernel.layout import decode_dns, decode_event, decode_lifecycle, decode_proc
 from .bpftrace import LineError, Signal
 
 
@@ -43,3 +44,8 @@ def parse_lifecycle(line: bytes) -> dict | Signal:
 def parse_proc(line: bytes) -> dict | Signal:
     """An exec or exit in a monitored cgroup (a lost one is counted by the program too)."""
     return parse(line, decode_proc)
+
+
+def parse_dns(line: bytes) -> dict | Signal:
+    """A DNS response a monitored container received (a lost one is counted by the program)."""
+    return parse(line, decode_dns)

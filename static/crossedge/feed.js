@@ -17,7 +17,8 @@
   let retry = 1000, lastSeq = 0, maxId = 0, paused = false, held = [], socket = null;
 
   const time = (iso) => new Date(iso).toISOString().replace("T", " ").slice(0, 19);
-  const dest = (r) => (r.dest_ip.includes(":") ? `[${r.dest_ip}]` : r.dest_ip) + ":" + r.dest_port +
+  const dest = (r) => (r.dest_name ? r.dest_name + " · " : "") +  // the name the container resolved
+    (r.dest_ip.includes(":") ? `[${r.dest_ip}]` : r.dest_ip) + ":" + r.dest_port +
     (r.op === "sendmsg" ? " (udp sendto)" : "") + (r.count > 1 ? ` ×${r.count}` : "");  // ×: folded in a storm
   const proc = (r) => `${r.comm} [${r.pid}]`;
   const short = (text, n) => (text.length > n ? text.slice(0, n - 1) + "…" : text);

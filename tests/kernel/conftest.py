@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 
 from dashboard.events.ingest import ingest_batch
 from monitor.kernel.enforcer import Enforcer
-from monitor.testbed import SimulatedContainer, listen
+from monitor.testbed import DnsServer, SimulatedContainer, listen
 
 
 @pytest.fixture
@@ -105,3 +105,24 @@ def netprobe_in(container, probe, op: str, host: str, port: int) -> int:
     proc = container.spawn([str(probe), op, host, str(port)], stdout=subprocess.PIPE)
     out, _ = proc.communicate(timeout=10)
     return int(out)
+
+
+DNS_SERVER = "127.53.53.53"  # the tests' DNS server (loopback: no query leaves the machine)
+
+
+@pytest.fixture
+def resolver():
+    """The test's DNS server on loopback, with listeners behind the names it gives."""
+    socks = [listen(f"127.20.0.{i}", 0) for i in range(1, 2)]
+    port = socks[0].getsockname()[1]
+    socks += [listen(f"127.20.0.{i}", port) for i in range(2, 10)]
+    with DnsServer(DNS_SERVER, ttl=30) as server:
+        server.set("api.corp.test", "127.20.0.1")
+        server.set("blocked.test", "127.20.0.2")
+        server.set("ok.test", "127.20.0.3")
+        server.set("deep.evil.test", "127.20.0.4")
+        server.set("short.test", "127.20.0.5", ttl=1)
+        server.set("late.test", "127.20.0.6")
+        yield SimpleNamespace(server=server, port=port)
+    for s in socks:
+        s.close()

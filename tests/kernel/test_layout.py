@@ -22,6 +22,12 @@ MEMBERS = {
     "ce_proc_key": ["cgroup_id", "hash", "ppid", "type", "exit_code", "pad"],
     "ce_verdict": ["rank", "slot", "action", "audit", "pad"],
     "ce_file_rule": ["watch", "pad", "by_access"],
+    "ce_fqdn_key": ["cgroup_id", "hash", "kind", "pad"],
+    "ce_fqdn_rule": ["rank", "slot", "port", "action", "audit"],
+    "ce_fqdn_rules": ["count", "pad", "rules"],
+    "ce_addr_key": ["cgroup_id", "family", "pad", "addr"],
+    "ce_resolved": ["expires_ns", "name_hash", "pattern"],
+    "ce_dns": ["ts_ns", "cgroup_id", "name_hash", "len", "flags", "written", "pattern_kind", "pad", "msg"],
     "ce_proc": [
         "ts_ns",
         "cgroup_id",

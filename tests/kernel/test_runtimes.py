@@ -23,7 +23,7 @@ from monitor.agent import Agent
 from monitor.files import DEFAULT_WATCHES
 
 from . import runtimes
-from .conftest import deliver_until
+from .conftest import DNS_SERVER, deliver_until
 from .test_enforce_agent import run_agent, stop
 from .test_first_call import cgroups_made
 
@@ -202,5 +202,42 @@ async def test_a_containers_file_opens_are_reported_and_a_forbidden_read_is_kill
                 "open", "/etc/crossedge-secret (read)", True, name, runtime.name)  # fmt: skip
             assert v.process.binary == "/bin/busybox" and v.process.ppid == wrote.pid
         assert not ProcessEvent.objects.filter(kind="open").exclude(container__name=name).exists()
+
+    await sync_to_async(check)()
+
+
+async def test_a_container_that_resolves_a_denied_name_is_refused_and_its_calls_show_names(
+    runtime, enforcement, resolver
+):
+    """busybox nslookup asks the test's DNS server from inside a real container; netprobe
+    then connects to each answer: the name under a deny rule gets EPERM, the other goes
+    through, and both connections are stored with the names the container resolved."""
+    tag = uuid.uuid4().hex[:6]
+    name = f"dns-{tag}"
+    node = await sync_to_async(Node.objects.create)(name=f"rtd-{tag}", token_hash=uuid.uuid4().hex * 2)
+    enforcer = enforcement.enforcer
+    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
+    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
+    agent.set_policy(1, [{"id": "no-blocked", "match": {"dest_fqdn": "blocked.test"}, "action": "deny"}])
+    script = "; ".join(
+        f"/bin/busybox nslookup {host} {DNS_SERVER} > /dev/null; /bin/netprobe connect {ip} {resolver.port}"
+        for host, ip in (("blocked.test", "127.20.0.2"), ("ok.test", "127.20.0.3"))
+    )
+    with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
+        runner = await run_agent(agent)
+        try:
+            done = await asyncio.to_thread(runtime.run, name, ["/bin/sh", "-c", script])
+            assert done.stdout.decode().split() == [EPERM, "0"], done.stderr.decode()
+            await deliver_until(
+                agent, node, lambda: ConnectionEvent.objects.filter(container__name=name).count() >= 3, 5
+            )
+        finally:
+            await stop(runner)
+
+    def check():
+        rows = dict(ConnectionEvent.objects.filter(container__name=name).values_list("dest_ip", "dest_name"))
+        assert rows == {"127.20.0.2": "blocked.test", "127.20.0.3": "ok.test", DNS_SERVER: ""}  # asked: no name
+        v = Violation.objects.get(rule_id="no-blocked", container__name=name)
+        assert v.enforced and v.dest_name == "blocked.test"
 
     await sync_to_async(check)()

@@ -1,0 +1,397 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * dns.bpf.h - the DNS answers monitored containers receive, and the name rules.
+ *
+ * crossedge_dns (cgroup_skb/ingress, attached with the connect programs) looks at every
+ * packet a monitored container's sockets receive and lets each one through. A UDP
+ * datagram or TCP segment from port 53 that holds a DNS response is read (up to
+ * CE_DNS_LEN bytes) and parsed here: its question's name is hashed at every label
+ * (ce_name_hash, enforce_connect.h), the most specific name pattern that has rules
+ * (`fqdn_rules`: the name itself, else the longest "*.suffix") is chosen, and every A and
+ * AAAA record of the answer section is written to `resolved` as (cgroup, address) ->
+ * (expiry from its TTL, name, pattern) before the packet reaches the socket. So the
+ * connect() that follows an answer is judged by the name's rules without waiting for
+ * the agent; the agent gets the answer itself on the `dns` perf array (for the names it
+ * shows) and reads `dns_stats` (answers, records it could not be sent, malformed).
+ *
+ * Owners of answer records are not compared with the question: an answer's addresses
+ * (after any CNAME chain) are the question's, as a resolver returns them.
+ */
+
+#define CE_DNS_MASK (CE_DNS_LEN - 1)
+#define CE_DNS_WORDS (CE_DNS_LEN / 64)
+#define CE_FNV_OFFSET 0xcbf29ce484222325ULL
+#define CE_FNV_PRIME 0x100000001b3ULL
+#define CE_DNS_HEADER 12
+#define CE_DNS_MAX_NAME 255
+#define CE_DNS_MAX_LABELS 128
+#define CE_DNS_MAX_STEPS 512 /* answer walk: a step reads an owner label or a record's fixed part */
+#define CE_ETH_P_IP 0x0800
+#define CE_ETH_P_IPV6 0x86DD
+#define CE_IPPROTO_TCP 6
+#define CE_IPPROTO_UDP 17
+#define CE_DNS_PORT 53
+#define CE_DNS_STAT_ANSWERS 0 /* responses parsed */
+#define CE_DNS_STAT_LOST 1 /* ... that could not be sent to the agent (its buffer was full) */
+#define CE_DNS_STAT_BAD 2 /* packets from port 53 that were no parseable response */
+#define CE_DNS_STATS 3
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, CE_MAX_ENTRIES);
+	__type(key, struct ce_fqdn_key);
+	__type(value, struct ce_fqdn_rules);
+} fqdn_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CE_MAX_RESOLVED);
+	__type(key, struct ce_addr_key);
+	__type(value, struct ce_resolved);
+} resolved SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} dns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CE_DNS_STATS);
+	__type(key, __u32);
+	__type(value, __u64);
+} dns_stats SEC(".maps");
+
+/* State shared by the bpf_loop callbacks, kept in the per-CPU scratch: on the stack its
+ * exact values would make the verifier walk every iteration of every loop. */
+struct dns_walk {
+	__u64 cgid;
+	__u64 hash;
+	__u64 now;
+	__u32 off;
+	__u32 end; /* bytes of msg read */
+	__u32 qend; /* offset of the question name's root label (0 until found) */
+	__u32 left; /* answer records still to read */
+	__u8 owner; /* 1: reading a record's owner name, 0: its fixed part */
+	__u8 bad;
+	__u8 written;
+	__u8 found_cg;
+	__u8 found_all;
+	__u8 pad[3];
+	struct ce_fqdn_key best_cg; /* most specific pattern with rules for this cgroup */
+	struct ce_fqdn_key best_all; /* ... for every container */
+	struct ce_fqdn_key pattern; /* the one chosen */
+};
+
+struct dns_scratch {
+	struct ce_dns rec;
+	__u64 starts[CE_DNS_WORDS]; /* bit per offset of msg: a label of the question starts there */
+	struct dns_walk w;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_scratch);
+} dns_scratch SEC(".maps");
+
+
+static __always_inline void dns_stat(__u32 which)
+{
+	__u64 *n = bpf_map_lookup_elem(&dns_stats, &which);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline __u8 msg_at(struct dns_scratch *s, __u32 off)
+{
+	barrier_var(off); /* so the compiler keeps the mask the verifier needs */
+	return s->rec.msg[off & CE_DNS_MASK];
+}
+
+/* The bitmap word that holds off's label-start bit. */
+static __always_inline __u64 *start_word(struct dns_scratch *s, __u32 off)
+{
+	__u32 i = off >> 6;
+	barrier_var(i);
+	return &s->starts[i & (CE_DNS_WORDS - 1)];
+}
+
+/* The question's name, a label per step: mark where each label starts. */
+static long qname_step(__u32 index, void *unused)
+{
+	__u32 zero = 0;
+	struct dns_scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!s)
+		return 1;
+	struct dns_walk *w = &s->w;
+	__u32 off = w->off;
+
+	if (off >= w->end || off - CE_DNS_HEADER > CE_DNS_MAX_NAME) {
+		w->bad = 1;
+		return 1;
+	}
+	__u8 len = msg_at(s, off);
+	if (len == 0) {
+		w->qend = off;
+		return 1;
+	}
+	if (len > 63) { /* a compression pointer has no place in a question */
+		w->bad = 1;
+		return 1;
+	}
+	*start_word(s, off) |= 1ULL << (off & 63);
+	w->off = off + 1 + len;
+	return 0;
+}
+
+/* The name backwards, a byte per step: at each label start look its suffix up. */
+static long hash_step(__u32 index, void *unused)
+{
+	__u32 zero = 0;
+	struct dns_scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!s)
+		return 1;
+	struct dns_walk *w = &s->w;
+
+	if (index >= w->qend - CE_DNS_HEADER)
+		return 1;
+	__u32 j = w->qend - 1 - index;
+	__u8 c = msg_at(s, j);
+	if (c >= 'A' && c <= 'Z')
+		c += 'a' - 'A';
+	w->hash = (w->hash ^ c) * CE_FNV_PRIME;
+	if (!(*start_word(s, j) & (1ULL << (j & 63))))
+		return 0;
+	/* "*.example.com" covers the names below example.com, never example.com itself */
+	struct ce_fqdn_key key = {.hash = w->hash, .kind = j == CE_DNS_HEADER ? CE_FQDN_EXACT : CE_FQDN_WILD};
+	key.cgroup_id = w->cgid;
+	if (bpf_map_lookup_elem(&fqdn_rules, &key)) {
+		w->best_cg = key;
+		w->found_cg = 1;
+	}
+	key.cgroup_id = 0;
+	if (bpf_map_lookup_elem(&fqdn_rules, &key)) {
+		w->best_all = key;
+		w->found_all = 1;
+	}
+	return 0;
+}
+
+/* The answer section: an owner label, or a record's fixed part and data, per step. */
+static long answer_step(__u32 index, void *unused)
+{
+	__u32 zero = 0;
+	struct dns_scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!s)
+		return 1;
+	struct dns_walk *w = &s->w;
+	__u32 off = w->off;
+
+	if (w->left == 0 || off >= w->end)
+		return 1;
+	if (w->owner) {
+		__u8 b = msg_at(s, off);
+		if ((b & 0xC0) == 0xC0) { /* a compression pointer ends the name */
+			w->off = off + 2;
+			w->owner = 0;
+		} else if (b == 0) {
+			w->off = off + 1;
+			w->owner = 0;
+		} else if (b > 63) {
+			w->bad = 1;
+			return 1;
+		} else {
+			w->off = off + 1 + b;
+		}
+		return 0;
+	}
+	if (off + 10 > w->end)
+		return 1;
+	__u16 type = (__u16)msg_at(s, off) << 8 | msg_at(s, off + 1);
+	__u16 class = (__u16)msg_at(s, off + 2) << 8 | msg_at(s, off + 3);
+	__u32 ttl = (__u32)msg_at(s, off + 4) << 24 | (__u32)msg_at(s, off + 5) << 16 |
+		    (__u32)msg_at(s, off + 6) << 8 | msg_at(s, off + 7);
+	__u16 rdlen = (__u16)msg_at(s, off + 8) << 8 | msg_at(s, off + 9);
+	__u32 rd = off + 10;
+	if (rd + rdlen > w->end)
+		return 1; /* cut short (CE_DNS_LEN): the rest is the agent's to read */
+	if (class == 1 && ((type == 1 && rdlen == 4) || (type == 28 && rdlen == 16))) {
+		struct ce_addr_key ak = {.cgroup_id = w->cgid, .family = type == 1 ? 4 : 6};
+		if (type == 1) {
+#pragma unroll
+			for (int k = 0; k < 4; k++)
+				ak.addr[k] = msg_at(s, rd + k);
+		} else {
+#pragma unroll
+			for (int k = 0; k < 16; k++)
+				ak.addr[k] = msg_at(s, rd + k);
+		}
+		__u64 ttl_ns = (__u64)ttl * 1000000000ULL;
+		struct ce_resolved r = {
+			.expires_ns = w->now + (ttl_ns < CE_DNS_MIN_TTL_NS ? CE_DNS_MIN_TTL_NS : ttl_ns),
+			.name_hash = w->hash,
+			.pattern = w->pattern,
+		};
+		if (bpf_map_update_elem(&resolved, &ak, &r, BPF_ANY) == 0)
+			w->written++;
+	}
+	w->off = rd + rdlen;
+	w->owner = 1;
+	w->left--;
+	return w->left == 0;
+}
+
+SEC("cgroup_skb/ingress")
+int crossedge_dns(struct __sk_buff *skb)
+{
+	__u32 poff, zero = 0;
+	__u8 proto, flags = 0;
+
+	if (skb->protocol == bpf_htons(CE_ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || (ip.frag_off & bpf_htons(0x3fff)))
+			return 1; /* a fragment: only the reassembled datagram is read (by the socket) */
+		proto = ip.protocol;
+		poff = ip.ihl * 4;
+	} else if (skb->protocol == bpf_htons(CE_ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return 1;
+		proto = ip6.nexthdr;
+		poff = sizeof(ip6);
+	} else {
+		return 1;
+	}
+	if (proto == CE_IPPROTO_UDP) {
+		struct udphdr uh;
+		if (bpf_skb_load_bytes(skb, poff, &uh, sizeof(uh)) || uh.source != bpf_htons(CE_DNS_PORT))
+			return 1;
+		poff += sizeof(uh);
+	} else if (proto == CE_IPPROTO_TCP) {
+		struct tcphdr th;
+		if (bpf_skb_load_bytes(skb, poff, &th, sizeof(th)) || th.source != bpf_htons(CE_DNS_PORT))
+			return 1;
+		poff += th.doff * 4 + 2; /* DNS over TCP: a message starts with its length */
+		flags |= CE_DNS_TCP;
+	} else {
+		return 1;
+	}
+	if (skb->len < poff + CE_DNS_HEADER)
+		return 1; /* a handshake, an ACK */
+	__u64 cgid = bpf_skb_cgroup_id(skb);
+	if (!bpf_map_lookup_elem(&monitored, &cgid))
+		return 1;
+	struct dns_scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!s)
+		return 1;
+	__u64 len = (__u64)skb->len - poff; /* 64 bits: the clamp below bounds the register passed on */
+	if (len > CE_DNS_LEN) {
+		len = CE_DNS_LEN;
+		flags |= CE_DNS_CUT;
+	}
+	if (len < CE_DNS_HEADER || bpf_skb_load_bytes(skb, poff, s->rec.msg, len))
+		return 1;
+	__u8 *m = s->rec.msg;
+	__u16 qdcount = (__u16)m[4] << 8 | m[5];
+	if (!(m[2] & 0x80) || (m[2] & 0x78) || qdcount != 1) { /* a response to a standard query */
+		dns_stat(CE_DNS_STAT_BAD);
+		return 1;
+	}
+#pragma unroll
+	for (int i = 0; i < CE_DNS_WORDS; i++)
+		s->starts[i] = 0;
+	struct dns_walk *w = &s->w;
+	__builtin_memset(w, 0, sizeof(*w));
+	w->cgid = cgid;
+	w->hash = CE_FNV_OFFSET;
+	w->now = bpf_ktime_get_ns();
+	w->off = CE_DNS_HEADER;
+	w->end = len;
+	w->owner = 1;
+	bpf_loop(CE_DNS_MAX_LABELS, qname_step, NULL, 0);
+	__u32 qend = w->qend;
+	if (w->bad || qend <= CE_DNS_HEADER || qend > CE_DNS_HEADER + CE_DNS_MAX_NAME) {
+		dns_stat(CE_DNS_STAT_BAD); /* (the root's own name is no destination) */
+		return 1;
+	}
+	bpf_loop(qend - CE_DNS_HEADER, hash_step, NULL, 0);
+	w->pattern.kind = CE_FQDN_NOTHING;
+	if (w->found_cg)
+		w->pattern = w->best_cg; /* a container's entries include every container's patterns */
+	else if (w->found_all)
+		w->pattern = w->best_all;
+	w->left = (__u16)m[6] << 8 | m[7];
+	w->off = qend + 1 + 4; /* the root label, QTYPE, QCLASS */
+	if ((m[3] & 0x0f) == 0 && w->left) /* NOERROR */
+		bpf_loop(CE_DNS_MAX_STEPS, answer_step, NULL, 0);
+
+	s->rec.ts_ns = w->now;
+	s->rec.cgroup_id = cgid;
+	s->rec.name_hash = w->hash;
+	s->rec.len = len;
+	s->rec.flags = flags;
+	s->rec.written = w->written;
+	s->rec.pattern_kind = w->pattern.kind;
+	dns_stat(CE_DNS_STAT_ANSWERS);
+	__u32 size = len;
+	if (size > CE_DNS_LEN)
+		size = CE_DNS_LEN;
+	if (bpf_perf_event_output(skb, &dns, BPF_F_CURRENT_CPU, &s->rec, offsetof(struct ce_dns, msg) + size))
+		dns_stat(CE_DNS_STAT_LOST);
+	return 1;
+}
+
+/* The name rules' decision for a call to addr by cgid, or NULL: the first rule of the
+ * pattern the container's answer chose (or, for an address it never resolved or whose
+ * TTL ran out, of `none`: DNS servers themselves, port 53, excepted) whose port fits. */
+static __always_inline struct ce_rule *fqdn_rule(__u64 cgid, __u8 family, const __u8 *addr, __u16 port,
+						  __u64 *name_hash, struct ce_rule *out)
+{
+	struct ce_addr_key ak = {.cgroup_id = cgid, .family = family};
+	struct ce_fqdn_rules *list = NULL;
+
+	if (family == 4)
+		__builtin_memcpy(ak.addr, addr, 4);
+	else
+		__builtin_memcpy(ak.addr, addr, 16);
+	struct ce_resolved *r = bpf_map_lookup_elem(&resolved, &ak);
+	struct ce_fqdn_key pk = {.cgroup_id = cgid, .kind = CE_FQDN_NONE};
+	if (r) {
+		barrier_var(r); /* no address of its fields before this check */
+		if (r->expires_ns > bpf_ktime_get_ns()) {
+			*name_hash = r->name_hash;
+			pk = r->pattern;
+		}
+	}
+	if (pk.kind == CE_FQDN_NONE) {
+		if (port == bpf_htons(CE_DNS_PORT))
+			return NULL;
+		list = bpf_map_lookup_elem(&fqdn_rules, &pk);
+		if (!list) {
+			pk.cgroup_id = 0;
+			list = bpf_map_lookup_elem(&fqdn_rules, &pk);
+		}
+	} else if (pk.kind != CE_FQDN_NOTHING) {
+		list = bpf_map_lookup_elem(&fqdn_rules, &pk);
+	}
+	if (!list)
+		return NULL;
+#pragma unroll
+	for (int k = 0; k < CE_FQDN_RULES; k++) {
+		if (k >= list->count)
+			break;
+		struct ce_fqdn_rule *rule = &list->rules[k];
+		if (rule->port == 0 || rule->port == port) {
+			out->rank = rule->rank;
+			out->slot = rule->slot;
+			out->action = rule->action;
+			out->audit = rule->audit;
+			return out;
+		}
+	}
+	return NULL;
+}

@@ -1,0 +1,124 @@
+"""Names in the dashboard: stored with each connection and violation, searched by name
+(exact, *.suffix, none) in search, the API, exports and the live feed's filter, tested
+by the draft tester, and rules by name through the admin and the policy file."""
+
+import json
+
+import pytest
+
+from dashboard.events.filters import EventFilter, FilterError
+from dashboard.events.ingest import ingest_batch
+from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.events.serializers import connection_row
+from dashboard.policy.models import Rule
+
+from .conftest import agent_event
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def named(node):
+    result = ingest_batch(
+        node,
+        [
+            agent_event(dest_ip="127.20.0.1", dest_name="api.corp.test", verdict="allow", rule_id=""),
+            agent_event(dest_ip="127.20.0.2", dest_name="x.api.corp.test", verdict="allow", rule_id=""),
+            agent_event(dest_ip="127.20.0.3", dest_name="", verdict="alert", rule_id="unresolved"),
+            agent_event(dest_ip="127.20.0.4", dest_name="blocked.test", verdict="deny", rule_id="deny-blocked"),
+            agent_event(dest_ip="127.20.0.5"),  # an older agent: the name is not known
+        ],
+    )
+    assert not result.rejected
+    return result
+
+
+def test_names_are_stored_with_connections_and_violations(named):
+    names = dict(ConnectionEvent.objects.values_list("dest_ip", "dest_name"))
+    assert names == {"127.20.0.1": "api.corp.test", "127.20.0.2": "x.api.corp.test", "127.20.0.3": "",
+                     "127.20.0.4": "blocked.test", "127.20.0.5": None}  # fmt: skip
+    denied = Violation.objects.get(rule_id="deny-blocked")
+    assert denied.dest_name == "blocked.test" and denied.target == "127.20.0.4:443 (blocked.test)"
+    assert connection_row(ConnectionEvent.objects.get(dest_ip="127.20.0.1"))["dest_name"] == "api.corp.test"
+
+
+def test_a_bad_name_is_refused_with_the_rest_of_the_batch_stored(node):
+    result = ingest_batch(node, [agent_event(dest_name="x" * 300), agent_event(dest_name=7), agent_event()])
+    assert len(result.rejected) == 2 and "dest_name" in result.rejected[0]["reason"]
+    assert ConnectionEvent.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "ips"),
+    [
+        ("api.corp.test", {"127.20.0.1"}),
+        ("*.corp.test", {"127.20.0.1", "127.20.0.2"}),
+        ("*.api.corp.test", {"127.20.0.2"}),
+        ("none", {"127.20.0.3"}),
+    ],
+)
+def test_search_api_export_and_feed_filter_by_name(client, staff, named, name, ips):
+    client.force_login(staff)
+    qs = EventFilter.parse({"name": name}).apply(ConnectionEvent.objects.all(), "verdict")
+    assert set(qs.values_list("dest_ip", flat=True)) == ips
+    rows = client.get("/api/connections/", {"name": name}).json()["results"]
+    assert {r["dest_ip"] for r in rows} == ips
+    exported = client.get("/events/export.ndjson", {"name": name})
+    lines = [json.loads(line) for line in b"".join(exported.streaming_content).splitlines()]
+    assert {r["dest_ip"] for r in lines} == ips and all("dest_name" in r for r in lines)
+    page = client.get("/events/", {"name": name}).content.decode()
+    assert all(ip in page for ip in ips)
+    feed_filter = EventFilter.parse({"name": name})
+    matched = {r["dest_ip"] for r in map(connection_row, ConnectionEvent.objects.all()) if feed_filter.matches(r)}
+    assert matched == ips
+
+
+def test_a_bad_name_filter_says_why():
+    with pytest.raises(FilterError, match="name"):
+        EventFilter.parse({"name": "a.*.test"})
+
+
+def test_the_draft_tester_replays_a_rule_by_name(client, staff, named):
+    client.force_login(staff)
+    page = client.get("/rule-test/", {"dest_fqdn": "*.corp.test"}).content.decode()
+    assert 'id="draft-total">2<' in page
+    page = client.get("/rule-test/", {"dest_fqdn": "none"}).content.decode()
+    assert 'id="draft-total">1<' in page
+    page = client.get("/rule-test/", {"dest_fqdn": "a.*.b"}).content.decode()
+    assert "dest_fqdn" in page and "wildcard" in page
+
+
+def test_rules_by_name_through_the_admin_and_the_policy_file(admin_client, tmp_path):
+    response = admin_client.post(
+        "/admin/policy/rule/add/",
+        {
+            "rule_id": "deny-evil",
+            "action": "deny",
+            "mode": "enforce",
+            "severity": "high",
+            "priority": 10,
+            "tags": "[]",
+            "access": "[]",
+            "dest_fqdn": "*.Evil.test.",
+            "dest_port": "443",
+        },  # fmt: skip
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    rule = Rule.objects.get(rule_id="deny-evil")
+    assert rule.dest_fqdn == "*.evil.test" and rule.to_spec()["match"] == {"dest_fqdn": "*.evil.test", "dest_port": 443}
+    bad = admin_client.post(
+        "/admin/policy/rule/add/",
+        {
+            "rule_id": "both",
+            "action": "deny",
+            "mode": "enforce",
+            "severity": "high",
+            "priority": 10,
+            "tags": "[]",
+            "access": "[]",
+            "dest_fqdn": "a.test",
+            "dest_ip": "127.0.0.1/32",
+        },  # fmt: skip
+    )
+    assert bad.status_code == 200 and "by address or by name" in bad.content.decode()
+    assert not Rule.objects.filter(rule_id="both").exists()

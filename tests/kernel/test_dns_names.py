@@ -1,0 +1,149 @@
+"""Names, on the real kernel: a DNS answer a container receives is parsed by crossedge_dns
+before the container reads it, so a deny by name refuses the connect() that follows the
+answer (the agent need not even run), other names go through, the entry ends with the
+TTL, a `none` rule catches an address the container never resolved, and the agent shows
+each connection's name."""
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.fleet.models import Node
+from monitor.agent import Agent
+from monitor.rules import RuleSet
+
+from .conftest import DNS_SERVER as SERVER
+from .conftest import ROOT, deliver_until
+
+pytestmark = pytest.mark.kernel
+EPERM, REFUSED = 1, 111
+
+
+def resolve_in(container, port: int, *names: str, tcp: bool = False) -> list[tuple[str, int]]:
+    """Resolve each name from inside the container and connect to the answer at once."""
+    argv = [sys.executable, "-m", "monitor.testbed", "resolve", SERVER, str(port), *names] + (["--tcp"] if tcp else [])
+    proc = container.spawn(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    return [(a, int(e)) for a, e in (line.split() for line in out.decode().splitlines())]
+
+
+def connect_in(container, host: str, port: int) -> int:
+    code = f"from monitor.testbed import connect_once as c; print(c({host!r}, {port}))"
+    proc = container.spawn([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=10)
+    return int(out)
+
+
+NAME_RULES = [
+    {"id": "allow-api", "match": {"dest_fqdn": "api.corp.test"}, "action": "allow"},
+    {"id": "deny-blocked", "match": {"dest_fqdn": "blocked.test"}, "action": "deny"},
+    {"id": "deny-evil", "match": {"dest_fqdn": "*.evil.test"}, "action": "deny"},
+    {"id": "deny-short", "match": {"dest_fqdn": "short.test"}, "action": "deny"},
+]
+
+
+def test_deny_by_name_holds_from_the_answer_without_the_agent(enforcement, resolver):
+    """Only the kernel: no agent reads the answers, the deny still holds for the connect()
+    the same process makes microseconds after reading the answer."""
+    app = enforcement.container("dns-app")
+    other = enforcement.container("dns-other")
+    enforcement.enforcer.start()
+    enforcement.enforcer.sync(RuleSet.from_specs(NAME_RULES, 1))
+    port = resolver.port
+    got = dict(zip(["api", "blocked", "ok", "evil"], resolve_in(app, port, "api.corp.test", "blocked.test", "ok.test",
+                                                                 "deep.evil.test"), strict=True))  # fmt: skip
+    assert got["api"] == ("127.20.0.1", 0)
+    assert got["blocked"] == ("127.20.0.2", EPERM)
+    assert got["ok"] == ("127.20.0.3", 0)
+    assert got["evil"] == ("127.20.0.4", EPERM), "*.evil.test covers deep.evil.test"
+    # the same address from a container that never resolved the name: no name, no deny
+    assert connect_in(other, "127.20.0.2", port) == 0
+    # over TCP too
+    assert resolve_in(app, port, "blocked.test", tcp=True) == [("127.20.0.2", EPERM)]
+    stats = enforcement.enforcer.dns_stats()
+    assert stats["answers"] == 5 and stats["malformed"] == 0
+    assert stats["lost"] == 5, "with nobody reading the dns pipe every answer is counted as not sent"
+
+
+def test_ttl_ends_the_name(enforcement, resolver):
+    app = enforcement.container("dns-ttl")
+    enforcement.enforcer.start()
+    enforcement.enforcer.sync(RuleSet.from_specs(NAME_RULES, 1))
+    port = resolver.port
+    assert resolve_in(app, port, "short.test") == [("127.20.0.5", EPERM)]  # TTL 1 s
+    assert connect_in(app, "127.20.0.5", port) == EPERM  # still within the TTL
+    time.sleep(1.5)
+    assert connect_in(app, "127.20.0.5", port) == 0, "past its TTL the address no longer carries the name"
+    assert resolve_in(app, port, "short.test") == [("127.20.0.5", EPERM)]  # asked again: named again
+
+
+def test_none_catches_addresses_never_resolved(enforcement, resolver):
+    app = enforcement.container("dns-none")
+    rules = [{"id": "deny-unresolved", "match": {"container": "dns-none", "dest_fqdn": "none"}, "action": "deny"}]
+    enforcement.enforcer.start()
+    enforcement.enforcer.sync(RuleSet.from_specs(rules, 1))
+    port = resolver.port
+    assert connect_in(app, "127.20.0.7", port) == EPERM, "a hard-coded address"
+    # asking the DNS server (port 53) is allowed, and a resolved address is too
+    assert resolve_in(app, port, "ok.test") == [("127.20.0.3", 0)]
+
+
+async def run_agent(agent):
+    runner = asyncio.create_task(agent.run())
+    await asyncio.wait_for(agent.kernel_ready.wait(), 30)
+    await agent.wait_ready(30)
+    return runner
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_agent_shows_names_and_applies_a_new_rule_to_names_learned_before(enforcement, resolver, tmp_path):
+    node = await sync_to_async(Node.objects.create)(name="dns-node", token_hash="d" * 64)
+    app = enforcement.container("dns-agent")
+    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
+    rules = [
+        {"id": "alert-corp", "match": {"dest_fqdn": "*.corp.test"}, "action": "alert"},
+        {"id": "deny-blocked", "match": {"dest_fqdn": "blocked.test"}, "action": "deny", "severity": "high"},
+        {"id": "alert-unresolved", "match": {"dest_fqdn": "none"}, "action": "alert"},
+    ]
+    agent.set_policy(1, rules)
+    runner = await run_agent(agent)
+    port = resolver.port
+    try:
+        got = await asyncio.to_thread(resolve_in, app, port, "api.corp.test", "blocked.test", "late.test")
+        assert [e for _a, e in got] == [0, EPERM, 0]
+        assert await asyncio.to_thread(connect_in, app, "127.20.0.8", port) == 0  # never resolved: alert only
+
+        def stored():
+            return ConnectionEvent.objects.filter(dest_ip__startswith="127.20.0.").count() >= 4
+
+        await deliver_until(agent, node, stored, timeout=10)
+        rows = {
+            e.dest_ip: e
+            async for e in ConnectionEvent.objects.filter(dest_ip__startswith="127.20.0.").select_related("container")
+        }
+        assert rows["127.20.0.1"].dest_name == "api.corp.test" and rows["127.20.0.1"].verdict == "alert"
+        assert rows["127.20.0.2"].dest_name == "blocked.test" and rows["127.20.0.2"].verdict == "deny"
+        assert rows["127.20.0.6"].dest_name == "late.test" and rows["127.20.0.6"].verdict == "allow"
+        assert rows["127.20.0.8"].dest_name == "" and rows["127.20.0.8"].rule_id == "alert-unresolved"
+        assert all(r.container and r.container.name == "dns-agent" for r in rows.values())
+        denied = await Violation.objects.aget(rule_id="deny-blocked")
+        assert denied.enforced and denied.dest_name == "blocked.test" and "blocked.test" in denied.target
+
+        # a rule written after the container learned late.test applies to it at once
+        agent.set_policy(2, [{"id": "deny-late", "match": {"dest_fqdn": "late.test"}, "action": "deny"}] + rules)
+        deadline = time.monotonic() + 10
+        while enforcement.enforcer.policy_version != 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # the rewrite follows the write in the same round
+        assert await asyncio.to_thread(connect_in, app, "127.20.0.6", port) == EPERM
+        health = agent.health()["dns"]
+        assert health["answers"] >= 3 and health["kernel_lost"] == 0
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

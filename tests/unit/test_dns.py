@@ -1,0 +1,174 @@
+"""Names: rule patterns, the kernel's name tables against the rule engine, DNS answers as
+the agent reads them, and calls waiting for the answer that named them."""
+
+import ipaddress
+import random
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from monitor.agent import Agent
+from monitor.dns import Names, Pattern, name_hash, parse_answer
+from monitor.kernel.compile import FQDN_MAP, Scope, compile_rules
+from monitor.kernel.layout import decode_fqdn_rules, encode_fqdn_key
+from monitor.rules import Flow, RuleError, RuleSet, parse_rule
+from monitor.testbed import DnsServer
+
+from .test_kernel_compile import kernel_decision
+
+SCOPES = [Scope(101, "/x.slice/docker-a.scope", "app-a"), Scope(102, "/x.slice/docker-b.scope", "app-b")]
+NAMES = ["a.x.test", "b.x.test", "x.test", "c.a.x.test", "y.test", ""]  # "": never resolved
+PATTERNS = ["a.x.test", "x.test", "*.x.test", "*.a.x.test", "*.test", "y.test", "none"]
+
+
+def fqdn_decision(compiled, scope: Scope, name: str, port: int):
+    """What dns.bpf.h and fqdn_rule() compute: the answer picks the name's most specific
+    pattern (the container's entries first), the connect walks that pattern's rules."""
+    table = compiled.entries[FQDN_MAP]
+
+    def lookup(cgid, hashed, kind):
+        value = table.get(encode_fqdn_key(cgid, hashed, kind))
+        return None if value is None else decode_fqdn_rules(value)
+
+    if name == "":
+        if port == 53:
+            return None
+        rules = lookup(scope.cgroup_id, 0, "none")
+        rules = lookup(0, 0, "none") if rules is None else rules
+    else:
+        parts = [p.encode() for p in name.split(".")]
+        best_cg = best_all = None
+        for i in range(len(parts) - 1, -1, -1):  # shortest suffix first, as the backwards pass
+            key = (name_hash(parts[i:]), "exact" if i == 0 else "wild")
+            if lookup(scope.cgroup_id, *key) is not None:
+                best_cg = (scope.cgroup_id, *key)
+            if lookup(0, *key) is not None:
+                best_all = (0, *key)
+        pattern = best_cg or best_all
+        rules = lookup(*pattern) if pattern else None
+    for rank, slot, rport, _action, _audit in rules or ():
+        if rport in (0, port):
+            return rank, slot
+    return None
+
+
+def random_rule(rng, i):
+    match = {}
+    if rng.random() < 0.6:
+        match["dest_fqdn"] = rng.choice(PATTERNS)
+    elif rng.random() < 0.5:
+        match["dest_ip"] = rng.choice(["127.0.0.0/8", "127.0.0.1/32", "127.0.0.2/31"])
+    if rng.random() < 0.4:
+        match["dest_port"] = rng.choice([80, 443, 53])
+    if rng.random() < 0.4:
+        match["container"] = rng.choice(["app-a", "app-b", "app-*"])
+    action = rng.choice(["allow", "alert", "deny"])
+    return {"id": f"r{i}", "priority": rng.randrange(4), "match": match, "action": action}
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_kernels_name_tables_agree_with_the_rule_engine(seed):
+    rng = random.Random(seed)
+    ruleset = RuleSet.from_specs([random_rule(rng, i) for i in range(rng.randrange(1, 9))], 1)
+    compiled = compile_rules(ruleset, SCOPES)
+    by_slot = {slot: rule_id for rule_id, slot in compiled.slots.items()}
+    for _ in range(80):
+        scope, name = rng.choice(SCOPES), rng.choice(NAMES)
+        addr, port = ipaddress.ip_address(f"127.0.0.{rng.randrange(4)}"), rng.choice([53, 80, 443])
+        flow = Flow.of(str(addr), port, cgroup_id=scope.cgroup_id, container=scope.container, dest_name=name)
+        expected = ruleset.evaluate(flow)
+        by_address = kernel_decision(compiled, scope, addr, port)
+        by_name = fqdn_decision(compiled, scope, name, port)
+        candidates = [(by_address.rank, by_address.rule_id)] if by_address else []
+        candidates += [(by_name[0], by_slot[by_name[1]])] if by_name else []
+        got = min(candidates)[1] if candidates else None
+        assert got == (expected.id if expected else None), (name, addr, port, scope, ruleset.rules)
+
+
+def test_patterns_say_what_they_match():
+    wild, exact, none = Pattern.parse("*.Example.COM."), Pattern.parse("api.example.com"), Pattern.parse("none")
+    assert str(wild) == "*.example.com" and str(exact) == "api.example.com" and str(none) == "none"
+    assert wild.matches("a.b.example.com") and wild.matches("api.example.com") and not wild.matches("example.com")
+    assert not wild.matches("badexample.com") and not wild.matches("") and not wild.matches(None)
+    assert exact.matches("api.example.com") and not exact.matches("x.api.example.com")
+    assert none.matches("") and not none.matches(None) and not none.matches("api.example.com")
+    assert wild.covers(exact) and wild.covers(wild) and not exact.covers(wild) and not wild.covers(none)
+    for bad in ("api.*.com", "*", "a..b", "-x.com", "x" * 64 + ".com", "näme.com", 5):
+        with pytest.raises(ValueError):
+            Pattern.parse(bad)
+
+
+def test_rules_by_name_are_validated_with_clear_errors():
+    rule = parse_rule({"id": "r", "match": {"dest_fqdn": "*.Example.com", "dest_port": 443}, "action": "deny"})
+    assert rule.kind == "connect" and rule.to_spec()["match"] == {"dest_fqdn": "*.example.com", "dest_port": 443}
+    errors = {
+        "by address or by name": {"dest_fqdn": "a.test", "dest_ip": "127.0.0.1/32"},
+        "one port": {"dest_fqdn": "a.test", "dest_port": "80-90"},
+        "may only open a name": {"dest_fqdn": "a.*.test"},
+        "not a valid DNS label": {"dest_fqdn": "bad_.-x.test"},
+        "one kind of event": {"dest_fqdn": "a.test", "binary": "/bin/sh"},
+    }
+    for message, match in errors.items():
+        with pytest.raises(RuleError, match=message):
+            parse_rule({"id": "r", "match": match, "action": "deny"})
+
+
+def test_answers_parse_whole_or_cut_and_garbage_is_refused():
+    server = DnsServer("127.53.53.54", port=0)
+    try:
+        server.set("API.Example.com", "127.1.2.3", "127.1.2.4", ttl=7)
+        import dns.message
+
+        wire = server.answer(dns.message.make_query("api.example.com", "A").to_wire())
+    finally:
+        server.stop()
+    answer = parse_answer(wire)
+    assert answer.name == "api.example.com" and answer.rcode == "NOERROR" and answer.complete
+    assert sorted(answer.addresses) == [("127.1.2.3", 7), ("127.1.2.4", 7)]
+    cut = parse_answer(wire[:-3])  # the kernel read only so much
+    assert cut.name == "api.example.com" and not cut.complete and cut.addresses == ()
+    with pytest.raises(ValueError):
+        parse_answer(b"\x00" * 5)
+
+
+def test_names_are_bounded_and_expire():
+    names = Names(cap=3)
+    answer = SimpleNamespace(name="a.test", addresses=(("127.0.0.1", 1), ("127.0.0.2", 100)))
+    names.learn(7, 11, answer, mono_ns=0)
+    assert names.name(11) == "a.test"
+    assert [row[1] for row in names.live(2 * 10**9)] == ["127.0.0.2"]
+    for i in range(5):
+        names.learn(7, 100 + i, SimpleNamespace(name=f"n{i}.test", addresses=()), mono_ns=0)
+    assert len(names.by_hash) == 3 and names.name(11) is None
+
+
+def kernel_call(name_hash: int, cgroup_id: int = 5) -> dict:
+    return {"mono_ns": time.monotonic_ns(), "cgroup_id": cgroup_id, "folded": 0, "pid": 1, "tid": 1, "uid": 0,
+            "gid": 0, "slot": 0, "dest_ip": "127.1.2.3", "dest_port": 80, "family": 4, "kernel_verdict": "allow",
+            "op": "connect", "comm": "curl", "rule_id": "", "name_hash": name_hash}  # fmt: skip
+
+
+def test_a_call_waits_for_the_answer_that_named_it_and_not_longer(monkeypatch):
+    import dns.message
+
+    enforcer = SimpleNamespace(scope_ids={5}, monitored={5}, in_scope=lambda _p: True, notes=[], policy_version=1)
+    agent = Agent(backends=(), enforcer=enforcer)
+    agent.cgroups.path = lambda _cgid: "/x.slice/docker-a.scope"
+    server = DnsServer("127.53.53.55", port=0)
+    try:
+        server.set("api.example.com", "127.1.2.3")
+        wire = server.answer(dns.message.make_query("api.example.com", "A").to_wire())
+    finally:
+        server.stop()
+    hashed = name_hash([b"api", b"example", b"com"])
+    agent.handle("kernel", kernel_call(hashed))
+    assert not agent.outbox and len(agent.unnamed) == 1  # the answer is still on the other pipe
+    agent.handle("kernel", kernel_call(0))  # never resolved: goes on at once, named ""
+    assert [e["dest_name"] for e in agent.outbox] == [""]
+    agent.handle_dns("dns", {"cgroup_id": 5, "name_hash": hashed, "message": wire, "mono_ns": 0, "cut": False})
+    assert [e["dest_name"] for e in agent.outbox] == ["", "api.example.com"] and not agent.unnamed
+    agent.handle("kernel", kernel_call(12345))  # an answer that never comes (lost): waits NAME_WAIT, then unnamed
+    monkeypatch.setattr("monitor.agent.NAME_WAIT", 0)
+    agent.release_unnamed(force=True)
+    assert agent.outbox[-1]["dest_name"] is None and agent.names.counts["calls_unnamed"] == 1
