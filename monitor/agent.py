@@ -29,7 +29,7 @@ from . import AGENT_VERSION, folding
 from .backends import BACKENDS, perf_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify
-from .dns import Names, parse_answer
+from .dns import Names
 from .files import watched
 from .flowcounts import FlowCounts, KernelFlows
 from .kernel import processes as kernel_processes
@@ -170,13 +170,10 @@ class Agent:
         """A DNS response a container received: learn its names, then let the calls waiting
         for one of them go on."""
         try:
-            answer = parse_answer(record["message"])
+            self.names.heard(record["name_hash"], record["message"])
         except ValueError as exc:
             self.names.counts["unreadable"] += 1
             log.debug("dns record from cgroup %s: %s", record["cgroup_id"], exc)
-        else:
-            self.names.learn(record["cgroup_id"], record["name_hash"], answer, record["mono_ns"])
-            self.names.counts["cut"] += record["cut"] or not answer.complete
         self.release_unnamed()
 
     def release_unnamed(self, force: bool = False) -> None:
@@ -465,8 +462,8 @@ class Agent:
                         patterns = enforcer.patterns
                         await asyncio.to_thread(enforcer.sync, self.ruleset)
                         self._policy_written()
-                        live = self.names.live(time.monotonic_ns())  # names learned under the old rules
-                        await asyncio.to_thread(enforcer.rewrite_resolved, live, patterns)
+                        if enforcer.patterns != patterns:  # names learned under the old rules
+                            await asyncio.to_thread(enforcer.rewrite_resolved, self.names.name)
                     else:
                         await asyncio.to_thread(enforcer.rescan)
                     self.kernel_error = ""

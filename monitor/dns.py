@@ -1,9 +1,9 @@
 """Names: what the containers resolved, and the name patterns rules match on.
 
 The kernel (bpfscripts/dns.bpf.h) parses each DNS answer a monitored container receives
-and remembers its addresses by (cgroup, address) with the name's hash; it sends the
-answer on, and the agent parses it again here with dnspython, so that the events can
-show the name behind a hash. The hash is computed the same way on both sides
+and remembers its addresses by (cgroup, address) with the name's hash and the TTL; it
+sends the answer on, and the agent reads its question here with dnspython, so that the
+events can show the name behind a hash. The hash is computed the same way on both sides
 (`name_hash`), and the kernel's choice of a name's pattern (`best_pattern`) is mirrored
 here for the entries the agent rewrites when the rules change.
 
@@ -16,22 +16,20 @@ Names compare in lower case, without the root's trailing dot.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import re
 from dataclasses import dataclass
 
 import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
+import dns.name
 
 from .kernel.layout import fnv1a
 
 NONE = "none"
 DNS_PORT = 53
 MAX_NAME = 253
+HEADER = 12  # bytes before a DNS message's question
 LABEL_RE = re.compile(rb"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
-MAX_REMEMBERED = 65536  # names by hash, and learned addresses (the kernel's table holds as many)
+MAX_REMEMBERED = 65536  # names by hash (the kernel's table of learned addresses holds as many)
 
 
 def labels(name: str) -> list[bytes]:
@@ -120,65 +118,40 @@ def best_pattern(name: str, patterns) -> Pattern | None:
     return None
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A DNS response as the agent reads it."""
-
-    name: str  # the question, lower case, no trailing dot
-    addresses: tuple[tuple[str, int], ...]  # (address, ttl) of every A/AAAA record read
-    rcode: str
-    complete: bool  # False: the kernel read only the first part, or it did not parse whole
-
-
-def parse_answer(message: bytes) -> Answer:
-    """ValueError if the message has no readable question."""
+def question_name(message: bytes) -> str:
+    """The name a DNS response answers (its question), lower case, no trailing dot;
+    ValueError if the message has no readable question."""
+    if len(message) < HEADER or int.from_bytes(message[4:6], "big") != 1:
+        raise ValueError("not a DNS message with one question")
     try:
-        msg = dns.message.from_wire(message, ignore_trailing=True)
-        complete = True
-    except dns.exception.DNSException:
-        try:  # cut short by the kernel's read: the question still names it
-            msg = dns.message.from_wire(message, question_only=True)
-        except dns.exception.DNSException as exc:
-            raise ValueError(f"not a DNS message: {exc}") from None
-        complete = False
-    if len(msg.question) != 1:
-        raise ValueError(f"a response with {len(msg.question)} questions")
-    qname = msg.question[0].name
-    name = b".".join(label.lower() for label in qname.labels if label).decode("ascii", "replace")
-    found = []
-    for rrset in msg.answer if complete else ():
-        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            found += [(rd.address, rrset.ttl) for rd in rrset]
-    return Answer(name, tuple(found), dns.rcode.to_text(msg.rcode()), complete)
+        name, _used = dns.name.from_wire(message, HEADER)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"not a DNS message: {exc}") from None
+    return b".".join(label.lower() for label in name.labels if label).decode("ascii", "replace")
 
 
 class Names:
-    """What the containers of this node resolved: hash -> name, and (cgroup, address) ->
-    (name, expiry), both bounded (least recently learned go first)."""
+    """The names behind the kernel's name hashes (bounded: least recently learned go
+    first). The addresses each container learned, with their TTLs, are the kernel's
+    `resolved` table; a name is read from an answer's question the first time its hash
+    is seen, so a storm of answers for known names costs the agent a dictionary lookup."""
 
     def __init__(self, cap: int = MAX_REMEMBERED):
         self.cap = cap
         self.by_hash: collections.OrderedDict[int, str] = collections.OrderedDict()
-        self.learned: collections.OrderedDict[tuple[int, str], tuple[str, int]] = collections.OrderedDict()
-        self.counts = collections.Counter()  # answers, addresses, unreadable, cut
+        self.counts = collections.Counter()  # answers, names, unreadable, calls_unnamed
 
-    def learn(self, cgroup_id: int, name_hash: int, answer: Answer, mono_ns: int) -> None:
-        self._put(self.by_hash, name_hash, answer.name)
-        for address, ttl in answer.addresses:
-            expires = mono_ns + max(ttl, 1) * 10**9  # the kernel's CE_DNS_MIN_TTL_NS
-            self._put(self.learned, (cgroup_id, str(ipaddress.ip_address(address))), (answer.name, expires))
+    def heard(self, name_hash: int, message: bytes) -> None:
+        """One answer the kernel passed on (ValueError if its question cannot be read)."""
         self.counts["answers"] += 1
-        self.counts["addresses"] += len(answer.addresses)
-
-    def _put(self, table: collections.OrderedDict, key, value) -> None:
-        table[key] = value
-        table.move_to_end(key)
-        if len(table) > self.cap:
-            table.popitem(last=False)
+        if name_hash in self.by_hash:
+            self.by_hash.move_to_end(name_hash)
+            return
+        name = question_name(message)
+        self.by_hash[name_hash] = name
+        self.counts["names"] += 1
+        if len(self.by_hash) > self.cap:
+            self.by_hash.popitem(last=False)
 
     def name(self, name_hash: int) -> str | None:
         return self.by_hash.get(name_hash)
-
-    def live(self, now_ns: int) -> list[tuple[int, str, str, int]]:
-        """(cgroup, address, name, expiry) of every learned address not yet expired."""
-        return [(cg, addr, name, exp) for (cg, addr), (name, exp) in self.learned.items() if exp > now_ns]

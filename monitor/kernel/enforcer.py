@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
-import ipaddress
 import logging
 import os
 import posixpath
@@ -513,27 +512,24 @@ class Enforcer:
         self.error = ""
         log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))
 
-    def rewrite_resolved(self, live: list[tuple[int, str, str, int]], before: dict[int, frozenset]) -> int:
-        """Point the addresses the containers learned at the patterns the new rules give their
-        names (the kernel chose when each answer arrived): `live` is (cgroup, address, name,
-        expiry) from monitor.dns.Names, `before` the patterns the kernel chose among. Returns
-        the entries written."""
-        if before == self.patterns:
-            return 0
-        pin, commands = self.layout.map("resolved"), []
-        for cgid, address, name, expires in live:
-            old, (bucket, new) = _choice(name, before, cgid), _choice(name, self.patterns, cgid)
-            if old == (bucket, new):
-                continue
-            try:
-                hashed = dns.name_hash(dns.labels(name))
-            except ValueError:
-                continue  # a name no rule can match (not a host name)
-            addr = ipaddress.ip_address(address)
-            key = ADDR_KEY.pack(cgid, addr.version, addr.packed)
-            pattern = encode_fqdn_key(bucket, new.hash, new.kind) if new else FQDN_KEY.pack(0, 0, FQDN_NOTHING)
-            value = RESOLVED.pack(expires, hashed, pattern)
-            commands.append(bpftool.update_command(pin, hex_bytes(key), hex_bytes(value)))
+    def rewrite_resolved(self, name_of) -> int:
+        """Point the addresses the containers learned at the patterns the rules now give their
+        names (the kernel chose when each answer arrived, under the rules of then).
+        `name_of` maps a name hash to its name (monitor.dns.Names.name). Returns the
+        entries rewritten."""
+        pin, commands, now = self.layout.map("resolved"), [], time.monotonic_ns()
+        for item in bpftool.map_dump(pin):
+            key, value = from_json_bytes(item["key"]), from_json_bytes(item["value"])
+            expires, name_hash, pattern = RESOLVED.unpack(value)
+            name = name_of(name_hash)
+            if expires <= now or name is None:
+                continue  # expired (the kernel ignores it), or a name this agent never heard
+            bucket, chosen = _choice(name, self.patterns, ADDR_KEY.unpack(key)[0])
+            want = encode_fqdn_key(bucket, chosen.hash, chosen.kind) if chosen else FQDN_KEY.pack(0, 0, FQDN_NOTHING)
+            if want != pattern:
+                commands.append(
+                    bpftool.update_command(pin, hex_bytes(key), hex_bytes(RESOLVED.pack(expires, name_hash, want)))
+                )
         bpftool.batch(commands)
         return len(commands)
 

@@ -6,10 +6,11 @@ import random
 import time
 from types import SimpleNamespace
 
+import dns.message
 import pytest
 
 from monitor.agent import Agent
-from monitor.dns import Names, Pattern, name_hash, parse_answer
+from monitor.dns import Names, Pattern, name_hash, question_name
 from monitor.kernel.compile import FQDN_MAP, Scope, compile_rules
 from monitor.kernel.layout import decode_fqdn_rules, encode_fqdn_key
 from monitor.rules import Flow, RuleError, RuleSet, parse_rule
@@ -114,33 +115,36 @@ def test_rules_by_name_are_validated_with_clear_errors():
             parse_rule({"id": "r", "match": match, "action": "deny"})
 
 
-def test_answers_parse_whole_or_cut_and_garbage_is_refused():
+def answer_to(name: str, *addresses: str) -> bytes:
+    """A real response's bytes, as the test DNS server sends it."""
     server = DnsServer("127.53.53.54", port=0)
     try:
-        server.set("API.Example.com", "127.1.2.3", "127.1.2.4", ttl=7)
-        import dns.message
-
-        wire = server.answer(dns.message.make_query("api.example.com", "A").to_wire())
+        server.set(name, *addresses)
+        return server.answer(dns.message.make_query(name, "A").to_wire())
     finally:
         server.stop()
-    answer = parse_answer(wire)
-    assert answer.name == "api.example.com" and answer.rcode == "NOERROR" and answer.complete
-    assert sorted(answer.addresses) == [("127.1.2.3", 7), ("127.1.2.4", 7)]
-    cut = parse_answer(wire[:-3])  # the kernel read only so much
-    assert cut.name == "api.example.com" and not cut.complete and cut.addresses == ()
-    with pytest.raises(ValueError):
-        parse_answer(b"\x00" * 5)
 
 
-def test_names_are_bounded_and_expire():
+def test_the_question_names_an_answer_even_cut_short_and_garbage_is_refused():
+    wire = answer_to("API.Example.com", "127.1.2.3", "127.1.2.4")
+    assert question_name(wire) == "api.example.com"
+    assert question_name(wire[:40]) == "api.example.com"  # the kernel read only so much
+    for garbage in (b"\x00" * 5, wire[:14]):
+        with pytest.raises(ValueError):
+            question_name(garbage)
+
+
+def test_names_are_read_once_per_hash_and_bounded():
     names = Names(cap=3)
-    answer = SimpleNamespace(name="a.test", addresses=(("127.0.0.1", 1), ("127.0.0.2", 100)))
-    names.learn(7, 11, answer, mono_ns=0)
-    assert names.name(11) == "a.test"
-    assert [row[1] for row in names.live(2 * 10**9)] == ["127.0.0.2"]
+    wire = answer_to("a.test", "127.0.0.1")
+    names.heard(11, wire)
+    names.heard(11, b"unread: the hash is known")
+    assert names.name(11) == "a.test" and names.counts == {"answers": 2, "names": 1}
     for i in range(5):
-        names.learn(7, 100 + i, SimpleNamespace(name=f"n{i}.test", addresses=()), mono_ns=0)
+        names.heard(100 + i, answer_to(f"n{i}.test"))
     assert len(names.by_hash) == 3 and names.name(11) is None
+    with pytest.raises(ValueError):
+        names.heard(12, b"garbage")
 
 
 def kernel_call(name_hash: int, cgroup_id: int = 5) -> dict:
@@ -150,17 +154,10 @@ def kernel_call(name_hash: int, cgroup_id: int = 5) -> dict:
 
 
 def test_a_call_waits_for_the_answer_that_named_it_and_not_longer(monkeypatch):
-    import dns.message
-
     enforcer = SimpleNamespace(scope_ids={5}, monitored={5}, in_scope=lambda _p: True, notes=[], policy_version=1)
     agent = Agent(backends=(), enforcer=enforcer)
     agent.cgroups.path = lambda _cgid: "/x.slice/docker-a.scope"
-    server = DnsServer("127.53.53.55", port=0)
-    try:
-        server.set("api.example.com", "127.1.2.3")
-        wire = server.answer(dns.message.make_query("api.example.com", "A").to_wire())
-    finally:
-        server.stop()
+    wire = answer_to("api.example.com", "127.1.2.3")
     hashed = name_hash([b"api", b"example", b"com"])
     agent.handle("kernel", kernel_call(hashed))
     assert not agent.outbox and len(agent.unnamed) == 1  # the answer is still on the other pipe
