@@ -97,6 +97,13 @@ class Node(models.Model):
         return {k: v for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
     @property
+    def dns(self) -> dict[str, int]:
+        """DNS answers the node's containers received: read by the kernel program (kernel_answers),
+        not sent on to the agent (kernel_lost, counted), names learned, unreadable."""
+        raw = (self.health or {}).get("dns") if isinstance(self.health, dict) else None
+        return {str(k): v for k, v in raw.items() if is_count(v)} if isinstance(raw, dict) else {}
+
+    @property
     def degraded(self) -> list[str]:
         """What the node runs without, as its agent said (strings only)."""
         raw = self.health.get("degraded") if isinstance(self.health, dict) else None

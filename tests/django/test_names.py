@@ -122,3 +122,14 @@ def test_rules_by_name_through_the_admin_and_the_policy_file(admin_client, tmp_p
     )
     assert bad.status_code == 200 and "by address or by name" in bad.content.decode()
     assert not Rule.objects.filter(rule_id="both").exists()
+
+
+def test_the_nodes_page_says_what_the_dns_program_read_and_lost(client, staff, node):
+    node.health = {"kernel": {"policy_version": 1}, "dns": {"kernel_answers": 5, "names": 3, "kernel_lost": 1,
+                                                             "answers": 4, "odd": "x"}}  # fmt: skip
+    node.save()
+    assert node.dns == {"kernel_answers": 5, "names": 3, "kernel_lost": 1, "answers": 4}
+    client.force_login(staff)
+    page = " ".join(client.get("/nodes/").content.decode().split())
+    assert "DNS: 5 answers read in the kernel, 3 names learned" in page
+    assert "1 not passed to the agent (counted)" in page

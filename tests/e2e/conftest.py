@@ -43,6 +43,11 @@ rules:
     description: Report every open of the secrets (a watch)
     match: {path: %(secrets)s/*}
     action: allow
+  - id: e2e-no-blocked-name
+    description: No container talks to blocked.e2e.test, whatever its address
+    severity: high
+    match: {dest_fqdn: blocked.e2e.test}
+    action: deny
 """
 USERS = """
 from django.contrib.auth.models import Group, User

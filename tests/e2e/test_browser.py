@@ -9,6 +9,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from monitor.testbed import DnsServer, listen
 from tests.receivers import Webhook
 
 from .conftest import ARTIFACTS, ROOT, login
@@ -263,3 +264,48 @@ def test_the_audit_trail_shows_who_did_what_from_the_pages_and_the_command_line(
     page.click("form.filters button[type=submit]")
     expect(rows.first).to_contain_text("signed in")
     expect(page.locator("#audit tbody")).not_to_contain_text("API token issued")
+
+
+def test_a_deny_by_name_shows_live_with_the_name_and_connections_show_what_was_resolved(page, product):
+    """A container asks the test's DNS server (loopback) for two names and connects to each
+    answer at once: the denied name is refused and shows live with its name; the search by
+    *.e2e.test finds both calls, each with the name the container resolved."""
+    login(page, product.base, "admin")
+    first = listen("127.21.0.1", 0)
+    port = first.getsockname()[1]
+    second = listen("127.21.0.2", port)
+    try:
+        with DnsServer("127.53.53.53") as server:
+            server.set("blocked.e2e.test", "127.21.0.1")
+            server.set("ok.e2e.test", "127.21.0.2")
+            page.goto(f"{product.base}/feed/violations/?rule=e2e-no-blocked-name")
+            expect(page.locator("#feed-status")).to_have_text("live", timeout=10_000)
+            argv = [sys.executable, "-m", "monitor.testbed", "resolve", "127.53.53.53", str(port), "blocked.e2e.test",
+                    "ok.e2e.test"]  # fmt: skip
+            client = product.containers["e2e-a"].spawn(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            out, _ = client.communicate(timeout=30)
+        assert out.split() == ["127.21.0.1", "1", "127.21.0.2", "0"]  # EPERM for the denied name
+        row = page.locator("#feed-rows tr", has_text="e2e-no-blocked-name").first
+        expect(row).to_contain_text("blocked.e2e.test", timeout=5_000)
+        expect(row).to_contain_text("refused")
+        expect(row).to_contain_text("e2e-a")
+        page.screenshot(path=str(ARTIFACTS / "violations-by-name.png"), full_page=True)
+        page.goto(f"{product.base}/events/?name=*.e2e.test")
+        rows = page.locator("table tbody tr")
+        expect(rows.filter(has_text="ok.e2e.test")).to_have_count(1, timeout=5_000)
+        expect(rows.filter(has_text="blocked.e2e.test")).to_have_count(1)
+        page.screenshot(path=str(ARTIFACTS / "search-by-name.png"), full_page=True)
+        page.goto(f"{product.base}/feed/connections/?name=ok.e2e.test")  # the live feed's filter, backfilled
+        expect(page.locator("#feed-rows tr", has_text="ok.e2e.test · 127.21.0.2")).to_have_count(1, timeout=5_000)
+        expect(page.locator("#feed-rows tr", has_text="blocked.e2e.test")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "connections-by-name.png"), full_page=True)
+        page.goto(f"{product.base}/rule-test/?dest_fqdn=*.e2e.test")
+        expect(page.locator("#draft-total")).to_have_text("2")
+        page.screenshot(path=str(ARTIFACTS / "draft-by-name.png"), full_page=True)
+        page.goto(f"{product.base}/admin/policy/rule/?q=e2e-no-blocked-name")
+        page.get_by_role("link", name="e2e-no-blocked-name").click()
+        expect(page.locator("input[name=dest_fqdn]")).to_have_value("blocked.e2e.test")
+        page.screenshot(path=str(ARTIFACTS / "admin-rule-by-name.png"), full_page=True)
+    finally:
+        first.close()
+        second.close()
