@@ -83,6 +83,13 @@ def test_up_with_demo_shows_violations_within_ten_seconds(kernel, tmp_path, cgro
         while not any(r["enforced"] for r in api(port, "/api/violations/?rule=rule-002", key)["results"]):
             assert time.monotonic() < deadline, "no kernel-enforced rule-002 violation"
             time.sleep(0.5)
+        deadline = time.monotonic() + 15  # a deny by name: refused in the kernel, shown with the name
+        while not any(r["enforced"] and r["dest_name"] == "paste.bad.example"
+                      for r in api(port, "/api/violations/?rule=rule-003", key)["results"]):  # fmt: skip
+            assert time.monotonic() < deadline, "no kernel-enforced rule-003 (by name) violation"
+            time.sleep(0.5)
+        named = api(port, "/api/connections/?name=*.edge.example&limit=50", key)["results"]
+        assert {r["dest_name"] for r in named} == {"api.edge.example", "updates.edge.example"}
         nodes = api(port, "/api/connections/?limit=1", key)["results"]
         assert nodes and nodes[0]["node"] == socket.gethostname()
     finally:
