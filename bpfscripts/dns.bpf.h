@@ -106,6 +106,12 @@ static __always_inline void dns_stat(__u32 which)
 		*n += 1;
 }
 
+static __always_inline struct dns_scratch *scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&dns_scratch, &zero);
+}
+
 static __always_inline __u8 msg_at(struct dns_scratch *s, __u32 off)
 {
 	barrier_var(off); /* so the compiler keeps the mask the verifier needs */
@@ -123,8 +129,7 @@ static __always_inline __u64 *start_word(struct dns_scratch *s, __u32 off)
 /* The question's name, a label per step: mark where each label starts. */
 static long qname_step(__u32 index, void *unused)
 {
-	__u32 zero = 0;
-	struct dns_scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	struct dns_scratch *s = scratch();
 	if (!s)
 		return 1;
 	struct dns_walk *w = &s->w;
@@ -151,8 +156,7 @@ static long qname_step(__u32 index, void *unused)
 /* The name backwards, a byte per step: at each label start look its suffix up. */
 static long hash_step(__u32 index, void *unused)
 {
-	__u32 zero = 0;
-	struct dns_scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	struct dns_scratch *s = scratch();
 	if (!s)
 		return 1;
 	struct dns_walk *w = &s->w;
@@ -184,8 +188,7 @@ static long hash_step(__u32 index, void *unused)
 /* The answer section: an owner label, or a record's fixed part and data, per step. */
 static long answer_step(__u32 index, void *unused)
 {
-	__u32 zero = 0;
-	struct dns_scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	struct dns_scratch *s = scratch();
 	if (!s)
 		return 1;
 	struct dns_walk *w = &s->w;
@@ -248,7 +251,7 @@ static long answer_step(__u32 index, void *unused)
 SEC("cgroup_skb/ingress")
 int crossedge_dns(struct __sk_buff *skb)
 {
-	__u32 poff, zero = 0;
+	__u32 poff;
 	__u8 proto, flags = 0;
 
 	if (skb->protocol == bpf_htons(CE_ETH_P_IP)) {
@@ -285,7 +288,7 @@ int crossedge_dns(struct __sk_buff *skb)
 	__u64 cgid = bpf_skb_cgroup_id(skb);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
 		return 1;
-	struct dns_scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	struct dns_scratch *s = scratch();
 	if (!s)
 		return 1;
 	__u64 len = (__u64)skb->len - poff; /* 64 bits: the clamp below bounds the register passed on */

@@ -2,9 +2,12 @@
 (exact, *.suffix, none) in search, the API, exports and the live feed's filter, tested
 by the draft tester, and rules by name through the admin and the policy file."""
 
+import io
 import json
 
 import pytest
+import yaml
+from django.core.management import CommandError, call_command
 
 from dashboard.events.filters import EventFilter, FilterError
 from dashboard.events.ingest import ingest_batch
@@ -88,40 +91,44 @@ def test_the_draft_tester_replays_a_rule_by_name(client, staff, named):
     assert "dest_fqdn" in page and "wildcard" in page
 
 
-def test_rules_by_name_through_the_admin_and_the_policy_file(admin_client, tmp_path):
-    response = admin_client.post(
-        "/admin/policy/rule/add/",
-        {
-            "rule_id": "deny-evil",
-            "action": "deny",
-            "mode": "enforce",
-            "severity": "high",
-            "priority": 10,
-            "tags": "[]",
-            "access": "[]",
-            "dest_fqdn": "*.Evil.test.",
-            "dest_port": "443",
-        },  # fmt: skip
-    )
+def rule_form(**fields) -> dict:
+    base = {"action": "deny", "mode": "enforce", "severity": "high", "priority": 10, "tags": "[]", "access": "[]"}
+    return base | fields
+
+
+def test_rules_by_name_through_the_admin(admin_client):
+    form = rule_form(rule_id="deny-evil", dest_fqdn="*.Evil.test.", dest_port="443")
+    response = admin_client.post("/admin/policy/rule/add/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
     rule = Rule.objects.get(rule_id="deny-evil")
     assert rule.dest_fqdn == "*.evil.test" and rule.to_spec()["match"] == {"dest_fqdn": "*.evil.test", "dest_port": 443}
     bad = admin_client.post(
-        "/admin/policy/rule/add/",
-        {
-            "rule_id": "both",
-            "action": "deny",
-            "mode": "enforce",
-            "severity": "high",
-            "priority": 10,
-            "tags": "[]",
-            "access": "[]",
-            "dest_fqdn": "a.test",
-            "dest_ip": "127.0.0.1/32",
-        },  # fmt: skip
+        "/admin/policy/rule/add/", rule_form(rule_id="both", dest_fqdn="a.test", dest_ip="127.0.0.1/32")
     )
     assert bad.status_code == 200 and "by address or by name" in bad.content.decode()
     assert not Rule.objects.filter(rule_id="both").exists()
+
+
+def test_rules_by_name_through_the_policy_file(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "rules:\n"
+        "  - {id: api, match: {dest_fqdn: API.example.com, dest_port: 443}, action: allow}\n"
+        "  - {id: paste, match: {dest_fqdn: '*.paste.example'}, action: deny}\n"
+        "  - {id: unresolved, match: {container: 'web-*', dest_fqdn: none}, action: alert}\n"
+    )
+    call_command("policy", "import", str(good), stdout=io.StringIO())
+    exported = tmp_path / "out.yaml"
+    call_command("policy", "export", str(exported), stderr=io.StringIO())
+    rules = {r["id"]: r["match"] for r in yaml.safe_load(exported.read_text())["rules"]}
+    assert rules == {"api": {"dest_fqdn": "api.example.com", "dest_port": 443},
+                     "paste": {"dest_fqdn": "*.paste.example"},
+                     "unresolved": {"container": "web-*", "dest_fqdn": "none"}}  # fmt: skip
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {id: new, match: {dest_fqdn: 'a.*.example'}, action: deny}\n")
+    with pytest.raises(CommandError, match="dest_fqdn"):
+        call_command("policy", "import", str(bad), stdout=io.StringIO())
+    assert set(Rule.objects.values_list("rule_id", flat=True)) == {"api", "paste", "unresolved"}
 
 
 def test_the_nodes_page_says_what_the_dns_program_read_and_lost(client, staff, node):
