@@ -154,9 +154,11 @@ class DnsServer:
         self.records: dict[str, tuple[list[str], int]] = {}
         self.answered = 0
         self._stop = threading.Event()
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.udp = socket.socket(family, socket.SOCK_DGRAM)
         self.udp.bind((host, port))
-        self.tcp = socket.create_server((host, port))
+        self.port = self.udp.getsockname()[1]  # the one chosen, for port 0
+        self.tcp = socket.create_server((host, self.port), family=family)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -215,12 +217,14 @@ class DnsServer:
         self.stop()
 
 
-def resolve_and_connect(server: str, name: str, port: int, tcp: bool = False, v6: bool = False) -> tuple[str, int]:
+def resolve_and_connect(
+    server: str, name: str, port: int, tcp: bool = False, v6: bool = False, dns_port: int = 53
+) -> tuple[str, int]:
     """Ask `server` for name, then connect to the first address of the answer at once:
     (address, 0 or the errno); ("", 0) when the name has no address."""
     query = dns.message.make_query(name, "AAAA" if v6 else "A")
     ask = dns.query.tcp if tcp else dns.query.udp
-    response = ask(query, server, timeout=5)
+    response = ask(query, server, timeout=5, port=dns_port)
     addresses = [rd.address for rrset in response.answer for rd in rrset if hasattr(rd, "address")]
     if not addresses:
         return "", 0

@@ -16,6 +16,7 @@ from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
 from monitor.rules import RuleSet
+from monitor.testbed import DnsServer
 
 from .conftest import DNS_SERVER as SERVER
 from .conftest import ROOT, deliver_until
@@ -147,3 +148,24 @@ async def test_agent_shows_names_and_applies_a_new_rule_to_names_learned_before(
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+def test_ipv6_answers_over_ipv6(enforcement, v6_listener):
+    """An AAAA answer from a DNS server on ::1: the IPv6 path of the program, both ways."""
+    app = enforcement.container("dns-v6")
+    enforcement.enforcer.start()
+    rules = [{"id": "deny-v6", "match": {"dest_fqdn": "v6.test"}, "action": "deny"}]
+    enforcement.enforcer.sync(RuleSet.from_specs(rules, 1))
+    with DnsServer("::1") as server:  # port 53: the program reads what comes from there
+        server.set("v6.test", "::1")
+        server.set("other.test", "::1")
+        code = (
+            "from monitor.testbed import resolve_and_connect as r; import sys; "
+            f"print(*r('::1', sys.argv[1], {v6_listener}, v6=True, dns_port={server.port}))"
+        )
+        # the allowed name first: ::1 (also the DNS server's address) is then named v6.test for
+        # this container, and every call there, its DNS queries too, is refused, as the rule says
+        for name, expected in (("other.test", 0), ("v6.test", EPERM)):
+            proc = app.spawn([sys.executable, "-c", code, name], cwd=ROOT, stdout=subprocess.PIPE)
+            out, _ = proc.communicate(timeout=30)
+            assert out.split() == [b"::1", str(expected).encode()], name
