@@ -30,13 +30,6 @@ import sys
 import threading
 import time
 
-import dns.exception
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
-
 from .cgroups import cgroup2_mount, cgroup_id
 
 _MADE_PARENTS: set[str] = set()  # parent cgroups this process created, removed once empty
@@ -142,6 +135,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _dnspython():
+    """dnspython, imported when a DNS part runs: the connect client needs only the standard
+    library (tests run it with Debian's python3)."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+    import dns.rrset
+
+    return dns
+
+
 class DnsServer:
     """A DNS server on a loopback address (UDP and TCP) answering A and AAAA questions for
     the names it was given, NXDOMAIN for the rest. For the demo and the tests only: it
@@ -166,6 +172,7 @@ class DnsServer:
         self.records[name.lower().rstrip(".")] = (list(addresses), self.ttl if ttl is None else ttl)
 
     def answer(self, wire: bytes) -> bytes:
+        dns = _dnspython()
         query = dns.message.from_wire(wire)
         response = dns.message.make_response(query)
         question = query.question[0]
@@ -182,6 +189,7 @@ class DnsServer:
         return response.to_wire()
 
     def _serve(self) -> None:
+        dns = _dnspython()
         with selectors.DefaultSelector() as sel:
             sel.register(self.udp, selectors.EVENT_READ)
             sel.register(self.tcp, selectors.EVENT_READ)
@@ -222,6 +230,7 @@ def resolve_and_connect(
 ) -> tuple[str, int]:
     """Ask `server` for name, then connect to the first address of the answer at once:
     (address, 0 or the errno); ("", 0) when the name has no address."""
+    dns = _dnspython()
     query = dns.message.make_query(name, "AAAA" if v6 else "A")
     ask = dns.query.tcp if tcp else dns.query.udp
     response = ask(query, server, timeout=5, port=dns_port)
