@@ -8,8 +8,9 @@ attached and a policy of 100 rules by name (exact names, and a wildcard every st
 falls under, so each answer is hashed, matched and its addresses written to `resolved`).
 A DNS server (monitor.testbed.DnsServer, a process of its own on 127.53.53.53) answers
 names storm-N.storm.test with two addresses each (TTL 60). Each round, in rotating order:
-"dns-on" (crossedge_dns attached, the agent's DNS pipe reader parsing every answer, as the
-product runs them) and "dns-off" (crossedge_dns detached); in both a client in the
+"dns-on" (crossedge_in attached: it reads the answers, and counts incoming traffic; the
+agent's DNS pipe reader parsing every answer, as the product runs them) and "dns-off"
+(crossedge_in detached); in both a client in the
 container asks 1,000 distinct names a second over UDP while a worker in the container does
 N blocking TCP connects to a loopback listener. The ratio of the medians is what the DNS
 feature adds to connect() under the storm.
@@ -40,7 +41,7 @@ from pathlib import Path
 from monitor.agent import DNS, Agent
 from monitor.backends import perf_pipe
 from monitor.kernel import bpftool
-from monitor.kernel.enforcer import Enforcer
+from monitor.kernel.enforcer import PROGRAMS, Enforcer
 from monitor.parsers import perf_lines
 from monitor.rules import RuleSet
 from monitor.supervisor import Supervisor
@@ -132,17 +133,18 @@ def storm(container: SimulatedContainer, rate: float, first: int) -> subprocess.
     return proc
 
 
-def set_dns(enforcer: Enforcer, on: bool) -> None:
-    """Attach or detach crossedge_dns where the enforcer attached it (the other programs stay)."""
+def set_attached(enforcer: Enforcer, name: str, on: bool) -> None:
+    """Attach or detach one of the enforcer's cgroup programs where it attached them (the
+    others stay)."""
     (target,) = enforcer.targets
     cgroup_dir = os.path.join(enforcer.cgroup_root, target.lstrip("/"))
-    prog = enforcer.layout.prog("crossedge_dns")
+    prog = enforcer.layout.prog(name)
     prog_id = bpftool.prog_show(prog)["id"]
     attached = any(p["id"] == prog_id for p in bpftool.cgroup_show(cgroup_dir))
     if on and not attached:
-        bpftool.cgroup_attach(cgroup_dir, "ingress", prog)
+        bpftool.cgroup_attach(cgroup_dir, PROGRAMS[name][0], prog)
     elif not on and attached:
-        bpftool.cgroup_detach(cgroup_dir, "ingress", prog_id)
+        bpftool.cgroup_detach(cgroup_dir, PROGRAMS[name][0], prog_id)
 
 
 def main(argv=None) -> int:
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
             measure(app, port, min(500, args.connects), "tcp")  # warm caches
             for r in range(args.rounds):
                 for arm in arms[r % 2 :] + arms[: r % 2]:
-                    set_dns(enforcer, arm == "dns-on")
+                    set_attached(enforcer, "crossedge_in", arm == "dns-on")
                     client = storm(app, args.rate, first)
                     time.sleep(0.3)
                     results[arm].append(measure(app, port, args.connects, "tcp"))

@@ -2,9 +2,9 @@
 /*
  * dns.bpf.h - the DNS answers monitored containers receive, and the name rules.
  *
- * crossedge_dns (cgroup_skb/ingress, attached with the connect programs) looks at every
- * packet a monitored container's sockets receive and lets each one through. A UDP
- * datagram or TCP segment from port 53 that holds a DNS response is read (up to
+ * crossedge_in (traffic.bpf.h) hands dns_answer() every packet from port 53 that a
+ * monitored container's sockets receive. A UDP datagram or TCP segment that holds a DNS
+ * response is read (up to
  * CE_DNS_LEN bytes) and parsed here: its question's name is hashed at every label
  * (ce_name_hash, enforce_connect.h), the most specific name pattern that has rules
  * (`fqdn_rules`: the name itself, else the longest "*.suffix") is chosen, and every A and
@@ -26,10 +26,6 @@
 #define CE_DNS_MAX_NAME 255
 #define CE_DNS_MAX_LABELS 128
 #define CE_DNS_MAX_STEPS 512 /* answer walk: a step reads an owner label or a record's fixed part */
-#define CE_ETH_P_IP 0x0800
-#define CE_ETH_P_IPV6 0x86DD
-#define CE_IPPROTO_TCP 6
-#define CE_IPPROTO_UDP 17
 #define CE_DNS_PORT 53
 #define CE_DNS_STAT_ANSWERS 0 /* responses parsed */
 #define CE_DNS_STAT_LOST 1 /* ... that could not be sent to the agent (its buffer was full) */
@@ -248,61 +244,36 @@ static long answer_step(__u32 index, void *unused)
 	return w->left == 0;
 }
 
-SEC("cgroup_skb/ingress")
-int crossedge_dns(struct __sk_buff *skb)
+/* A packet from port 53 to a monitored cgroup (crossedge_in): if it holds a DNS response,
+ * learn its addresses and tell the agent. */
+static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pkt *p, __u64 cgid)
 {
-	__u32 poff;
-	__u8 proto, flags = 0;
+	__u32 poff = p->payload;
+	__u8 flags = 0;
 
-	if (skb->protocol == bpf_htons(CE_ETH_P_IP)) {
-		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || (ip.frag_off & bpf_htons(0x3fff)))
-			return 1; /* a fragment: only the reassembled datagram is read (by the socket) */
-		proto = ip.protocol;
-		poff = ip.ihl * 4;
-	} else if (skb->protocol == bpf_htons(CE_ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
-			return 1;
-		proto = ip6.nexthdr;
-		poff = sizeof(ip6);
-	} else {
-		return 1;
-	}
-	if (proto == CE_IPPROTO_UDP) {
-		struct udphdr uh;
-		if (bpf_skb_load_bytes(skb, poff, &uh, sizeof(uh)) || uh.source != bpf_htons(CE_DNS_PORT))
-			return 1;
-		poff += sizeof(uh);
-	} else if (proto == CE_IPPROTO_TCP) {
-		struct tcphdr th;
-		if (bpf_skb_load_bytes(skb, poff, &th, sizeof(th)) || th.source != bpf_htons(CE_DNS_PORT))
-			return 1;
-		poff += th.doff * 4 + 2; /* DNS over TCP: a message starts with its length */
+	if (p->proto == CE_IPPROTO_TCP) {
+		poff += 2; /* DNS over TCP: a message starts with its length */
 		flags |= CE_DNS_TCP;
-	} else {
-		return 1;
+	} else if (p->proto != CE_IPPROTO_UDP) {
+		return;
 	}
 	if (skb->len < poff + CE_DNS_HEADER)
-		return 1; /* a handshake, an ACK */
-	__u64 cgid = bpf_skb_cgroup_id(skb);
-	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return 1;
+		return; /* a handshake, an ACK */
 	struct dns_scratch *s = scratch();
 	if (!s)
-		return 1;
+		return;
 	__u64 len = (__u64)skb->len - poff; /* 64 bits: the clamp below bounds the register passed on */
 	if (len > CE_DNS_LEN) {
 		len = CE_DNS_LEN;
 		flags |= CE_DNS_CUT;
 	}
 	if (len < CE_DNS_HEADER || bpf_skb_load_bytes(skb, poff, s->rec.msg, len))
-		return 1;
+		return;
 	__u8 *m = s->rec.msg;
 	__u16 qdcount = (__u16)m[4] << 8 | m[5];
 	if (!(m[2] & 0x80) || (m[2] & 0x78) || qdcount != 1) { /* a response to a standard query */
 		dns_stat(CE_DNS_STAT_BAD);
-		return 1;
+		return;
 	}
 #pragma unroll
 	for (int i = 0; i < CE_DNS_WORDS; i++)
@@ -319,7 +290,7 @@ int crossedge_dns(struct __sk_buff *skb)
 	__u32 qend = w->qend;
 	if (w->bad || qend <= CE_DNS_HEADER || qend > CE_DNS_HEADER + CE_DNS_MAX_NAME) {
 		dns_stat(CE_DNS_STAT_BAD); /* (the root's own name is no destination) */
-		return 1;
+		return;
 	}
 	bpf_loop(qend - CE_DNS_HEADER, hash_step, NULL, 0);
 	w->pattern.kind = CE_FQDN_NOTHING;
@@ -345,7 +316,6 @@ int crossedge_dns(struct __sk_buff *skb)
 		size = CE_DNS_LEN;
 	if (bpf_perf_event_output(skb, &dns, BPF_F_CURRENT_CPU, &s->rec, offsetof(struct ce_dns, msg) + size))
 		dns_stat(CE_DNS_STAT_LOST);
-	return 1;
 }
 
 /* The name rules' decision for a call to addr by cgid, or NULL: the first rule of the

@@ -38,7 +38,8 @@
  *
  * The containers' processes (exec, exit, exec counts, exec rules) are watched by the
  * programs in process.bpf.h, their opens of watched paths (file rules) by those in
- * file.bpf.h, both included below. The DNS answers they receive, and the rules naming
+ * file.bpf.h, both included below. Their packets are counted by crossedge_in and
+ * crossedge_out (traffic.bpf.h); the DNS answers they receive, and the rules naming
  * destinations by name (a fifth lookup, in `resolved`, per judged call), are dns.bpf.h's.
  *
  * Loaded, attached and fed by monitor/kernel/enforcer.py; the struct layouts are mirrored
@@ -132,6 +133,7 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } lifecycle SEC(".maps");
 
+#include "traffic.bpf.h"
 #include "dns.bpf.h"
 
 static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_rule *hit)
@@ -300,6 +302,32 @@ SEC("cgroup/sendmsg6")
 int crossedge_s6(struct bpf_sock_addr *ctx)
 {
 	return judge6(ctx, CE_OP_SENDMSG);
+}
+
+SEC("cgroup_skb/ingress")
+int crossedge_in(struct __sk_buff *skb)
+{
+	struct ce_pkt p = {};
+	__u64 cgid = bpf_skb_cgroup_id(skb);
+
+	if (!bpf_map_lookup_elem(&monitored, &cgid) || pkt_parse(skb, &p))
+		return 1;
+	account(skb, &p, cgid, 1);
+	if (p.sport == bpf_htons(CE_DNS_PORT) && !p.fragment)
+		dns_answer(skb, &p, cgid);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int crossedge_out(struct __sk_buff *skb)
+{
+	struct ce_pkt p = {};
+	__u64 cgid = bpf_skb_cgroup_id(skb);
+
+	if (!bpf_map_lookup_elem(&monitored, &cgid) || pkt_parse(skb, &p))
+		return 1;
+	account(skb, &p, cgid, 0);
+	return 1;
 }
 
 /* -- container lifecycle ------------------------------------------------------------- */

@@ -260,4 +260,27 @@ struct ce_dns {
 	__u8 msg[CE_DNS_LEN];
 };
 
+/* Traffic (traffic.bpf.h): bytes and packets per container and flow, both ways. */
+#define CE_MAX_TRAFFIC 65536 /* flows per table (two tables: the agent drains one while the other fills) */
+#define CE_PROTO_OTHER 0 /* ce_traffic_key.proto: flows a full table had no room for, summed */
+
+struct ce_traffic_key {
+	__u64 cgroup_id;
+	__u8 family; /* 4 or 6 */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP, another, or CE_PROTO_OTHER */
+	__u16 local_port; /* host byte order; 0 for protocols without ports */
+	__u16 remote_port;
+	__u8 pad[2];
+	__u8 remote[16];
+};
+
+struct ce_traffic {
+	__u64 bytes_in; /* IP packets' bytes, headers included */
+	__u64 bytes_out;
+	__u64 payload_in; /* bytes above TCP/UDP: what the applications sent */
+	__u64 payload_out;
+	__u64 packets_in; /* segments: a GSO packet counts each */
+	__u64 packets_out;
+};
+
 #endif

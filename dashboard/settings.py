@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "dashboard.api",
     "dashboard.alerts",
     "dashboard.audit",
+    "dashboard.traffic",
     "axes",
 ]
 

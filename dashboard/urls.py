@@ -10,6 +10,7 @@ from dashboard.events import views as events
 from dashboard.fleet import metrics as fleet_metrics
 from dashboard.fleet import views as fleet
 from dashboard.policy import views as policy
+from dashboard.traffic import views as traffic
 
 urlpatterns = [
     path("", events.overview, name="overview"),
@@ -26,6 +27,8 @@ urlpatterns = [
     path("alerts/", alerts.outputs, name="alerts"),
     path("alerts/<int:pk>/test/", alerts.test, name="alert-test"),
     path("audit/", audit.trail, name="audit"),
+    path("traffic/", traffic.page, name="traffic"),
+    path("traffic/export.<str:fmt>", traffic.export, name="traffic-export"),
     path("audit/export.<str:fmt>", audit.export, name="audit-export"),
     path("events/export.<str:fmt>", search.export, name="export"),
     path("violations/grouped/", search.grouped, name="grouped"),
@@ -35,6 +38,7 @@ urlpatterns = [
     path("api/processes/", api.processes, name="api-processes"),
     path("api/violations/", api.violations, name="api-violations"),
     path("api/nodes/", api.nodes, name="api-nodes"),
+    path("api/traffic/", traffic.api, name="api-traffic"),
     path("metrics", fleet_metrics.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -39,6 +39,7 @@ from .parsers import perf_lines
 from .processes import ProcessTable, ProcGroups, judge, state
 from .rules import Flow, RuleError, RuleSet, glob_match
 from .supervisor import Supervisor
+from .traffic import PROTOCOLS, TrafficMinutes
 
 log = logging.getLogger("crossedge.agent")
 
@@ -49,6 +50,8 @@ LIFECYCLE = "lifecycle"  # the programs' container lifecycle records
 PROCS = "procs"  # the programs' process exec and exit records
 DNS = "dns"  # the DNS answers the containers received
 NAME_WAIT = 1.0  # seconds a call waits for the answer that named its destination (another pipe)
+TRAFFIC_POLL = 10.0  # seconds between drains of the packet programs' traffic table
+FINAL_READS = 15.0  # seconds a stopping agent waits for its last reads of the kernel's counts
 MAX_HOLD = 5.0  # seconds a held exec waits for the agent before it goes on unjudged (a loaded node took >2)
 EPERM = -1
 MAX_PATH = 1024  # the dashboard's cgroup_path length (dashboard/events/schema.py)
@@ -124,6 +127,8 @@ class Agent:
         self.names = Names()  # what the containers resolved (monitor.dns)
         self.unnamed: collections.deque[tuple[float, dict]] = collections.deque()  # calls awaiting their name
         self.dns_stats: dict[str, int] = {}  # the DNS program's counts
+        self.traffic = TrafficMinutes()  # what the packet programs counted, per minute and flow
+        self.traffic_lost = 0  # bytes the packet programs could count nowhere
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
     # -- events ---------------------------------------------------------------
@@ -449,7 +454,7 @@ class Agent:
         pipe_tasks = [asyncio.create_task(sup.run()) for sup in pipes]
         await asyncio.gather(*(sup.ready.wait() for sup in pipes))
         self.kernel_observing.set()
-        last_counters = last_flows = 0.0
+        last_counters = last_flows = last_traffic = 0.0
         try:
             while True:
                 try:
@@ -476,10 +481,14 @@ class Agent:
                         await self.read_kernel_flows()
                         await self.read_proc_groups()
                         last_flows = time.monotonic()
+                    if time.monotonic() - last_traffic >= TRAFFIC_POLL:
+                        await self.read_traffic()
+                        last_traffic = time.monotonic()
                     if time.monotonic() - last_counters >= COUNTER_POLL:
                         self.kernel_counters = await asyncio.to_thread(enforcer.counters)
                         self.kernel_lost = await asyncio.to_thread(enforcer.lost)
                         self.dns_stats = await asyncio.to_thread(enforcer.dns_stats)
+                        self.traffic_lost = await asyncio.to_thread(enforcer.traffic_lost)
                         self.proc_lost = await asyncio.to_thread(kernel_processes.lost, enforcer.layout)
                         self.exec_counts = await asyncio.to_thread(kernel_processes.exec_counts, enforcer.layout)
                         gone = {c for c in self.exec_counts if not self.cgroups.alive(c)}
@@ -496,6 +505,7 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*pipe_tasks, return_exceptions=True)
             try:  # what the programs counted up to now goes out with this agent, not the next
+                await self.read_traffic(force=True)
                 await self.read_kernel_flows()
                 await self.read_proc_groups()
             except (BpftoolError, OSError) as exc:
@@ -526,6 +536,21 @@ class Agent:
         self.kernel_flows.forget(await asyncio.to_thread(self.enforcer.prune_flows, flows))
         if self.kernel_state:
             self.kernel_flows.save(self.kernel_state, self.enforcer.layout.root.name)
+
+    async def read_traffic(self, force: bool = False) -> None:
+        """Drain the packet programs' table; each minute that is over goes out as one record
+        per flow (kind "traffic")."""
+        self.traffic.add(await asyncio.to_thread(self.enforcer.read_traffic), time.time_ns())
+        for minute, flow, counters in self.traffic.due(time.time_ns(), force):
+            cgroup_id, family, proto, local_port, remote_ip, remote_port = flow
+            path = self.cgroups.path(cgroup_id)
+            if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
+                continue  # another node's (agents sharing a test host)
+            ref = identify(path, self.docker_roots, self.podman_roots)
+            self._queue({"kind": "traffic", "ts_ns": minute * 60 * 10**9, "cgroup_id": cgroup_id,
+                         "cgroup_path": _fit_path(path or ""), "container": ref.as_event() if ref else None,
+                         "family": family, "proto": PROTOCOLS.get(proto, str(proto)), "local_port": local_port,
+                         "remote_ip": remote_ip, "remote_port": remote_port, **counters})  # fmt: skip
 
     async def read_proc_groups(self) -> None:
         """The programs' counts of like process records, for the groups that went quiet."""
@@ -573,6 +598,7 @@ class Agent:
             "not_enforced_reasons": dict(self.unenforced.most_common(10)),
             "holds": dict(self.holds) | self._hold_times(),
             "aggregated": self.folder.folded,
+            "traffic": dict(self.traffic.totals) | {"lost_bytes": self.traffic_lost},
             "dns": dict(self.names.counts) | {f"kernel_{k}": v for k, v in self.dns_stats.items()},
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,
@@ -611,13 +637,15 @@ class Agent:
         """Run the backends, enforcement (and the given uplink coroutines) until cancelled."""
         runners = [asyncio.create_task(s.run()) for s in self.supervisors]
         runners.append(asyncio.create_task(self._fold_loop()))
-        if self.enforcer is not None:
-            runners.append(asyncio.create_task(self._kernel_loop()))
+        kernel = asyncio.create_task(self._kernel_loop()) if self.enforcer is not None else None
+        runners += [kernel] if kernel else []
         runners += [asyncio.create_task(t) for t in tasks]
         try:
             await asyncio.gather(*runners)
         finally:
             await asyncio.gather(*(s.stop() for s in self.supervisors), return_exceptions=True)
+            if kernel:  # its last reads of the kernel's counts (a second cancel would cut them short)
+                await asyncio.wait({kernel}, timeout=FINAL_READS)
             for task in runners:
                 task.cancel()
             await asyncio.gather(*runners, return_exceptions=True)

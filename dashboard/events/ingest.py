@@ -15,6 +15,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from dashboard.fleet.models import Container, Node
+from dashboard.traffic.models import TrafficMinute
 
 from . import feeds
 from .models import ConnectionEvent, ProcessEvent, Violation
@@ -63,7 +64,7 @@ def _known(node: Node, seqs: set[int]) -> set[int]:
     """The numbers already stored, in any event table (one sequence per agent)."""
     return {
         seq
-        for model in (ConnectionEvent, ProcessEvent)
+        for model in (ConnectionEvent, ProcessEvent, TrafficMinute)
         for seq in model.objects.filter(node=node, seq__in=seqs).values_list("seq", flat=True)
     }
 
@@ -81,7 +82,9 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
                 fresh.append(event)
         containers = _containers(node, fresh)
         conns = [e for e in fresh if e["kind"] == "connect"]
-        procs = [e for e in fresh if e["kind"] != "connect"]
+        procs = [e for e in fresh if e["kind"] not in ("connect", "traffic")]
+        traffic = [_traffic_row(node, e, containers.get(e["cgroup_path"])) for e in fresh if e["kind"] == "traffic"]
+        TrafficMinute.objects.bulk_create(traffic)
         rows = [_event_row(node, e, containers.get(e["cgroup_path"])) for e in conns]
         ConnectionEvent.objects.bulk_create(rows)
         proc_rows = [_process_row(node, e, containers.get(e["cgroup_path"])) for e in procs]
@@ -91,7 +94,7 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
             _process_violation(ev, e) for ev, e in zip(proc_rows, procs, strict=True) if e["verdict"] != "allow"
         ]
         violations = Violation.objects.bulk_create(flagged)
-        result.stored = len(rows) + len(proc_rows)
+        result.stored = len(rows) + len(proc_rows) + len(traffic)
         top = max(seqs)
         Node.objects.filter(pk=node.pk).update(last_seq=Greatest("last_seq", top), last_seen_at=timezone.now())
         node.last_seq = result.last_seq = max(node.last_seq, top)
@@ -172,6 +175,14 @@ def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEv
         result=e["result"],
         op=e["op"],
     )
+
+
+def _traffic_row(node: Node, e: dict, container: Container | None) -> TrafficMinute:
+    fields = {k: e[k] for k in ("seq", "cgroup_id", "cgroup_path", "family", "proto", "local_port", "remote_ip",
+                                "remote_port", "bytes_in", "bytes_out", "payload_in", "payload_out", "packets_in",
+                                "packets_out")}  # fmt: skip
+    ts = dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC)
+    return TrafficMinute(node=node, container=container, minute=e["ts_ns"] // 60_000_000_000, ts=ts, **fields)
 
 
 def _process_row(node: Node, e: dict, container: Container | None) -> ProcessEvent:

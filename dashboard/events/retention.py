@@ -21,10 +21,12 @@ from django.utils import timezone
 
 from dashboard.alerts.models import Notification
 from dashboard.audit.models import AuditEntry
+from dashboard.traffic.models import TrafficMinute
 
 from .models import ConnectionEvent, ProcessEvent, Rollup, Violation
 
 MINUTE_NS = 60 * 10**9
+PER_MINUTE = (Rollup, TrafficMinute)  # sums per minute: kept ROLLUP_DAYS, the oldest day goes first for size
 # Past this share of the size bound, prune down to the low-water share: the file peaks near
 # the high-water mark plus what is written between two runs, and is not pruned an hour a run.
 SIZE_HIGH_WATER, SIZE_LOW_WATER = 0.95, 0.85
@@ -37,6 +39,7 @@ class Pruned:
     violations: int = 0  # violations deleted with their events
     rolled_up: int = 0  # rollup rows written
     rollups: int = 0  # rollup rows deleted (past ROLLUP_DAYS)
+    traffic: int = 0  # traffic minutes deleted (kept as long as rollups)
     notifications: int = 0  # alert notifications delivered or given up, past RETENTION_DAYS
     audit: int = 0  # audit entries past AUDIT_DAYS
     size_cutoff: dt.datetime | None = None  # events before this went to keep the size bound
@@ -95,8 +98,11 @@ def _prune_events(cutoff: dt.datetime, batch: int, duty: float, done: Pruned, pr
 
 
 def _prune_rollups(before_minute: int, batch: int, done: Pruned) -> None:
+    """Rollups and traffic minutes (both per-minute sums) from before `before_minute`."""
     while ids := list(Rollup.objects.filter(minute__lt=before_minute).values_list("pk", flat=True)[:batch]):
         done.rollups += Rollup.objects.filter(pk__in=ids).delete()[0]
+    while ids := list(TrafficMinute.objects.filter(minute__lt=before_minute).values_list("pk", flat=True)[:batch]):
+        done.traffic += TrafficMinute.objects.filter(pk__in=ids).delete()[0]
 
 
 def _prune_to_size(target: int, batch: int, duty: float, done: Pruned, progress) -> None:
@@ -109,9 +115,10 @@ def _prune_to_size(target: int, batch: int, duty: float, done: Pruned, progress)
             done.size_cutoff = min(oldest) + dt.timedelta(hours=1)
             _prune_events(done.size_cutoff, batch, duty, done, progress)
             continue
-        minute = Rollup.objects.order_by("minute").values_list("minute", flat=True).first()
-        if minute is None:
+        firsts = [m.objects.order_by("minute").values_list("minute", flat=True).first() for m in PER_MINUTE]
+        if not (firsts := [m for m in firsts if m is not None]):
             return  # nothing of ours left to remove: the rest is the dashboard's own tables
+        minute = min(firsts)
         before = done.rollups
         _prune_rollups(minute + 24 * 60, batch, done)
         done.rollups_by_size += done.rollups - before

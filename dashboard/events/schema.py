@@ -61,6 +61,23 @@ MAX_UNENFORCED = 200
 MAX_NAME = 255  # a DNS name's text form
 
 
+TRAFFIC_FIELDS = {
+    "seq": (int, (1, INT64[1])),
+    "ts_ns": (int, (0, INT64[1])),
+    "cgroup_id": (int, INT64),
+    "cgroup_path": (str, 1024),
+    "family": (int, (4, 6)),
+    "proto": (str, 8),
+    "local_port": (int, (0, 65535)),
+    "remote_ip": (str, 45),
+    "remote_port": (int, (0, 65535)),
+    **{
+        name: (int, INT64)
+        for name in ("bytes_in", "bytes_out", "payload_in", "payload_out", "packets_in", "packets_out")
+    },  # fmt: skip
+}
+
+
 class EventError(ValueError):
     pass
 
@@ -83,6 +100,8 @@ def check_event(event) -> dict:
     if not isinstance(event, dict):
         raise EventError("event must be an object")
     kind = event.get("kind")
+    if kind == "traffic":
+        return _check_traffic(event)
     if kind in SOURCES or kind is None:
         kind = event["kind"] = "connect"
     if kind not in KINDS:
@@ -118,6 +137,19 @@ def check_event(event) -> dict:
             raise EventError(f"args: at most {MAX_ARGS_CHARS} characters in all")
         if not isinstance(event.setdefault("cut", False), bool):
             raise EventError("cut: must be true or false")
+    _check_container(event)
+    return event
+
+
+def _check_traffic(event: dict) -> dict:
+    """A minute of one flow's traffic (monitor/traffic.py)."""
+    _check_fields(event, TRAFFIC_FIELDS)
+    try:
+        addr = ipaddress.ip_address(event["remote_ip"])
+    except ValueError:
+        raise EventError("remote_ip: not an IP address") from None
+    if addr.version != event["family"]:
+        raise EventError("remote_ip: does not match family")
     _check_container(event)
     return event
 

@@ -3,11 +3,14 @@ import datetime as dt
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 
 from dashboard.events.models import ConnectionEvent, ProcessEvent, Rollup, Violation
 from dashboard.events.process_tree import process_tree
 from dashboard.events.retention import database_bytes, used_bytes
 from dashboard.policy.models import Rule
+from dashboard.traffic.models import TrafficMinute
+from dashboard.traffic.views import SUMS
 from monitor import rules as engine
 from monitor.features import FEATURES
 
@@ -57,8 +60,15 @@ def container(request, pk):
         "tree": process_tree(c),
         "exec_count": (c.node.health.get("exec_counts") or {}).get(c.cgroup_path),
         "rules": applies,
+        "traffic": container_traffic(c),
     }
     return render(request, "fleet/container.html", context)
+
+
+def container_traffic(c: Container) -> dict:
+    """The container's bytes each way over the last 24 hours (traffic page's per-minute rows)."""
+    since = (timezone.now() - dt.timedelta(days=1)).timestamp() // 60
+    return TrafficMinute.objects.filter(container=c, minute__gte=since).aggregate(**SUMS)
 
 
 def engine_rule(row):

@@ -58,12 +58,14 @@ from .layout import (
     MAX_FLOWS,
     RESOLVED,
     SLOT,
+    TRAFFIC,
     KernelRule,
     access_names,
     decode_file_rule,
     decode_flow,
     decode_key,
     decode_path_key,
+    decode_traffic,
     encode_fqdn_key,
     from_json_bytes,
     hex_bytes,
@@ -79,8 +81,10 @@ PROGRAMS = {
     "crossedge_c6": ("connect6", "cgroup_inet6_connect"),
     "crossedge_s4": ("sendmsg4", "cgroup_udp4_sendmsg"),
     "crossedge_s6": ("sendmsg6", "cgroup_udp6_sendmsg"),
-    "crossedge_dns": ("ingress", "cgroup_inet_ingress"),  # DNS answers (dns.bpf.h); passes every packet
+    "crossedge_in": ("ingress", "cgroup_inet_ingress"),  # traffic and DNS answers; passes every packet
+    "crossedge_out": ("egress", "cgroup_inet_egress"),  # traffic; passes every packet
 }
+TRAFFIC_GRACE = 0.05  # seconds after an epoch flip before the old table is read (programs run for µs)
 TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit")  # tp_btf programs (links.attach_tracing)
 # syscall tracepoint programs (links.attach_tracepoint) -> their tracepoint: file.bpf.h
 TRACEPOINTS = {
@@ -532,6 +536,31 @@ class Enforcer:
                 )
         bpftool.batch(commands)
         return len(commands)
+
+    def read_traffic(self) -> list[tuple[tuple, tuple]]:
+        """What the packet programs counted since the last reading, per container and flow
+        (layout.decode_traffic): the programs are pointed at the other table, and once the
+        ones still counting in this one are done, it is read whole and emptied. Exact: every
+        packet is in exactly one reading, across agent restarts too."""
+        epoch_pin = self.layout.map("traffic_epoch")
+        (entry,) = bpftool.map_dump(epoch_pin)
+        current = SLOT.unpack(from_json_bytes(entry["value"]))[0]
+        bpftool.batch([bpftool.update_command(epoch_pin, hex_bytes(SLOT.pack(0)), hex_bytes(SLOT.pack(1 - current)))])
+        time.sleep(TRAFFIC_GRACE)
+        table = self.layout.map(f"traffic{current}")
+        rows, deletes = [], []
+        for item in bpftool.map_dump(table):
+            key = from_json_bytes(item["key"])
+            per_cpu = [TRAFFIC.unpack(from_json_bytes(v["value"])) for v in item.get("values", [])]
+            flow, _ = decode_traffic(key, bytes(TRAFFIC.size))
+            rows.append((flow, tuple(map(sum, zip(*per_cpu, strict=True))) if per_cpu else (0,) * 6))
+            deletes.append(bpftool.delete_command(table, hex_bytes(key)))
+        bpftool.batch(deletes)
+        return rows
+
+    def traffic_lost(self) -> int:
+        """Bytes the packet programs could count nowhere (their table and its "other" entry full)."""
+        return sum(v for _k, v in self._percpu_sums("traffic_lost"))
 
     def dns_stats(self) -> dict[str, int]:
         """Answers the DNS program parsed, could not send, found malformed (summed over CPUs)."""

@@ -54,6 +54,8 @@ DNS_HEAD = struct.Struct("<QQQHBBB3x")  # a ce_dns up to its msg, which is sent 
 DNS_LEN = 1024
 DNS = struct.Struct(f"{DNS_HEAD.format}{DNS_LEN}s")
 DNS_FLAGS = {"cut": 1, "tcp": 2}
+TRAFFIC_KEY = struct.Struct("<QBBHH2x16s")
+TRAFFIC = struct.Struct("<6Q")  # bytes in/out, payload in/out, packets in/out
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
@@ -62,7 +64,8 @@ STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT,
            "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_path_key": PATH_KEY,
            "ce_proc_key": PROC_KEY, "ce_verdict": VERDICT, "ce_file_rule": FILE_RULE, "ce_fqdn_key": FQDN_KEY,
            "ce_fqdn_rule": FQDN_RULE, "ce_fqdn_rules": FQDN_RULES, "ce_addr_key": ADDR_KEY,
-           "ce_resolved": RESOLVED, "ce_dns": DNS}  # fmt: skip
+           "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_traffic_key": TRAFFIC_KEY,
+           "ce_traffic": TRAFFIC}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -133,6 +136,13 @@ def decode_event(data: bytes) -> dict:
         "rule_id": _cstr(rule_id),
         "name_hash": name_hash,
     }
+
+
+def decode_traffic(key: bytes, value: bytes) -> tuple[tuple, tuple]:
+    """A traffic table entry: ((cgroup_id, family, proto, local_port, remote_ip, remote_port),
+    (bytes_in, bytes_out, payload_in, payload_out, packets_in, packets_out))."""
+    cgroup_id, family, proto, local_port, remote_port, remote = TRAFFIC_KEY.unpack(key)
+    return (cgroup_id, family, proto, local_port, _address(family, remote), remote_port), TRAFFIC.unpack(value)
 
 
 def decode_dns(data: bytes) -> dict:

@@ -1,4 +1,4 @@
-"""Names, on the real kernel: a DNS answer a container receives is parsed by crossedge_dns
+"""Names, on the real kernel: a DNS answer a container receives is parsed by crossedge_in
 before the container reads it, so a deny by name refuses the connect() that follows the
 answer (the agent need not even run), other names go through, the entry ends with the
 TTL, a `none` rule catches an address the container never resolved, and the agent shows

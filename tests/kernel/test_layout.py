@@ -27,6 +27,8 @@ MEMBERS = {
     "ce_fqdn_rules": ["count", "pad", "rules"],
     "ce_addr_key": ["cgroup_id", "family", "pad", "addr"],
     "ce_resolved": ["expires_ns", "name_hash", "pattern"],
+    "ce_traffic_key": ["cgroup_id", "family", "proto", "local_port", "remote_port", "pad", "remote"],
+    "ce_traffic": ["bytes_in", "bytes_out", "payload_in", "payload_out", "packets_in", "packets_out"],
     "ce_dns": ["ts_ns", "cgroup_id", "name_hash", "len", "flags", "written", "pattern_kind", "pad", "msg"],
     "ce_proc": [
         "ts_ns",

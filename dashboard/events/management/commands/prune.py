@@ -50,7 +50,7 @@ class Command(BaseCommand):
         done = prune(days=opts["days"], rollup_days=opts["rollup_days"], max_bytes=opts["max_mb"] * 2**20,
                      progress=progress)  # fmt: skip
         total = sum(done.events.values())
-        if total or done.rollups or done.audit or not opts["quiet"]:
+        if total or done.rollups or done.traffic or done.audit or not opts["quiet"]:
             tables = ", ".join(f"{t}: {n}" for t, n in done.events.items()) or "retention off"
             bound = (f" (and, for the {opts['max_mb']} MiB bound, older than {done.size_cutoff:%Y-%m-%d %H:%M})"
                      if done.size_cutoff else "")  # fmt: skip
@@ -59,6 +59,7 @@ class Command(BaseCommand):
                 f"pruned {total} event(s) older than {opts['days']} days{bound} ({tables}) "
                 f"into {done.rolled_up} rollup "
                 f"row(s); {done.rollups} rollup row(s) past {opts['rollup_days']} days deleted"
+                + (f", {done.traffic} traffic minute(s)" if done.traffic else "")
                 + (f" ({done.rollups_by_size} of them for the size bound)" if done.rollups_by_size else "")
                 + (f"; {done.audit} audit entries past {settings.AUDIT_DAYS} days deleted" if done.audit else "")
                 + (f"; database {size / 2**20:.1f} MiB on disk" if size else "")
