@@ -27,26 +27,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from monitor.agent import DNS, Agent
 from monitor.backends import perf_pipe
-from monitor.kernel import bpftool
-from monitor.kernel.enforcer import PROGRAMS, Enforcer
+from monitor.kernel.enforcer import Enforcer
 from monitor.parsers import perf_lines
 from monitor.rules import RuleSet
 from monitor.supervisor import Supervisor
 from monitor.testbed import SimulatedContainer
 
+from .container import programs_on_one_container, set_attached
 from .enforce_connect import measure
 from .loopback import start_listener
 
@@ -133,20 +130,6 @@ def storm(container: SimulatedContainer, rate: float, first: int) -> subprocess.
     return proc
 
 
-def set_attached(enforcer: Enforcer, name: str, on: bool) -> None:
-    """Attach or detach one of the enforcer's cgroup programs where it attached them (the
-    others stay)."""
-    (target,) = enforcer.targets
-    cgroup_dir = os.path.join(enforcer.cgroup_root, target.lstrip("/"))
-    prog = enforcer.layout.prog(name)
-    prog_id = bpftool.prog_show(prog)["id"]
-    attached = any(p["id"] == prog_id for p in bpftool.cgroup_show(cgroup_dir))
-    if on and not attached:
-        bpftool.cgroup_attach(cgroup_dir, PROGRAMS[name][0], prog)
-    elif not on and attached:
-        bpftool.cgroup_detach(cgroup_dir, PROGRAMS[name][0], prog_id)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
@@ -155,67 +138,59 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it makes cgroups and loads eBPF programs")
-    tag = uuid.uuid4().hex[:8]
-    parent = f"crossedge-bench-{tag}.slice"
-    meta = tempfile.mkdtemp(prefix="crossedge-bench-")
-    app = SimulatedContainer("dns-storm", parent, meta)
-    enforcer = Enforcer(pin_root=f"/sys/fs/bpf/crossedge-bench-{tag}", scope=f"/{parent}/*", docker_roots=(meta,))
     server = listener = None
-    try:
-        app.create()
-        server = subprocess.Popen([sys.executable, "-c", SERVE], stdout=subprocess.PIPE, cwd=ROOT, text=True)
-        if server.stdout.readline().strip() != "ready":
-            raise RuntimeError("the DNS server did not start")
-        enforcer.start()
-        enforcer.sync(name_rules())
-        assert enforcer.policy_version == 1 and app.cgroup_id in enforcer.scope_ids, enforcer.health()
-        listener, port = start_listener()
-        arms = ["dns-on", "dns-off"]
-        results = {arm: [] for arm in arms}
-        received = {arm: 0 for arm in arms}
-        first = 0
-        with DnsReader(enforcer) as reader:
-            measure(app, port, min(500, args.connects), "tcp")  # warm caches
-            for r in range(args.rounds):
-                for arm in arms[r % 2 :] + arms[: r % 2]:
-                    set_attached(enforcer, "crossedge_in", arm == "dns-on")
-                    client = storm(app, args.rate, first)
-                    time.sleep(0.3)
-                    results[arm].append(measure(app, port, args.connects, "tcp"))
-                    client.send_signal(signal.SIGTERM)
-                    got, asked = map(int, client.communicate(timeout=30)[0].split())
-                    received[arm] += got
-                    first += asked
-                print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{a} {results[a][-1]:,.0f}/s" for a in arms),
-                      file=sys.stderr)  # fmt: skip
-            time.sleep(2)  # the last answers through the pipe
-            kernel = enforcer.dns_stats()
-            agent = dict(reader.agent.names.counts)
-        base = statistics.median(results["dns-off"])
-        ratio = statistics.median(results["dns-on"]) / base
-        paired = statistics.median(on / off for on, off in zip(results["dns-on"], results["dns-off"], strict=True))
-        print(f"\nloopback TCP connect() under {args.rate:,.0f} DNS answers/s, {args.rounds} interleaved rounds x "
-              f"{args.connects} connects, medians:")  # fmt: skip
-        for arm in arms:
-            print(f"{arm:<10}{statistics.median(results[arm]):>12,.0f} connects/s")
-        print(f"\ndns-on / dns-off = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} >= {TARGET:.2f}); "
-              f"median of the rounds' own ratios {paired:.3f}")  # fmt: skip
-        parsed, unread = agent.get("answers", 0), agent.get("unreadable", 0)
-        exact = kernel["answers"] == received["dns-on"] and kernel["answers"] == parsed + unread + kernel["lost"]
-        print(f"answers received by the clients while attached {received['dns-on']:,}, counted by the program "
-              f"{kernel['answers']:,}, parsed by the agent {parsed:,} (+ {unread} unreadable), counted as not sent "
-              f"{kernel['lost']:,}, malformed {kernel['malformed']}: {'exact' if exact else 'NOT EXACT'}")  # fmt: skip
-        return 0 if ratio >= TARGET and exact else 1
-    finally:
-        if listener:
-            listener.kill()
-            listener.wait()
-        if server:
-            server.terminate()
-            server.wait(10)
-        enforcer.uninstall()
-        app.remove()
-        shutil.rmtree(meta, ignore_errors=True)
+    with programs_on_one_container("dns-storm") as (app, enforcer):
+        try:
+            server = subprocess.Popen([sys.executable, "-c", SERVE], stdout=subprocess.PIPE, cwd=ROOT, text=True)
+            if server.stdout.readline().strip() != "ready":
+                raise RuntimeError("the DNS server did not start")
+            enforcer.sync(name_rules())
+            assert enforcer.policy_version == 1 and app.cgroup_id in enforcer.scope_ids, enforcer.health()
+            listener, port = start_listener()
+            arms = ["dns-on", "dns-off"]
+            results = {arm: [] for arm in arms}
+            received = {arm: 0 for arm in arms}
+            first = 0
+            with DnsReader(enforcer) as reader:
+                measure(app, port, min(500, args.connects), "tcp")  # warm caches
+                for r in range(args.rounds):
+                    for arm in arms[r % 2 :] + arms[: r % 2]:
+                        set_attached(enforcer, "crossedge_in", arm == "dns-on")
+                        client = storm(app, args.rate, first)
+                        time.sleep(0.3)
+                        results[arm].append(measure(app, port, args.connects, "tcp"))
+                        client.send_signal(signal.SIGTERM)
+                        got, asked = map(int, client.communicate(timeout=30)[0].split())
+                        received[arm] += got
+                        first += asked
+                    print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{a} {results[a][-1]:,.0f}/s" for a in arms),
+                          file=sys.stderr)  # fmt: skip
+                time.sleep(2)  # the last answers through the pipe
+                kernel = enforcer.dns_stats()
+                agent = dict(reader.agent.names.counts)
+            base = statistics.median(results["dns-off"])
+            ratio = statistics.median(results["dns-on"]) / base
+            paired = statistics.median(on / off for on, off in zip(results["dns-on"], results["dns-off"], strict=True))
+            print(f"\nloopback TCP connect() under {args.rate:,.0f} DNS answers/s, {args.rounds} interleaved rounds x "
+                  f"{args.connects} connects, medians:")  # fmt: skip
+            for arm in arms:
+                print(f"{arm:<10}{statistics.median(results[arm]):>12,.0f} connects/s")
+            print(f"\ndns-on / dns-off = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} >= {TARGET:.2f}); "
+                  f"median of the rounds' own ratios {paired:.3f}")  # fmt: skip
+            parsed, unread = agent.get("answers", 0), agent.get("unreadable", 0)
+            exact = kernel["answers"] == received["dns-on"] and kernel["answers"] == parsed + unread + kernel["lost"]
+            verdict = "exact" if exact else "NOT EXACT"
+            print(f"answers received by the clients while attached {received['dns-on']:,}, counted by the program "
+                  f"{kernel['answers']:,}, parsed by the agent {parsed:,} (+ {unread} unreadable), counted as not sent "
+                  f"{kernel['lost']:,}, malformed {kernel['malformed']}: {verdict}")  # fmt: skip
+            return 0 if ratio >= TARGET and exact else 1
+        finally:
+            if listener:
+                listener.kill()
+                listener.wait()
+            if server:
+                server.terminate()
+                server.wait(10)
 
 
 if __name__ == "__main__":

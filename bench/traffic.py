@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
-from monitor.kernel.enforcer import Enforcer
 from monitor.rules import RuleSet
 from monitor.testbed import SimulatedContainer
 
-from .dns import set_attached
+from .container import programs_on_one_container, set_attached
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.95
@@ -79,54 +75,46 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it makes cgroups and loads eBPF programs")
-    tag = uuid.uuid4().hex[:8]
-    parent = f"crossedge-bench-{tag}.slice"
-    meta = tempfile.mkdtemp(prefix="crossedge-bench-")
-    app = SimulatedContainer("bulk", parent, meta)
-    enforcer = Enforcer(pin_root=f"/sys/fs/bpf/crossedge-bench-{tag}", scope=f"/{parent}/*", docker_roots=(meta,))
     sink = None
-    try:
-        app.create()
-        enforcer.start()
-        enforcer.sync(RuleSet([], 1))
-        sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
-        port = int(sink.stdout.readline())
-        arms = ["counting", "off"]
-        results = {arm: [] for arm in arms}
-        counted = sent = 0
-        send(app, port, 64)  # warm up
-        enforcer.read_traffic()
-        for r in range(args.rounds):
-            for arm in arms[r % 2 :] + arms[: r % 2]:
-                for name in PACKET_PROGRAMS:
-                    set_attached(enforcer, name, arm == "counting")
-                rate, tcp_sent = send(app, port, args.megabytes)
-                results[arm].append(rate)
-                counted += sum(c[3] for flow, c in enforcer.read_traffic() if flow[0] == app.cgroup_id)
-                sent += tcp_sent if arm == "counting" else 0
-            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{a} {results[a][-1]:,.0f} MiB/s" for a in arms),
-                  file=sys.stderr)  # fmt: skip
-        base = statistics.median(results["off"])
-        ratio = statistics.median(results["counting"]) / base
-        paired = statistics.median(c / o for c, o in zip(results["counting"], results["off"], strict=True))
-        print(f"\nloopback TCP bulk send from a container, {args.rounds} interleaved rounds x {args.megabytes} MiB, "
-              "medians:")  # fmt: skip
-        for arm in arms:
-            print(f"{arm:<10}{statistics.median(results[arm]):>10,.0f} MiB/s")
-        print(f"\ncounting / off = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} >= {TARGET:.2f}); "
-              f"median of the rounds' own ratios {paired:.3f}")  # fmt: skip
-        exact = counted == sent
-        verdict = "exact" if exact else "NOT EXACT"
-        print(f"payload counted while counting: {counted:,} bytes; TCP sent {sent:,} (tcpi_bytes_sent, retransmissions "
-              f"included; the application {args.rounds * args.megabytes << 20:,}): {verdict}")  # fmt: skip
-        return 0 if ratio >= TARGET and exact else 1
-    finally:
-        if sink:
-            sink.kill()
-            sink.wait()
-        enforcer.uninstall()
-        app.remove()
-        shutil.rmtree(meta, ignore_errors=True)
+    with programs_on_one_container("bulk") as (app, enforcer):
+        try:
+            enforcer.sync(RuleSet([], 1))
+            sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+            port = int(sink.stdout.readline())
+            arms = ["counting", "off"]
+            results = {arm: [] for arm in arms}
+            counted = sent = 0
+            send(app, port, 64)  # warm up
+            enforcer.read_traffic()
+            for r in range(args.rounds):
+                for arm in arms[r % 2 :] + arms[: r % 2]:
+                    for name in PACKET_PROGRAMS:
+                        set_attached(enforcer, name, arm == "counting")
+                    rate, tcp_sent = send(app, port, args.megabytes)
+                    results[arm].append(rate)
+                    counted += sum(c[3] for flow, c in enforcer.read_traffic() if flow[0] == app.cgroup_id)
+                    sent += tcp_sent if arm == "counting" else 0
+                print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{a} {results[a][-1]:,.0f} MiB/s" for a in arms),
+                      file=sys.stderr)  # fmt: skip
+            base = statistics.median(results["off"])
+            ratio = statistics.median(results["counting"]) / base
+            paired = statistics.median(c / o for c, o in zip(results["counting"], results["off"], strict=True))
+            print(f"\nloopback TCP bulk send from a container, {args.rounds} interleaved rounds x "
+                  f"{args.megabytes} MiB, medians:")  # fmt: skip
+            for arm in arms:
+                print(f"{arm:<10}{statistics.median(results[arm]):>10,.0f} MiB/s")
+            print(f"\ncounting / off = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} >= {TARGET:.2f}); "
+                  f"median of the rounds' own ratios {paired:.3f}")  # fmt: skip
+            exact = counted == sent
+            verdict = "exact" if exact else "NOT EXACT"
+            wrote = args.rounds * args.megabytes << 20
+            print(f"payload counted while counting: {counted:,} bytes; TCP sent {sent:,} (tcpi_bytes_sent, "
+                  f"retransmissions included; the application {wrote:,}): {verdict}")  # fmt: skip
+            return 0 if ratio >= TARGET and exact else 1
+        finally:
+            if sink:
+                sink.kill()
+                sink.wait()
 
 
 if __name__ == "__main__":

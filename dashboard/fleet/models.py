@@ -80,6 +80,12 @@ class Node(models.Model):
         }
 
     @property
+    def traffic_lost_bytes(self) -> int:
+        """Bytes the packet programs could not count per flow (their tables full): not events."""
+        raw = (self.health or {}).get("traffic") if isinstance(self.health, dict) else None
+        return as_count(raw.get("lost_bytes")) if isinstance(raw, dict) else 0
+
+    @property
     def not_enforced(self) -> dict:
         """Deny verdicts the kernel did not apply (the calls went through), with the reasons."""
         health = self.health if isinstance(self.health, dict) else {}

@@ -83,3 +83,10 @@ def test_the_page_csv_and_container_page_show_it(client, staff, stored):
 def test_traffic_minutes_are_kept_as_long_as_rollups(stored):
     done = prune(days=1, rollup_days=2)
     assert done.traffic == 1 and TrafficMinute.objects.count() == 3
+
+
+def test_the_nodes_page_says_when_traffic_went_uncounted(client, staff, node):
+    node.health = {"traffic": {"bytes_in": 5, "lost_bytes": 1500}}
+    node.save()
+    client.force_login(staff)
+    assert "1500 bytes of traffic counted nowhere" in client.get("/nodes/").content.decode()

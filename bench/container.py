@@ -1,0 +1,47 @@
+"""One container cgroup of the benchmark's own, with the product's programs attached above
+it (on a pin root of its own), and a switch for single programs: what bench/dns.py and
+bench/traffic.py measure in."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+
+from monitor.kernel import bpftool
+from monitor.kernel.enforcer import PROGRAMS, Enforcer
+from monitor.testbed import SimulatedContainer
+
+
+@contextlib.contextmanager
+def programs_on_one_container(name: str):
+    """(container, enforcer), started; everything made is removed afterwards, even on failure."""
+    tag = uuid.uuid4().hex[:8]
+    parent = f"crossedge-bench-{tag}.slice"
+    meta = tempfile.mkdtemp(prefix="crossedge-bench-")
+    app = SimulatedContainer(name, parent, meta)
+    enforcer = Enforcer(pin_root=f"/sys/fs/bpf/crossedge-bench-{tag}", scope=f"/{parent}/*", docker_roots=(meta,))
+    try:
+        app.create()
+        enforcer.start()
+        yield app, enforcer
+    finally:
+        enforcer.uninstall()
+        app.remove()
+        shutil.rmtree(meta, ignore_errors=True)
+
+
+def set_attached(enforcer: Enforcer, name: str, on: bool) -> None:
+    """Attach or detach one of the enforcer's cgroup programs where it attached them (the
+    others stay)."""
+    (target,) = enforcer.targets
+    cgroup_dir = os.path.join(enforcer.cgroup_root, target.lstrip("/"))
+    prog = enforcer.layout.prog(name)
+    prog_id = bpftool.prog_show(prog)["id"]
+    attached = any(p["id"] == prog_id for p in bpftool.cgroup_show(cgroup_dir))
+    if on and not attached:
+        bpftool.cgroup_attach(cgroup_dir, PROGRAMS[name][0], prog)
+    elif not on and attached:
+        bpftool.cgroup_detach(cgroup_dir, PROGRAMS[name][0], prog_id)
