@@ -261,7 +261,10 @@ struct ce_dns {
 };
 
 /* Traffic (traffic.bpf.h): bytes and packets per container and flow, both ways. */
-#define CE_MAX_TRAFFIC 65536 /* flows per table (two tables: the agent drains one while the other fills) */
+/* Flows per table (two tables: the agent drains one while the other fills). Per-CPU and
+ * preallocated (a new flow per connect() must cost no allocation, a bulk transfer no shared
+ * cache line): 2 x 32,768 x CPUs x 48 bytes, 6 MiB on 2 CPUs, 48 MiB on 16. */
+#define CE_MAX_TRAFFIC 32768
 #define CE_PROTO_OTHER 0 /* ce_traffic_key.proto: flows a full table had no room for, summed */
 
 struct ce_traffic_key {

@@ -8,7 +8,7 @@
  * (as on the wire: a GSO packet's headers once per segment), its payload (above TCP/UDP)
  * and its segments to the flow's entry
  * (container cgroup, family, protocol, local port, remote address and port) in one of two
- * tables: `traffic_epoch` says which. The agent flips the epoch, waits for the programs
+ * per-CPU tables: `traffic_epoch` says which. The agent flips the epoch, waits for the programs
  * still counting in the old table (they run for microseconds), then reads the old table
  * whole and empties it: each reading is exactly what was counted since the last one, and
  * nothing is counted twice or dropped. A full table counts a new flow in its container's
@@ -24,7 +24,6 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, CE_MAX_TRAFFIC);
 	__type(key, struct ce_traffic_key);
 	__type(value, struct ce_traffic);
@@ -32,7 +31,6 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, CE_MAX_TRAFFIC);
 	__type(key, struct ce_traffic_key);
 	__type(value, struct ce_traffic);
