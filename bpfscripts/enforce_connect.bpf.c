@@ -135,6 +135,7 @@ struct {
 
 #include "traffic.bpf.h"
 #include "dns.bpf.h"
+#include "xdp.bpf.h"
 
 static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_rule *hit)
 {
@@ -163,6 +164,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	fk.family = family;
 	fk.verdict = verdict;
 	fk.op = op;
+	fk.name_hash = name_hash;
 	__builtin_memcpy(fk.addr, addr, family == 4 ? 4 : 16);
 
 	__u64 now = bpf_ktime_get_ns();

@@ -56,7 +56,7 @@ struct ce_rule {
 	char rule_id[CE_RULE_ID_LEN];
 };
 
-/* A flow: who called connect() where, and what the program decided. */
+/* A flow: who called connect() where (under which name), and what the program decided. */
 struct ce_flow_key {
 	__u64 cgroup_id;
 	__u32 slot; /* the deciding rule's counter slot, 0 = no rule */
@@ -66,6 +66,7 @@ struct ce_flow_key {
 	__u8 addr[16];
 	__u8 op;
 	__u8 pad[7];
+	__u64 name_hash; /* the name the address was resolved from (ce_name_hash), 0: none */
 };
 
 struct ce_flow {
@@ -284,6 +285,27 @@ struct ce_traffic {
 	__u64 payload_out;
 	__u64 packets_in; /* segments: a GSO packet counts each */
 	__u64 packets_out;
+};
+
+/* Ingress blocklist (xdp.bpf.h): rules naming a source network, flattened by the agent like
+ * the connect tries (the longest match carries the best-ranked rule of every prefix that
+ * holds it). */
+struct ce_src_key4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct ce_src_key6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct ce_block {
+	__u64 expires_ns; /* CLOCK_MONOTONIC; 0: never */
+	__u32 slot;
+	__u8 action; /* CE_ALLOW, CE_ALERT (counted, passed), CE_DENY */
+	__u8 audit;
+	__u8 pad[2];
 };
 
 #endif

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import logging
 import os
 import signal
@@ -156,13 +157,12 @@ class Agent:
         """Give a kernel call the name its container resolved its destination from ("":
         none, as the kernel judged it; None: not known). False while the answer behind the
         kernel's name hash has not been read yet (the dns pipe is read apart from this one)."""
-        name_hash = event.pop("name_hash", 0)
+        name_hash = event.get("name_hash", 0)  # kept for the flow's key (flow_of); not sent on
         if "dest_name" in event:
             return True
         if name_hash:
             name = self.names.name(name_hash)
             if name is None and not waited:
-                event["name_hash"] = name_hash
                 return False
             event["dest_name"] = name
             if name is None:
@@ -394,6 +394,7 @@ class Agent:
         self._emit(event)
 
     def _emit(self, event: dict) -> None:
+        event.pop("name_hash", None)  # the name itself goes on (dest_name)
         self.verdicts[event["verdict"]] += event.get("count", 1)
         if not self.folder.offer(event):
             self._queue(event)
@@ -517,6 +518,9 @@ class Agent:
             return False
         if self.enforcer.ruleset is not self.ruleset:
             return True
+        expiry = self.enforcer.next_expiry
+        if expiry is not None and dt.datetime.now(dt.UTC) >= expiry:
+            return True  # an ingress rule ran out: what it covered goes to the rules below it
         return self.enforcer.policy_version != self.ruleset.version and time.monotonic() >= self._sync_retry_at
 
     def _policy_written(self) -> None:

@@ -158,7 +158,7 @@ class KernelFlows:
     def _grown(self, key: tuple, total: int) -> dict | None:
         if not (added := self._growth(key, total)):
             return None
-        cgroup_id, slot, port, ip, verdict, op = key
+        cgroup_id, slot, port, ip, verdict, op, name_hash = key
         template = self.templates.get(key) or {
             "pid": 0, "tid": 0, "uid": 0, "gid": 0, "comm": "", "rule_id": "",
             "family": 6 if ":" in ip else 4, "dest_name": None,  # a flow none of whose calls was sent: name unknown
@@ -171,5 +171,6 @@ class KernelFlows:
             "dest_port": port,
             "kernel_verdict": verdict,
             "op": op,
+            "name_hash": name_hash,
             "count": added,
         }

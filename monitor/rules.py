@@ -7,6 +7,7 @@ the agent can run.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import functools
 import ipaddress
@@ -18,9 +19,10 @@ from .dns import DNS_PORT, Pattern
 ACTIONS = ("allow", "alert", "deny")
 MODES = ("enforce", "audit")  # audit: a deny is reported (and counted by the kernel) but let through
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode")
+RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode", "expires")
 MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_fqdn", "dest_port", "binary", "parent", "path",
-              "access")  # fmt: skip
+              "access", "source_ip")  # fmt: skip
+SOURCE_KEYS = ("source_ip",)  # a rule with it judges packets arriving at the node's XDP interfaces
 CONNECT_KEYS = ("dest_ip", "dest_fqdn", "dest_port")
 EXEC_KEYS = ("binary", "parent")  # a rule with one of these judges execs, not connections
 FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
@@ -118,6 +120,8 @@ class Rule:
     parent: str | None = None  # glob on the parent's binary (or its task name when not known)
     path: str | None = None  # glob on an opened file's path
     access: tuple[str, ...] | None = None  # the accesses an open rule applies to (None: any)
+    source_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None  # ingress: packets from here
+    expires: dt.datetime | None = None  # after this the rule no longer applies (ingress rules)
     mode: str = DEFAULT_MODE
     order: int = field(default=0, compare=False)
 
@@ -132,7 +136,10 @@ class Rule:
 
     @property
     def kind(self) -> str:
-        """What the rule judges: "open" (it names a path), "exec" (a binary or parent) or "connect"."""
+        """What the rule judges: "ingress" (a source network, at XDP), "open" (it names a path),
+        "exec" (a binary or parent) or "connect"."""
+        if self.source_net is not None:
+            return "ingress"
         if self.path is not None:
             return "open"
         return "exec" if self.binary is not None or self.parent is not None else "connect"
@@ -208,7 +215,11 @@ class Rule:
             match["path"] = self.path
         if self.access is not None:
             match["access"] = list(self.access)
+        if self.source_net is not None:
+            match["source_ip"] = str(self.source_net)
         spec = {"id": self.id, "description": self.description, "match": match, "action": self.action}
+        if self.expires is not None:
+            spec["expires"] = self.expires.isoformat().replace("+00:00", "Z")
         if self.priority != DEFAULT_PRIORITY:
             spec["priority"] = self.priority
         if self.severity != DEFAULT_SEVERITY:
@@ -285,6 +296,20 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         raise RuleError(rule_id, "match", f"a rule judges one kind of event, not {' and '.join(judged)} "
                         "(dest_ip, dest_port: connections; binary, parent: execs; path, access: opens, "
                         "by that binary and parent): make two rules")  # fmt: skip
+    source_net = None
+    if "source_ip" in match:
+        if set(match) - {"source_ip"}:
+            raise RuleError(rule_id, "match.source_ip", "an ingress rule names only the source (it is judged at the "
+                            "node's interfaces, before any container): make it a rule of its own")  # fmt: skip
+        try:
+            source_net = parse_network(match["source_ip"])
+        except ValueError as exc:
+            raise RuleError(rule_id, "match.source_ip", str(exc)) from None
+    expires = data.get("expires")
+    if expires is not None:
+        if source_net is None:
+            raise RuleError(rule_id, "expires", "applies to ingress rules (match.source_ip) only")
+        expires = parse_expiry(rule_id, expires)
     try:
         dest_net = parse_network(match["dest_ip"]) if "dest_ip" in match else None
     except ValueError as exc:
@@ -323,9 +348,24 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         parent=match.get("parent"),
         path=match.get("path"),
         access=access,
+        source_net=source_net,
+        expires=expires,
         mode=mode,
         order=order,
     )
+
+
+def parse_expiry(rule_id: str, value) -> dt.datetime:
+    """An ISO 8601 time with its zone (YAML may have read it as a datetime already)."""
+    when = value
+    if isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+    if not isinstance(when, dt.datetime) or when.tzinfo is None:
+        raise RuleError(rule_id, "expires", "must be a time with its zone, e.g. 2026-12-01T00:00:00Z")
+    return when.astimezone(dt.UTC)
 
 
 @dataclass(slots=True)

@@ -126,6 +126,7 @@ class Node(models.Model):
         notes = [n for n in raw.get("notes") or [] if isinstance(n, dict) and isinstance(n.get("rule_id"), str)]
         counters = raw.get("counters") if isinstance(raw.get("counters"), dict) else {}
         entries = raw.get("entries") if isinstance(raw.get("entries"), dict) else {}
+        xdp = raw.get("xdp") if isinstance(raw.get("xdp"), dict) else {}
         return {
             "policy_version": version if isinstance(version, int) and not isinstance(version, bool) else None,
             "attached": len(raw["attached"]) if isinstance(raw.get("attached"), list) else 0,
@@ -138,6 +139,7 @@ class Node(models.Model):
             "files_error": str(raw.get("files_error") or ""),
             "files": str(raw.get("files") or ""),
             "generation": str(raw.get("generation") or ""),
+            "xdp": {str(k): str(v) for k, v in xdp.items()},
         }
 
     def status(self, now=None) -> str:

@@ -53,6 +53,10 @@ class RuleAdmin(admin.ModelAdmin):
             "Or files: a path opened in the container (binary and parent then name the opener)",
             {"fields": ("path", "access")},
         ),
+        (
+            "Or ingress: packets from a source network, dropped at XDP on the nodes' chosen interfaces",
+            {"fields": ("source_ip", "expires")},
+        ),
     )
 
     def get_urls(self):

@@ -69,6 +69,16 @@ class Rule(models.Model):
         blank=True,
         help_text='file rule: which accesses, e.g. ["write", "create", "truncate"] (empty: any)',
     )
+    source_ip = models.CharField(
+        "source CIDR",
+        max_length=64,
+        blank=True,
+        help_text="ingress rule: packets from this network, judged at XDP on the nodes' chosen interfaces "
+        "(e.g. 198.18.7.0/24); a rule of its own, naming nothing else",
+    )
+    expires = models.DateTimeField(
+        null=True, blank=True, help_text="ingress rule: when the block ends by itself (UTC), e.g. 2026-12-01 00:00"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -83,6 +93,9 @@ class Rule(models.Model):
         """What the rule looks at, as staff read it: a destination, an exec, or an open."""
         opener = f" by {self.binary}" if self.binary else ""
         opener += f" from {self.parent}" if self.parent else ""
+        if self.source_ip:
+            until = f" until {self.expires:%Y-%m-%d %H:%M} UTC" if self.expires else ""
+            return f"packets from {self.source_ip}{until}"
         if self.path:
             return f"open {self.path}" + (f" ({', '.join(self.access)})" if self.access else "") + opener
         if self.binary or self.parent:
@@ -93,11 +106,13 @@ class Rule(models.Model):
         match = {}
         if self.cgroup_id is not None:
             match["cgroup_id"] = self.cgroup_id
-        for key in ("cgroup_path", "container", "dest_ip", "dest_fqdn", "binary", "parent", "path", "access"):
+        for key in ("cgroup_path", "container", "dest_ip", "dest_fqdn", "source_ip", "binary", "parent", "path",
+                    "access"):  # fmt: skip
             if getattr(self, key):
                 match[key] = getattr(self, key)
         if self.dest_port:
             match["dest_port"] = int(self.dest_port) if self.dest_port.isdigit() else self.dest_port
+        expiry = {"expires": self.expires.isoformat()} if self.expires else {}
         return {
             "id": self.rule_id,
             "description": self.description,
@@ -107,7 +122,7 @@ class Rule(models.Model):
             "match": match,
             "action": self.action,
             "mode": self.mode,
-        }
+        } | expiry
 
     def set_from(self, rule: engine.Rule) -> None:
         """Copy a validated engine rule into this row (normalised: CIDR and port as text)."""
@@ -128,6 +143,8 @@ class Rule(models.Model):
         self.parent = rule.parent or ""
         self.path = rule.path or ""
         self.access = list(rule.access or ())
+        self.source_ip = str(rule.source_net) if rule.source_net else ""
+        self.expires = rule.expires
 
     def clean(self):
         try:

@@ -57,9 +57,13 @@ def _classify(what: str, detail: str) -> BpftoolError:
     return BpftoolError(what, detail)
 
 
-def run(*args: str, json_output: bool = True, stdin: str | None = None, timeout: float = TIMEOUT):
-    """One bpftool command; its JSON output parsed (None when it prints nothing)."""
+def run(*args: str, json_output: bool = True, stdin: str | None = None, timeout: float = TIMEOUT,
+        netns: str | None = None):  # fmt: skip
+    """One bpftool command; its JSON output parsed (None when it prints nothing). `netns`: run
+    it in that named network namespace (/run/netns/NAME), for its devices."""
     argv = [executable(), *(["-j"] if json_output else []), *args]
+    if netns:
+        argv = ["nsenter", f"--net=/run/netns/{netns}", *argv]
     what = "bpftool " + " ".join(args[:4])
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)

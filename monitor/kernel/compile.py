@@ -15,7 +15,9 @@ returned as a note, never silently dropped.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -31,11 +33,13 @@ from .layout import (
     SLOT,
     KernelRule,
     access_bits,
+    encode_block,
     encode_file_rule,
     encode_fqdn_key,
     encode_fqdn_rules,
     encode_key,
     encode_path_key,
+    encode_source_key,
 )
 
 ANY_V4 = ipaddress.ip_network("0.0.0.0/0")
@@ -46,7 +50,8 @@ EXEC_MAP = "exec_rules"
 FILE_MAP = "file_rules"
 CONFIG_MAP = "file_config"  # what file.bpf.h needs to know before it reads a path
 FQDN_MAP = "fqdn_rules"  # name patterns -> their rules (dns.bpf.h)
-POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP)  # every map the policy writes
+BLOCK_MAPS = {4: "block4", 6: "block6"}  # source networks -> their rule (xdp.bpf.h)
+POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, *BLOCK_MAPS.values())  # every map written
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class Compiled:
     slots: dict[str, int] = field(default_factory=dict)  # rule id -> counter slot
     notes: list[dict] = field(default_factory=list)  # {"rule_id", "message"}
     patterns: dict[int, frozenset[Pattern]] = field(default_factory=dict)  # cgroup (0: all) -> name patterns
+    next_expiry: dt.datetime | None = None  # the first ingress rule to expire: the entries change then
 
     def note(self, rule: Rule, message: str) -> None:
         self.notes.append({"rule_id": rule.id, "message": message})
@@ -101,7 +107,29 @@ def compile_rules(
     _exec_entries(ruleset, scopes, out)
     _file_entries(ruleset, scopes, watches, out)
     _fqdn_entries(ruleset, scopes, out)
+    _block_entries(ruleset, out)
     return out
+
+
+def _block_entries(ruleset: RuleSet, out: Compiled) -> None:
+    """Ingress rules into the blocklist tries, flattened like the connect tries; an entry
+    carries its rule's expiry (on the monotonic clock the program reads), and a rule
+    already past it is left out."""
+    now, mono = dt.datetime.now(dt.UTC), time.monotonic_ns()
+    buckets: dict[int, dict] = defaultdict(dict)
+    for rank, rule in enumerate(ruleset.rules, start=1):
+        if rule.kind != "ingress" or (rule.expires is not None and rule.expires <= now):
+            continue
+        bucket = buckets[rule.source_net.version]
+        if rule.source_net not in bucket or bucket[rule.source_net][0] > rank:
+            bucket[rule.source_net] = (rank, rule)
+        if rule.expires is not None and (out.next_expiry is None or rule.expires < out.next_expiry):
+            out.next_expiry = rule.expires
+    for family, bucket in buckets.items():
+        for net, (_rank, rule) in _flatten(bucket).items():
+            expires = 0 if rule.expires is None else mono + int((rule.expires - now).total_seconds() * 1e9)
+            value = encode_block(expires, out.slots.get(rule.id, 0), rule.action, rule.audit)
+            out.entries[BLOCK_MAPS[family]][encode_source_key(net)] = value
 
 
 def _fqdn_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:

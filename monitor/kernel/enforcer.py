@@ -84,6 +84,8 @@ PROGRAMS = {
     "crossedge_in": ("ingress", "cgroup_inet_ingress"),  # traffic and DNS answers; passes every packet
     "crossedge_out": ("egress", "cgroup_inet_egress"),  # traffic; passes every packet
 }
+XDP_MODES = (("xdpdrv", "native"), ("xdpgeneric", "generic"))  # tried in this order
+XDP_SHOWN = {"driver": "xdpdrv", "generic": "xdpgeneric", "offload": "xdpoffload"}  # `net show` mode -> attach type
 TRAFFIC_GRACE = 0.05  # seconds after an epoch flip before the old table is read (programs run for µs)
 TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit")  # tp_btf programs (links.attach_tracing)
 # syscall tracepoint programs (links.attach_tracepoint) -> their tracepoint: file.bpf.h
@@ -97,6 +99,32 @@ RUNTIME_PARENTS = ("/system.slice", "/machine.slice", "/kubepods.slice", "/kubep
 # cgroupfs drivers make their parent with their first container, too late to attach there first
 CGROUPFS_PARENTS = {"/docker": "dockerd", "/libpod_parent": "podman"}
 NO_RULE = "(no rule)"
+
+
+def _xdp_on(netns: str | None, dev: str) -> dict | None:
+    """The XDP program on a device ({"id", "mode"}), or None."""
+    shown = bpftool.run("net", "show", "dev", dev, netns=netns) or []
+    found = [x for item in shown for x in item.get("xdp", [])]
+    return found[0] if found else None
+
+
+def _ours(prog_id: int) -> bool:
+    with contextlib.suppress(bpftool.BpftoolError):
+        return str(bpftool.run("prog", "show", "id", str(prog_id)).get("name", "")).startswith(PREFIX)
+    return False
+
+
+def _xdp_attach(netns: str | None, dev: str, prog: str, replace: bool) -> str:
+    """Native, else generic: the mode it got; raises if neither took."""
+    problems = []
+    for attach_type, name in XDP_MODES:
+        try:
+            bpftool.run("net", "attach", attach_type, "pinned", prog, "dev", dev, *(["overwrite"] if replace else []),
+                        json_output=False, netns=netns)  # fmt: skip
+            return name
+        except bpftool.BpftoolError as exc:
+            problems.append(f"{name}: {exc}")
+    raise bpftool.BpftoolError(f"XDP on {dev}", "; ".join(problems))
 
 
 def _choice(name: str, patterns: dict[int, frozenset], cgid: int) -> tuple[int, dns.Pattern | None]:
@@ -160,10 +188,13 @@ class Enforcer:
         podman_roots: tuple[str, ...] = (DEFAULT_PODMAN_ROOT,),
         watches: tuple[Watch, ...] = (),
         files: bool = True,
+        xdp_ifaces: tuple[str, ...] = (),
     ):
         self.obj = Path(obj)
         self.watches = tuple(watches)  # file watches besides the file rules (monitor.files)
         self.files = files  # attach the open() programs
+        self.xdp_ifaces = tuple(xdp_ifaces)  # interfaces for the blocklist: "dev" or "netns/dev"
+        self.xdp_state: dict[str, str] = {}  # interface -> native, generic, or why not
         self.pin_root = Path(pin_root)
         self.scope = scope or "*"
         self.cgroup_root = cgroup_root or cgroup2_mount()
@@ -185,6 +216,7 @@ class Enforcer:
         self.policy_version: int | None = None  # what the kernel holds
         self.notes: list[dict] = []
         self.patterns: dict[int, frozenset] = {}  # name patterns with rules, per cgroup (0: every container)
+        self.next_expiry = None  # when an ingress rule the kernel holds expires (its entries change then)
         self.error = ""
         self.adopted = False
         self.lifecycle_error = ""  # the container lifecycle programs could not be attached
@@ -224,6 +256,7 @@ class Enforcer:
                 self.files_error = f"{name} not attached ({exc}): file opens are not watched"
                 log.error(self.files_error)
         self._retire_old_generations()
+        self._attach_xdp()
 
     def open(self) -> bool:
         """Look at what is pinned without changing anything (for status); False if nothing is."""
@@ -426,6 +459,42 @@ class Enforcer:
         except bpftool.NotFound:
             pass  # the container went away while we looked
 
+    def _attach_xdp(self) -> None:
+        """The blocklist program on each chosen interface: native XDP where the driver has
+        it, generic otherwise. A program of ours (an older generation) is replaced; anyone
+        else's is left alone, and the interface says so."""
+        prog = self.layout.prog("crossedge_xdp")
+        ours = bpftool.prog_show(prog)["id"]
+        for spec in self.xdp_ifaces:
+            netns, _, dev = spec.rpartition("/")
+            try:
+                attached = _xdp_on(netns or None, dev)
+                if attached and attached["id"] == ours:
+                    self.xdp_state[spec] = "native" if attached["mode"] == "driver" else attached["mode"]
+                    continue
+                if attached and not _ours(attached["id"]):
+                    self.xdp_state[spec] = f"not attached: program {attached['id']} (not ours) is on it"
+                    continue
+                self.xdp_state[spec] = _xdp_attach(netns or None, dev, prog, replace=attached is not None)
+            except bpftool.BpftoolError as exc:
+                self.xdp_state[spec] = f"not attached: {exc}"
+            log.info("blocklist on %s: %s", spec, self.xdp_state[spec])
+
+    def _detach_xdp(self, ids: set[int]) -> int:
+        """Our blocklist program off the chosen interfaces and every host interface it is on."""
+        count = 0
+        targets = [(netns or None, dev) for netns, _, dev in (s.rpartition("/") for s in self.xdp_ifaces)]
+        for item in bpftool.run("net", "show") or []:
+            targets += [(None, x["devname"]) for x in item.get("xdp", []) if x.get("id") in ids]
+        for netns, dev in dict.fromkeys(targets):
+            with contextlib.suppress(bpftool.BpftoolError):
+                attached = _xdp_on(netns, dev)
+                if attached and (attached["id"] in ids or _ours(attached["id"])):
+                    bpftool.run("net", "detach", XDP_SHOWN[attached["mode"]], "dev", dev, json_output=False,
+                                netns=netns)  # fmt: skip
+                    count += 1
+        return count
+
     def attachments(self) -> list[tuple[str, dict]]:
         """(cgroup directory, program) for every crossedge program attached anywhere."""
         found = []
@@ -468,6 +537,8 @@ class Enforcer:
         detached, removed = 0, []
         for layout in self._generations():
             detached += self._detach(self._pinned_ids(layout))
+            if os.path.exists(layout.prog("crossedge_xdp")):
+                detached += self._detach_xdp({bpftool.prog_show(layout.prog("crossedge_xdp"))["id"]})
             shutil.rmtree(layout.root, ignore_errors=True)
             removed.append(layout.root.name)
         if self.pin_root.is_dir() and not any(self.pin_root.iterdir()):
@@ -512,6 +583,7 @@ class Enforcer:
         self.slots = compiled.slots
         self.notes = compiled.notes
         self.patterns = compiled.patterns
+        self.next_expiry = compiled.next_expiry
         self.policy_version = ruleset.version
         self.error = ""
         log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))
@@ -631,6 +703,7 @@ class Enforcer:
             "notes": self.notes,
             "error": self.error,
             "lifecycle_error": self.lifecycle_error,
+            "xdp": dict(self.xdp_state),
             "files_error": self.files_error,
             "files": self.files_hook(),
         }

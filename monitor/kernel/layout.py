@@ -33,7 +33,7 @@ KEY6 = struct.Struct("<IQH16s")
 RULE = struct.Struct(f"<IIBB2x{RULE_ID_LEN}s")
 EVENT_V1 = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")  # before name_hash (recorded fixtures)
 EVENT = struct.Struct(f"{EVENT_V1.format}Q")
-FLOW_KEY = struct.Struct("<QIHBB16sB7x")
+FLOW_KEY = struct.Struct("<QIHBB16sB7xQ")
 LIFECYCLE = struct.Struct("<QQQI4x")
 FLOW = struct.Struct("<QQ")
 PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBBBB16s16s")  # a ce_proc up to its data, which is sent as used
@@ -56,6 +56,9 @@ DNS = struct.Struct(f"{DNS_HEAD.format}{DNS_LEN}s")
 DNS_FLAGS = {"cut": 1, "tcp": 2}
 TRAFFIC_KEY = struct.Struct("<QBBHH2x16s")
 TRAFFIC = struct.Struct("<QQQQQQ")  # bytes in/out, payload in/out, packets in/out
+SRC_KEY4 = struct.Struct("<I4s")
+SRC_KEY6 = struct.Struct("<I16s")
+BLOCK = struct.Struct("<QIBB2x")
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
@@ -65,7 +68,7 @@ STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT,
            "ce_proc_key": PROC_KEY, "ce_verdict": VERDICT, "ce_file_rule": FILE_RULE, "ce_fqdn_key": FQDN_KEY,
            "ce_fqdn_rule": FQDN_RULE, "ce_fqdn_rules": FQDN_RULES, "ce_addr_key": ADDR_KEY,
            "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_traffic_key": TRAFFIC_KEY,
-           "ce_traffic": TRAFFIC}  # fmt: skip
+           "ce_traffic": TRAFFIC, "ce_src_key4": SRC_KEY4, "ce_src_key6": SRC_KEY6, "ce_block": BLOCK}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -136,6 +139,15 @@ def decode_event(data: bytes) -> dict:
         "rule_id": _cstr(rule_id),
         "name_hash": name_hash,
     }
+
+
+def encode_source_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
+    """A blocklist trie key: the source network's prefix."""
+    return (SRC_KEY4 if net.version == 4 else SRC_KEY6).pack(net.prefixlen, net.network_address.packed)
+
+
+def encode_block(expires_ns: int, slot: int, action: str, audit: bool) -> bytes:
+    return BLOCK.pack(expires_ns, slot, ACTION_CODES[action], int(audit))
 
 
 def decode_traffic(key: bytes, value: bytes) -> tuple[tuple, tuple]:
@@ -316,7 +328,7 @@ def decode_path_key(data: bytes) -> tuple[str, int, bool]:
 
 def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:
     """A `flows` entry: (flow key as in flow_of(event), last window start ns, folded calls)."""
-    cgroup_id, slot, port, family, verdict, addr, op = FLOW_KEY.unpack(key)
+    cgroup_id, slot, port, family, verdict, addr, op, name_hash = FLOW_KEY.unpack(key)
     window_ns, folded = FLOW.unpack(value)
     return (
         (
@@ -326,6 +338,7 @@ def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:
             _address(family, addr),
             VERDICT_NAMES.get(verdict, "?"),
             OP_NAMES.get(op, "?"),
+            name_hash,
         ),  # fmt: skip
         window_ns,
         folded,
@@ -334,7 +347,8 @@ def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:
 
 def flow_of(event: dict) -> tuple:
     """The `flows` key of a decoded kernel event."""
-    return event["cgroup_id"], event["slot"], event["dest_port"], event["dest_ip"], event["kernel_verdict"], event["op"]
+    e = event
+    return e["cgroup_id"], e["slot"], e["dest_port"], e["dest_ip"], e["kernel_verdict"], e["op"], e.get("name_hash", 0)
 
 
 def _cstr(raw: bytes) -> str:

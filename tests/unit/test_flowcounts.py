@@ -63,7 +63,7 @@ def test_kernel_flow_counters_become_counted_events_once():
     call = kernel_call(5, pid=43)
     assert flows.sent(call) == 5 and "folded" not in call  # the agent adds them to this call's count
     assert flows.sent(kernel_call(3)) == 0  # an older reading from another CPU's buffer
-    key = (7, 0, 443, "127.8.8.8", "allow", "connect")
+    key = (7, 0, 443, "127.8.8.8", "allow", "connect", 0)
     [quiet] = flows.dump([(b"raw", key, 0, 9)])  # the flow went quiet: the dump tells, like its last call
     assert (quiet["count"], quiet["pid"], quiet["comm"], quiet["kernel_verdict"]) == (4, 42, "curl", "allow")
     assert flows.dump([(b"raw", key, 0, 9)]) == []
@@ -73,7 +73,7 @@ def test_kernel_flow_counters_become_counted_events_once():
 
 def test_kernel_counts_present_at_start_are_not_new_and_unknown_flows_get_a_template():
     flows = KernelFlows()
-    key = (9, 3, 80, "::1", "deny", "sendmsg")
+    key = (9, 3, 80, "::1", "deny", "sendmsg", 0)
     flows.resume([(b"raw", key, 0, 10)], None, "gen-a")
     (event,) = flows.dump([(b"raw", key, 0, 12)])
     assert (event["count"], event["family"], event["slot"], event["kernel_verdict"], event["pid"]) == (
@@ -88,13 +88,13 @@ def test_kernel_counts_present_at_start_are_not_new_and_unknown_flows_get_a_temp
 
 def test_counts_made_while_no_agent_ran_are_reported_after_a_restart(tmp_path):
     state = str(tmp_path / "flows.json")
-    key = (9, 0, 80, "127.8.8.8", "allow", "connect")
+    key = (9, 0, 80, "127.8.8.8", "allow", "connect", 0)
     before = KernelFlows()
     before.resume([], state, "gen-a")
     assert [e["count"] for e in before.dump([(b"raw", key, 0, 10)])] == [10]
     before.save(state, "gen-a")
     after = KernelFlows()  # restarted; meanwhile the kernel counted 5 more
-    new_key = (9, 0, 81, "127.8.8.8", "allow", "connect")  # a flow first counted while no agent ran
+    new_key = (9, 0, 81, "127.8.8.8", "allow", "connect", 0)  # a flow first counted while no agent ran
     after.resume([(b"raw", key, 0, 15), (b"raw", new_key, 0, 3)], state, "gen-a")
     assert [e["count"] for e in after.dump([(b"raw", key, 0, 15), (b"raw", new_key, 0, 3)])] == [5, 3]
     other = KernelFlows()  # a new program generation: its counters are not the saved ones
@@ -109,7 +109,7 @@ def test_counts_made_while_no_agent_ran_are_reported_after_a_restart(tmp_path):
 def test_kernel_flows_gone_from_the_table_are_forgotten():
     """Templates and totals of flows no longer in the kernel's table used to stay forever."""
     flows = KernelFlows()
-    gone, kept = (7, 0, 80, "127.8.8.8", "allow", "connect"), (7, 0, 81, "127.8.8.8", "allow", "connect")
+    gone, kept = (7, 0, 80, "127.8.8.8", "allow", "connect", 0), (7, 0, 81, "127.8.8.8", "allow", "connect", 0)
     flows.sent(kernel_call(0) | {"dest_port": 80})
     flows.dump([(b"a", gone, 0, 4), (b"b", kept, 0, 1)])
     assert gone in flows.templates and gone in flows.totals

@@ -122,6 +122,15 @@ class Command(BaseCommand):
             "(env CROSSEDGE_FILES=0; see BENCHMARKS.md for what they cost)",
         )
         parser.add_argument(
+            "--xdp-iface",
+            action="append",
+            default=os.environ.get("CROSSEDGE_XDP_IFACES", "").split(),
+            metavar="DEV",
+            help="an interface for the ingress blocklist (rules with match.source_ip), at XDP: native where the "
+            "driver has it, generic otherwise; NETNS/DEV for a device in a named network namespace; repeatable "
+            "(env CROSSEDGE_XDP_IFACES, whitespace-separated; default none)",
+        )
+        parser.add_argument(
             "--pin-root",
             default=settings.PIN_ROOT,
             help="bpffs directory for the pinned programs and maps (env CROSSEDGE_PIN_ROOT)",
@@ -147,7 +156,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if opts["uninstall"] or opts["status"] or not opts["no_enforce"]:
             enforcer = Enforcer(
-                pin_root=opts["pin_root"], scope=opts["enforce_scope"], watches=watches, files=not opts["no_files"]
+                pin_root=opts["pin_root"],
+                scope=opts["enforce_scope"],
+                watches=watches,
+                files=not opts["no_files"],
+                xdp_ifaces=tuple(opts["xdp_iface"]),
             )
         if opts["status"]:
             try:
