@@ -5,7 +5,7 @@ no XDP program, in one run.
     sudo .venv/bin/python -m bench.xdp [--rounds 11] [--seconds 2]
 
 Two namespaces joined by a veth pair (198.18.0.1 -> 198.18.0.2). Each round, in rotating
-order: "blocklist" (crossedge_xdp attached to the receiving end, native mode, 10,000 deny
+order: "blocklist" (crossedge_xdp attached to the receiving end, --mode native or generic, 10,000 deny
 entries for other /32s in 198.19.0.0/16, so every packet is looked up and passed) and
 "none" (detached). In each, a sender in the first namespace sends 64-byte UDP datagrams as
 fast as it can for N seconds and a receiver in the second counts what arrives: packets/s
@@ -25,7 +25,6 @@ import sys
 import uuid
 
 from monitor.kernel import bpftool
-from monitor.kernel.enforcer import _xdp_attach
 from monitor.rules import RuleSet
 
 from .container import programs_on_one_container
@@ -83,6 +82,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--seconds", type=float, default=2.0, help="sending time per arm")
+    parser.add_argument("--mode", choices=("native", "generic"), default="generic",
+                        help="XDP mode on the veth (default generic, as the agent chooses for a veth)")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it makes network namespaces and loads eBPF programs")
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
             enforcer.xdp_ifaces = (f"{b}/ce-b",)
             enforcer.sync(RuleSet.from_specs(deny_rules(10_000), 1))
             prog = enforcer.layout.prog("crossedge_xdp")
+            attach_type = "xdpdrv" if args.mode == "native" else "xdpgeneric"
             receiver = subprocess.Popen(in_ns(b, sys.executable, "-c", RECEIVER), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)  # fmt: skip
             assert receiver.stdout.readline().strip() == "ready"
@@ -107,9 +109,9 @@ def main(argv=None) -> int:
             def set_xdp(on: bool) -> None:
                 attached = bool([x for i in bpftool.run("net", "show", "dev", "ce-b", netns=b) for x in i["xdp"]])
                 if on and not attached:
-                    _xdp_attach(b, "ce-b", prog, replace=False)
+                    bpftool.run("net", "attach", attach_type, "pinned", prog, "dev", "ce-b", json_output=False, netns=b)
                 elif attached and not on:
-                    bpftool.run("net", "detach", "xdpdrv", "dev", "ce-b", json_output=False, netns=b)
+                    bpftool.run("net", "detach", attach_type, "dev", "ce-b", json_output=False, netns=b)
 
             def received() -> float:
                 receiver.stdin.write(f"{args.seconds}\n")
