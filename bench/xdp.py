@@ -26,6 +26,7 @@ import uuid
 
 from monitor.kernel import bpftool
 from monitor.rules import RuleSet
+from monitor.testbed import namespace_pair
 
 from .container import programs_on_one_container
 
@@ -64,10 +65,6 @@ while time.monotonic() < end:
 """
 
 
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True)
-
-
 def in_ns(ns: str, *argv: str) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{ns}", *argv]
 
@@ -78,9 +75,57 @@ def deny_rules(count: int) -> list[dict]:
             for i in range(count)]  # fmt: skip
 
 
+class Arms:
+    """The receiver in the second namespace, the sender in the first, the program on or off."""
+
+    def __init__(self, a: str, b: str, prog: str, attach_type: str, seconds: float):
+        self.a, self.b, self.prog, self.attach_type, self.seconds = a, b, prog, attach_type, seconds
+        self.receiver = subprocess.Popen(in_ns(b, sys.executable, "-c", RECEIVER), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert self.receiver.stdout.readline().strip() == "ready"
+
+    def set_xdp(self, on: bool) -> None:
+        attached = any(item["xdp"] for item in bpftool.run("net", "show", "dev", "ce-b", netns=self.b))
+        if on and not attached:
+            bpftool.run("net", "attach", self.attach_type, "pinned", self.prog, "dev", "ce-b", json_output=False,
+                        netns=self.b)  # fmt: skip
+        elif attached and not on:
+            bpftool.run("net", "detach", self.attach_type, "dev", "ce-b", json_output=False, netns=self.b)
+
+    def received(self) -> float:
+        """Packets/s the receiver got while the sender sent for `seconds`."""
+        self.receiver.stdin.write(f"{self.seconds}\n")
+        self.receiver.stdin.flush()
+        subprocess.run(in_ns(self.a, sys.executable, "-c", SENDER, str(self.seconds)), check=True)
+        return float(self.receiver.stdout.readline())
+
+    def close(self) -> None:
+        self.receiver.kill()
+        self.receiver.wait()
+
+
+def measure(arms: Arms, enforcer, rounds: int) -> tuple[dict, float, int]:
+    """(packets/s per arm per round, packets/s with the sender blocked, drops counted)."""
+    names = ["blocklist", "none"]
+    results = {arm: [] for arm in names}
+    for r in range(rounds):
+        for arm in names[r % 2 :] + names[: r % 2]:
+            arms.set_xdp(arm == "blocklist")
+            results[arm].append(arms.received())
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{x} {results[x][-1]:,.0f} pkt/s" for x in names),
+              file=sys.stderr)  # fmt: skip
+    arms.set_xdp(True)
+    sender = {"id": "block-sender", "match": {"source_ip": "198.18.0.1/32"}, "action": "deny"}
+    enforcer.sync(RuleSet.from_specs([*deny_rules(9_999), sender], 2))
+    blocked = arms.received()
+    dropped = enforcer.counters().get("block-sender", 0)
+    arms.set_xdp(False)
+    return results, blocked, dropped
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=2.0, help="sending time per arm")
     parser.add_argument("--mode", choices=("native", "generic"), default="generic",
                         help="XDP mode on the veth (default generic, as the agent chooses for a veth)")  # fmt: skip
@@ -88,68 +133,26 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         parser.error("run as root: it makes network namespaces and loads eBPF programs")
     tag = uuid.uuid4().hex[:6]
-    a, b = f"ce-bench-{tag}-a", f"ce-bench-{tag}-b"
-    receiver = None
-    try:
-        sh("ip", "netns", "add", a)
-        sh("ip", "netns", "add", b)
-        sh("ip", "link", "add", "ce-a", "netns", a, "type", "veth", "peer", "name", "ce-b", "netns", b)
-        for ns, dev, addr in ((a, "ce-a", "198.18.0.1"), (b, "ce-b", "198.18.0.2")):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-        with programs_on_one_container("xdp-bench") as (_app, enforcer):
-            enforcer.xdp_ifaces = (f"{b}/ce-b",)
-            enforcer.sync(RuleSet.from_specs(deny_rules(10_000), 1))
-            prog = enforcer.layout.prog("crossedge_xdp")
-            attach_type = "xdpdrv" if args.mode == "native" else "xdpgeneric"
-            receiver = subprocess.Popen(in_ns(b, sys.executable, "-c", RECEIVER), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)  # fmt: skip
-            assert receiver.stdout.readline().strip() == "ready"
-
-            def set_xdp(on: bool) -> None:
-                attached = bool([x for i in bpftool.run("net", "show", "dev", "ce-b", netns=b) for x in i["xdp"]])
-                if on and not attached:
-                    bpftool.run("net", "attach", attach_type, "pinned", prog, "dev", "ce-b", json_output=False, netns=b)
-                elif attached and not on:
-                    bpftool.run("net", "detach", attach_type, "dev", "ce-b", json_output=False, netns=b)
-
-            def received() -> float:
-                receiver.stdin.write(f"{args.seconds}\n")
-                receiver.stdin.flush()
-                subprocess.run(in_ns(a, sys.executable, "-c", SENDER, str(args.seconds)), check=True)
-                return float(receiver.stdout.readline())
-
-            arms = ["blocklist", "none"]
-            results = {arm: [] for arm in arms}
-            for r in range(args.rounds):
-                for arm in arms[r % 2 :] + arms[: r % 2]:
-                    set_xdp(arm == "blocklist")
-                    results[arm].append(received())
-                print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{x} {results[x][-1]:,.0f} pkt/s" for x in arms),
-                      file=sys.stderr)  # fmt: skip
-            set_xdp(True)
-            enforcer.sync(RuleSet.from_specs([*deny_rules(9_999), {"id": "block-sender", "match": {
-                "source_ip": "198.18.0.1/32"}, "action": "deny"}], 2))  # fmt: skip
-            blocked = received()
-            dropped = enforcer.counters().get("block-sender", 0)
-            set_xdp(False)
-        base = statistics.median(results["none"])
-        ratio = statistics.median(results["blocklist"]) / base
-        paired = statistics.median(x / y for x, y in zip(results["blocklist"], results["none"], strict=True))
-        print(f"\nUDP 64-byte datagrams between two namespaces, {args.rounds} interleaved rounds x {args.seconds:g} s, "
-              "medians of packets/s received:")  # fmt: skip
-        for arm in arms:
-            print(f"{arm:<10}{statistics.median(results[arm]):>12,.0f} pkt/s")
-        print(f"\nblocklist (10,000 entries) / none = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} "
-              f">= {TARGET:.2f}); median of the rounds' own ratios {paired:.3f}")  # fmt: skip
-        print(f"with the sender blocked: {blocked:,.0f} pkt/s received, {dropped:,} packets dropped and counted")
-        return 0 if ratio >= TARGET and blocked == 0 and dropped > 0 else 1
-    finally:
-        if receiver:
-            receiver.kill()
-            receiver.wait()
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with namespace_pair(f"bench-{tag}") as (a, b), programs_on_one_container("xdp-bench") as (_app, enforcer):
+        enforcer.xdp_ifaces = (f"{b}/ce-b",)  # so that uninstall takes it off
+        enforcer.sync(RuleSet.from_specs(deny_rules(10_000), 1))
+        attach_type = "xdpdrv" if args.mode == "native" else "xdpgeneric"
+        arms = Arms(a, b, enforcer.layout.prog("crossedge_xdp"), attach_type, args.seconds)
+        try:
+            results, blocked, dropped = measure(arms, enforcer, args.rounds)
+        finally:
+            arms.close()
+    base = statistics.median(results["none"])
+    ratio = statistics.median(results["blocklist"]) / base
+    paired = statistics.median(x / y for x, y in zip(results["blocklist"], results["none"], strict=True))
+    print(f"\nUDP 64-byte datagrams between two namespaces ({args.mode} XDP), {args.rounds} interleaved rounds x "
+          f"{args.seconds:g} s, medians of packets/s received:")  # fmt: skip
+    for arm, values in results.items():
+        print(f"{arm:<10}{statistics.median(values):>12,.0f} pkt/s")
+    print(f"\nblocklist (10,000 entries) / none = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} "
+          f">= {TARGET:.2f}); median of the rounds' own ratios {paired:.3f}")  # fmt: skip
+    print(f"with the sender blocked: {blocked:,.0f} pkt/s received, {dropped:,} packets dropped and counted")
+    return 0 if ratio >= TARGET and blocked == 0 and dropped > 0 else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ server the demo and the tests ask: no query ever leaves the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -133,6 +134,30 @@ def listen(host: str, port: int) -> socket.socket:
 
     threading.Thread(target=serve, daemon=True).start()
     return sock
+
+
+@contextlib.contextmanager
+def namespace_pair(tag: str, a: str = "198.18.0.1", b: str = "198.18.0.2"):
+    """Two network namespaces of our own (ce-<tag>-a, ce-<tag>-b) joined by a veth pair
+    (ce-a, ce-b) with addresses from 198.18.0.0/15, for traffic that never leaves them;
+    yields their names, removes both afterwards."""
+    names = (f"ce-{tag}-a", f"ce-{tag}-b")
+    try:
+        for ns in names:
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+        subprocess.run(["ip", "link", "add", "ce-a", "netns", names[0], "type", "veth", "peer", "name", "ce-b",
+                        "netns", names[1]], check=True, capture_output=True)  # fmt: skip
+        for ns, dev, addr in ((names[0], "ce-a", a), (names[1], "ce-b", b)):
+            for argv in (
+                ["addr", "add", f"{addr}/24", "dev", dev],
+                ["link", "set", dev, "up"],
+                ["link", "set", "lo", "up"],
+            ):
+                subprocess.run(["ip", "-n", ns, *argv], check=True, capture_output=True)
+        yield names
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def _dnspython():

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from monitor.rules import RuleSet
+from monitor.testbed import namespace_pair
 
 pytestmark = pytest.mark.kernel
 A, B = "198.18.0.1", "198.18.0.2"
@@ -40,34 +41,18 @@ print(got)
 """
 
 
-def sh(*argv):
-    subprocess.run(argv, check=True, capture_output=True)
-
-
 @pytest.fixture
 def namespaces(kernel):
     """Two namespaces joined by a veth pair, a UDP echo server in the second; all removed after."""
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"ce-test-{tag}-a", f"ce-test-{tag}-b"
-    sh("ip", "netns", "add", a)
-    sh("ip", "netns", "add", b)
-    echo = None
-    try:
-        sh("ip", "link", "add", "ce-a", "netns", a, "type", "veth", "peer", "name", "ce-b", "netns", b)
-        for ns, dev, addr in ((a, "ce-a", A), (b, "ce-b", B)):
-            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+    with namespace_pair(f"test-{uuid.uuid4().hex[:6]}") as (a, b):
         echo = subprocess.Popen(["nsenter", f"--net=/run/netns/{b}", sys.executable, "-c", ECHO],
                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
-        assert echo.stdout.readline().strip() == "ready"
-        yield a, b
-    finally:
-        if echo:
+        try:
+            assert echo.stdout.readline().strip() == "ready"
+            yield a, b
+        finally:
             echo.kill()
             echo.wait()
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def replies(ns: str) -> int:

@@ -260,8 +260,8 @@ def test_flows_are_counted_in_the_kernel_and_idle_ones_pruned_when_the_table_fil
         assert connect_from(app, "127.8.8.8", targets.port) == 0
     assert connect_from(app, "127.10.10.5", targets.port) == EPERM
     flows = {key: folded for _raw, key, _window, folded in enforcer.flows()}
-    assert flows[(app.cgroup_id, 0, targets.port, "127.8.8.8", "allow", "connect")] == 3
-    assert flows[(app.cgroup_id, 1, targets.port, "127.10.10.5", "deny", "connect")] == 1
+    assert flows[(app.cgroup_id, 0, targets.port, "127.8.8.8", "allow", "connect", 0)] == 3  # 0: no name
+    assert flows[(app.cgroup_id, 1, targets.port, "127.10.10.5", "deny", "connect", 0)] == 1
     assert enforcer.lost() == 0
     assert enforcer.prune_flows(enforcer.flows()) == []  # far from half full: kept
 

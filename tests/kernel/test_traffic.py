@@ -60,6 +60,7 @@ class Echo:
         self.sock = socket.create_server((SERVER, 0))
         self.port = self.sock.getsockname()[1]
         self.done = []  # (bytes received, bytes TCP sent, of those retransmitted) per connection
+        self.errors = []
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
@@ -69,6 +70,10 @@ class Echo:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            threading.Thread(target=self.echo, args=(conn,), daemon=True).start()
+
+    def echo(self, conn):
+        try:
             with conn:
                 got = 0
                 while chunk := conn.recv(1 << 16):
@@ -79,6 +84,8 @@ class Echo:
                 while unacknowledged(conn) and time.monotonic() < deadline:  # until TCP's counters are final
                     time.sleep(0.005)
                 self.done.append((got, *tcp_sent(conn)))
+        except OSError as exc:
+            self.errors.append(repr(exc))
 
     def close(self):
         self.sock.close()
@@ -95,8 +102,10 @@ def transfer(container, echo) -> tuple[int, int, int]:
     """SIZE bytes out of the container and SIZE back: (the container's local port, payload
     TCP sent out of it and into it, retransmissions included)."""
     before = len(echo.done)
-    proc = container.spawn([sys.executable, "-c", CLIENT, SERVER, str(echo.port), str(SIZE)], stdout=subprocess.PIPE)
-    out, _ = proc.communicate(timeout=60)
+    proc = container.spawn([sys.executable, "-c", CLIENT, SERVER, str(echo.port), str(SIZE)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (err.decode(), echo.errors)
     port, got, sent, again = map(int, out.split())
     deadline = time.monotonic() + 5
     while len(echo.done) == before and time.monotonic() < deadline:
