@@ -11,8 +11,8 @@
  * AAAA record of the answer section is written to `resolved` as (cgroup, address) ->
  * (expiry from its TTL, name, pattern) before the packet reaches the socket. So the
  * connect() that follows an answer is judged by the name's rules without waiting for
- * the agent; the agent gets the answer itself on the `dns` perf array (for the names it
- * shows) and reads `dns_stats` (answers, records it could not be sent, malformed).
+ * the agent; the agent gets the answer's header and question on the `dns` perf array
+ * (for the names it shows) and reads `dns_stats` (answers, records it could not be sent, malformed).
  *
  * Owners of answer records are not compared with the question: an answer's addresses
  * (after any CNAME chain) are the question's, as a resolver returns them.
@@ -306,14 +306,16 @@ static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pk
 	s->rec.ts_ns = w->now;
 	s->rec.cgroup_id = cgid;
 	s->rec.name_hash = w->hash;
-	s->rec.len = len;
 	s->rec.flags = flags;
 	s->rec.written = w->written;
 	s->rec.pattern_kind = w->pattern.kind;
 	dns_stat(CE_DNS_STAT_ANSWERS);
-	__u32 size = len;
+	__u32 size = qend + 5; /* the agent needs the header and the question: the name */
+	if (size > len)
+		size = len;
 	if (size > CE_DNS_LEN)
 		size = CE_DNS_LEN;
+	s->rec.len = size;
 	if (bpf_perf_event_output(skb, &dns, BPF_F_CURRENT_CPU, &s->rec, offsetof(struct ce_dns, msg) + size))
 		dns_stat(CE_DNS_STAT_LOST);
 }

@@ -253,7 +253,7 @@ struct ce_dns {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
 	__u64 cgroup_id; /* the receiving socket's */
 	__u64 name_hash;
-	__u16 len; /* bytes of msg */
+	__u16 len; /* bytes of msg sent: the header and the question */
 	__u8 flags; /* CE_DNS_* */
 	__u8 written; /* addresses written to `resolved` */
 	__u8 pattern_kind;

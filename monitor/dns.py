@@ -133,25 +133,35 @@ def question_name(message: bytes) -> str:
 class Names:
     """The names behind the kernel's name hashes (bounded: least recently learned go
     first). The addresses each container learned, with their TTLs, are the kernel's
-    `resolved` table; a name is read from an answer's question the first time its hash
-    is seen, so a storm of answers for known names costs the agent a dictionary lookup."""
+    `resolved` table. An answer's question is kept as it came and read (dnspython) only
+    when a call to one of its addresses needs the name: a storm of answers costs the agent
+    a dictionary write each, whatever the names."""
 
     def __init__(self, cap: int = MAX_REMEMBERED):
         self.cap = cap
-        self.by_hash: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self.by_hash: collections.OrderedDict[int, str | bytes] = collections.OrderedDict()
         self.counts = collections.Counter()  # answers, names, unreadable, calls_unnamed
 
     def heard(self, name_hash: int, message: bytes) -> None:
-        """One answer the kernel passed on (ValueError if its question cannot be read)."""
+        """One answer the kernel passed on (ValueError if it holds no single question)."""
         self.counts["answers"] += 1
         if name_hash in self.by_hash:
             self.by_hash.move_to_end(name_hash)
             return
-        name = question_name(message)
-        self.by_hash[name_hash] = name
+        if len(message) <= HEADER or int.from_bytes(message[4:6], "big") != 1:
+            raise ValueError("not a DNS message with one question")
+        self.by_hash[name_hash] = bytes(message)
         self.counts["names"] += 1
         if len(self.by_hash) > self.cap:
             self.by_hash.popitem(last=False)
 
     def name(self, name_hash: int) -> str | None:
-        return self.by_hash.get(name_hash)
+        known = self.by_hash.get(name_hash)
+        if isinstance(known, bytes):
+            try:
+                known = self.by_hash[name_hash] = question_name(known)
+            except ValueError:
+                self.counts["unreadable"] += 1
+                del self.by_hash[name_hash]
+                return None
+        return known

@@ -134,17 +134,20 @@ def test_the_question_names_an_answer_even_cut_short_and_garbage_is_refused():
             question_name(garbage)
 
 
-def test_names_are_read_once_per_hash_and_bounded():
+def test_names_are_kept_as_they_came_read_when_needed_and_bounded():
     names = Names(cap=3)
     wire = answer_to("a.test", "127.0.0.1")
     names.heard(11, wire)
     names.heard(11, b"unread: the hash is known")
-    assert names.name(11) == "a.test" and names.counts == {"answers": 2, "names": 1}
+    assert names.counts == {"answers": 2, "names": 1} and isinstance(names.by_hash[11], bytes)
+    assert names.name(11) == "a.test" and names.by_hash[11] == "a.test"  # read once, then kept read
     for i in range(5):
         names.heard(100 + i, answer_to(f"n{i}.test"))
     assert len(names.by_hash) == 3 and names.name(11) is None
     with pytest.raises(ValueError):
         names.heard(12, b"garbage")
+    names.heard(13, wire[:12] + b"\x05ab")  # one question, cut inside its name
+    assert names.name(13) is None and names.counts["unreadable"] == 1
 
 
 def kernel_call(name_hash: int, cgroup_id: int = 5) -> dict:
