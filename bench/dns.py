@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from monitor.agent import DNS, Agent
+from monitor.agent import DNS, DNS_WATERMARK, Agent
 from monitor.backends import perf_pipe
 from monitor.kernel.enforcer import Enforcer
 from monitor.parsers import perf_lines
@@ -106,7 +106,8 @@ class DnsReader:
 
     def __init__(self, enforcer: Enforcer):
         self.agent = Agent(backends=(), enforcer=enforcer)
-        self.supervisor = Supervisor(perf_pipe(DNS, lambda: enforcer.layout.map("dns"), perf_lines.parse_dns),
+        self.supervisor = Supervisor(perf_pipe(DNS, lambda: enforcer.layout.map("dns"), perf_lines.parse_dns,
+                                               DNS_WATERMARK),
                                      self.agent.handle_dns)  # fmt: skip
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

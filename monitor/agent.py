@@ -51,6 +51,7 @@ LIFECYCLE = "lifecycle"  # the programs' container lifecycle records
 PROCS = "procs"  # the programs' process exec and exit records
 DNS = "dns"  # the DNS answers the containers received
 NAME_WAIT = 1.0  # seconds a call waits for the answer that named its destination (another pipe)
+DNS_WATERMARK = 4096  # bytes of answers buffered per CPU before the reader wakes (or 100 ms): a storm in batches
 TRAFFIC_POLL = 10.0  # seconds between drains of the packet programs' traffic table
 FINAL_READS = 15.0  # seconds a stopping agent waits for its last reads of the kernel's counts
 MAX_HOLD = 5.0  # seconds a held exec waits for the agent before it goes on unjudged (a loaded node took >2)
@@ -449,7 +450,8 @@ class Agent:
         )
         procs = Supervisor(perf_pipe(PROCS, lambda: enforcer.layout.map("procs"), perf_lines.parse_proc),
                            self.handle_proc)  # fmt: skip
-        answers = Supervisor(perf_pipe(DNS, lambda: enforcer.layout.map("dns"), perf_lines.parse_dns), self.handle_dns)
+        answers = Supervisor(perf_pipe(DNS, lambda: enforcer.layout.map("dns"), perf_lines.parse_dns, DNS_WATERMARK),
+                             self.handle_dns)  # fmt: skip
         pipes = (pipe, life, procs, answers)
         self.supervisors += pipes
         pipe_tasks = [asyncio.create_task(sup.run()) for sup in pipes]

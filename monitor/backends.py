@@ -40,14 +40,15 @@ def bpftrace_script(script: str) -> Callable[[str], list[str]]:
 PERF_READER = Path(__file__).resolve().parent / "kernel" / "perf_reader.py"
 
 
-def perf_pipe(name: str, map_pin: Callable[[], str], parse: Callable) -> Backend:
+def perf_pipe(name: str, map_pin: Callable[[], str], parse: Callable, watermark: int = 0) -> Backend:
     """A pinned perf event array read by monitor/kernel/perf_reader.py (libbpf's consumer),
     as a child of the agent. `map_pin` is asked at each (re)start, so a restart follows a
-    new program generation."""
+    new program generation; `watermark` (bytes) batches its wakeups."""
+    extra = ["--watermark", str(watermark)] if watermark else []
     return Backend(
         name=name,
         program=sys.executable,
-        command=lambda exe: [exe, str(PERF_READER), map_pin()],
+        command=lambda exe: [exe, str(PERF_READER), map_pin(), *extra],
         parse=parse,
         install_hint="apt-get install libbpf1",
         framing="perf-lines",

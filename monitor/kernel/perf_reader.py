@@ -23,6 +23,20 @@ import sys
 
 SAMPLE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
 LOST = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64)
+EVENT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)  # perf_buffer_event_fn
+PERF_TYPE_SOFTWARE, PERF_COUNT_SW_BPF_OUTPUT, PERF_SAMPLE_RAW = 1, 10, 1 << 10
+PERF_ATTR_WATERMARK = 1 << 14  # the flags bit: wake the reader per `wakeup` bytes, not per record
+PERF_RECORD_LOST, PERF_RECORD_SAMPLE = 2, 9
+LIBBPF_PERF_EVENT_CONT = -2
+
+
+class PerfEventAttr(ctypes.Structure):
+    """struct perf_event_attr, as far as a BPF output buffer needs it (zero after)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32), ("config", ctypes.c_uint64),
+                ("sample_period", ctypes.c_uint64), ("sample_type", ctypes.c_uint64),
+                ("read_format", ctypes.c_uint64), ("flags", ctypes.c_uint64), ("wakeup", ctypes.c_uint32),
+                ("bp_type", ctypes.c_uint32), ("rest", ctypes.c_uint8 * 80)]  # fmt: skip
 
 
 def libbpf() -> ctypes.CDLL:
@@ -31,6 +45,10 @@ def libbpf() -> ctypes.CDLL:
     lib.perf_buffer__new.restype = ctypes.c_void_p
     lib.perf_buffer__new.argtypes = [ctypes.c_int, ctypes.c_size_t, SAMPLE, LOST, ctypes.c_void_p, ctypes.c_void_p]
     lib.perf_buffer__poll.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.perf_buffer__new_raw.restype = ctypes.c_void_p
+    lib.perf_buffer__new_raw.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.POINTER(PerfEventAttr), EVENT,
+                                         ctypes.c_void_p, ctypes.c_void_p]  # fmt: skip
+    lib.perf_buffer__consume.argtypes = [ctypes.c_void_p]
     lib.perf_buffer__free.argtypes = [ctypes.c_void_p]
     lib.libbpf_get_error.argtypes = [ctypes.c_void_p]
     lib.libbpf_get_error.restype = ctypes.c_long
@@ -41,6 +59,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pin", help="the pinned BPF_MAP_TYPE_PERF_EVENT_ARRAY")
     parser.add_argument("--pages", type=int, default=64, help="pages of buffer per CPU (a power of two)")
+    parser.add_argument("--watermark", type=int, default=0, metavar="BYTES",
+                        help="wake up once this much is buffered (and every 100 ms), not per record: for a pipe "
+                        "whose records may come thousands a second and can wait a little")  # fmt: skip
     args = parser.parse_args(argv)
     lib = libbpf()
     fd = lib.bpf_obj_get(os.fsencode(args.pin))
@@ -56,8 +77,22 @@ def main(argv=None) -> int:
     def lost(_ctx, cpu, count):
         lines.append(b"lost %d %d\n" % (cpu, count))
 
-    on_sample, on_lost = SAMPLE(sample), LOST(lost)  # kept referenced while libbpf calls them
-    pb = lib.perf_buffer__new(fd, args.pages, on_sample, on_lost, None, None)
+    def event(_ctx, cpu, header):
+        kind, size = ctypes.c_uint32.from_address(header).value, ctypes.c_uint16.from_address(header + 6).value
+        if kind == PERF_RECORD_SAMPLE and size >= 12:
+            sample(None, cpu, header + 12, ctypes.c_uint32.from_address(header + 8).value)
+        elif kind == PERF_RECORD_LOST and size >= 24:
+            lost(None, cpu, ctypes.c_uint64.from_address(header + 16).value)
+        return LIBBPF_PERF_EVENT_CONT
+
+    on_sample, on_lost, on_event = SAMPLE(sample), LOST(lost), EVENT(event)  # kept referenced while libbpf calls
+    if args.watermark:
+        attr = PerfEventAttr(type=PERF_TYPE_SOFTWARE, size=ctypes.sizeof(PerfEventAttr),
+                             config=PERF_COUNT_SW_BPF_OUTPUT, sample_period=1, sample_type=PERF_SAMPLE_RAW,
+                             flags=PERF_ATTR_WATERMARK, wakeup=args.watermark)  # fmt: skip
+        pb = lib.perf_buffer__new_raw(fd, args.pages, ctypes.byref(attr), on_event, None, None)
+    else:
+        pb = lib.perf_buffer__new(fd, args.pages, on_sample, on_lost, None, None)
     if not pb or lib.libbpf_get_error(pb):
         print(f"cannot read {args.pin}: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
         return 1
@@ -66,10 +101,12 @@ def main(argv=None) -> int:
     print("ready", flush=True)
     try:
         while True:
-            n = lib.perf_buffer__poll(pb, 200)
+            n = lib.perf_buffer__poll(pb, 100 if args.watermark else 200)
             if n < 0 and -n != 4:  # EINTR is a signal on its way
                 print(f"perf_buffer__poll: {os.strerror(-n)}", file=sys.stderr)
                 return 1
+            if args.watermark:
+                lib.perf_buffer__consume(pb)  # what stayed under the watermark
             if lines:
                 out.write(b"".join(lines))
                 out.flush()
