@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, fields
 
+from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 
 from monitor.dns import Pattern
@@ -94,11 +95,7 @@ class EventFilter:
         if self.dest:
             qs = qs.filter(dest_ip=self.dest)
         if self.name:
-            pattern = Pattern.parse(self.name)
-            if pattern.kind == "wild":
-                qs = qs.filter(dest_name__endswith=f".{pattern.name}")
-            else:
-                qs = qs.filter(dest_name=pattern.name)  # none: "", never resolved
+            qs = qs.filter(named(Pattern.parse(self.name)))
         if self.port:
             qs = qs.filter(dest_port=self.port)
         if self.since:
@@ -138,6 +135,13 @@ class EventFilter:
             if value not in ("", None):
                 out[f.name] = value.isoformat() if hasattr(value, "isoformat") else str(value)
         return out
+
+
+def named(pattern: Pattern) -> Q:
+    """The rows whose dest_name a name pattern matches (none: "", never resolved)."""
+    if pattern.kind == "wild":
+        return Q(dest_name__endswith=f".{pattern.name}")
+    return Q(dest_name=pattern.name)
 
 
 def _has(model, name: str) -> bool:

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from dashboard.charts import stacked_bars
+from dashboard.events.filters import named
 from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
 from dashboard.events.periods import PERIODS, rule_hits
 from dashboard.fleet.models import Node
@@ -158,12 +159,8 @@ def replay_connections(rule: engine.Rule, since) -> dict:
         qs = qs.filter(container__name=rule.container)
     if rule.cgroup_id is not None:
         qs = qs.filter(cgroup_id=rule.cgroup_id)
-    if rule.dest_fqdn is not None and rule.dest_fqdn.kind == "exact":
-        qs = qs.filter(dest_name=rule.dest_fqdn.name)
-    elif rule.dest_fqdn is not None and rule.dest_fqdn.kind == "wild":
-        qs = qs.filter(dest_name__endswith=f".{rule.dest_fqdn.name}")
-    elif rule.dest_fqdn is not None:
-        qs = qs.filter(dest_name="")
+    if rule.dest_fqdn is not None:
+        qs = qs.filter(named(rule.dest_fqdn))
     columns = ("container__name", "cgroup_path", "cgroup_id", "dest_ip", "dest_port", "dest_name")
     flows = qs.values(*columns).annotate(n=Sum("count"))
     total, by_container = 0, {}

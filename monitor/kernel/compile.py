@@ -127,7 +127,10 @@ def _block_entries(ruleset: RuleSet, out: Compiled) -> None:
             out.next_expiry = rule.expires
     for family, bucket in buckets.items():
         for net, (_rank, rule) in _flatten(bucket).items():
-            expires = 0 if rule.expires is None else mono + int((rule.expires - now).total_seconds() * 1e9)
+            # whole milliseconds: the same rule gives the same value at the next sync (no rewrite)
+            expires = (
+                0 if rule.expires is None else round((mono + (rule.expires - now).total_seconds() * 1e9) / 1e6) * 10**6
+            )
             value = encode_block(expires, out.slots.get(rule.id, 0), rule.action, rule.audit)
             out.entries[BLOCK_MAPS[family]][encode_source_key(net)] = value
 
