@@ -308,13 +308,16 @@ class Load:
     calls: dict[tuple[str, int], list[float]]  # flow -> its calls' wall times, in order
 
 
-def load(container: SimulatedContainer, port: int, rate: float, seconds: float, workers: int, flows: int = 1) -> Load:
+def load(
+    container: SimulatedContainer, port: int, rate: float, seconds: float, workers: int, flows: int = 1, first: int = 0
+) -> Load:
     """Paced connects from `workers` processes; flows: 1 = the listener, N = N distinct
-    (address, port) flows per worker, cycled, 0 = every call a flow of its own."""
+    (address, port) flows per worker, cycled, 0 = every call a flow of its own (from the
+    `first`-th destination on)."""
     per = rate / workers if rate else 0
     stamps = [tempfile.NamedTemporaryFile(suffix=".stamps") for _ in range(workers)]  # noqa: SIM115
     argv = [sys.executable, "-c", LOAD, "127.0.0.1", str(port), str(per), str(seconds), str(flows)]
-    procs = [container.spawn([*argv, str(w * WORKER_SPAN), stamps[w].name], stdout=subprocess.PIPE, text=True)
+    procs = [container.spawn([*argv, str(first + w * WORKER_SPAN), stamps[w].name], stdout=subprocess.PIPE, text=True)
              for w in range(workers)]  # fmt: skip
     results = [p.communicate(timeout=seconds + 60)[0].split() for p in procs]
     calls: dict[tuple[str, int], list[float]] = {}
@@ -323,7 +326,11 @@ def load(container: SimulatedContainer, port: int, rate: float, seconds: float, 
         times.frombytes(fh.read())
         fh.close()
         for n, t in enumerate(times):
-            flow = ("127.0.0.1", port) if flows == 1 else destination(w * WORKER_SPAN + (n % flows if flows else n))
+            flow = (
+                ("127.0.0.1", port)
+                if flows == 1
+                else destination(first + w * WORKER_SPAN + (n % flows if flows else n))
+            )
             calls.setdefault(flow, []).append(t)
     for times in calls.values():  # two workers' calls of one flow interleave
         times.sort()
@@ -416,6 +423,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved without/with throughput pairs")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--trace-syscalls", action="store_true", help="run connect.bt too (runagent --trace-syscalls)")
+    parser.add_argument("--throughput", default="1,0",
+                        help="load shapes of the flat-out throughput arms: 1 = one flow, 0 = a scan (every call a "
+                        "new flow), comma separated")  # fmt: skip
+    parser.add_argument("--no-steps", action="store_true", help="measure the throughput arms only")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it runs the agent and makes cgroups")
@@ -432,9 +443,15 @@ def main(argv=None) -> int:
         made.append(SimulatedContainer(name, parent, str(tmp / "docker")).create())
         return made[-1]
 
-    def flat_out(c) -> float:
-        result = load(c, port, 0, 3, 2)
+    shapes = [int(f) for f in args.throughput.split(",")]
+    scans = iter(range(1, 1000))  # each scan arm reaches destinations no arm reached before
+
+    def flat_out(c, flows: int) -> float:
+        result = load(c, port, 0, 3, 2, flows) if flows == 1 else load(c, port, 0, 3, 2, 0, first=next(scans) * 50_000)
         return result.generated / result.took
+
+    def arms() -> dict[int, float]:
+        return {shape: flat_out(flat, shape) for shape in shapes}
 
     baseline, with_product, steps, gaps = [], [], [], 0
     try:
@@ -443,11 +460,11 @@ def main(argv=None) -> int:
         product.key = product.manage("apitoken", "admin", "bench").strip()
         flat = container("bench-flat")
         for round_ in range(args.rounds):  # without, with, without, with, ...: the arms interleaved
-            baseline.append(flat_out(flat))
+            baseline.append(arms())
             product.start()
             try:
-                with_product.append(flat_out(flat))
-                if round_ == 0:
+                with_product.append(arms())
+                if round_ == 0 and not args.no_steps:
                     subscriber = Subscriber(product)
                     subscriber.start()
                     subscriber.ready.wait(30)
@@ -461,25 +478,30 @@ def main(argv=None) -> int:
                     gaps = subscriber.gaps
             finally:
                 product.stop()
-        baseline.append(flat_out(flat))
+        baseline.append(arms())
     finally:
         product.stop()
         for c in made:
             c.remove()
         target.kill()
         target.wait()
-    ratio = statistics.median(with_product) / statistics.median(baseline)
+    medians = {
+        shape: (statistics.median(r[shape] for r in with_product), statistics.median(r[shape] for r in baseline))
+        for shape in shapes
+    }
+    ratios = {shape: with_ / without for shape, (with_, without) in medians.items()}
     source = "connect4/6 programs" + (" + connect.bt" if args.trace_syscalls else "")
     print(f"\npipeline under loopback connect() load (agent: {source}, observing and enforcing; "
           "dashboard: SQLite, one subscriber)")  # fmt: skip
     print("".join(f"{c:>15}" for c in COLUMNS))
     for s in steps:
         print("".join(f"{str(s[c]):>15}" for c in COLUMNS))
-    print(f"\nflat-out connect() throughput with CrossEdge / without ({args.rounds} interleaved pairs, medians): "
-          f"{statistics.median(with_product):,.0f} / {statistics.median(baseline):,.0f} per s = {ratio:.2f} "
-          "(target >= 0.90)")  # fmt: skip
-    result = {"steps": steps, "throughput_ratio": round(ratio, 3), "baseline_per_s": baseline,
-              "with_crossedge_per_s": with_product, "feed_resyncs": gaps}  # fmt: skip
+    print(f"\nflat-out connect() throughput with CrossEdge / without ({args.rounds} interleaved pairs, medians):")
+    for shape, (with_, without) in medians.items():
+        what = "one flow" if shape == 1 else "a scan (every call a new flow)" if shape == 0 else f"{shape} flows"
+        print(f"  {what}: {with_:,.0f} / {without:,.0f} per s = {ratios[shape]:.3f} (target >= 0.90)")
+    result = {"steps": steps, "throughput_ratio": {str(k): round(v, 3) for k, v in ratios.items()},
+              "baseline_per_s": baseline, "with_crossedge_per_s": with_product, "feed_resyncs": gaps}  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

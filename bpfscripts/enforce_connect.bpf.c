@@ -133,6 +133,7 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } lifecycle SEC(".maps");
 
+#include "scan.bpf.h"
 #include "traffic.bpf.h"
 #include "dns.bpf.h"
 #include "xdp.bpf.h"
@@ -144,18 +145,33 @@ static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_ru
 	return best;
 }
 
-static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rule, __u64 cgid,
-				  __u8 family, const __u8 *addr, __u16 port, __u8 op, __u64 name_hash)
+static __always_inline void count_slot(__u32 slot)
 {
-	__u32 slot = rule ? rule->slot : 0;
 	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
-	__u8 verdict = CE_V_ALLOW;
 
 	if (count)
 		*count += 1;
+}
+
+static __always_inline __u8 verdict_of(struct ce_rule *rule)
+{
 	if (rule && rule->action == CE_DENY)
-		verdict = rule->audit ? CE_V_AUDIT : CE_V_DENY;
-	int ret = verdict == CE_V_DENY ? 0 : 1;
+		return rule->audit ? CE_V_AUDIT : CE_V_DENY;
+	return CE_V_ALLOW;
+}
+
+/* scan: the container's entry (monitored containers only), which may refuse the call
+ * (a scan rule's hold) or sum it (a new destination in a scan). */
+static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rule, __u64 cgid, __u8 family,
+				  const __u8 *addr, __u16 port, __u8 op, __u64 name_hash, struct ce_scan *scan)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 crossed = 0;
+
+	if (scan && scan->blocked_ns > now)
+		rule = &scan->rule;
+	__u32 slot = rule ? rule->slot : 0;
+	__u8 verdict = verdict_of(rule);
 
 	struct ce_flow_key fk = {};
 	fk.cgroup_id = cgid;
@@ -167,12 +183,29 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	fk.name_hash = name_hash;
 	__builtin_memcpy(fk.addr, addr, family == 4 ? 4 : 16);
 
-	__u64 now = bpf_ktime_get_ns();
 	struct ce_flow *flow = bpf_map_lookup_elem(&flows, &fk);
 	if (flow && verdict == CE_V_ALLOW && now - flow->window_ns < CE_WINDOW_NS) {
+		count_slot(slot);
 		__sync_fetch_and_add(&flow->folded, 1);
-		return ret;
+		return 1;
 	}
+	if (!flow && scan) {
+		int step = scan_step(scan, cgid, now, verdict, slot, family, addr, port, &crossed);
+		if (step == CE_SCAN_SUMMED) {
+			count_slot(slot);
+			return verdict == CE_V_DENY ? 0 : 1;
+		}
+		if (step == CE_SCAN_CROSSED) { /* judged by the scan rule from here on */
+			rule = &scan->rule;
+			slot = rule->slot;
+			verdict = verdict_of(rule);
+			fk.slot = slot;
+			fk.verdict = verdict;
+			flow = bpf_map_lookup_elem(&flows, &fk);
+		}
+	}
+	count_slot(slot);
+	int ret = verdict == CE_V_DENY ? 0 : 1;
 	if (flow) {
 		flow->window_ns = now;
 	} else {
@@ -196,6 +229,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	ev.verdict = verdict;
 	ev.op = op;
 	ev.name_hash = name_hash;
+	ev.scan = crossed;
 	__builtin_memcpy(ev.addr, addr, family == 4 ? 4 : 16);
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
 	if (rule)
@@ -227,7 +261,7 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 
 	__builtin_memcpy(key.addr, &ip4, 4);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 4, key.addr, port, op, 0);
+		return decide(ctx, NULL, cgid, 4, key.addr, port, op, 0, NULL);
 	key.prefixlen = 64 + 16 + 32;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -242,7 +276,7 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 	__u64 name_hash = 0;
 	best = better(best, fqdn_rule(cgid, 4, key.addr, port, &name_hash, &by_name));
 	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
-	return decide(ctx, best, cgid, 4, key.addr, port, op, name_hash);
+	return decide(ctx, best, cgid, 4, key.addr, port, op, name_hash, scan_entry(cgid));
 }
 
 static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
@@ -264,7 +298,7 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 	__builtin_memcpy(&key.addr[8], &w2, 4);
 	__builtin_memcpy(&key.addr[12], &w3, 4);
 	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 6, key.addr, port, op, 0);
+		return decide(ctx, NULL, cgid, 6, key.addr, port, op, 0, NULL);
 	key.prefixlen = 64 + 16 + 128;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -279,7 +313,7 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 	__u64 name_hash = 0;
 	best = better(best, fqdn_rule(cgid, 6, key.addr, port, &name_hash, &by_name));
 	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
-	return decide(ctx, best, cgid, 6, key.addr, port, op, name_hash);
+	return decide(ctx, best, cgid, 6, key.addr, port, op, name_hash, scan_entry(cgid));
 }
 
 SEC("cgroup/connect4")

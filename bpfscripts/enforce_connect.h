@@ -92,7 +92,9 @@ struct ce_event {
 	char comm[16];
 	char rule_id[CE_RULE_ID_LEN];
 	__u8 op;
-	__u8 pad[7];
+	__u8 pad[3];
+	__u32 scan; /* this call crossed a scan rule's threshold (ce_scan_rule): the new
+		     * destinations seen in the window, and the rule judged it; 0 otherwise */
 	__u64 name_hash; /* the name the container resolved for addr (ce_name_hash), 0: none */
 };
 
@@ -259,6 +261,54 @@ struct ce_dns {
 	__u8 pattern_kind;
 	__u8 pad[3];
 	__u8 msg[CE_DNS_LEN];
+};
+
+/* Scans (scan.bpf.h): per container, the calls to destinations it has no flow for yet
+ * ("new destinations"), counted per one-second window. From `summarise` new destinations in
+ * a window (and for as long as each window reaches it), a new destination's call is summed
+ * into the container's `scans` entry instead of getting a flow and an event; scan rules
+ * (a threshold each) alert, or refuse the container's connect()s for a while. */
+#define CE_SCAN_WINDOW_NS 1000000000ULL
+#define CE_SCAN_RULES 4 /* scan rules per scope (the agent flattens every-container ones in) */
+#define CE_MAX_SCANS 65536
+
+struct ce_scan_rule {
+	__u32 threshold; /* new destinations within one window */
+	__u32 slot;
+	__u64 hold_ns; /* deny: how long the container's calls are refused from the crossing on */
+	__u8 action; /* CE_ALERT or CE_DENY */
+	__u8 audit;
+	__u8 pad[6];
+	char rule_id[CE_RULE_ID_LEN];
+};
+
+/* Per scope (cgroup_id 0: every monitored container). */
+struct ce_scan_limits {
+	__u32 summarise; /* new destinations per window from which calls are summed, not sent */
+	__u32 count; /* rules used */
+	struct ce_scan_rule rules[CE_SCAN_RULES];
+};
+
+/* Per container, made by the programs at its first new destination. The cumulative counts
+ * are never reset: the agent turns their growth into summary events (as with flows). */
+struct ce_scan {
+	__u64 window_ns; /* the current window's start */
+	__u64 blocked_ns; /* until then (CLOCK_MONOTONIC) every call is judged by `rule` */
+	__u64 calls; /* cumulative: calls summed here instead of sent */
+	__u64 denied; /* cumulative: of those, refused */
+	__u32 fresh; /* new destinations in the current window */
+	__u32 pid; /* the process that started the current scan */
+	__u8 scanning; /* the current scan: summing since the window it began in */
+	__u8 over; /* scan rules (bits) whose threshold this window reached */
+	__u8 over_before; /* ... the window before */
+	__u8 family; /* of addr */
+	__u16 port_lo; /* the current scan's ports, host byte order */
+	__u16 port_hi;
+	__u8 addr[16]; /* the current scan's first destination */
+	__u32 deny_slot; /* the rule of the last refused call summed */
+	__u32 pad;
+	char comm[16];
+	struct ce_rule rule; /* the scan rule crossed last (rank 0) */
 };
 
 /* Traffic (traffic.bpf.h): bytes and packets per container and flow, both ways. */

@@ -12,7 +12,8 @@
  * still counting in the old table (they run for microseconds), then reads the old table
  * whole and empties it: each reading is exactly what was counted since the last one, and
  * nothing is counted twice or dropped. A full table counts a new flow in its container's
- * "other" entry (protocol 0); only when even that finds no room are the bytes counted in
+ * "other" entry (protocol 0), and so does a container that is scanning (scan.bpf.h: each
+ * call a new flow); only when even that finds no room are the bytes counted in
  * `traffic_lost`. crossedge_in also reads DNS answers (dns.bpf.h); both programs are in
  * enforce_connect.bpf.c.
  */
@@ -114,7 +115,10 @@ static __always_inline void count_in(void *table, struct ce_traffic_key *key, __
 	struct ce_traffic *v = bpf_map_lookup_elem(table, key);
 	if (!v) {
 		struct ce_traffic fresh = {};
-		if (bpf_map_update_elem(table, key, &fresh, BPF_NOEXIST) && bpf_map_lookup_elem(table, key) == NULL) {
+		struct ce_scan *scan = bpf_map_lookup_elem(&scans, &key->cgroup_id);
+		/* a scanning container's new flows go to its other entry at once: no table fills */
+		if ((scan && scan->scanning) ||
+		    (bpf_map_update_elem(table, key, &fresh, BPF_NOEXIST) && bpf_map_lookup_elem(table, key) == NULL)) {
 			/* the table is full: the container's other traffic */
 			__builtin_memset(key->remote, 0, sizeof(key->remote));
 			key->proto = CE_PROTO_OTHER;

@@ -39,6 +39,7 @@ from .kernel.enforcer import Enforcer, EnforcerError
 from .parsers import perf_lines
 from .processes import ProcessTable, ProcGroups, judge, state
 from .rules import Flow, RuleError, RuleSet, glob_match
+from .scans import ScanSums
 from .supervisor import Supervisor
 from .traffic import PROTOCOLS, TrafficMinutes
 
@@ -131,6 +132,8 @@ class Agent:
         self.dns_stats: dict[str, int] = {}  # the DNS program's counts
         self.traffic = TrafficMinutes()  # what the packet programs counted, per minute and flow
         self.traffic_lost = 0  # bytes the packet programs could count nowhere
+        self.scan_sums = ScanSums()  # the calls the programs summed in scans
+        self.scan_counts = collections.Counter()  # scans raised (by rule), calls summed
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
     # -- events ---------------------------------------------------------------
@@ -257,19 +260,30 @@ class Agent:
         event["container"] = ref.as_event() if ref else None
         kernel_verdict = event.pop("kernel_verdict", "allow")
         slot = event.pop("slot", 0)
+        if not event.get("scan"):
+            event.pop("scan", None)
+        if "dest_port_hi" in event:
+            self.scan_counts["calls_summed"] += event["count"]
+        if "scan" in event:
+            self.scan_counts["scans_raised"] += 1
         if kernel_verdict != "allow":
             self._kernel_deny(event, kernel_verdict == "audit", slot)
             return
-        rule = self.ruleset.evaluate(
-            Flow.of(
-                event["dest_ip"],
-                event["dest_port"],
-                cgroup_id=event["cgroup_id"],
-                cgroup_path=path,
-                container=ref.name if ref else None,
-                dest_name=event.get("dest_name"),
+        if "scan" in event or "dest_port_hi" in event:  # a scan rule's alert, or a scan's sum: judged in the kernel
+            rule = self.ruleset.by_id.get(event["rule_id"]) if "scan" in event else None
+            if rule is None:
+                event.pop("scan", None)
+        else:
+            rule = self.ruleset.evaluate(
+                Flow.of(
+                    event["dest_ip"],
+                    event["dest_port"],
+                    cgroup_id=event["cgroup_id"],
+                    cgroup_path=path,
+                    container=ref.name if ref else None,
+                    dest_name=event.get("dest_name"),
+                )
             )
-        )
         event["verdict"] = rule.action if rule else "allow"
         event["rule_id"] = rule.id if rule else ""
         event["severity"] = rule.severity if rule else ""
@@ -439,6 +453,7 @@ class Agent:
         self.kernel_error = ""
         self.kernel_flows.resume(await asyncio.to_thread(enforcer.flows), self.kernel_state, enforcer.layout.root.name)
         self.proc_groups.resume(await asyncio.to_thread(kernel_processes.groups, enforcer.layout))
+        self.scan_sums.resume(await asyncio.to_thread(enforcer.scans))
         self.kernel_reporting = True  # calls before this were the tracer's to report (if it ran)
         for cgid in await asyncio.to_thread(enforcer.pending):  # holds a previous agent left
             self.pending[cgid] = self._started_mono
@@ -542,6 +557,11 @@ class Agent:
         self.kernel_flows.forget(await asyncio.to_thread(self.enforcer.prune_flows, flows))
         if self.kernel_state:
             self.kernel_flows.save(self.kernel_state, self.enforcer.layout.root.name)
+        scans = await asyncio.to_thread(self.enforcer.scans)
+        for event in self.scan_sums.dump(scans):
+            self.handle(KERNEL, event)
+        if gone := [cgid for cgid in scans if not self.cgroups.alive(cgid)]:
+            await asyncio.to_thread(self.enforcer.forget_scans, gone)
 
     async def read_traffic(self, force: bool = False) -> None:
         """Drain the packet programs' table; each minute that is over goes out as one record
@@ -605,6 +625,7 @@ class Agent:
             "holds": dict(self.holds) | self._hold_times(),
             "aggregated": self.folder.folded,
             "traffic": dict(self.traffic.totals) | {"lost_bytes": self.traffic_lost},
+            "scans": dict(self.scan_counts),
             "dns": dict(self.names.counts) | {f"kernel_{k}": v for k, v in self.dns_stats.items()},
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,

@@ -19,7 +19,8 @@ from .dns import DNS_PORT, Pattern
 ACTIONS = ("allow", "alert", "deny")
 MODES = ("enforce", "audit")  # audit: a deny is reported (and counted by the kernel) but let through
 SEVERITIES = ("info", "low", "medium", "high", "critical")
-RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode", "expires")
+RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode", "expires", "limit",
+             "hold")  # fmt: skip
 MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_fqdn", "dest_port", "binary", "parent", "path",
               "access", "source_ip")  # fmt: skip
 SOURCE_KEYS = ("source_ip",)  # a rule with it judges packets arriving at the node's XDP interfaces
@@ -27,6 +28,11 @@ CONNECT_KEYS = ("dest_ip", "dest_fqdn", "dest_port")
 EXEC_KEYS = ("binary", "parent")  # a rule with one of these judges execs, not connections
 FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
 ACCESSES = ("read", "write", "create", "truncate")  # what an open asks for
+SCOPE_KEYS = ("cgroup_id", "cgroup_path", "container")
+LIMITS = ("new_destinations",)  # what a limit rule counts, per container per second
+MAX_LIMIT = 1_000_000
+DEFAULT_HOLD = 60  # seconds a deny limit rule refuses the container's calls
+MAX_HOLD = 86_400
 GLOB_CHARS = frozenset("*?[")
 DEFAULT_PRIORITY = 100
 DEFAULT_SEVERITY = "medium"
@@ -122,6 +128,8 @@ class Rule:
     access: tuple[str, ...] | None = None  # the accesses an open rule applies to (None: any)
     source_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None  # ingress: packets from here
     expires: dt.datetime | None = None  # after this the rule no longer applies (ingress rules)
+    limit: tuple[str, int] | None = None  # (what, per second): a scan rule's threshold
+    hold: int | None = None  # seconds a deny limit rule refuses the container's calls
     mode: str = DEFAULT_MODE
     order: int = field(default=0, compare=False)
 
@@ -136,8 +144,11 @@ class Rule:
 
     @property
     def kind(self) -> str:
-        """What the rule judges: "ingress" (a source network, at XDP), "open" (it names a path),
-        "exec" (a binary or parent) or "connect"."""
+        """What the rule judges: "ingress" (a source network, at XDP), "scan" (a container's
+        new destinations per second), "open" (it names a path), "exec" (a binary or parent)
+        or "connect"."""
+        if self.limit is not None:
+            return "scan"
         if self.source_net is not None:
             return "ingress"
         if self.path is not None:
@@ -220,6 +231,10 @@ class Rule:
         spec = {"id": self.id, "description": self.description, "match": match, "action": self.action}
         if self.expires is not None:
             spec["expires"] = self.expires.isoformat().replace("+00:00", "Z")
+        if self.limit is not None:
+            spec["limit"] = {self.limit[0]: self.limit[1]}
+        if self.hold is not None:
+            spec["hold"] = self.hold
         if self.priority != DEFAULT_PRIORITY:
             spec["priority"] = self.priority
         if self.severity != DEFAULT_SEVERITY:
@@ -310,6 +325,7 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         if source_net is None:
             raise RuleError(rule_id, "expires", "applies to ingress rules (match.source_ip) only")
         expires = parse_expiry(rule_id, expires)
+    limit, hold = _limit(rule_id, data, match, action)
     try:
         dest_net = parse_network(match["dest_ip"]) if "dest_ip" in match else None
     except ValueError as exc:
@@ -350,9 +366,42 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         access=access,
         source_net=source_net,
         expires=expires,
+        limit=limit,
+        hold=hold,
         mode=mode,
         order=order,
     )
+
+
+def _limit(rule_id: str, data: dict, match: dict, action: str) -> tuple[tuple[str, int] | None, int | None]:
+    """A limit rule's (what, per second) and hold, checked: it names containers only."""
+    limit, hold = data.get("limit"), data.get("hold")
+    if limit is None:
+        if hold is not None:
+            raise RuleError(rule_id, "hold", "applies to limit rules (limit: {new_destinations: N}) only")
+        return None, None
+    example = "e.g. {new_destinations: 100}: a container reaching 100 new destinations within a second"
+    if not isinstance(limit, dict) or len(limit) != 1:
+        raise RuleError(rule_id, "limit", f"must be a mapping with one of {', '.join(LIMITS)} ({example})")
+    ((what, per_second),) = limit.items()
+    if what not in LIMITS:
+        raise RuleError(rule_id, "limit", f"unknown limit {what!r} (allowed: {', '.join(LIMITS)})")
+    if isinstance(per_second, bool) or not isinstance(per_second, int) or not 1 <= per_second <= MAX_LIMIT:
+        raise RuleError(rule_id, f"limit.{what}", f"must be a whole number from 1 to {MAX_LIMIT} (per second)")
+    if set(match) - set(SCOPE_KEYS):
+        raise RuleError(rule_id, "match", "a limit rule names only containers (container, cgroup_path, cgroup_id): "
+                        "it counts every destination")  # fmt: skip
+    if action == "allow":
+        raise RuleError(rule_id, "action", "a limit rule alerts, or denies (refusing the container's calls for "
+                        "`hold` seconds)")  # fmt: skip
+    if hold is not None:
+        if action != "deny":
+            raise RuleError(rule_id, "hold", "applies to deny rules only (how long the container's calls are refused)")
+        if isinstance(hold, bool) or not isinstance(hold, int) or not 1 <= hold <= MAX_HOLD:
+            raise RuleError(rule_id, "hold", f"must be a whole number of seconds from 1 to {MAX_HOLD}")
+    elif action == "deny":
+        hold = DEFAULT_HOLD
+    return (what, per_second), hold
 
 
 def parse_expiry(rule_id: str, value) -> dt.datetime:

@@ -89,7 +89,12 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
         ConnectionEvent.objects.bulk_create(rows)
         proc_rows = [_process_row(node, e, containers.get(e["cgroup_path"])) for e in procs]
         ProcessEvent.objects.bulk_create(proc_rows)
-        flagged = [_violation_row(ev, e) for ev, e in zip(rows, conns, strict=True) if e["verdict"] != "allow"]
+        # a scan's summed calls raise none: the call that reached the scan rule raised one for the scan
+        flagged = [
+            _violation_row(ev, e)
+            for ev, e in zip(rows, conns, strict=True)
+            if e["verdict"] != "allow" and ev.dest_port_hi is None
+        ]
         flagged += [
             _process_violation(ev, e) for ev, e in zip(proc_rows, procs, strict=True) if e["verdict"] != "allow"
         ]
@@ -172,6 +177,7 @@ def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEv
         dest_ip=e["dest_ip"],
         dest_port=e["dest_port"],
         dest_name=e["dest_name"],
+        dest_port_hi=e.get("dest_port_hi"),
         result=e["result"],
         op=e["op"],
     )
@@ -228,9 +234,12 @@ def _process_violation(ev: ProcessEvent, e: dict) -> Violation:
 
 def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
     host = f"[{ev.dest_ip}]" if ":" in ev.dest_ip else ev.dest_ip
+    target = f"{host}:{ev.dest_port}" + (f" ({ev.dest_name})" if ev.dest_name else "")
+    if e.get("scan"):
+        target = f"{e['scan']} new destinations within 1 s (reaching {target})"
     return Violation(
-        kind="connect",
-        target=f"{host}:{ev.dest_port}" + (f" ({ev.dest_name})" if ev.dest_name else ""),
+        kind="scan" if e.get("scan") else "connect",
+        target=target,
         event=ev,
         node=ev.node,
         container=ev.container,

@@ -18,7 +18,8 @@ __all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "Rollup", "VERDICTS",
 
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
 OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
-KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit"), ("open", "file open")]
+KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit"), ("open", "file open"),
+         ("scan", "scan")]  # fmt: skip
 
 
 class ConnectionEvent(models.Model):
@@ -42,6 +43,12 @@ class ConnectionEvent(models.Model):
         null=True,
         blank=True,
         help_text="The name the container resolved dest_ip from; empty: it never resolved it; null: not known",
+    )
+    dest_port_hi = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="A scan summed in the kernel: its calls to new destinations, from dest_ip (the first) on, "
+        "ports dest_port to dest_port_hi; null for a connection",
     )
     result = models.IntegerField(null=True, help_text="connect() return: 0 or -errno")
     verdict = models.CharField(max_length=5, choices=VERDICTS)
@@ -68,7 +75,12 @@ class ConnectionEvent(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.comm}[{self.pid}] -> {self.dest_ip}:{self.dest_port}"
+        return f"{self.comm}[{self.pid}] -> {self.dest_ip}:{self.ports}"
+
+    @property
+    def ports(self) -> str:
+        """The port, or a scan's port range."""
+        return f"{self.dest_port}" if self.dest_port_hi is None else f"{self.dest_port}-{self.dest_port_hi}"
 
 
 class ProcessEvent(models.Model):

@@ -163,6 +163,14 @@ def _check_connect(event: dict) -> None:
         raise EventError("dest_ip: not an IP address") from None
     if addr.version != event["family"]:
         raise EventError("dest_ip: does not match family")
+    hi = event.get("dest_port_hi")  # a scan summed in the kernel: its port range
+    if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or not event["dest_port"] <= hi <= 65535):
+        raise EventError("dest_port_hi: must be a port from dest_port to 65535 (a scan's range), or absent")
+    scan = event.get("scan")  # the call that reached a scan rule's threshold: the new destinations counted
+    if scan is not None and (isinstance(scan, bool) or not isinstance(scan, int) or not 1 <= scan <= 1 << 32):
+        raise EventError("scan: must be a positive count of new destinations, or absent")
+    if event.get("scan") and event["verdict"] == "allow":
+        raise EventError("scan: a scan rule's crossing alerts or denies")
     name = event.setdefault("dest_name", None)  # "": never resolved; null: not known (older agents)
     if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME):
         raise EventError(f"dest_name: must be a string of at most {MAX_NAME} characters, or null")

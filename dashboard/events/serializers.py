@@ -20,6 +20,7 @@ def connection_row(ev) -> dict:
         "comm": ev.comm,
         "dest_ip": ev.dest_ip,
         "dest_port": ev.dest_port,
+        "dest_port_hi": ev.dest_port_hi,
         "dest_name": ev.dest_name,
         "result": ev.result,
         "verdict": ev.verdict,

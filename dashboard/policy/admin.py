@@ -57,6 +57,10 @@ class RuleAdmin(admin.ModelAdmin):
             "Or ingress: packets from a source network, dropped at XDP on the nodes' chosen interfaces",
             {"fields": ("source_ip", "expires")},
         ),
+        (
+            "Or scans: a container reaching many new destinations (judged in the kernel)",
+            {"fields": ("new_destinations", "hold")},
+        ),
     )
 
     def get_urls(self):

@@ -6,7 +6,7 @@ YAML import and the agent agree on what a valid rule is.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 
 from monitor import rules as engine
@@ -20,8 +20,8 @@ MODE_CHOICES = [(m, m) for m in engine.MODES]
 
 def form_field(engine_field: str) -> str:
     """The model field an engine error names ("match.dest_ip" -> "dest_ip", "id" -> "rule_id")."""
-    name = engine_field.removeprefix("match.")
-    return "rule_id" if name == "id" else name
+    name = engine_field.removeprefix("match.").removeprefix("limit.")
+    return {"id": "rule_id", "limit": "new_destinations", "match": NON_FIELD_ERRORS}.get(name, name)
 
 
 class Rule(models.Model):
@@ -79,6 +79,19 @@ class Rule(models.Model):
     expires = models.DateTimeField(
         null=True, blank=True, help_text="ingress rule: when the block ends by itself (UTC), e.g. 2026-12-01 00:00"
     )
+    new_destinations = models.PositiveIntegerField(
+        "new destinations per second",
+        null=True,
+        blank=True,
+        help_text="scan rule: a container reaching this many destinations it had not reached before within one "
+        "second; alert raises one scan violation, deny also refuses the container's connections for `hold`",
+    )
+    hold = models.PositiveIntegerField(
+        "hold (seconds)",
+        null=True,
+        blank=True,
+        help_text=f"scan rule, deny: how long the container's connections are refused (default {engine.DEFAULT_HOLD})",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -93,6 +106,9 @@ class Rule(models.Model):
         """What the rule looks at, as staff read it: a destination, an exec, or an open."""
         opener = f" by {self.binary}" if self.binary else ""
         opener += f" from {self.parent}" if self.parent else ""
+        if self.new_destinations:
+            held = f", refused for {self.hold} s" if self.hold else ""
+            return f"scan: {self.new_destinations} new destinations in 1 s{held}"
         if self.source_ip:
             until = f" until {self.expires:%Y-%m-%d %H:%M} UTC" if self.expires else ""
             return f"packets from {self.source_ip}{until}"
@@ -113,6 +129,10 @@ class Rule(models.Model):
         if self.dest_port:
             match["dest_port"] = int(self.dest_port) if self.dest_port.isdigit() else self.dest_port
         expiry = {"expires": self.expires.isoformat()} if self.expires else {}
+        if self.new_destinations is not None:
+            expiry["limit"] = {"new_destinations": self.new_destinations}
+        if self.hold is not None:
+            expiry["hold"] = self.hold
         return {
             "id": self.rule_id,
             "description": self.description,
@@ -145,6 +165,8 @@ class Rule(models.Model):
         self.access = list(rule.access or ())
         self.source_ip = str(rule.source_net) if rule.source_net else ""
         self.expires = rule.expires
+        self.new_destinations = rule.limit[1] if rule.limit else None
+        self.hold = rule.hold
 
     def clean(self):
         try:

@@ -25,11 +25,13 @@ from ..dns import Pattern
 from ..files import Watch
 from ..rules import ACCESSES, GLOB_CHARS, Rule, RuleSet
 from .layout import (
+    CGROUP,
     FILE_SCOPED,
     FILE_WATCHED,
     FQDN_RULES_LEN,
     MATCH_LEN,
     MAX_SLOTS,
+    SCAN_RULES_LEN,
     SLOT,
     KernelRule,
     access_bits,
@@ -39,6 +41,7 @@ from .layout import (
     encode_fqdn_rules,
     encode_key,
     encode_path_key,
+    encode_scan_limits,
     encode_source_key,
 )
 
@@ -51,7 +54,9 @@ FILE_MAP = "file_rules"
 CONFIG_MAP = "file_config"  # what file.bpf.h needs to know before it reads a path
 FQDN_MAP = "fqdn_rules"  # name patterns -> their rules (dns.bpf.h)
 BLOCK_MAPS = {4: "block4", 6: "block6"}  # source networks -> their rule (xdp.bpf.h)
-POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, *BLOCK_MAPS.values())  # every map written
+SCAN_MAP = "scan_limits"  # scopes -> the summing threshold and their scan rules (scan.bpf.h)
+POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, *BLOCK_MAPS.values(), SCAN_MAP)
+SUMMARISE = 200  # new destinations per second per container from which the kernel sums calls (a scan)
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,15 @@ class Compiled:
 
 
 def compile_rules(
-    ruleset: RuleSet, scopes: list[Scope], slots: dict[str, int] | None = None, watches: tuple[Watch, ...] = ()
+    ruleset: RuleSet,
+    scopes: list[Scope],
+    slots: dict[str, int] | None = None,
+    watches: tuple[Watch, ...] = (),
+    summarise: int = SUMMARISE,
 ) -> Compiled:
     """`slots` is the previous rule id -> slot assignment, kept so counters stay with their
-    rule; `watches` the node's file watches (monitor.files)."""
+    rule; `watches` the node's file watches (monitor.files); `summarise` the new destinations
+    per second from which a container's calls are summed in the kernel (scan.bpf.h)."""
     out = Compiled()
     out.entries[CONFIG_MAP][SLOT.pack(0)] = SLOT.pack(0)  # an array entry: always written, never deleted
     out.slots = _assign_slots([r.id for r in ruleset.rules], slots or {})
@@ -108,7 +118,30 @@ def compile_rules(
     _file_entries(ruleset, scopes, watches, out)
     _fqdn_entries(ruleset, scopes, out)
     _block_entries(ruleset, out)
+    _scan_entries(ruleset, scopes, summarise, out)
     return out
+
+
+def _scan_entries(ruleset: RuleSet, scopes: list[Scope], summarise: int, out: Compiled) -> None:
+    """Scan rules into `scan_limits`: every container's entry (always written: it carries the
+    summing threshold), and one per container that rules name, with every container's rules
+    in it too (the program reads one entry). Each rule fires on its own threshold, so the
+    order is rank order only for the CE_SCAN_RULES kept."""
+    by_scope: dict[int, list[tuple[int, Rule]]] = defaultdict(list)
+    for rank, rule in enumerate(ruleset.rules):
+        if rule.kind == "scan":
+            for cgid in _cgroup_ids(rule, scopes, out) or []:
+                by_scope[cgid].append((rank, rule))
+    common = by_scope.get(0, [])
+    for cgid in {0, *by_scope}:
+        rules = [rule for _rank, rule in sorted(by_scope[cgid] + (common if cgid else []), key=lambda hit: hit[0])]
+        for rule in rules[SCAN_RULES_LEN:]:
+            out.note(rule, f"more than {SCAN_RULES_LEN} scan rules apply to a container: not judged")
+        packed = [
+            (r.limit[1], out.slots.get(r.id, 0), (r.hold or 0) * 10**9, r.action, r.audit, r.id)
+            for r in rules[:SCAN_RULES_LEN]
+        ]
+        out.entries[SCAN_MAP][CGROUP.pack(cgid)] = encode_scan_limits(summarise, packed)
 
 
 def _block_entries(ruleset: RuleSet, out: Compiled) -> None:

@@ -48,8 +48,8 @@ from ..cgroups import cgroup2_mount, cgroup_id
 from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_container_cgroup
 from ..files import Watch
 from ..rules import GLOB_CHARS, RuleSet
-from . import bpftool, links
-from .compile import CONFIG_MAP, EXEC_MAP, FILE_MAP, MAPS, POLICY_MAPS, Scope, compile_rules
+from . import batch, bpftool, links
+from .compile import CONFIG_MAP, EXEC_MAP, FILE_MAP, MAPS, POLICY_MAPS, SCAN_MAP, SUMMARISE, Scope, compile_rules
 from .layout import (
     ADDR_KEY,
     CGROUP,
@@ -61,12 +61,15 @@ from .layout import (
     RESOLVED,
     SLOT,
     TRAFFIC,
+    TRAFFIC_KEY,
     KernelRule,
     access_names,
     decode_file_rule,
     decode_flow,
     decode_key,
     decode_path_key,
+    decode_scan,
+    decode_scan_limits,
     decode_traffic,
     encode_fqdn_key,
     from_json_bytes,
@@ -206,8 +209,10 @@ class Enforcer:
         watches: tuple[Watch, ...] = (),
         files: bool = True,
         xdp_ifaces: tuple[str, ...] = (),
+        scan_summary: int = SUMMARISE,
     ):
         self.obj = Path(obj)
+        self.scan_summary = scan_summary  # new destinations per second from which calls are summed (a scan)
         self.watches = tuple(watches)  # file watches besides the file rules (monitor.files)
         self.files = files  # attach the open() programs
         self.xdp_ifaces = tuple(xdp_ifaces)  # interfaces for the blocklist: "dev" or "netns/dev"
@@ -567,7 +572,7 @@ class Enforcer:
         """Write the difference between the rule set and the kernel maps. A policy the maps
         cannot hold is refused whole (the previous one keeps enforcing) and shown in health."""
         self.ruleset = ruleset
-        compiled = compile_rules(ruleset, self.scopes, self.slots, self.watches)
+        compiled = compile_rules(ruleset, self.scopes, self.slots, self.watches, self.scan_summary)
         for name, entries in compiled.entries.items():
             if len(entries) > MAX_ENTRIES:
                 self.error = (
@@ -636,15 +641,10 @@ class Enforcer:
         current = SLOT.unpack(from_json_bytes(entry["value"]))[0]
         bpftool.batch([bpftool.update_command(epoch_pin, hex_bytes(SLOT.pack(0)), hex_bytes(SLOT.pack(1 - current)))])
         time.sleep(TRAFFIC_GRACE)
-        table = self.layout.map(f"traffic{current}")
-        rows, deletes = [], []
-        for item in bpftool.map_dump(table):
-            key = from_json_bytes(item["key"])
-            per_cpu = [TRAFFIC.unpack(from_json_bytes(v["value"])) for v in item.get("values", [])]
+        rows = []
+        for key, per_cpu in batch.drain(self.layout.map(f"traffic{current}"), TRAFFIC_KEY.size, TRAFFIC.size, True):
             flow, _ = decode_traffic(key, bytes(TRAFFIC.size))
-            rows.append((flow, tuple(map(sum, zip(*per_cpu, strict=True))) if per_cpu else (0,) * 6))
-            deletes.append(bpftool.delete_command(table, hex_bytes(key)))
-        bpftool.batch(deletes)
+            rows.append((flow, tuple(map(sum, zip(*(TRAFFIC.unpack(v) for v in per_cpu), strict=True)))))
         return rows
 
     def traffic_lost(self) -> int:
@@ -704,6 +704,18 @@ class Enforcer:
         bpftool.batch([bpftool.delete_command(pin, hex_bytes(raw)) for raw, _ in idle])
         return [key for _, key in idle]
 
+    def scans(self) -> dict[int, dict]:
+        """Each container's scan entry (layout.decode_scan): what the programs summed."""
+        return {
+            CGROUP.unpack(from_json_bytes(item["key"]))[0]: decode_scan(from_json_bytes(item["value"]))
+            for item in bpftool.map_dump(self.layout.map("scans"))
+        }
+
+    def forget_scans(self, cgids) -> None:
+        """Drop the entries of containers that are gone (the table is bounded)."""
+        pin = self.layout.map("scans")
+        bpftool.batch([bpftool.delete_command(pin, hex_bytes(CGROUP.pack(c))) for c in cgids])
+
     def lost(self) -> int:
         """Calls the programs could neither send nor count (summed over CPUs)."""
         return sum(count for _key, count in self._percpu_sums("lost"))
@@ -744,6 +756,11 @@ class Enforcer:
                 elif name == EXEC_MAP:
                     path, cgid, exact = decode_path_key(key)
                     row = {"path": path, "exact": exact} | vars(KernelRule.decode(value))
+                elif name == SCAN_MAP:
+                    (cgid,) = CGROUP.unpack(key)
+                    row = decode_scan_limits(value)
+                elif name not in MAPS.values():
+                    cgid, row = None, {"key": hex_bytes(key), "value": hex_bytes(value)}
                 else:
                     net, cgid, port = decode_key(key)
                     row = {"net": str(net), "port": port} | vars(KernelRule.decode(value))

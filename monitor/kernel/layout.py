@@ -31,7 +31,7 @@ SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's pr
 KEY4 = struct.Struct("<IQH4s")
 KEY6 = struct.Struct("<IQH16s")
 RULE = struct.Struct(f"<IIBB2x{RULE_ID_LEN}s")
-EVENT_V1 = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB7x")  # before name_hash (recorded fixtures)
+EVENT_V1 = struct.Struct(f"<QQQIIIIIHBB16s16s{RULE_ID_LEN}sB3xI")  # before name_hash (recorded fixtures)
 EVENT = struct.Struct(f"{EVENT_V1.format}Q")
 FLOW_KEY = struct.Struct("<QIHBB16sB7xQ")
 LIFECYCLE = struct.Struct("<QQQI4x")
@@ -59,6 +59,10 @@ TRAFFIC = struct.Struct("<QQQQQQ")  # bytes in/out, payload in/out, packets in/o
 SRC_KEY4 = struct.Struct("<I4s")
 SRC_KEY6 = struct.Struct("<I16s")
 BLOCK = struct.Struct("<QIBB2x")
+SCAN_RULES_LEN = 4  # CE_SCAN_RULES
+SCAN_RULE = struct.Struct(f"<IIQBB6x{RULE_ID_LEN}s")
+SCAN_LIMITS = struct.Struct(f"<II{SCAN_RULE.size * SCAN_RULES_LEN}s")
+SCAN = struct.Struct(f"<QQQQIIBBBBHH16sII16s{RULE.size}s4x")
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
@@ -68,7 +72,8 @@ STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT,
            "ce_proc_key": PROC_KEY, "ce_verdict": VERDICT, "ce_file_rule": FILE_RULE, "ce_fqdn_key": FQDN_KEY,
            "ce_fqdn_rule": FQDN_RULE, "ce_fqdn_rules": FQDN_RULES, "ce_addr_key": ADDR_KEY,
            "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_traffic_key": TRAFFIC_KEY,
-           "ce_traffic": TRAFFIC, "ce_src_key4": SRC_KEY4, "ce_src_key6": SRC_KEY6, "ce_block": BLOCK}  # fmt: skip
+           "ce_traffic": TRAFFIC, "ce_src_key4": SRC_KEY4, "ce_src_key6": SRC_KEY6, "ce_block": BLOCK,
+           "ce_scan_rule": SCAN_RULE, "ce_scan_limits": SCAN_LIMITS, "ce_scan": SCAN}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -113,7 +118,7 @@ def decode_event(data: bytes) -> dict:
     """One struct ce_event from the perf buffer, as the agent's event fields."""
     if len(data) < EVENT_V1.size:
         raise ValueError(f"kernel event is {len(data)} bytes, expected {EVENT.size}")
-    ts_ns, cgroup_id, folded, pid, tid, uid, gid, slot, port, family, verdict, addr, comm, rule_id, op = (
+    ts_ns, cgroup_id, folded, pid, tid, uid, gid, slot, port, family, verdict, addr, comm, rule_id, op, scan = (
         EVENT_V1.unpack_from(data)
     )
     (name_hash,) = struct.unpack_from("<Q", data, EVENT_V1.size) if len(data) >= EVENT.size else (0,)
@@ -138,6 +143,7 @@ def decode_event(data: bytes) -> dict:
         "comm": _cstr(comm),
         "rule_id": _cstr(rule_id),
         "name_hash": name_hash,
+        "scan": scan,
     }
 
 
@@ -148,6 +154,46 @@ def encode_source_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> byt
 
 def encode_block(expires_ns: int, slot: int, action: str, audit: bool) -> bytes:
     return BLOCK.pack(expires_ns, slot, ACTION_CODES[action], int(audit))
+
+
+def encode_scan_limits(summarise: int, rules: list[tuple[int, int, int, str, bool, str]]) -> bytes:
+    """A scope's scan limits: the summing threshold, and up to SCAN_RULES_LEN rules as
+    (threshold, slot, hold_ns, action, audit, rule_id)."""
+    packed = b"".join(
+        SCAN_RULE.pack(threshold, slot, hold_ns, ACTION_CODES[action], int(audit), rule_id.encode())
+        for threshold, slot, hold_ns, action, audit, rule_id in rules
+    )
+    return SCAN_LIMITS.pack(summarise, len(rules), packed)
+
+
+def decode_scan_limits(value: bytes) -> dict:
+    """A scope's `scan_limits` entry, readable."""
+    summarise, count, packed = SCAN_LIMITS.unpack(value)
+    rules = []
+    for i in range(min(count, SCAN_RULES_LEN)):
+        threshold, slot, hold_ns, action, audit, rule_id = SCAN_RULE.unpack_from(packed, i * SCAN_RULE.size)
+        rules.append({"rule_id": _cstr(rule_id), "threshold": threshold, "slot": slot, "hold_s": hold_ns / 1e9,
+                      "action": ACTION_NAMES.get(action, "?"), "audit": bool(audit)})  # fmt: skip
+    return {"summarise": summarise, "rules": rules}
+
+
+def decode_scan(value: bytes) -> dict:
+    """A container's `scans` entry: its cumulative summed calls and the current scan's shape."""
+    (_window, blocked_ns, calls, denied, _fresh, pid, scanning, _over, _before, family, port_lo, port_hi, addr,
+     deny_slot, _pad, comm, _rule) = SCAN.unpack(value)  # fmt: skip
+    return {
+        "blocked_ns": blocked_ns,
+        "calls": calls,
+        "denied": denied,
+        "pid": pid,
+        "scanning": bool(scanning),
+        "family": family,
+        "dest_ip": _address(family, addr) if family in (4, 6) else None,
+        "port_lo": port_lo,
+        "port_hi": port_hi,
+        "deny_slot": deny_slot,
+        "comm": _cstr(comm),
+    }
 
 
 def decode_traffic(key: bytes, value: bytes) -> tuple[tuple, tuple]:

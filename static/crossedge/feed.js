@@ -19,6 +19,7 @@
   const time = (iso) => new Date(iso).toISOString().replace("T", " ").slice(0, 19);
   const dest = (r) => (r.dest_name ? r.dest_name + " · " : "") +  // the name the container resolved
     (r.dest_ip.includes(":") ? `[${r.dest_ip}]` : r.dest_ip) + ":" + r.dest_port +
+    (r.dest_port_hi != null ? `–${r.dest_port_hi} · scan, new destinations` : "") +  // summed in the kernel
     (r.op === "sendmsg" ? " (udp sendto)" : "") + (r.count > 1 ? ` ×${r.count}` : "");  // ×: folded in a storm
   const proc = (r) => `${r.comm} [${r.pid}]`;
   const short = (text, n) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
@@ -42,7 +43,7 @@
       pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, container(r),
       r.process_id ? { href: `/processes/${r.process_id}/`, text: proc(r) } : proc(r),
-      r.kind === "connect" ? dest(r) : `${r.kind} ${r.target}`,
+      r.kind === "connect" ? dest(r) : r.kind === "scan" ? `scan: ${r.target}` : `${r.kind} ${r.target}`,
       r.rule_id, pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];
 

@@ -10,7 +10,7 @@ import pytest
 from monitor.kernel import bpftool
 from monitor.kernel.enforcer import OBJECT
 from monitor.kernel.layout import MAX_FLOWS
-from monitor.rules import RuleSet
+from monitor.rules import MAX_LIMIT, RuleSet
 
 from .conftest import ROOT, connect_from
 
@@ -93,8 +93,8 @@ def test_policy_changes_are_written_as_differences(enforcement, targets):
     enforcer.sync(policy(2, {"id": "d", "match": {"dest_ip": "127.8.8.8/32"}, "action": "deny"}))
     assert connect_from(app, "127.10.10.5", targets.port) == 0
     assert connect_from(app, "127.8.8.8", targets.port) == EPERM
-    kernel = {(e["map"], e["net"]) for e in enforcer.describe_entries()}
-    assert kernel == {("rules4", "127.8.8.8/32")}
+    kernel = {(e["map"], e.get("net")) for e in enforcer.describe_entries()}
+    assert kernel == {("rules4", "127.8.8.8/32"), ("scan_limits", None)}  # every container's summing threshold
     assert enforcer.health()["policy_version"] == 2
     enforcer.sync(policy(3))
     assert connect_from(app, "127.8.8.8", targets.port) == 0
@@ -254,6 +254,7 @@ for i in range(int(sys.argv[1])):
 def test_flows_are_counted_in_the_kernel_and_idle_ones_pruned_when_the_table_fills(enforcement, targets, monkeypatch):
     app = enforcement.container("app-a")
     enforcer = enforcement.enforcer
+    enforcer.scan_summary = MAX_LIMIT  # no scan summing: every new destination takes a flow
     enforcer.start()
     enforcer.sync(policy(1, {"id": "deny-5", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
     for _ in range(3):  # nobody reads the perf buffer: each call is counted with its flow

@@ -14,6 +14,7 @@ source. The programs stay pinned and enforcing when the agent stops; `--uninstal
 removes them.
 """
 
+import argparse
 import asyncio
 import json
 import logging
@@ -32,8 +33,10 @@ from monitor.agent import Agent
 from monitor.backends import BACKENDS
 from monitor.files import WatchError, parse_watches
 from monitor.kernel import bpftool
+from monitor.kernel.compile import SUMMARISE
 from monitor.kernel.enforcer import Enforcer
 from monitor.protocol import AGENT_PATH
+from monitor.rules import MAX_LIMIT
 from monitor.spool import DEFAULT_CAP, Spool
 from monitor.uplink import Refused, Uplink
 
@@ -131,6 +134,14 @@ class Command(BaseCommand):
             "(env CROSSEDGE_XDP_IFACES, whitespace-separated; default none)",
         )
         parser.add_argument(
+            "--scan-summary",
+            type=_scan_summary,
+            default=os.environ.get("CROSSEDGE_SCAN_SUMMARY", str(SUMMARISE)),
+            metavar="N",
+            help="new destinations per second from which a container is scanning: its calls to new destinations "
+            f"are summed in the kernel, one row per second (env CROSSEDGE_SCAN_SUMMARY; default {SUMMARISE})",
+        )
+        parser.add_argument(
             "--pin-root",
             default=settings.PIN_ROOT,
             help="bpffs directory for the pinned programs and maps (env CROSSEDGE_PIN_ROOT)",
@@ -161,6 +172,7 @@ class Command(BaseCommand):
                 watches=watches,
                 files=not opts["no_files"],
                 xdp_ifaces=tuple(opts["xdp_iface"]),
+                scan_summary=opts["scan_summary"],
             )
         if opts["status"]:
             try:
@@ -268,3 +280,13 @@ class Command(BaseCommand):
             await agent.run(job)
         except asyncio.CancelledError:
             self.stdout.write("agent stopped (enforcement stays in the kernel; --uninstall removes it)")
+
+
+def _scan_summary(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, not {text!r}")
+    return value

@@ -1,0 +1,75 @@
+"""Read and empty a pinned hash map in a few system calls (BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+through libbpf and ctypes).
+
+`bpftool -j map dump` prints every byte of every entry (per CPU, for a per-CPU map) as JSON,
+and each entry then needs its own `map delete` command: draining the 32,768-flow traffic
+table that way took seconds of CPU, which a node under a connect() storm takes from its
+containers. Here the kernel copies keys and values into two buffers, 4,096 entries a call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+from .perf_reader import libbpf
+
+CHUNK = 4096  # entries per call
+
+_lib = None
+
+
+def _libbpf() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        lib = libbpf()
+        lib.bpf_map_lookup_and_delete_batch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                                        ctypes.c_void_p, ctypes.c_void_p,
+                                                        ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]  # fmt: skip
+        lib.libbpf_num_possible_cpus.restype = ctypes.c_int
+        _lib = lib
+    return _lib
+
+
+def possible_cpus() -> int:
+    return _libbpf().libbpf_num_possible_cpus()
+
+
+def drain(pin: str, key_size: int, value_size: int, per_cpu: bool) -> list[tuple[bytes, list[bytes]]]:
+    """Every entry of the map, removed from it: (key, [value] or one value per possible CPU).
+    Exact only when nothing writes the map meanwhile (the traffic table's epoch flip sees to it)."""
+    lib = _libbpf()
+    fd = lib.bpf_obj_get(os.fsencode(pin))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), f"cannot open {pin}: {os.strerror(ctypes.get_errno())}")
+    try:
+        cpus = possible_cpus() if per_cpu else 1
+        stride = (value_size + 7) // 8 * 8 if per_cpu else value_size  # the kernel rounds per-CPU values up
+        keys = ctypes.create_string_buffer(key_size * CHUNK)
+        values = ctypes.create_string_buffer(stride * cpus * CHUNK)
+        token_in, token_out = (
+            ctypes.create_string_buffer(max(key_size, 8)),
+            ctypes.create_string_buffer(max(key_size, 8)),
+        )
+        entries, first = [], True
+        while True:
+            count = ctypes.c_uint32(CHUNK)
+            rc = lib.bpf_map_lookup_and_delete_batch(fd, None if first else token_in, token_out, keys, values,
+                                                     ctypes.byref(count), None)  # fmt: skip
+            err = ctypes.get_errno() if rc < 0 else 0
+            if rc < 0 and err != errno.ENOENT:
+                raise OSError(err, f"draining {pin}: {os.strerror(err)}")
+            raw_keys, raw_values = keys.raw, values.raw
+            for i in range(count.value):
+                base = i * stride * cpus
+                entries.append((
+                    raw_keys[i * key_size:(i + 1) * key_size],
+                    [raw_values[base + c * stride:base + c * stride + value_size] for c in range(cpus)],
+                ))  # fmt: skip
+            if rc < 0:  # ENOENT: that was the last of them
+                return entries
+            ctypes.memmove(token_in, token_out, len(token_out))
+            first = False
+    finally:
+        os.close(fd)

@@ -1,0 +1,115 @@
+"""Scans in the dashboard: the call that reached a scan rule is one scan violation, a scan's
+summed calls are connection rows with a port range (counted, raising no violation each),
+bad scan fields are refused with the batch kept, and scan rules go through the admin and
+the policy file."""
+
+import io
+
+import pytest
+import yaml
+from django.core.management import CommandError, call_command
+
+from dashboard.events.ingest import ingest_batch
+from dashboard.events.models import ConnectionEvent, Violation
+from dashboard.events.serializers import connection_row
+from dashboard.policy.models import Rule
+
+from .conftest import agent_event
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_scan_is_one_violation_and_its_sums_are_counted_rows(node, client, admin_user):
+    result = ingest_batch(
+        node,
+        [
+            agent_event(
+                dest_ip="127.77.0.1",
+                dest_port=20149,
+                verdict="deny",
+                rule_id="scan-guard",
+                result=-1,
+                enforced=True,
+                scan=150,
+            ),  # fmt: skip
+            agent_event(
+                dest_ip="127.77.0.1",
+                dest_port=20200,
+                dest_port_hi=22999,
+                count=2500,
+                verdict="deny",
+                rule_id="scan-guard",
+                result=-1,
+                enforced=True,
+            ),  # fmt: skip
+            agent_event(
+                dest_ip="127.77.0.1",
+                dest_port=20150,
+                dest_port_hi=20199,
+                count=50,
+                verdict="allow",
+                rule_id="",
+                result=None,
+            ),  # fmt: skip
+        ],
+    )
+    assert not result.rejected
+    (violation,) = Violation.objects.all()
+    assert (violation.kind, violation.rule_id, violation.count, violation.enforced) == ("scan", "scan-guard", 1, True)
+    assert violation.target == "150 new destinations within 1 s (reaching 127.77.0.1:20149)"
+    summed = ConnectionEvent.objects.filter(dest_port_hi__isnull=False).order_by("dest_port")
+    assert [(r.ports, r.count) for r in summed] == [("20150-20199", 50), ("20200-22999", 2500)]
+    assert connection_row(summed[1])["dest_port_hi"] == 22999
+    client.force_login(admin_user)
+    page = client.get("/events/", {"kind": "connections"}).content.decode()
+    assert "127.77.0.1:20200–22999 · scan, new destinations" in page and "×2500" in page
+    page = client.get("/events/", {"kind": "violations", "event": "scan"}).content.decode()
+    assert "150 new destinations within 1 s" in page
+
+
+def test_bad_scan_fields_are_refused_and_the_rest_stored(node):
+    result = ingest_batch(
+        node,
+        [
+            agent_event(dest_port=500, dest_port_hi=499),
+            agent_event(dest_port_hi=70000),
+            agent_event(scan=0),
+            agent_event(scan=True),
+            agent_event(scan=5, verdict="allow", rule_id=""),
+            agent_event(),
+        ],
+    )
+    reasons = [r["reason"] for r in result.rejected]
+    assert len(reasons) == 5 and ConnectionEvent.objects.count() == 1
+    assert "dest_port_hi" in reasons[0] and "scan" in reasons[2] and "alerts or denies" in reasons[4]
+
+
+def test_a_scan_rule_through_the_admin(admin_client):
+    form = {"rule_id": "scan-guard", "action": "deny", "mode": "enforce", "severity": "high", "priority": 5,
+            "tags": "[]", "access": "[]", "container": "web-*", "new_destinations": 100, "hold": 30}  # fmt: skip
+    response = admin_client.post("/admin/policy/rule/add/", form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    rule = Rule.objects.get(rule_id="scan-guard")
+    assert rule.to_spec()["limit"] == {"new_destinations": 100} and rule.to_spec()["hold"] == 30
+    assert rule.what == "scan: 100 new destinations in 1 s, refused for 30 s"
+    bad = admin_client.post("/admin/policy/rule/add/", form | {"rule_id": "bad", "dest_port": "22"})
+    assert bad.status_code == 200 and "names only containers" in bad.content.decode()
+    bad = admin_client.post("/admin/policy/rule/add/", form | {"rule_id": "bad", "action": "alert"})
+    assert bad.status_code == 200 and "deny rules only" in bad.content.decode()
+    defaulted = admin_client.post("/admin/policy/rule/add/", form | {"rule_id": "scan-2", "hold": ""})
+    assert defaulted.status_code == 302 and Rule.objects.get(rule_id="scan-2").hold == 60
+
+
+def test_scan_rules_through_the_policy_file(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - {id: scan, match: {container: 'web-*'}, limit: {new_destinations: 100}, "
+                    "action: alert}\n")  # fmt: skip
+    call_command("policy", "import", str(path), stdout=io.StringIO())
+    out = tmp_path / "out.yaml"
+    call_command("policy", "export", str(out), stderr=io.StringIO())
+    (spec,) = yaml.safe_load(out.read_text())["rules"]
+    assert (spec["limit"], spec["match"], "hold" in spec) == ({"new_destinations": 100}, {"container": "web-*"}, False)
+    path.write_text("rules:\n  - {id: other, match: {}, limit: {new_destinations: -1}, action: deny}\n")
+    with pytest.raises(CommandError, match="new_destinations"):
+        call_command("policy", "import", str(path), stdout=io.StringIO())
+    assert list(Rule.objects.values_list("rule_id", flat=True)) == ["scan"]

@@ -1,0 +1,100 @@
+"""Scan rules: what the policy accepts, the `scan_limits` entries the kernel gets (every
+container's always, with the summing threshold; a named container's with every container's
+rules flattened in, in rank order), and the summary events the agent makes of the
+programs' cumulative counts."""
+
+import pytest
+
+from monitor.kernel.compile import SCAN_MAP, Scope, compile_rules
+from monitor.kernel.layout import ACTION_NAMES, CGROUP, SCAN_LIMITS, SCAN_RULE, SCAN_RULES_LEN, _cstr
+from monitor.rules import DEFAULT_HOLD, Flow, RuleError, RuleSet, parse_rule
+from monitor.scans import ScanSums
+
+
+def rule(**kw):
+    return {"id": kw.pop("id", "r"), "match": kw.pop("match", {}), "action": kw.pop("action", "deny"), **kw}
+
+
+def test_scan_rules_name_containers_a_threshold_and_a_hold():
+    r = parse_rule(rule(match={"container": "web-*"}, limit={"new_destinations": 100}, hold=30))
+    assert (r.kind, r.limit, r.hold) == ("scan", ("new_destinations", 100), 30)
+    assert r.to_spec() | {"description": ""} == {
+        "id": "r", "description": "", "match": {"container": "web-*"}, "action": "deny",
+        "limit": {"new_destinations": 100}, "hold": 30,
+    }  # fmt: skip
+    assert parse_rule(rule(limit={"new_destinations": 5})).hold == DEFAULT_HOLD
+    assert parse_rule(rule(action="alert", limit={"new_destinations": 5})).hold is None
+    scan_only = RuleSet.from_specs([rule(action="alert", limit={"new_destinations": 5})])
+    assert scan_only.evaluate(Flow.of("127.0.0.1", 80)) is None  # judged in the kernel, not per call
+    errors = {
+        "one of new_destinations": rule(limit=100),
+        "unknown limit 'bytes'": rule(limit={"bytes": 100}),
+        "from 1 to": rule(limit={"new_destinations": 0}),
+        "whole number": rule(limit={"new_destinations": True}),
+        "names only containers": rule(match={"dest_port": 22}, limit={"new_destinations": 10}),
+        "alerts, or denies": rule(action="allow", limit={"new_destinations": 10}),
+        "deny rules only": rule(action="alert", limit={"new_destinations": 10}, hold=5),
+        "seconds from 1": rule(limit={"new_destinations": 10}, hold=0),
+        "limit rules": rule(match={"dest_port": 22}, hold=5),
+    }
+    for message, spec in errors.items():
+        with pytest.raises(RuleError, match=message):
+            parse_rule(spec)
+
+
+def decode(compiled) -> dict[int, tuple[int, list]]:
+    out = {}
+    for key, value in compiled.entries[SCAN_MAP].items():
+        summarise, count, packed = SCAN_LIMITS.unpack(value)
+        rules = [SCAN_RULE.unpack_from(packed, i * SCAN_RULE.size) for i in range(count)]
+        out[CGROUP.unpack(key)[0]] = (
+            summarise,
+            [(t, hold // 10**9, ACTION_NAMES[a], bool(audit), _cstr(rid)) for t, _slot, hold, a, audit, rid in rules],
+        )
+    return out
+
+
+def test_the_kernel_gets_every_containers_entry_and_the_named_ones_flattened():
+    scopes = [Scope(11, "/s/web-1", "web-1"), Scope(12, "/s/db", "db")]
+    specs = [
+        rule(id="all-alert", priority=5, action="alert", limit={"new_destinations": 500}),
+        rule(id="web-deny", priority=1, match={"container": "web-*"}, limit={"new_destinations": 100}, hold=9),
+        rule(id="db-audit", priority=9, match={"container": "db"}, limit={"new_destinations": 50}, mode="audit"),
+        rule(id="conn", match={"dest_port": 22}),  # not a scan rule
+    ]
+    compiled = compile_rules(RuleSet.from_specs(specs, 1), scopes, summarise=77)
+    assert decode(compiled) == {
+        0: (77, [(500, 0, "alert", False, "all-alert")]),
+        11: (77, [(100, 9, "deny", False, "web-deny"), (500, 0, "alert", False, "all-alert")]),
+        12: (77, [(500, 0, "alert", False, "all-alert"), (50, 60, "deny", True, "db-audit")]),
+    }
+    assert decode(compile_rules(RuleSet(), [])) == {0: (200, [])}  # summing runs with no rule at all
+    many = [rule(id=f"s{i}", action="alert", limit={"new_destinations": 10 + i}) for i in range(SCAN_RULES_LEN + 1)]
+    compiled = compile_rules(RuleSet.from_specs(many, 1), [])
+    assert len(decode(compiled)[0][1]) == SCAN_RULES_LEN
+    assert compiled.notes == [{"rule_id": f"s{SCAN_RULES_LEN}", "message": "more than 4 scan rules apply to a "
+                                                                           "container: not judged"}]  # fmt: skip
+
+
+def entry(calls, denied, **kw):
+    return {"calls": calls, "denied": denied, "pid": 7, "comm": "nmap", "family": 4, "dest_ip": "127.0.0.9",
+            "port_lo": 10, "port_hi": 900, "deny_slot": 3, "blocked_ns": 0, "scanning": True} | kw  # fmt: skip
+
+
+def test_the_agent_reports_the_growth_of_the_sums_once():
+    sums = ScanSums()
+    sums.resume({1: entry(100, 0)})  # summed before this agent: reported by the last one
+    assert sums.dump({1: entry(100, 0)}) == []
+    (allowed,) = sums.dump({1: entry(150, 0)})
+    assert (allowed["count"], allowed["kernel_verdict"], allowed["dest_port"], allowed["dest_port_hi"]) == (
+        50, "allow", 10, 900
+    )  # fmt: skip
+    allowed, refused = sums.dump({1: entry(180, 20), 2: entry(5, 5, dest_ip="::1", family=6)})[:2]
+    assert (allowed["count"], refused["count"], refused["slot"]) == (10, 20, 3)
+    # a reading that sees a refusal before its call: the refusal waits for its call
+    (only,) = sums.dump({1: entry(181, 23)})
+    assert (only["count"], only["kernel_verdict"]) == (1, "deny")
+    (rest,) = sums.dump({1: entry(183, 23)})
+    assert (rest["count"], rest["kernel_verdict"]) == (2, "deny")
+    sums.dump({})  # the containers are gone: forgotten
+    assert sums.totals == {}
