@@ -18,7 +18,8 @@
  * costs far less than a syscall tracepoint (that puts every syscall of the machine on the
  * slow path). Every call is either sent to `events` (read by the agent with
  * `bpftool -j map event_pipe`) or counted in its flow's entry in `flows`, never neither:
- * every deny and audited would-be deny is sent, and a flow's first allowed call in each
+ * every deny and audited would-be deny is sent (but those of a scan rule's hold, which go
+ * like allowed calls: scan.bpf.h), and a flow's first allowed call in each
  * 100 ms window; the rest only add one to the flow's `folded` counter, which is never
  * reset (the agent turns its growth into events with a count). A call that can be neither
  * sent nor counted (table full and perf buffer full) is counted in `lost`.
@@ -168,7 +169,8 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	__u64 now = bpf_ktime_get_ns();
 	__u32 crossed = 0;
 
-	if (scan && scan->blocked_ns > now)
+	int held = scan && scan->blocked_ns > now;
+	if (held)
 		rule = &scan->rule;
 	__u32 slot = rule ? rule->slot : 0;
 	__u8 verdict = verdict_of(rule);
@@ -184,10 +186,11 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	__builtin_memcpy(fk.addr, addr, family == 4 ? 4 : 16);
 
 	struct ce_flow *flow = bpf_map_lookup_elem(&flows, &fk);
-	if (flow && verdict == CE_V_ALLOW && now - flow->window_ns < CE_WINDOW_NS) {
+	/* a call let through, or refused by a scan rule's hold, is sent once per flow per window */
+	if (flow && (verdict == CE_V_ALLOW || held) && now - flow->window_ns < CE_WINDOW_NS) {
 		count_slot(slot);
 		__sync_fetch_and_add(&flow->folded, 1);
-		return 1;
+		return verdict == CE_V_DENY ? 0 : 1;
 	}
 	if (!flow && scan) {
 		int step = scan_step(scan, cgid, now, verdict, slot, family, addr, port, &crossed);

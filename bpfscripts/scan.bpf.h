@@ -97,8 +97,8 @@ static __always_inline int scan_step(struct ce_scan *s, __u64 cgid, __u64 now, _
 		return CE_SCAN_CROSSED;
 	__u16 p = bpf_ntohs(port);
 	if (!s->scanning) {
-		if (fresh <= lim->summarise)
-			return CE_SCAN_SENT;
+		if (fresh <= lim->summarise && s->blocked_ns <= now)
+			return CE_SCAN_SENT; /* (a held container's calls are summed whatever their number) */
 		s->scanning = 1; /* a scan begins: what it reached so far went out as flows */
 		s->port_lo = p;
 		s->port_hi = p;

@@ -397,6 +397,8 @@ class Agent:
         """A call the programs refused (or, audit, would have), by their rule."""
         rule_id = event["rule_id"] or self.enforcer.rule_for_slot(slot)
         rule = self.ruleset.by_id.get(rule_id)
+        if rule and rule.kind == "scan" and "scan" not in event:
+            event["held"] = True  # refused by the hold of a scan that raised its violation already
         event.update(
             rule_id=rule_id,
             result=None if audit else EPERM,

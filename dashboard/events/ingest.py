@@ -89,11 +89,12 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
         ConnectionEvent.objects.bulk_create(rows)
         proc_rows = [_process_row(node, e, containers.get(e["cgroup_path"])) for e in procs]
         ProcessEvent.objects.bulk_create(proc_rows)
-        # a scan's summed calls raise none: the call that reached the scan rule raised one for the scan
+        # a scan's summed calls, and calls refused by its hold, raise none: the call that reached
+        # the scan rule raised one for the scan
         flagged = [
             _violation_row(ev, e)
             for ev, e in zip(rows, conns, strict=True)
-            if e["verdict"] != "allow" and ev.dest_port_hi is None
+            if e["verdict"] != "allow" and ev.dest_port_hi is None and not e["held"]
         ]
         flagged += [
             _process_violation(ev, e) for ev, e in zip(proc_rows, procs, strict=True) if e["verdict"] != "allow"

@@ -51,6 +51,7 @@ KINDS = tuple(KIND_FIELDS)
 SOURCES = ("kernel", "aggregate", "connect")
 NULLABLE = ("result", "exit_code", "lifetime_ns")
 FLAGS = ("enforced", "audit")  # optional booleans: the kernel's part in a deny
+# held: refused by a scan rule's hold (the scan's own violation reports it; no violation each)
 MAX_ARGS, MAX_ARGS_CHARS = 64, 1024
 CONTAINER_FIELDS = {"runtime": 20, "id": 64, "name": 255, "pod_uid": 64}
 OPTIONAL_CONTAINER_FIELDS = {"image": 255}
@@ -169,6 +170,9 @@ def _check_connect(event: dict) -> None:
     scan = event.get("scan")  # the call that reached a scan rule's threshold: the new destinations counted
     if scan is not None and (isinstance(scan, bool) or not isinstance(scan, int) or not 1 <= scan <= 1 << 32):
         raise EventError("scan: must be a positive count of new destinations, or absent")
+    held = event.setdefault("held", False)
+    if not isinstance(held, bool) or (held and (event["verdict"] != "deny" or event.get("scan"))):
+        raise EventError("held: true only for a call refused by a scan rule's hold")
     if event.get("scan") and event["verdict"] == "allow":
         raise EventError("scan: a scan rule's crossing alerts or denies")
     name = event.setdefault("dest_name", None)  # "": never resolved; null: not known (older agents)

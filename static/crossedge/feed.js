@@ -31,7 +31,7 @@
   // null: seen by the kernel observer as the call began (a let-through call's outcome is not traced)
   const result = (r) => (r.result === null ? "—" : r.result === 0 ? "ok" : r.result === -1 ? "EPERM" : String(r.result));
   // A deny the kernel did not apply says so, with why: staff must never read "deny" for a call that went through.
-  const enforcement = (r) => (r.enforced ? (r.kind === "connect" ? " · refused by kernel" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
+  const enforcement = (r) => (r.enforced ? (r.kind === "connect" || r.kind === "scan" ? " · refused by kernel" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
     r.unenforced ? ` · NOT enforced: ${r.unenforced}` : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),

@@ -76,11 +76,12 @@ def test_bad_scan_fields_are_refused_and_the_rest_stored(node):
             agent_event(scan=0),
             agent_event(scan=True),
             agent_event(scan=5, verdict="allow", rule_id=""),
+            agent_event(held=True, verdict="alert"),
             agent_event(),
         ],
     )
     reasons = [r["reason"] for r in result.rejected]
-    assert len(reasons) == 5 and ConnectionEvent.objects.count() == 1
+    assert len(reasons) == 6 and ConnectionEvent.objects.count() == 1 and "held" in reasons[5]
     assert "dest_port_hi" in reasons[0] and "scan" in reasons[2] and "alerts or denies" in reasons[4]
 
 

@@ -48,6 +48,13 @@ rules:
     severity: high
     match: {dest_fqdn: blocked.e2e.test}
     action: deny
+  - id: e2e-scan-guard
+    description: A container reaching 100 new destinations within a second is scanning
+    severity: high
+    match: {container: "*e2e-b"}
+    limit: {new_destinations: 100}
+    action: deny
+    hold: 2
 """
 USERS = """
 from django.contrib.auth.models import Group, User

@@ -309,3 +309,32 @@ def test_a_deny_by_name_shows_live_with_the_name_and_connections_show_what_was_r
     finally:
         first.close()
         second.close()
+
+
+def test_a_scan_is_one_violation_live_and_its_calls_one_summed_row(page, product):
+    """A container connects to 1,000 closed loopback ports flat out: the 100th new destination
+    in a second trips the scan rule, which refuses it and the rest for its hold; the violation
+    feed shows one scan violation live, and the connections page shows the scan as a few
+    summed rows whose counts add up to every call."""
+    login(page, product.base, "admin")
+    page.goto(f"{product.base}/feed/violations/?rule=e2e-scan-guard")
+    expect(page.locator("#feed-status")).to_have_text("live", timeout=10_000)
+    argv = [sys.executable, "-m", "monitor.testbed", "scan", "127.77.0.1", "21000", "1000"]
+    scanner = product.containers["e2e-b"].spawn(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    out, _ = scanner.communicate(timeout=60)
+    assert json.loads(out) == {"111": 99, "1": 901}  # ECONNREFUSED by the closed ports, then EPERM
+    rows = page.locator("#feed-rows tr", has_text="e2e-scan-guard")
+    expect(rows).to_have_count(1, timeout=10_000)
+    expect(rows.first).to_contain_text("scan: 100 new destinations within 1 s")
+    expect(rows.first).to_contain_text("refused by kernel")
+    page.screenshot(path=str(ARTIFACTS / "violations-scan.png"), full_page=True)
+    api = f"{product.base}/api/connections/?container=e2e-b&dest=127.77.0.1&limit=500"
+    deadline = time.monotonic() + 10
+    while sum(e["count"] for e in page.request.get(api).json()["results"]) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.5)  # the agent reads the scan's sums every second
+    stored = page.request.get(api).json()
+    assert sum(e["count"] for e in stored["results"]) == 1000 and not stored["next"]  # every call, once
+    assert len(stored["results"]) < 120  # 99 refused by the closed ports, one by the rule, the rest summed
+    page.goto(f"{product.base}/events/?container=e2e-b&dest=127.77.0.1")
+    expect(page.locator("table tbody tr", has_text="scan, new destinations").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "search-scan.png"), full_page=True)
