@@ -22,6 +22,9 @@
 /* Which call the programs judged (ce_event.op, ce_flow_key.op). */
 #define CE_OP_CONNECT 0 /* connect(): TCP, or a UDP socket being connected */
 #define CE_OP_SENDMSG 1 /* sendto()/sendmsg() with an address on an unconnected UDP socket */
+#define CE_OP_FLOOD 2 /* not a call: a source's TCP SYNs at XDP reached a flood rule's threshold
+		       * (ce_event: addr the source, port the last SYN's destination port, scan the
+		       * SYNs counted in the window; cgroup_id 0) */
 
 /* Container lifecycle records (ce_lifecycle.type), on the `lifecycle` perf array. A held
  * exec is told by its own exec record (ce_proc.held), so no second record on another pipe
@@ -356,6 +359,34 @@ struct ce_block {
 	__u8 action; /* CE_ALLOW, CE_ALERT (counted, passed), CE_DENY */
 	__u8 audit;
 	__u8 pad[2];
+};
+
+/* SYN floods (xdp.bpf.h): per source, TCP SYNs (without ACK) arriving at the XDP
+ * interfaces, counted per one-second window. The flood rules are one ce_scan_limits (its
+ * `summarise` unused) in the `flood_limits` array; a deny's source is dropped at XDP for
+ * the rule's hold, from the SYN that reached the threshold on. */
+#define CE_MAX_SOURCES 65536
+
+struct ce_src {
+	__u8 family;
+	__u8 pad[7];
+	__u8 addr[16];
+};
+
+struct ce_syn_rate {
+	__u64 window_ns;
+	__u32 syns; /* in the current window */
+	__u8 over; /* flood rules (bits) whose threshold this window reached */
+	__u8 over_before; /* ... the window before */
+	__u8 pad[2];
+};
+
+/* A source held by a flood rule. */
+struct ce_flooder {
+	__u64 expires_ns; /* CLOCK_MONOTONIC */
+	__u32 slot;
+	__u8 audit; /* 1: counted and passed, not dropped */
+	__u8 pad[3];
 };
 
 #endif

@@ -139,6 +139,9 @@ class Agent:
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
         """Attribute and judge one parsed event, then queue it for the uplink."""
+        if backend == KERNEL and event.get("op") == "flood":
+            self._flood(event)
+            return
         if backend == KERNEL and not self._named(event):
             self.unnamed.append((time.monotonic() + NAME_WAIT, event))  # its answer is on the dns pipe
             return
@@ -156,6 +159,30 @@ class Agent:
             if backend == KERNEL and event["cgroup_id"] not in self.enforcer.scope_ids and self.enforcer.in_scope(path):
                 self._kernel_wakeup.set()  # a new container, observed but not yet judged: rescan now
             self._judge(backend, event, path)
+
+    def _flood(self, report: dict) -> None:
+        """A source's SYNs reached a flood rule at XDP: one violation for the flood (a deny's
+        source is already dropped, by the program itself, for the rule's hold)."""
+        rule = self.ruleset.by_id.get(report["rule_id"])
+        kernel_verdict = report["kernel_verdict"]
+        event = {
+            "kind": "flood",
+            "ts_ns": report["mono_ns"] + time.time_ns() - time.monotonic_ns(),
+            "source_ip": report["dest_ip"],
+            "family": report["family"],
+            "dest_port": report["dest_port"],
+            "syns": report["scan"],
+            "rule_id": report["rule_id"],
+            "verdict": "alert" if kernel_verdict == "allow" else "deny",
+            "severity": rule.severity if rule else "",
+            "enforced": kernel_verdict == "deny",
+            "audit": kernel_verdict == "audit",
+            "hold": rule.hold if rule and rule.hold else None,
+            "policy_version": self.enforcer.policy_version or 0,
+        }
+        self.scan_counts["floods_raised"] += 1
+        self.verdicts[event["verdict"]] += 1
+        self._queue(event)
 
     def _named(self, event: dict, waited: bool = False) -> bool:
         """Give a kernel call the name its container resolved its destination from ("":

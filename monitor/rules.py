@@ -29,7 +29,8 @@ EXEC_KEYS = ("binary", "parent")  # a rule with one of these judges execs, not c
 FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
 ACCESSES = ("read", "write", "create", "truncate")  # what an open asks for
 SCOPE_KEYS = ("cgroup_id", "cgroup_path", "container")
-LIMITS = ("new_destinations",)  # what a limit rule counts, per container per second
+# what a limit rule counts, per second: a container's new destinations (a scan), a source's TCP SYNs at XDP (a flood)
+LIMITS = ("new_destinations", "syn_per_source")
 MAX_LIMIT = 1_000_000
 DEFAULT_HOLD = 60  # seconds a deny limit rule refuses the container's calls
 MAX_HOLD = 86_400
@@ -145,10 +146,10 @@ class Rule:
     @property
     def kind(self) -> str:
         """What the rule judges: "ingress" (a source network, at XDP), "scan" (a container's
-        new destinations per second), "open" (it names a path), "exec" (a binary or parent)
-        or "connect"."""
+        new destinations per second), "flood" (a source's SYNs per second, at XDP), "open" (it
+        names a path), "exec" (a binary or parent) or "connect"."""
         if self.limit is not None:
-            return "scan"
+            return "scan" if self.limit[0] == "new_destinations" else "flood"
         if self.source_net is not None:
             return "ingress"
         if self.path is not None:
@@ -378,9 +379,11 @@ def _limit(rule_id: str, data: dict, match: dict, action: str) -> tuple[tuple[st
     limit, hold = data.get("limit"), data.get("hold")
     if limit is None:
         if hold is not None:
-            raise RuleError(rule_id, "hold", "applies to limit rules (limit: {new_destinations: N}) only")
+            raise RuleError(rule_id, "hold", "applies to limit rules (limit: {new_destinations: N} or "
+                            "{syn_per_source: N}) only")  # fmt: skip
         return None, None
-    example = "e.g. {new_destinations: 100}: a container reaching 100 new destinations within a second"
+    example = ("e.g. {new_destinations: 100}: a container reaching 100 new destinations within a second, or "
+               "{syn_per_source: 1000}: a source sending 1,000 TCP SYNs within a second")  # fmt: skip
     if not isinstance(limit, dict) or len(limit) != 1:
         raise RuleError(rule_id, "limit", f"must be a mapping with one of {', '.join(LIMITS)} ({example})")
     ((what, per_second),) = limit.items()
@@ -388,15 +391,18 @@ def _limit(rule_id: str, data: dict, match: dict, action: str) -> tuple[tuple[st
         raise RuleError(rule_id, "limit", f"unknown limit {what!r} (allowed: {', '.join(LIMITS)})")
     if isinstance(per_second, bool) or not isinstance(per_second, int) or not 1 <= per_second <= MAX_LIMIT:
         raise RuleError(rule_id, f"limit.{what}", f"must be a whole number from 1 to {MAX_LIMIT} (per second)")
+    if what == "syn_per_source" and match:
+        raise RuleError(rule_id, "match", "a SYN flood rule watches every source arriving at the nodes' XDP "
+                        "interfaces: its match is {}")  # fmt: skip
     if set(match) - set(SCOPE_KEYS):
         raise RuleError(rule_id, "match", "a limit rule names only containers (container, cgroup_path, cgroup_id): "
                         "it counts every destination")  # fmt: skip
+    held = "the source is dropped at XDP" if what == "syn_per_source" else "the container's calls are refused"
     if action == "allow":
-        raise RuleError(rule_id, "action", "a limit rule alerts, or denies (refusing the container's calls for "
-                        "`hold` seconds)")  # fmt: skip
+        raise RuleError(rule_id, "action", f"a limit rule alerts, or denies ({held} for `hold` seconds)")
     if hold is not None:
         if action != "deny":
-            raise RuleError(rule_id, "hold", "applies to deny rules only (how long the container's calls are refused)")
+            raise RuleError(rule_id, "hold", f"applies to deny rules only (how long {held})")
         if isinstance(hold, bool) or not isinstance(hold, int) or not 1 <= hold <= MAX_HOLD:
             raise RuleError(rule_id, "hold", f"must be a whole number of seconds from 1 to {MAX_HOLD}")
     elif action == "deny":

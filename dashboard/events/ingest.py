@@ -64,7 +64,7 @@ def _known(node: Node, seqs: set[int]) -> set[int]:
     """The numbers already stored, in any event table (one sequence per agent)."""
     return {
         seq
-        for model in (ConnectionEvent, ProcessEvent, TrafficMinute)
+        for model in (ConnectionEvent, ProcessEvent, TrafficMinute, Violation)
         for seq in model.objects.filter(node=node, seq__in=seqs).values_list("seq", flat=True)
     }
 
@@ -82,7 +82,7 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
                 fresh.append(event)
         containers = _containers(node, fresh)
         conns = [e for e in fresh if e["kind"] == "connect"]
-        procs = [e for e in fresh if e["kind"] not in ("connect", "traffic")]
+        procs = [e for e in fresh if e["kind"] not in ("connect", "traffic", "flood")]
         traffic = [_traffic_row(node, e, containers.get(e["cgroup_path"])) for e in fresh if e["kind"] == "traffic"]
         TrafficMinute.objects.bulk_create(traffic)
         rows = [_event_row(node, e, containers.get(e["cgroup_path"])) for e in conns]
@@ -99,8 +99,9 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
         flagged += [
             _process_violation(ev, e) for ev, e in zip(proc_rows, procs, strict=True) if e["verdict"] != "allow"
         ]
-        violations = Violation.objects.bulk_create(flagged)
-        result.stored = len(rows) + len(proc_rows) + len(traffic)
+        floods = [_flood_violation(node, e) for e in fresh if e["kind"] == "flood"]
+        violations = Violation.objects.bulk_create(flagged + floods)
+        result.stored = len(rows) + len(proc_rows) + len(traffic) + len(floods)
         top = max(seqs)
         Node.objects.filter(pk=node.pk).update(last_seq=Greatest("last_seq", top), last_seen_at=timezone.now())
         node.last_seq = result.last_seq = max(node.last_seq, top)
@@ -230,6 +231,26 @@ def _process_violation(ev: ProcessEvent, e: dict) -> Violation:
         count=ev.count,
         comm=ev.comm,
         pid=ev.pid,
+    )
+
+
+def _flood_violation(node: Node, e: dict) -> Violation:
+    host = f"[{e['source_ip']}]" if ":" in e["source_ip"] else e["source_ip"]
+    held = f"; dropped at XDP for {e['hold']} s" if e["enforced"] and e["hold"] else ""
+    return Violation(
+        kind="flood",
+        seq=e["seq"],
+        target=f"{host} sent {e['syns']} TCP SYNs within 1 s (to port {e['dest_port']}){held}",
+        node=node,
+        ts=dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC),
+        rule_id=e["rule_id"],
+        action=e["verdict"],
+        severity=e["severity"],
+        enforced=e["enforced"],
+        audit=e["audit"],
+        op="",
+        comm="",
+        pid=0,
     )
 
 

@@ -19,7 +19,7 @@ __all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "Rollup", "VERDICTS",
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
 OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
 KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit"), ("open", "file open"),
-         ("scan", "scan")]  # fmt: skip
+         ("scan", "scan"), ("flood", "SYN flood")]  # fmt: skip
 
 
 class ConnectionEvent(models.Model):
@@ -164,6 +164,9 @@ class ProcessEvent(models.Model):
 
 class Violation(models.Model):
     kind = models.CharField(max_length=7, choices=KINDS, default="connect")
+    seq = models.BigIntegerField(
+        null=True, blank=True, help_text="A violation that is no event's (a SYN flood): the agent's sequence number"
+    )
     event = models.OneToOneField(
         ConnectionEvent, null=True, blank=True, on_delete=models.CASCADE, related_name="violation"
     )
@@ -201,6 +204,7 @@ class Violation(models.Model):
             models.Index(fields=["rule_id", "-ts"], name="violation_rule_ts"),
             models.Index(fields=["container", "-ts"], name="violation_container_ts"),
             models.Index(fields=["action", "-ts"], name="violation_action_ts"),
+            models.Index(fields=["node", "seq"], name="violation_node_seq"),
         ]
 
     def __str__(self):

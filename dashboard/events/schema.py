@@ -79,6 +79,20 @@ TRAFFIC_FIELDS = {
 }
 
 
+FLOOD_FIELDS = {
+    "seq": (int, (1, INT64[1])),
+    "ts_ns": (int, (0, INT64[1])),
+    "source_ip": (str, 45),
+    "family": (int, (4, 6)),
+    "dest_port": (int, (0, 65535)),
+    "syns": (int, (1, 1 << 32)),
+    "rule_id": (str, 64),
+    "verdict": (str, 5),
+    "severity": (str, 10),
+    "policy_version": (int, (0, (1 << 31) - 1)),
+}
+
+
 class EventError(ValueError):
     pass
 
@@ -103,6 +117,8 @@ def check_event(event) -> dict:
     kind = event.get("kind")
     if kind == "traffic":
         return _check_traffic(event)
+    if kind == "flood":
+        return _check_flood(event)
     if kind in SOURCES or kind is None:
         kind = event["kind"] = "connect"
     if kind not in KINDS:
@@ -152,6 +168,26 @@ def _check_traffic(event: dict) -> dict:
     if addr.version != event["family"]:
         raise EventError("remote_ip: does not match family")
     _check_container(event)
+    return event
+
+
+def _check_flood(event: dict) -> dict:
+    """A source's SYNs that reached a flood rule at a node's XDP interfaces."""
+    _check_fields(event, FLOOD_FIELDS)
+    try:
+        addr = ipaddress.ip_address(event["source_ip"])
+    except ValueError:
+        raise EventError("source_ip: not an IP address") from None
+    if addr.version != event["family"]:
+        raise EventError("source_ip: does not match family")
+    if event["verdict"] not in ("alert", "deny") or not event["rule_id"]:
+        raise EventError("verdict: a flood report alerts or denies, by a rule")
+    for name in FLAGS:
+        if not isinstance(event.setdefault(name, False), bool):
+            raise EventError(f"{name}: must be true or false")
+    hold = event.setdefault("hold", None)
+    if hold is not None and (isinstance(hold, bool) or not isinstance(hold, int) or not 0 < hold <= 86_400):
+        raise EventError("hold: seconds the source is dropped (1..86400), or null")
     return event
 
 

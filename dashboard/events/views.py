@@ -76,7 +76,7 @@ def overview(request):
     return render(request, "events/overview.html", context)
 
 
-FEED_KINDS = {"processes": ("exec", "exit", "open"), "violations": ("connect", "exec", "open", "scan")}
+FEED_KINDS = {"processes": ("exec", "exit", "open"), "violations": ("connect", "exec", "open", "scan", "flood")}
 
 
 @login_required

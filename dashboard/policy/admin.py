@@ -58,8 +58,9 @@ class RuleAdmin(admin.ModelAdmin):
             {"fields": ("source_ip", "expires")},
         ),
         (
-            "Or scans: a container reaching many new destinations (judged in the kernel)",
-            {"fields": ("new_destinations", "hold")},
+            "Or limits, judged in the kernel: a container reaching many new destinations (a scan), or a source "
+            "sending many TCP SYNs (a flood; nothing else named)",
+            {"fields": ("new_destinations", "syn_per_source", "hold")},
         ),
     )
 

@@ -86,11 +86,19 @@ class Rule(models.Model):
         help_text="scan rule: a container reaching this many destinations it had not reached before within one "
         "second; alert raises one scan violation, deny also refuses the container's connections for `hold`",
     )
+    syn_per_source = models.PositiveIntegerField(
+        "SYNs per second from one source",
+        null=True,
+        blank=True,
+        help_text="SYN flood rule (match nothing else): a source sending this many TCP SYNs within one second to the "
+        "nodes' XDP interfaces; alert raises one violation, deny also drops the source at XDP for `hold`",
+    )
     hold = models.PositiveIntegerField(
         "hold (seconds)",
         null=True,
         blank=True,
-        help_text=f"scan rule, deny: how long the container's connections are refused (default {engine.DEFAULT_HOLD})",
+        help_text="scan or SYN flood rule, deny: how long the container's connections are refused, or the source "
+        f"dropped (default {engine.DEFAULT_HOLD})",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -109,6 +117,9 @@ class Rule(models.Model):
         if self.new_destinations:
             held = f", refused for {self.hold} s" if self.hold else ""
             return f"scan: {self.new_destinations} new destinations in 1 s{held}"
+        if self.syn_per_source:
+            held = f", dropped for {self.hold} s" if self.hold else ""
+            return f"SYN flood: {self.syn_per_source} SYNs in 1 s from one source{held}"
         if self.source_ip:
             until = f" until {self.expires:%Y-%m-%d %H:%M} UTC" if self.expires else ""
             return f"packets from {self.source_ip}{until}"
@@ -129,8 +140,9 @@ class Rule(models.Model):
         if self.dest_port:
             match["dest_port"] = int(self.dest_port) if self.dest_port.isdigit() else self.dest_port
         expiry = {"expires": self.expires.isoformat()} if self.expires else {}
-        if self.new_destinations is not None:
-            expiry["limit"] = {"new_destinations": self.new_destinations}
+        limit = {k: getattr(self, k) for k in ("new_destinations", "syn_per_source") if getattr(self, k) is not None}
+        if limit:
+            expiry["limit"] = limit  # both set: the engine refuses it (a rule has one limit)
         if self.hold is not None:
             expiry["hold"] = self.hold
         return {
@@ -165,7 +177,8 @@ class Rule(models.Model):
         self.access = list(rule.access or ())
         self.source_ip = str(rule.source_net) if rule.source_net else ""
         self.expires = rule.expires
-        self.new_destinations = rule.limit[1] if rule.limit else None
+        self.new_destinations = rule.limit[1] if rule.kind == "scan" else None
+        self.syn_per_source = rule.limit[1] if rule.kind == "flood" else None
         self.hold = rule.hold
 
     def clean(self):

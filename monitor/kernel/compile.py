@@ -55,7 +55,8 @@ CONFIG_MAP = "file_config"  # what file.bpf.h needs to know before it reads a pa
 FQDN_MAP = "fqdn_rules"  # name patterns -> their rules (dns.bpf.h)
 BLOCK_MAPS = {4: "block4", 6: "block6"}  # source networks -> their rule (xdp.bpf.h)
 SCAN_MAP = "scan_limits"  # scopes -> the summing threshold and their scan rules (scan.bpf.h)
-POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, *BLOCK_MAPS.values(), SCAN_MAP)
+FLOOD_MAP = "flood_limits"  # the SYN flood rules (xdp.bpf.h): one array entry
+POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, *BLOCK_MAPS.values(), SCAN_MAP, FLOOD_MAP)
 SUMMARISE = 200  # new destinations per second per container from which the kernel sums calls (a scan)
 
 
@@ -119,7 +120,21 @@ def compile_rules(
     _fqdn_entries(ruleset, scopes, out)
     _block_entries(ruleset, out)
     _scan_entries(ruleset, scopes, summarise, out)
+    _flood_entry(ruleset, out)
     return out
+
+
+def _flood_entry(ruleset: RuleSet, out: Compiled) -> None:
+    """The SYN flood rules, in rank order, into `flood_limits` (an array entry: always written;
+    no rule means the XDP program counts no SYN)."""
+    rules = [rule for rule in ruleset.rules if rule.kind == "flood"]
+    for rule in rules[SCAN_RULES_LEN:]:
+        out.note(rule, f"more than {SCAN_RULES_LEN} SYN flood rules: not judged")
+    packed = [
+        (r.limit[1], out.slots.get(r.id, 0), (r.hold or 0) * 10**9, r.action, r.audit, r.id)
+        for r in rules[:SCAN_RULES_LEN]
+    ]
+    out.entries[FLOOD_MAP][SLOT.pack(0)] = encode_scan_limits(0, packed)
 
 
 def _scan_entries(ruleset: RuleSet, scopes: list[Scope], summarise: int, out: Compiled) -> None:

@@ -49,7 +49,18 @@ from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_
 from ..files import Watch
 from ..rules import GLOB_CHARS, RuleSet
 from . import batch, bpftool, links
-from .compile import CONFIG_MAP, EXEC_MAP, FILE_MAP, MAPS, POLICY_MAPS, SCAN_MAP, SUMMARISE, Scope, compile_rules
+from .compile import (
+    CONFIG_MAP,
+    EXEC_MAP,
+    FILE_MAP,
+    FLOOD_MAP,
+    MAPS,
+    POLICY_MAPS,
+    SCAN_MAP,
+    SUMMARISE,
+    Scope,
+    compile_rules,
+)
 from .layout import (
     ADDR_KEY,
     CGROUP,
@@ -68,6 +79,7 @@ from .layout import (
     decode_flow,
     decode_key,
     decode_path_key,
+    decode_flooder,
     decode_scan,
     decode_scan_limits,
     decode_traffic,
@@ -711,6 +723,13 @@ class Enforcer:
             for item in bpftool.map_dump(self.layout.map("scans"))
         }
 
+    def flooders(self) -> list[tuple[str, int, int, bool]]:
+        """Sources a SYN flood rule holds or held: (address, until ns monotonic, slot, audit)."""
+        return [
+            decode_flooder(from_json_bytes(item["key"]), from_json_bytes(item["value"]))
+            for item in bpftool.map_dump(self.layout.map("flooders"))
+        ]
+
     def forget_scans(self, cgids) -> None:
         """Drop the entries of containers that are gone (the table is bounded)."""
         pin = self.layout.map("scans")
@@ -756,8 +775,8 @@ class Enforcer:
                 elif name == EXEC_MAP:
                     path, cgid, exact = decode_path_key(key)
                     row = {"path": path, "exact": exact} | vars(KernelRule.decode(value))
-                elif name == SCAN_MAP:
-                    (cgid,) = CGROUP.unpack(key)
+                elif name in (SCAN_MAP, FLOOD_MAP):
+                    cgid = CGROUP.unpack(key)[0] if name == SCAN_MAP else None
                     row = decode_scan_limits(value)
                 elif name not in MAPS.values():
                     cgid, row = None, {"key": hex_bytes(key), "value": hex_bytes(value)}

@@ -20,7 +20,7 @@ MAX_FLOWS = 65536
 ACTION_CODES = {"allow": 0, "alert": 1, "deny": 2}
 ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
 VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program did with a call
-OP_NAMES = {0: "connect", 1: "sendmsg"}  # CE_OP_*: which call was judged
+OP_NAMES = {0: "connect", 1: "sendmsg", 2: "flood"}  # CE_OP_*: which call was judged (flood: a SYN flood report)
 LIFECYCLE_TYPES = {1: "new"}  # CE_LC_*
 PROC_TYPES = {1: "exec", 2: "exit", 3: "open"}  # CE_PROC_*
 ACCESS_BITS = {"read": 1, "write": 2, "create": 4, "truncate": 8}  # CE_ACC_*: what an open asks for
@@ -63,6 +63,9 @@ SCAN_RULES_LEN = 4  # CE_SCAN_RULES
 SCAN_RULE = struct.Struct(f"<IIQBB6x{RULE_ID_LEN}s")
 SCAN_LIMITS = struct.Struct(f"<II{SCAN_RULE.size * SCAN_RULES_LEN}s")
 SCAN = struct.Struct(f"<QQQQIIBBBBHH16sII16s{RULE.size}s4x")
+SRC = struct.Struct("<B7x16s")
+SYN_RATE = struct.Struct("<QIBB2x")
+FLOODER = struct.Struct("<QIB3x")
 COUNTER = struct.Struct("<Q")
 SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
@@ -73,7 +76,8 @@ STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT,
            "ce_fqdn_rule": FQDN_RULE, "ce_fqdn_rules": FQDN_RULES, "ce_addr_key": ADDR_KEY,
            "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_traffic_key": TRAFFIC_KEY,
            "ce_traffic": TRAFFIC, "ce_src_key4": SRC_KEY4, "ce_src_key6": SRC_KEY6, "ce_block": BLOCK,
-           "ce_scan_rule": SCAN_RULE, "ce_scan_limits": SCAN_LIMITS, "ce_scan": SCAN}  # fmt: skip
+           "ce_scan_rule": SCAN_RULE, "ce_scan_limits": SCAN_LIMITS, "ce_scan": SCAN, "ce_src": SRC,
+           "ce_syn_rate": SYN_RATE, "ce_flooder": FLOODER}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -164,6 +168,13 @@ def encode_scan_limits(summarise: int, rules: list[tuple[int, int, int, str, boo
         for threshold, slot, hold_ns, action, audit, rule_id in rules
     )
     return SCAN_LIMITS.pack(summarise, len(rules), packed)
+
+
+def decode_flooder(key: bytes, value: bytes) -> tuple[str, int, int, bool]:
+    """A `flooders` entry: (source address, expiry ns on the monotonic clock, slot, audit)."""
+    family, addr = SRC.unpack(key)
+    expires_ns, slot, audit = FLOODER.unpack(value)
+    return _address(family, addr), expires_ns, slot, bool(audit)
 
 
 def decode_scan_limits(value: bytes) -> dict:

@@ -114,3 +114,39 @@ def test_scan_rules_through_the_policy_file(tmp_path):
     with pytest.raises(CommandError, match="new_destinations"):
         call_command("policy", "import", str(path), stdout=io.StringIO())
     assert list(Rule.objects.values_list("rule_id", flat=True)) == ["scan"]
+
+
+def flood(seq, **overrides):
+    return {"seq": seq, "kind": "flood", "ts_ns": 1_795_000_000 * 10**9, "source_ip": "198.18.0.1", "family": 4,
+            "dest_port": 443, "syns": 1000, "rule_id": "syn-flood", "verdict": "deny", "severity": "high",
+            "enforced": True, "audit": False, "hold": 300, "policy_version": 3} | overrides  # fmt: skip
+
+
+def test_a_flood_is_one_violation_stored_once_and_bad_reports_are_refused(node, client, admin_user):
+    result = ingest_batch(node, [flood(1), flood(2, source_ip="::1", family=4), flood(3, verdict="allow"),
+                                 flood(4, hold=0), agent_event(seq=5)])  # fmt: skip
+    assert [r["seq"] for r in result.rejected] == [2, 3, 4] and result.stored == 2
+    assert ingest_batch(node, [flood(1)]).duplicates == 1  # resent after a reconnect: stored once
+    (v,) = Violation.objects.filter(kind="flood")
+    assert (v.rule_id, v.action, v.enforced, v.seq, v.container) == ("syn-flood", "deny", True, 1, None)
+    assert v.target == "198.18.0.1 sent 1000 TCP SYNs within 1 s (to port 443); dropped at XDP for 300 s"
+    client.force_login(admin_user)
+    page = client.get("/events/", {"kind": "violations", "event": "flood"}).content.decode()
+    assert "198.18.0.1 sent 1000 TCP SYNs" in page
+
+
+def test_a_flood_rule_through_the_admin_and_the_policy_file(admin_client, tmp_path):
+    form = {"rule_id": "syn-flood", "action": "deny", "mode": "enforce", "severity": "high", "priority": 5,
+            "tags": "[]", "access": "[]", "syn_per_source": 1000, "hold": 300}  # fmt: skip
+    assert admin_client.post("/admin/policy/rule/add/", form).status_code == 302
+    rule = Rule.objects.get(rule_id="syn-flood")
+    assert rule.to_spec()["limit"] == {"syn_per_source": 1000} and rule.to_spec()["match"] == {}
+    assert rule.what == "SYN flood: 1000 SYNs in 1 s from one source, dropped for 300 s"
+    bad = admin_client.post("/admin/policy/rule/add/", form | {"rule_id": "bad", "container": "web"})
+    assert bad.status_code == 200 and "its match is {}" in bad.content.decode()
+    both = admin_client.post("/admin/policy/rule/add/", form | {"rule_id": "both", "new_destinations": 100})
+    assert both.status_code == 200 and "must be a mapping with one of" in both.content.decode()
+    out = tmp_path / "out.yaml"
+    call_command("policy", "export", str(out), stderr=io.StringIO())
+    (spec,) = yaml.safe_load(out.read_text())["rules"]
+    assert (spec["limit"], spec["hold"], spec["match"]) == ({"syn_per_source": 1000}, 300, {})

@@ -5,8 +5,17 @@ programs' cumulative counts."""
 
 import pytest
 
-from monitor.kernel.compile import SCAN_MAP, Scope, compile_rules
-from monitor.kernel.layout import ACTION_NAMES, CGROUP, SCAN_LIMITS, SCAN_RULE, SCAN_RULES_LEN, _cstr
+from monitor.kernel.compile import FLOOD_MAP, SCAN_MAP, Scope, compile_rules
+from monitor.kernel.layout import (
+    ACTION_NAMES,
+    CGROUP,
+    SCAN_LIMITS,
+    SCAN_RULE,
+    SCAN_RULES_LEN,
+    SLOT,
+    _cstr,
+    decode_scan_limits,
+)
 from monitor.rules import DEFAULT_HOLD, Flow, RuleError, RuleSet, parse_rule
 from monitor.scans import ScanSums
 
@@ -36,6 +45,7 @@ def test_scan_rules_name_containers_a_threshold_and_a_hold():
         "deny rules only": rule(action="alert", limit={"new_destinations": 10}, hold=5),
         "seconds from 1": rule(limit={"new_destinations": 10}, hold=0),
         "limit rules": rule(match={"dest_port": 22}, hold=5),
+        "its match is {}": rule(match={"container": "x"}, limit={"syn_per_source": 100}),
     }
     for message, spec in errors.items():
         with pytest.raises(RuleError, match=message):
@@ -98,3 +108,26 @@ def test_the_agent_reports_the_growth_of_the_sums_once():
     assert (rest["count"], rest["kernel_verdict"]) == (2, "deny")
     sums.dump({})  # the containers are gone: forgotten
     assert sums.totals == {}
+
+
+def test_flood_rules_watch_every_source_and_go_into_one_array_entry():
+    r = parse_rule(rule(limit={"syn_per_source": 1000}, hold=10))
+    assert (r.kind, r.to_spec()["limit"]) == ("flood", {"syn_per_source": 1000})
+    specs = [
+        rule(id="flood-alert", priority=9, action="alert", limit={"syn_per_source": 500}),
+        rule(id="flood-deny", priority=1, limit={"syn_per_source": 2000}, hold=30),
+        rule(id="scan", limit={"new_destinations": 100}),
+    ]
+    compiled = compile_rules(RuleSet.from_specs(specs, 1), [])
+    ((key, value),) = compiled.entries[FLOOD_MAP].items()
+    assert key == SLOT.pack(0)
+    assert decode_scan_limits(value) == {
+        "summarise": 0,
+        "rules": [
+            {"rule_id": "flood-deny", "threshold": 2000, "slot": compiled.slots["flood-deny"], "hold_s": 30.0,
+             "action": "deny", "audit": False},
+            {"rule_id": "flood-alert", "threshold": 500, "slot": compiled.slots["flood-alert"], "hold_s": 0.0,
+             "action": "alert", "audit": False},
+        ],
+    }  # fmt: skip
+    assert decode_scan_limits(compile_rules(RuleSet(), []).entries[FLOOD_MAP][SLOT.pack(0)])["rules"] == []
