@@ -42,7 +42,7 @@
         r.kind === "open" ? `${tail(r.path, 40)} (${r.access}) → ${r.result}` + (r.count > 1 ? ` ×${r.count}` : "") : binary(r),
       `${tail(r.parent_binary || r.parent_comm, 24)} [${r.ppid}]`,
       pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
-    violations: (r) => [time(r.ts), r.node, container(r),
+    violations: (r) => [time(r.ts), r.node, r.kind === "flood" ? "— (ingress)" : container(r),
       r.process_id ? { href: `/processes/${r.process_id}/`, text: proc(r) } : r.kind === "flood" ? "—" : proc(r),
       r.kind === "connect" ? dest(r) : r.kind === "scan" ? `scan: ${r.target}` :
         r.kind === "flood" ? `SYN flood: ${r.target}` : `${r.kind} ${r.target}`,
@@ -70,6 +70,7 @@
           td.appendChild(span);
         } else {
           td.textContent = cell;
+          if (String(cell).length > 60) td.className = "wrap";  // a scan's or a flood's long target
         }
         tr.appendChild(td);
       }

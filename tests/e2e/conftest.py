@@ -2,6 +2,7 @@
 the product as `make run` starts it (daphne + the local agent) with its own database,
 cgroups and pins. Screenshots go to test-artifacts/ (git-ignored) for reviewers."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from monitor.testbed import SimulatedContainer, listen
+from monitor.testbed import SimulatedContainer, listen, namespace_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -53,6 +54,13 @@ rules:
     severity: high
     match: {container: "*e2e-b"}
     limit: {new_destinations: 100}
+    action: deny
+    hold: 2
+  - id: e2e-syn-flood
+    description: A source sending 200 SYNs within a second is flooding us
+    severity: critical
+    match: {}
+    limit: {syn_per_source: 200}
     action: deny
     hold: 2
 """
@@ -137,6 +145,7 @@ def product(tmp_path_factory):
     tag = uuid.uuid4().hex[:8]
     parent = f"crossedge-test-{tag}.slice"
     pins = f"/sys/fs/bpf/crossedge-test-{tag}"
+    netns = (f"ce-e2e-{tag[:6]}-a", f"ce-e2e-{tag[:6]}-b")  # namespace_pair's: the node's XDP interface is in b
     env = {
         **os.environ,
         "CROSSEDGE_VAR_DIR": str(tmp),
@@ -144,6 +153,7 @@ def product(tmp_path_factory):
         "CROSSEDGE_ENFORCE_SCOPE": f"/{parent}/*",
         "CROSSEDGE_PIN_ROOT": pins,
         "CROSSEDGE_DOCKER_ROOTS": str(tmp / "docker"),
+        "CROSSEDGE_XDP_IFACES": f"{netns[1]}/ce-b",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
 
@@ -166,6 +176,8 @@ def product(tmp_path_factory):
     key = manage("apitoken", "admin", "e2e").strip()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    stack = contextlib.ExitStack()
+    assert stack.enter_context(namespace_pair(f"e2e-{tag[:6]}")) == netns
     up = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(port)], cwd=ROOT, env=env,
                           stdout=open(tmp / "up.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115  # fmt: skip
     target = listen("127.10.10.5", 0)
@@ -186,7 +198,8 @@ def product(tmp_path_factory):
         time.sleep(3)  # the agent has attached its programs and reads their events
         ARTIFACTS.mkdir(exist_ok=True)
         yield SimpleNamespace(base=base, containers=containers, target_port=target.getsockname()[1], env=env,
-                              manage=manage, tmp=tmp, forbidden=str(forbidden), secrets=str(secrets))  # fmt: skip
+                              manage=manage, tmp=tmp, forbidden=str(forbidden), secrets=str(secrets),
+                              netns=netns)  # fmt: skip
     finally:
         up.send_signal(signal.SIGTERM)
         try:
@@ -199,6 +212,7 @@ def product(tmp_path_factory):
         target.close()
         subprocess.run([sys.executable, "manage.py", "runagent", "--uninstall", "--pin-root", pins], cwd=ROOT, env=env,
                        capture_output=True)  # fmt: skip
+        stack.close()
 
 
 def login(page, base, user):

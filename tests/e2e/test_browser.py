@@ -338,3 +338,26 @@ def test_a_scan_is_one_violation_live_and_its_calls_one_summed_row(page, product
     page.goto(f"{product.base}/events/?container=e2e-b&dest=127.77.0.1")
     expect(page.locator("table tbody tr", has_text="scan, new destinations").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "search-scan.png"), full_page=True)
+
+
+def test_a_syn_flood_is_one_violation_live_and_its_source_dropped(page, product):
+    """A burst of SYNs from a namespace of the test's own reaches the node's XDP interface
+    (in the other namespace): one SYN flood violation live, the source dropped at once."""
+    login(page, product.base, "admin")
+    page.goto(f"{product.base}/feed/violations/?rule=e2e-syn-flood")
+    expect(page.locator("#feed-status")).to_have_text("live", timeout=10_000)
+    burst = (
+        "import socket\n"
+        "for i in range(500):\n"
+        "    s = socket.socket(); s.setblocking(False); s.connect_ex(('198.18.0.2', 20000 + i % 50)); s.close()\n"
+        "s = socket.socket(); s.settimeout(0.5)\n"
+        "print(s.connect_ex(('198.18.0.2', 22)))\n"  # dropped at XDP: no RST comes back, it times out
+    )
+    out = subprocess.run(["nsenter", f"--net=/run/netns/{product.netns[0]}", sys.executable, "-c", burst],
+                         capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+    assert out.strip() == "11"  # EAGAIN: the connect timed out (a closed port would have said ECONNREFUSED)
+    rows = page.locator("#feed-rows tr", has_text="e2e-syn-flood")
+    expect(rows).to_have_count(1, timeout=10_000)
+    expect(rows.first).to_contain_text("SYN flood: 198.18.0.1 sent 200 TCP SYNs within 1 s")
+    expect(rows.first).to_contain_text("dropped at XDP")
+    page.screenshot(path=str(ARTIFACTS / "violations-flood.png"), full_page=True)
