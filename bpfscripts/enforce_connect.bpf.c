@@ -135,6 +135,7 @@ struct {
 } lifecycle SEC(".maps");
 
 #include "scan.bpf.h"
+#include "limits.bpf.h"
 #include "traffic.bpf.h"
 #include "dns.bpf.h"
 #include "xdp.bpf.h"
@@ -169,9 +170,16 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	__u64 now = bpf_ktime_get_ns();
 	__u32 crossed = 0;
 
-	int held = scan && scan->blocked_ns > now;
-	if (held)
+	int held = scan && scan->blocked_ns > now; /* refused by a hold or a limit: reported by those */
+	if (held) {
 		rule = &scan->rule;
+	} else if (scan) {
+		struct ce_rule *over = conn_limit(cgid, now);
+		if (over) {
+			rule = over;
+			held = 1;
+		}
+	}
 	__u32 slot = rule ? rule->slot : 0;
 	__u8 verdict = verdict_of(rule);
 
@@ -365,8 +373,11 @@ int crossedge_out(struct __sk_buff *skb)
 
 	if (!bpf_map_lookup_elem(&monitored, &cgid) || pkt_parse(skb, &p))
 		return 1;
-	account(skb, &p, cgid, 0);
-	return 1;
+	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	int verdict = egress_limit(cgid, skb->len + (segs - 1) * p.payload, segs);
+	if (verdict != CE_SKB_DROP_CN)
+		account(skb, &p, cgid, 0); /* what left: a dropped packet is counted as held back */
+	return verdict;
 }
 
 /* -- container lifecycle ------------------------------------------------------------- */

@@ -361,6 +361,26 @@ struct ce_block {
 	__u8 pad[2];
 };
 
+/* Limits (limits.bpf.h): a container's egress bytes per second and connect() calls per
+ * second, each a virtual queue (the time at which what it let through would have left at
+ * the rate). The agent writes the rates; the programs keep the rest. */
+struct ce_limit {
+	__u64 egress_rate; /* bytes per second; 0: no limit */
+	__u64 egress_burst_ns; /* how far ahead of now the queue may run before packets are dropped */
+	__u64 conn_rate; /* connect() and addressed datagrams per second; 0: no limit */
+	__u64 conn_burst_ns;
+	__u32 egress_slot;
+	__u8 egress_audit; /* 1: counted as held back, let through */
+	__u8 pad[3];
+	struct ce_rule conn_rule; /* judges a call over the rate (its slot, audit, id) */
+	/* kept by the programs (written as 0 by the agent) */
+	__u64 egress_vq_ns;
+	__u64 conn_vq_ns;
+	__u64 held_bytes; /* cumulative: bytes dropped (or, audit, that would have been) */
+	__u64 held_packets;
+	__u64 refused; /* cumulative: calls refused (or, audit, that would have been) */
+};
+
 /* SYN floods (xdp.bpf.h): per source, TCP SYNs (without ACK) arriving at the XDP
  * interfaces, counted per one-second window. The flood rules are one ce_scan_limits (its
  * `summarise` unused) in the `flood_limits` array; a deny's source is dropped at XDP for

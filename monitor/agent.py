@@ -36,6 +36,7 @@ from .flowcounts import FlowCounts, KernelFlows
 from .kernel import processes as kernel_processes
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
+from .limits import LimitReports
 from .parsers import perf_lines
 from .processes import ProcessTable, ProcGroups, judge, state
 from .rules import Flow, RuleError, RuleSet, glob_match
@@ -133,6 +134,7 @@ class Agent:
         self.traffic = TrafficMinutes()  # what the packet programs counted, per minute and flow
         self.traffic_lost = 0  # bytes the packet programs could count nowhere
         self.scan_sums = ScanSums()  # the calls the programs summed in scans
+        self.limit_reports = LimitReports()  # what the rate limits held back
         self.scan_counts = collections.Counter()  # scans raised (by rule), calls summed
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
@@ -424,8 +426,8 @@ class Agent:
         """A call the programs refused (or, audit, would have), by their rule."""
         rule_id = event["rule_id"] or self.enforcer.rule_for_slot(slot)
         rule = self.ruleset.by_id.get(rule_id)
-        if rule and rule.kind == "scan" and "scan" not in event:
-            event["held"] = True  # refused by the hold of a scan that raised its violation already
+        if rule and rule.kind in ("scan", "limit") and "scan" not in event:
+            event["held"] = True  # refused by a scan's hold or a limit: reported by the scan or the limit
         event.update(
             rule_id=rule_id,
             result=None if audit else EPERM,
@@ -483,6 +485,7 @@ class Agent:
         self.kernel_flows.resume(await asyncio.to_thread(enforcer.flows), self.kernel_state, enforcer.layout.root.name)
         self.proc_groups.resume(await asyncio.to_thread(kernel_processes.groups, enforcer.layout))
         self.scan_sums.resume(await asyncio.to_thread(enforcer.scans))
+        self.limit_reports.resume(await asyncio.to_thread(enforcer.limits))
         self.kernel_reporting = True  # calls before this were the tracer's to report (if it ran)
         for cgid in await asyncio.to_thread(enforcer.pending):  # holds a previous agent left
             self.pending[cgid] = self._started_mono
@@ -591,6 +594,32 @@ class Agent:
             self.handle(KERNEL, event)
         if gone := [cgid for cgid in scans if not self.cgroups.alive(cgid)]:
             await asyncio.to_thread(self.enforcer.forget_scans, gone)
+        for cgid, entry, held, window in self.limit_reports.add(await asyncio.to_thread(self.enforcer.limits)):
+            self._limit_report(cgid, entry, held, window)
+
+    def _limit_report(self, cgid: int, entry: dict, held: dict, window: float) -> None:
+        """What a container's rate limits held back: one violation per limit that bit."""
+        path = self.cgroups.path(cgid)
+        if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
+            return
+        ref = identify(path, self.docker_roots, self.podman_roots)
+        for what, slot, audit, rate, bit in (
+            ("egress", entry["egress_slot"], entry["egress_audit"], entry["egress_rate"], held["held_bytes"]),
+            ("connections", entry["conn_slot"], entry["conn_audit"], entry["conn_rate"], held["refused"]),
+        ):
+            if not bit:
+                continue
+            rule_id = self.enforcer.rule_for_slot(slot)
+            rule = self.ruleset.by_id.get(rule_id)
+            self.scan_counts[f"limit_{what}_reports"] += 1
+            self._queue({"kind": "limit", "ts_ns": time.time_ns(), "cgroup_id": cgid,
+                         "cgroup_path": _fit_path(path or ""), "container": ref.as_event() if ref else None,
+                         "rule_id": rule_id or f"slot {slot}", "verdict": "deny",
+                         "severity": rule.severity if rule else "", "enforced": not audit, "audit": audit,
+                         "what": what, "rate": rate, "held_bytes": held["held_bytes"] if what == "egress" else 0,
+                         "held_packets": held["held_packets"] if what == "egress" else 0,
+                         "refused": held["refused"] if what == "connections" else 0, "window_s": round(window),
+                         "policy_version": self.enforcer.policy_version or 0})  # fmt: skip
 
     async def read_traffic(self, force: bool = False) -> None:
         """Drain the packet programs' table; each minute that is over goes out as one record

@@ -29,8 +29,11 @@ EXEC_KEYS = ("binary", "parent")  # a rule with one of these judges execs, not c
 FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
 ACCESSES = ("read", "write", "create", "truncate")  # what an open asks for
 SCOPE_KEYS = ("cgroup_id", "cgroup_path", "container")
-# what a limit rule counts, per second: a container's new destinations (a scan), a source's TCP SYNs at XDP (a flood)
-LIMITS = ("new_destinations", "syn_per_source")
+# what a limit rule counts, per second: a container's new destinations (a scan), a source's TCP SYNs at XDP (a
+# flood), a container's bytes sent and connect() calls (limits it is held to)
+LIMITS = ("new_destinations", "syn_per_source", "egress_bytes_per_s", "connections_per_s")
+RATE_LIMITS = ("egress_bytes_per_s", "connections_per_s")
+MAX_RATE = 10**12
 MAX_LIMIT = 1_000_000
 DEFAULT_HOLD = 60  # seconds a deny limit rule refuses the container's calls
 MAX_HOLD = 86_400
@@ -146,10 +149,11 @@ class Rule:
     @property
     def kind(self) -> str:
         """What the rule judges: "ingress" (a source network, at XDP), "scan" (a container's
-        new destinations per second), "flood" (a source's SYNs per second, at XDP), "open" (it
-        names a path), "exec" (a binary or parent) or "connect"."""
+        new destinations per second), "flood" (a source's SYNs per second, at XDP), "limit" (a
+        container's egress or connection rate), "open" (it names a path), "exec" (a binary or
+        parent) or "connect"."""
         if self.limit is not None:
-            return "scan" if self.limit[0] == "new_destinations" else "flood"
+            return {"new_destinations": "scan", "syn_per_source": "flood"}.get(self.limit[0], "limit")
         if self.source_net is not None:
             return "ingress"
         if self.path is not None:
@@ -382,15 +386,23 @@ def _limit(rule_id: str, data: dict, match: dict, action: str) -> tuple[tuple[st
             raise RuleError(rule_id, "hold", "applies to limit rules (limit: {new_destinations: N} or "
                             "{syn_per_source: N}) only")  # fmt: skip
         return None, None
-    example = ("e.g. {new_destinations: 100}: a container reaching 100 new destinations within a second, or "
-               "{syn_per_source: 1000}: a source sending 1,000 TCP SYNs within a second")  # fmt: skip
+    example = ("e.g. {new_destinations: 100}: a container reaching 100 new destinations within a second; "
+               "{syn_per_source: 1000}: a source sending 1,000 TCP SYNs within a second; {egress_bytes_per_s: "
+               "1000000} or {connections_per_s: 50}: what a container is held to")  # fmt: skip
     if not isinstance(limit, dict) or len(limit) != 1:
         raise RuleError(rule_id, "limit", f"must be a mapping with one of {', '.join(LIMITS)} ({example})")
     ((what, per_second),) = limit.items()
     if what not in LIMITS:
         raise RuleError(rule_id, "limit", f"unknown limit {what!r} (allowed: {', '.join(LIMITS)})")
-    if isinstance(per_second, bool) or not isinstance(per_second, int) or not 1 <= per_second <= MAX_LIMIT:
-        raise RuleError(rule_id, f"limit.{what}", f"must be a whole number from 1 to {MAX_LIMIT} (per second)")
+    top = MAX_RATE if what in RATE_LIMITS else MAX_LIMIT
+    if isinstance(per_second, bool) or not isinstance(per_second, int) or not 1 <= per_second <= top:
+        raise RuleError(rule_id, f"limit.{what}", f"must be a whole number from 1 to {top} (per second)")
+    if what in RATE_LIMITS:
+        if action != "deny":
+            raise RuleError(rule_id, "action", "a rate limit holds the container to it: deny (mode: audit to "
+                            "count what it would hold back)")  # fmt: skip
+        if hold is not None:
+            raise RuleError(rule_id, "hold", "applies to scan and SYN flood rules only")
     if what == "syn_per_source" and match:
         raise RuleError(rule_id, "match", "a SYN flood rule watches every source arriving at the nodes' XDP "
                         "interfaces: its match is {}")  # fmt: skip
@@ -405,7 +417,7 @@ def _limit(rule_id: str, data: dict, match: dict, action: str) -> tuple[tuple[st
             raise RuleError(rule_id, "hold", f"applies to deny rules only (how long {held})")
         if isinstance(hold, bool) or not isinstance(hold, int) or not 1 <= hold <= MAX_HOLD:
             raise RuleError(rule_id, "hold", f"must be a whole number of seconds from 1 to {MAX_HOLD}")
-    elif action == "deny":
+    elif action == "deny" and what not in RATE_LIMITS:
         hold = DEFAULT_HOLD
     return (what, per_second), hold
 

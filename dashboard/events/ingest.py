@@ -82,7 +82,7 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
                 fresh.append(event)
         containers = _containers(node, fresh)
         conns = [e for e in fresh if e["kind"] == "connect"]
-        procs = [e for e in fresh if e["kind"] not in ("connect", "traffic", "flood")]
+        procs = [e for e in fresh if e["kind"] not in ("connect", "traffic", "flood", "limit")]
         traffic = [_traffic_row(node, e, containers.get(e["cgroup_path"])) for e in fresh if e["kind"] == "traffic"]
         TrafficMinute.objects.bulk_create(traffic)
         rows = [_event_row(node, e, containers.get(e["cgroup_path"])) for e in conns]
@@ -100,6 +100,7 @@ def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
             _process_violation(ev, e) for ev, e in zip(proc_rows, procs, strict=True) if e["verdict"] != "allow"
         ]
         floods = [_flood_violation(node, e) for e in fresh if e["kind"] == "flood"]
+        floods += [_limit_violation(node, e, containers.get(e["cgroup_path"])) for e in fresh if e["kind"] == "limit"]
         violations = Violation.objects.bulk_create(flagged + floods)
         result.stored = len(rows) + len(proc_rows) + len(traffic) + len(floods)
         top = max(seqs)
@@ -249,6 +250,33 @@ def _flood_violation(node: Node, e: dict) -> Violation:
         enforced=e["enforced"],
         audit=e["audit"],
         op="",
+        comm="",
+        pid=0,
+    )
+
+
+def _limit_violation(node: Node, e: dict, container: Container | None) -> Violation:
+    held = "would have been held back" if e["audit"] else "held back"
+    if e["what"] == "egress":
+        target = f"egress held to {e['rate']:,} B/s: {e['held_bytes']:,} bytes ({e['held_packets']:,} packets) {held}"
+    else:
+        target = f"connections held to {e['rate']:,}/s: {e['refused']:,} calls refused" + (
+            " (would have been)" if e["audit"] else ""
+        )
+    return Violation(
+        kind="limit",
+        seq=e["seq"],
+        target=f"{target} in {e['window_s']} s",
+        node=node,
+        container=container,
+        ts=dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC),
+        rule_id=e["rule_id"],
+        action="deny",
+        severity=e["severity"],
+        enforced=e["enforced"],
+        audit=e["audit"],
+        op="",
+        count=e["refused"] or 1,
         comm="",
         pid=0,
     )

@@ -19,7 +19,7 @@ __all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "Rollup", "VERDICTS",
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
 OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
 KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit"), ("open", "file open"),
-         ("scan", "scan"), ("flood", "SYN flood")]  # fmt: skip
+         ("scan", "scan"), ("flood", "SYN flood"), ("limit", "rate limit")]  # fmt: skip
 
 
 class ConnectionEvent(models.Model):

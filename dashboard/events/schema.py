@@ -93,6 +93,24 @@ FLOOD_FIELDS = {
 }
 
 
+LIMIT_FIELDS = {
+    "seq": (int, (1, INT64[1])),
+    "ts_ns": (int, (0, INT64[1])),
+    "cgroup_id": (int, INT64),
+    "cgroup_path": (str, 1024),
+    "rule_id": (str, 64),
+    "verdict": (str, 5),
+    "severity": (str, 10),
+    "what": (str, 12),
+    "rate": (int, (1, INT64[1])),
+    "held_bytes": (int, INT64),
+    "held_packets": (int, INT64),
+    "refused": (int, INT64),
+    "window_s": (int, (0, 1 << 31)),
+    "policy_version": (int, (0, (1 << 31) - 1)),
+}
+
+
 class EventError(ValueError):
     pass
 
@@ -119,6 +137,8 @@ def check_event(event) -> dict:
         return _check_traffic(event)
     if kind == "flood":
         return _check_flood(event)
+    if kind == "limit":
+        return _check_limit(event)
     if kind in SOURCES or kind is None:
         kind = event["kind"] = "connect"
     if kind not in KINDS:
@@ -188,6 +208,20 @@ def _check_flood(event: dict) -> dict:
     hold = event.setdefault("hold", None)
     if hold is not None and (isinstance(hold, bool) or not isinstance(hold, int) or not 0 < hold <= 86_400):
         raise EventError("hold: seconds the source is dropped (1..86400), or null")
+    return event
+
+
+def _check_limit(event: dict) -> dict:
+    """What a container's rate limit held back over a window."""
+    _check_fields(event, LIMIT_FIELDS)
+    if event["what"] not in ("egress", "connections") or event["verdict"] != "deny" or not event["rule_id"]:
+        raise EventError("what: egress or connections, held back by a deny rule")
+    if not (event["held_bytes"] if event["what"] == "egress" else event["refused"]):
+        raise EventError("a limit report holds what was held back")
+    for name in FLAGS:
+        if not isinstance(event.setdefault(name, False), bool):
+            raise EventError(f"{name}: must be true or false")
+    _check_container(event)
     return event
 
 

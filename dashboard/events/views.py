@@ -76,7 +76,10 @@ def overview(request):
     return render(request, "events/overview.html", context)
 
 
-FEED_KINDS = {"processes": ("exec", "exit", "open"), "violations": ("connect", "exec", "open", "scan", "flood")}
+FEED_KINDS = {
+    "processes": ("exec", "exit", "open"),
+    "violations": ("connect", "exec", "open", "scan", "flood", "limit"),
+}
 
 
 @login_required

@@ -58,9 +58,9 @@ class RuleAdmin(admin.ModelAdmin):
             {"fields": ("source_ip", "expires")},
         ),
         (
-            "Or limits, judged in the kernel: a container reaching many new destinations (a scan), or a source "
-            "sending many TCP SYNs (a flood; nothing else named)",
-            {"fields": ("new_destinations", "syn_per_source", "hold")},
+            "Or limits, judged in the kernel: a container reaching many new destinations (a scan), a source "
+            "sending many TCP SYNs (a flood; nothing else named), or what a container may send (one rate a rule)",
+            {"fields": ("new_destinations", "syn_per_source", "hold", "egress_bytes_per_s", "connections_per_s")},
         ),
     )
 

@@ -93,6 +93,20 @@ class Rule(models.Model):
         help_text="SYN flood rule (match nothing else): a source sending this many TCP SYNs within one second to the "
         "nodes' XDP interfaces; alert raises one violation, deny also drops the source at XDP for `hold`",
     )
+    egress_bytes_per_s = models.PositiveBigIntegerField(
+        "egress bytes per second",
+        null=True,
+        blank=True,
+        help_text="rate limit (deny; audit counts only): the container's outgoing bytes per second, held in the "
+        "kernel (TCP is told to slow down, then packets are dropped); e.g. 1000000",
+    )
+    connections_per_s = models.PositiveIntegerField(
+        "connections per second",
+        null=True,
+        blank=True,
+        help_text="rate limit (deny; audit counts only): the container's connect() calls per second; beyond a "
+        "burst of 0.1 s they fail with EPERM",
+    )
     hold = models.PositiveIntegerField(
         "hold (seconds)",
         null=True,
@@ -117,6 +131,10 @@ class Rule(models.Model):
         if self.new_destinations:
             held = f", refused for {self.hold} s" if self.hold else ""
             return f"scan: {self.new_destinations} new destinations in 1 s{held}"
+        if self.egress_bytes_per_s or self.connections_per_s:
+            if self.egress_bytes_per_s:
+                return f"limit: egress {self.egress_bytes_per_s:,} B/s"
+            return f"limit: {self.connections_per_s:,} connections/s"
         if self.syn_per_source:
             held = f", dropped for {self.hold} s" if self.hold else ""
             return f"SYN flood: {self.syn_per_source} SYNs in 1 s from one source{held}"
@@ -140,7 +158,7 @@ class Rule(models.Model):
         if self.dest_port:
             match["dest_port"] = int(self.dest_port) if self.dest_port.isdigit() else self.dest_port
         expiry = {"expires": self.expires.isoformat()} if self.expires else {}
-        limit = {k: getattr(self, k) for k in ("new_destinations", "syn_per_source") if getattr(self, k) is not None}
+        limit = {k: getattr(self, k) for k in engine.LIMITS if getattr(self, k) is not None}
         if limit:
             expiry["limit"] = limit  # both set: the engine refuses it (a rule has one limit)
         if self.hold is not None:
@@ -179,6 +197,8 @@ class Rule(models.Model):
         self.expires = rule.expires
         self.new_destinations = rule.limit[1] if rule.kind == "scan" else None
         self.syn_per_source = rule.limit[1] if rule.kind == "flood" else None
+        for name in engine.RATE_LIMITS:
+            setattr(self, name, rule.limit[1] if rule.limit and rule.limit[0] == name else None)
         self.hold = rule.hold
 
     def clean(self):

@@ -40,6 +40,7 @@ from .layout import (
     encode_fqdn_key,
     encode_fqdn_rules,
     encode_key,
+    encode_limit,
     encode_path_key,
     encode_scan_limits,
     encode_source_key,
@@ -56,7 +57,11 @@ FQDN_MAP = "fqdn_rules"  # name patterns -> their rules (dns.bpf.h)
 BLOCK_MAPS = {4: "block4", 6: "block6"}  # source networks -> their rule (xdp.bpf.h)
 SCAN_MAP = "scan_limits"  # scopes -> the summing threshold and their scan rules (scan.bpf.h)
 FLOOD_MAP = "flood_limits"  # the SYN flood rules (xdp.bpf.h): one array entry
-POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, *BLOCK_MAPS.values(), SCAN_MAP, FLOOD_MAP)
+LIMIT_MAP = "limits"  # containers -> their egress and connection rates (limits.bpf.h)
+POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, *BLOCK_MAPS.values(), SCAN_MAP, FLOOD_MAP,
+               LIMIT_MAP)  # fmt: skip
+MIN_BURST_NS = 100_000_000  # a rate limit lets this much time's worth through at once, at least...
+MIN_BURST_BYTES = 128 << 10  # ...and for egress at least this (two 64 KiB GSO packets)
 SUMMARISE = 200  # new destinations per second per container from which the kernel sums calls (a scan)
 
 
@@ -121,7 +126,31 @@ def compile_rules(
     _block_entries(ruleset, out)
     _scan_entries(ruleset, scopes, summarise, out)
     _flood_entry(ruleset, out)
+    _limit_entries(ruleset, scopes, out)
     return out
+
+
+def _limit_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
+    """Rate limits into `limits`: per container (a rule for every container applies to each
+    one on its own), the best-ranked egress rule and connection rule that apply. An entry
+    written again starts its queues afresh, so an unchanged rule's entry is never rewritten."""
+    chosen: dict[int, dict[str, Rule]] = defaultdict(dict)
+    for rule in ruleset.rules:
+        if rule.kind != "limit":
+            continue
+        cgids = [s.cgroup_id for s in scopes] if not rule.scoped else _cgroup_ids(rule, scopes, out) or []
+        for cgid in cgids:
+            chosen[cgid].setdefault(rule.limit[0], rule)
+    for cgid, rules in chosen.items():
+        egress = conn = None
+        if rule := rules.get("egress_bytes_per_s"):
+            rate = rule.limit[1]
+            burst = max(MIN_BURST_NS, MIN_BURST_BYTES * 10**9 // rate)
+            egress = (rate, burst, out.slots.get(rule.id, 0), rule.audit)
+        if rule := rules.get("connections_per_s"):
+            rate = rule.limit[1]
+            conn = (rate, max(MIN_BURST_NS, 10**9 // rate), out.slots.get(rule.id, 0), rule.audit, rule.id)
+        out.entries[LIMIT_MAP][CGROUP.pack(cgid)] = encode_limit(egress, conn)
 
 
 def _flood_entry(ruleset: RuleSet, out: Compiled) -> None:

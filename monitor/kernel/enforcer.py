@@ -54,6 +54,7 @@ from .compile import (
     EXEC_MAP,
     FILE_MAP,
     FLOOD_MAP,
+    LIMIT_MAP,
     MAPS,
     POLICY_MAPS,
     SCAN_MAP,
@@ -76,10 +77,11 @@ from .layout import (
     KernelRule,
     access_names,
     decode_file_rule,
+    decode_flooder,
     decode_flow,
     decode_key,
+    decode_limit,
     decode_path_key,
-    decode_flooder,
     decode_scan,
     decode_scan_limits,
     decode_traffic,
@@ -730,6 +732,13 @@ class Enforcer:
             for item in bpftool.map_dump(self.layout.map("flooders"))
         ]
 
+    def limits(self) -> dict[int, dict]:
+        """Each limited container's entry (layout.decode_limit): what its limits held back."""
+        return {
+            CGROUP.unpack(from_json_bytes(item["key"]))[0]: decode_limit(from_json_bytes(item["value"]))
+            for item in bpftool.map_dump(self.layout.map("limits"))
+        }
+
     def forget_scans(self, cgids) -> None:
         """Drop the entries of containers that are gone (the table is bounded)."""
         pin = self.layout.map("scans")
@@ -775,6 +784,9 @@ class Enforcer:
                 elif name == EXEC_MAP:
                     path, cgid, exact = decode_path_key(key)
                     row = {"path": path, "exact": exact} | vars(KernelRule.decode(value))
+                elif name == LIMIT_MAP:
+                    (cgid,) = CGROUP.unpack(key)
+                    row = decode_limit(value)
                 elif name in (SCAN_MAP, FLOOD_MAP):
                     cgid = CGROUP.unpack(key)[0] if name == SCAN_MAP else None
                     row = decode_scan_limits(value)

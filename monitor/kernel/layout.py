@@ -63,6 +63,7 @@ SCAN_RULES_LEN = 4  # CE_SCAN_RULES
 SCAN_RULE = struct.Struct(f"<IIQBB6x{RULE_ID_LEN}s")
 SCAN_LIMITS = struct.Struct(f"<II{SCAN_RULE.size * SCAN_RULES_LEN}s")
 SCAN = struct.Struct(f"<QQQQIIBBBBHH16sII16s{RULE.size}s4x")
+LIMIT = struct.Struct(f"<QQQQIB3x{RULE.size}s4xQQQQQ")
 SRC = struct.Struct("<B7x16s")
 SYN_RATE = struct.Struct("<QIBB2x")
 FLOODER = struct.Struct("<QIB3x")
@@ -77,7 +78,7 @@ STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT,
            "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_traffic_key": TRAFFIC_KEY,
            "ce_traffic": TRAFFIC, "ce_src_key4": SRC_KEY4, "ce_src_key6": SRC_KEY6, "ce_block": BLOCK,
            "ce_scan_rule": SCAN_RULE, "ce_scan_limits": SCAN_LIMITS, "ce_scan": SCAN, "ce_src": SRC,
-           "ce_syn_rate": SYN_RATE, "ce_flooder": FLOODER}  # fmt: skip
+           "ce_syn_rate": SYN_RATE, "ce_flooder": FLOODER, "ce_limit": LIMIT}  # fmt: skip
 
 
 def encode_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network, cgroup_id: int, port: int) -> bytes:
@@ -168,6 +169,25 @@ def encode_scan_limits(summarise: int, rules: list[tuple[int, int, int, str, boo
         for threshold, slot, hold_ns, action, audit, rule_id in rules
     )
     return SCAN_LIMITS.pack(summarise, len(rules), packed)
+
+
+def encode_limit(egress: tuple[int, int, int, bool] | None, conn: tuple[int, int, int, bool, str] | None) -> bytes:
+    """A container's `limits` entry as the agent writes it (the programs' state at 0):
+    egress (rate, burst ns, slot, audit), connections (rate, burst ns, slot, audit, rule id)."""
+    e_rate, e_burst, e_slot, e_audit = egress or (0, 0, 0, False)
+    c_rate, c_burst, c_slot, c_audit, c_rule = conn or (0, 0, 0, False, "")
+    rule = KernelRule(0, c_slot, "deny", c_audit, c_rule).encode()
+    return LIMIT.pack(e_rate, e_burst, c_rate, c_burst, e_slot, int(e_audit), rule, 0, 0, 0, 0, 0)
+
+
+def decode_limit(value: bytes) -> dict:
+    """A `limits` entry: its rates, slots, and what the programs held back (cumulative)."""
+    (e_rate, _e_burst, c_rate, _c_burst, e_slot, e_audit, rule, _evq, _cvq, held_bytes, held_packets,
+     refused) = LIMIT.unpack(value)  # fmt: skip
+    conn = KernelRule.decode(rule)
+    return {"egress_rate": e_rate, "egress_slot": e_slot, "egress_audit": bool(e_audit), "conn_rate": c_rate,
+            "conn_slot": conn.slot, "conn_audit": conn.audit, "held_bytes": held_bytes, "held_packets": held_packets,
+            "refused": refused}  # fmt: skip
 
 
 def decode_flooder(key: bytes, value: bytes) -> tuple[str, int, int, bool]:

@@ -32,7 +32,7 @@
   const result = (r) => (r.result === null ? "—" : r.result === 0 ? "ok" : r.result === -1 ? "EPERM" : String(r.result));
   // A deny the kernel did not apply says so, with why: staff must never read "deny" for a call that went through.
   const enforcement = (r) => (r.enforced ? (r.kind === "connect" || r.kind === "scan" ? " · refused by kernel" :
-    r.kind === "flood" ? " · dropped at XDP" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
+    r.kind === "flood" ? " · dropped at XDP" : r.kind === "limit" ? " · held back by kernel" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
     r.unenforced ? ` · NOT enforced: ${r.unenforced}` : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
@@ -43,9 +43,9 @@
       `${tail(r.parent_binary || r.parent_comm, 24)} [${r.ppid}]`,
       pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, r.kind === "flood" ? "— (ingress)" : container(r),
-      r.process_id ? { href: `/processes/${r.process_id}/`, text: proc(r) } : r.kind === "flood" ? "—" : proc(r),
+      r.process_id ? { href: `/processes/${r.process_id}/`, text: proc(r) } : r.pid === 0 && !r.comm ? "—" : proc(r),
       r.kind === "connect" ? dest(r) : r.kind === "scan" ? `scan: ${r.target}` :
-        r.kind === "flood" ? `SYN flood: ${r.target}` : `${r.kind} ${r.target}`,
+        r.kind === "flood" ? `SYN flood: ${r.target}` : r.kind === "limit" ? `limit: ${r.target}` : `${r.kind} ${r.target}`,
       r.rule_id, pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];
 

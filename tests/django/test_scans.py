@@ -150,3 +150,34 @@ def test_a_flood_rule_through_the_admin_and_the_policy_file(admin_client, tmp_pa
     call_command("policy", "export", str(out), stderr=io.StringIO())
     (spec,) = yaml.safe_load(out.read_text())["rules"]
     assert (spec["limit"], spec["hold"], spec["match"]) == ({"syn_per_source": 1000}, 300, {})
+
+
+def limit_report(seq, **overrides):
+    event = agent_event(seq=seq)
+    return {k: event[k] for k in ("seq", "ts_ns", "cgroup_id", "cgroup_path", "container", "policy_version")} | {
+        "kind": "limit", "rule_id": "egress-1mb", "verdict": "deny", "severity": "low", "enforced": True,
+        "audit": False, "what": "egress", "rate": 1_000_000, "held_bytes": 2_500_000, "held_packets": 1_800,
+        "refused": 0, "window_s": 60,
+    } | overrides  # fmt: skip
+
+
+def test_a_limit_report_is_one_violation_on_its_container(node):
+    result = ingest_batch(node, [limit_report(1), limit_report(2, what="connections", refused=0, held_bytes=0),
+                                 limit_report(3, what="connections", rate=50, refused=1234, held_bytes=0,
+                                              held_packets=0, audit=True, enforced=False)])  # fmt: skip
+    assert [r["seq"] for r in result.rejected] == [2]
+    egress, conns = Violation.objects.filter(kind="limit").order_by("seq")
+    assert egress.target == "egress held to 1,000,000 B/s: 2,500,000 bytes (1,800 packets) held back in 60 s"
+    assert egress.container.name == "edge-app-prod" and egress.enforced
+    assert conns.target == "connections held to 50/s: 1,234 calls refused (would have been) in 60 s"
+    assert conns.count == 1234 and conns.audit
+
+
+def test_a_rate_limit_through_the_admin(admin_client):
+    form = {"rule_id": "egress-1mb", "action": "deny", "mode": "enforce", "severity": "low", "priority": 5,
+            "tags": "[]", "access": "[]", "container": "web-*", "egress_bytes_per_s": 1_000_000}  # fmt: skip
+    assert admin_client.post("/admin/policy/rule/add/", form).status_code == 302
+    rule = Rule.objects.get(rule_id="egress-1mb")
+    assert rule.to_spec()["limit"] == {"egress_bytes_per_s": 1_000_000} and rule.what == "limit: egress 1,000,000 B/s"
+    bad = admin_client.post("/admin/policy/rule/add/", form | {"rule_id": "bad", "action": "alert"})
+    assert bad.status_code == 200 and "holds the container to it" in bad.content.decode()

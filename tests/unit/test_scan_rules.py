@@ -5,7 +5,7 @@ programs' cumulative counts."""
 
 import pytest
 
-from monitor.kernel.compile import FLOOD_MAP, SCAN_MAP, Scope, compile_rules
+from monitor.kernel.compile import FLOOD_MAP, LIMIT_MAP, SCAN_MAP, Scope, compile_rules
 from monitor.kernel.layout import (
     ACTION_NAMES,
     CGROUP,
@@ -14,8 +14,10 @@ from monitor.kernel.layout import (
     SCAN_RULES_LEN,
     SLOT,
     _cstr,
+    decode_limit,
     decode_scan_limits,
 )
+from monitor.limits import LimitReports
 from monitor.rules import DEFAULT_HOLD, Flow, RuleError, RuleSet, parse_rule
 from monitor.scans import ScanSums
 
@@ -131,3 +133,41 @@ def test_flood_rules_watch_every_source_and_go_into_one_array_entry():
         ],
     }  # fmt: skip
     assert decode_scan_limits(compile_rules(RuleSet(), []).entries[FLOOD_MAP][SLOT.pack(0)])["rules"] == []
+
+
+def test_rate_limits_deny_per_container_and_go_into_one_entry_each():
+    r = parse_rule(rule(match={"container": "web-*"}, limit={"egress_bytes_per_s": 1_000_000}))
+    assert (r.kind, r.hold) == ("limit", None)
+    for message, spec in {
+        "holds the container to it: deny": rule(action="alert", limit={"connections_per_s": 5}),
+        "scan and SYN flood rules only": rule(limit={"connections_per_s": 5}, hold=3),
+        "names only containers": rule(match={"dest_port": 80}, limit={"egress_bytes_per_s": 5}),
+    }.items():
+        with pytest.raises(RuleError, match=message):
+            parse_rule(spec)
+    scopes = [Scope(11, "/s/web-1", "web-1"), Scope(12, "/s/db", "db")]
+    specs = [
+        rule(id="web-egress", priority=1, match={"container": "web-*"}, limit={"egress_bytes_per_s": 10_000_000}),
+        rule(id="all-egress", priority=2, limit={"egress_bytes_per_s": 1_000_000}),  # web's own comes first
+        rule(id="all-conns", priority=3, limit={"connections_per_s": 50}, mode="audit"),
+    ]
+    compiled = compile_rules(RuleSet.from_specs(specs, 1), scopes)
+    limits = {CGROUP.unpack(k)[0]: decode_limit(v) for k, v in compiled.entries[LIMIT_MAP].items()}
+    assert set(limits) == {11, 12}  # every container on its own: a rate is per container
+    assert (limits[11]["egress_rate"], limits[12]["egress_rate"]) == (10_000_000, 1_000_000)
+    assert limits[11]["egress_slot"] == compiled.slots["web-egress"]
+    assert limits[12]["conn_rate"] == 50 and limits[12]["conn_audit"] and limits[12]["refused"] == 0
+
+
+def test_limit_reports_come_as_a_limit_bites_then_once_a_minute():
+    reports = LimitReports(every=60)
+    entry = {"held_bytes": 0, "held_packets": 0, "refused": 0}
+    reports.resume({1: entry})
+    assert reports.add({1: entry}, now=0) == []
+    ((cgid, _e, held, window),) = reports.add({1: entry | {"held_bytes": 5000, "held_packets": 4}}, now=1)
+    assert (cgid, held, window) == (1, {"held_bytes": 5000, "held_packets": 4, "refused": 0}, 1.0)
+    assert reports.add({1: entry | {"held_bytes": 9000, "held_packets": 7}}, now=30) == []  # within the minute
+    ((_c, _e, held, window),) = reports.add({1: entry | {"held_bytes": 9500, "held_packets": 8}}, now=61)
+    assert held == {"held_bytes": 4500, "held_packets": 4, "refused": 0} and window == 31
+    ((_c, _e, held, _w),) = reports.add({1: entry | {"held_bytes": 100, "held_packets": 1}}, now=200)
+    assert held["held_bytes"] == 100  # written afresh (a rule change): the whole value is new
