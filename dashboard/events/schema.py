@@ -115,6 +115,12 @@ class EventError(ValueError):
     pass
 
 
+def _check_flags(event: dict) -> None:
+    for name in FLAGS:
+        if not isinstance(event.setdefault(name, False), bool):
+            raise EventError(f"{name}: must be true or false")
+
+
 def _check_fields(event: dict, fields: dict) -> None:
     for name, (kind, limit) in fields.items():
         value = event.get(name)
@@ -148,9 +154,7 @@ def check_event(event) -> dict:
     count = event.setdefault("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000_000:
         raise EventError("count: must be an integer in 1..1000000000")
-    for name in FLAGS:
-        if not isinstance(event.setdefault(name, False), bool):
-            raise EventError(f"{name}: must be true or false")
+    _check_flags(event)
     if event["verdict"] not in VERDICTS:
         raise EventError(f"verdict: must be one of {', '.join(VERDICTS)}")
     unenforced = event.setdefault("unenforced", "")
@@ -202,9 +206,7 @@ def _check_flood(event: dict) -> dict:
         raise EventError("source_ip: does not match family")
     if event["verdict"] not in ("alert", "deny") or not event["rule_id"]:
         raise EventError("verdict: a flood report alerts or denies, by a rule")
-    for name in FLAGS:
-        if not isinstance(event.setdefault(name, False), bool):
-            raise EventError(f"{name}: must be true or false")
+    _check_flags(event)
     hold = event.setdefault("hold", None)
     if hold is not None and (isinstance(hold, bool) or not isinstance(hold, int) or not 0 < hold <= 86_400):
         raise EventError("hold: seconds the source is dropped (1..86400), or null")
@@ -218,9 +220,7 @@ def _check_limit(event: dict) -> dict:
         raise EventError("what: egress or connections, held back by a deny rule")
     if not (event["held_bytes"] if event["what"] == "egress" else event["refused"]):
         raise EventError("a limit report holds what was held back")
-    for name in FLAGS:
-        if not isinstance(event.setdefault(name, False), bool):
-            raise EventError(f"{name}: must be true or false")
+    _check_flags(event)
     _check_container(event)
     return event
 
