@@ -45,3 +45,28 @@ def set_attached(enforcer: Enforcer, name: str, on: bool) -> None:
         bpftool.cgroup_attach(cgroup_dir, PROGRAMS[name][0], prog)
     elif not on and attached:
         bpftool.cgroup_detach(cgroup_dir, PROGRAMS[name][0], prog_id)
+
+
+@contextlib.contextmanager
+def program_stats():
+    """kernel.bpf_stats_enabled on for the duration (restored after): every program's run
+    time and run count, read with `program_times`."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(path) as fh:
+        before = fh.read().strip()
+    with open(path, "w") as fh:
+        fh.write("1")
+    try:
+        yield
+    finally:
+        with open(path, "w") as fh:
+            fh.write(before)
+
+
+def program_times(enforcer: Enforcer) -> dict[str, tuple[int, int]]:
+    """The enforcer's programs: name -> (run time ns, runs) so far (with program_stats on)."""
+    return {
+        name: (info.get("run_time_ns", 0), info.get("run_cnt", 0))
+        for name in PROGRAMS
+        for info in [bpftool.prog_show(enforcer.layout.prog(name))]
+    }
