@@ -1,7 +1,7 @@
 """What the programs cost a container that scans: connect() to a new destination at every
 call, with the product's programs attached against none, in one run.
 
-    sudo .venv/bin/python -m bench.scan [--rounds 11] [--connects 20000]
+    sudo .venv/bin/python -m bench.scan [--rounds 11] [--connects 20000] [--prog-stats]
 
 One container cgroup under the product's programs (pinned apart, with an empty policy: the
 scan is summed from SUMMARISE new destinations a second on, as on a node). Each round, in
@@ -25,6 +25,7 @@ the whole product running: agent, dashboard and database included.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -35,7 +36,7 @@ from monitor.kernel.compile import SUMMARISE
 from monitor.kernel.enforcer import PROGRAMS
 from monitor.rules import MAX_LIMIT, RuleSet
 
-from .container import programs_on_one_container, set_attached
+from .container import program_stats, program_times, programs_on_one_container, set_attached
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.90
@@ -67,12 +68,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--connects", type=int, default=20000, help="new destinations per arm per round")
+    parser.add_argument("--prog-stats", action="store_true",
+                        help="also measure the programs' own run time per call in the programs arm")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it makes cgroups and loads eBPF programs")
     results: dict[str, list[float]] = {arm: [] for arm in ARMS}
     made = {arm: 0 for arm in ARMS}
-    with programs_on_one_container("scanner") as (app, enforcer):
+    kernel_ns: dict[str, int] = {}
+    stats = program_stats() if args.prog_stats else contextlib.nullcontext()
+    with programs_on_one_container("scanner") as (app, enforcer), stats:
         enforcer.sync(RuleSet([], 1))
         first = 0
         for r in range(args.rounds):
@@ -81,7 +86,11 @@ def main(argv=None) -> int:
                     set_attached(enforcer, name, arm != "none" and not (arm == "connect" and name in PACKET_PROGRAMS))
                 enforcer.scan_summary = MAX_LIMIT if arm == "unsummed" else SUMMARISE
                 enforcer.sync(RuleSet([], 2 + r * 3 + ARMS.index(arm)))
+                before = program_times(enforcer) if args.prog_stats and arm == "programs" else None
                 results[arm].append(scan(app, first, args.connects))
+                if before:
+                    for name, (ns, _runs) in program_times(enforcer).items():
+                        kernel_ns[name] = kernel_ns.get(name, 0) + ns - before[name][0]
                 first += args.connects  # every arm reaches destinations no arm reached before
                 made[arm] += args.connects
                 enforcer.read_traffic()
@@ -99,6 +108,13 @@ def main(argv=None) -> int:
     print(f"\nprograms / none = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} >= {TARGET:.2f}); "
           f"median of the rounds' own ratios {paired:.3f}")  # fmt: skip
     # in each summed arm the first SUMMARISE new destinations of the scan's first second got flows
+    if kernel_ns:
+        n = made["programs"]
+        per_call = {name: ns / n for name, ns in kernel_ns.items() if ns}
+        total, wall = sum(per_call.values()), 1e9 / statistics.median(results["programs"])
+        parts = ", ".join(f"{name} {ns:,.0f} ns" for name, ns in per_call.items())
+        print(f"the programs' own run time per call in the programs arm (kernel.bpf_stats_enabled): {parts}; "
+              f"{total:,.0f} ns of a {wall:,.0f} ns call ({total / wall:.1%})")  # fmt: skip
     print(f"flows in the kernel's table after {calls:,} calls to new destinations with the programs attached: "
           f"{flows:,} (the unsummed arms' and each summing arm's first {SUMMARISE} a second)")  # fmt: skip
     return 0 if ratio >= TARGET else 1
