@@ -63,10 +63,10 @@ def program_stats():
             fh.write(before)
 
 
-def program_times(enforcer: Enforcer) -> dict[str, tuple[int, int]]:
+def program_times(enforcer: Enforcer, names=tuple(PROGRAMS)) -> dict[str, tuple[int, int]]:
     """The enforcer's programs: name -> (run time ns, runs) so far (with program_stats on)."""
     return {
         name: (info.get("run_time_ns", 0), info.get("run_cnt", 0))
-        for name in PROGRAMS
+        for name in names
         for info in [bpftool.prog_show(enforcer.layout.prog(name))]
     }

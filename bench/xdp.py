@@ -2,7 +2,7 @@
 benchmark's own with crossedge_xdp holding 10,000 entries on the receiving veth, against
 no XDP program, in one run.
 
-    sudo .venv/bin/python -m bench.xdp [--rounds 11] [--seconds 2] [--flood-rule]
+    sudo .venv/bin/python -m bench.xdp [--rounds 11] [--seconds 2] [--flood-rule] [--prog-stats]
 
 Two namespaces joined by a veth pair (198.18.0.1 -> 198.18.0.2). Each round, in rotating
 order: "blocklist" (crossedge_xdp attached to the receiving end, --mode native or generic, 10,000 deny
@@ -32,7 +32,7 @@ from monitor.kernel import bpftool
 from monitor.rules import RuleSet
 from monitor.testbed import namespace_pair
 
-from .container import programs_on_one_container
+from .container import program_stats, program_times, programs_on_one_container
 
 TARGET = 0.95
 PASS_SOURCE = Path(__file__).with_name("xdp_pass.bpf.c")
@@ -109,15 +109,20 @@ class Arms:
         self.receiver.wait()
 
 
-def measure(arms: Arms, enforcer, rounds: int, passer: str) -> tuple[dict, float, int]:
-    """(packets/s per arm per round, packets/s with the sender blocked, drops counted)."""
+def measure(arms: Arms, enforcer, rounds: int, passer: str, runs: list | None = None) -> tuple[dict, float, int]:
+    """(packets/s per arm per round, packets/s with the sender blocked, drops counted);
+    `runs` (with program_stats on) gets crossedge_xdp's (run time ns, runs) in the blocklist arms."""
     programs = {"blocklist": arms.prog, "xdp-pass": passer, "none": None}
     names = list(programs)
     results = {arm: [] for arm in names}
     for r in range(rounds):
         for arm in names[r % 3 :] + names[: r % 3]:
             arms.set_xdp(programs[arm])
+            before = program_times(enforcer, ("crossedge_xdp",))["crossedge_xdp"] if runs is not None else None
             results[arm].append(arms.received())
+            if before and arm == "blocklist":
+                after = program_times(enforcer, ("crossedge_xdp",))["crossedge_xdp"]
+                runs.append((after[0] - before[0], after[1] - before[1]))
         print(f"round {r + 1}/{rounds}: " + ", ".join(f"{x} {results[x][-1]:,.0f} pkt/s" for x in names),
               file=sys.stderr)  # fmt: skip
     arms.set_xdp(arms.prog)
@@ -136,13 +141,17 @@ def main(argv=None) -> int:
     parser.add_argument("--flood-rule", action="store_true",
                         help="add a SYN flood rule to the blocklist's policy (every packet then also looks its "
                         "source up among the flooding ones)")  # fmt: skip
+    parser.add_argument("--prog-stats", action="store_true",
+                        help="also measure the program's own run time per packet (bpf_stats)")  # fmt: skip
     parser.add_argument("--mode", choices=("native", "generic"), default="generic",
                         help="XDP mode on the veth (default generic, as the agent chooses for a veth)")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it makes network namespaces and loads eBPF programs")
     tag = uuid.uuid4().hex[:6]
+    runs = [] if args.prog_stats else None
     with (
+        program_stats() if args.prog_stats else contextlib.nullcontext(),
         namespace_pair(f"bench-{tag}") as (a, b),
         programs_on_one_container("xdp-bench") as (_app, enforcer),
         tempfile.TemporaryDirectory() as work,
@@ -157,7 +166,7 @@ def main(argv=None) -> int:
             subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-I{PASS_SOURCE.parents[1] / 'bpfscripts'}", "-c",
                             str(PASS_SOURCE), "-o", f"{work}/pass.o"], check=True)  # fmt: skip
             bpftool.run("prog", "load", f"{work}/pass.o", passer, json_output=False)
-            results, blocked, dropped = measure(arms, enforcer, args.rounds, passer)
+            results, blocked, dropped = measure(arms, enforcer, args.rounds, passer, runs)
         finally:
             arms.close()
             with contextlib.suppress(FileNotFoundError):
@@ -176,6 +185,10 @@ def main(argv=None) -> int:
     lookup = statistics.median(results["blocklist"]) / statistics.median(results["xdp-pass"])
     print(f"an XDP program that only passes / none = {empty:.3f}; blocklist / that program = {lookup:.3f}")
     print(f"with the sender blocked: {blocked:,.0f} pkt/s received, {dropped:,} packets dropped and counted")
+    if runs:
+        per_packet = sum(ns for ns, _ in runs) / max(1, sum(n for _, n in runs))
+        print(f"crossedge_xdp's own run time (kernel.bpf_stats_enabled): {per_packet:,.0f} ns a packet; at the "
+              f"no-program rate that is {per_packet * base / 1e9:.1%} of one CPU")  # fmt: skip
     return 0 if ratio >= TARGET and blocked == 0 and dropped > 0 else 1
 
 

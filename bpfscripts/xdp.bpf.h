@@ -56,6 +56,14 @@ struct {
 	__type(value, struct ce_flooder);
 } flooders SEC(".maps");
 
+/* Until when some source may be held (CLOCK_MONOTONIC): past it, no packet looks in `flooders`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} flood_held SEC(".maps");
+
 /* A SYN from src: counted, and judged by the flood rules whose threshold it reaches. */
 static __always_inline void syn_seen(struct xdp_md *ctx, struct ce_scan_limits *lim, struct ce_src *src,
 				     __u16 dport, __u64 now)
@@ -93,6 +101,10 @@ static __always_inline void syn_seen(struct xdp_md *ctx, struct ce_scan_limits *
 		if (deny) {
 			struct ce_flooder f = {.expires_ns = now + rule->hold_ns, .slot = rule->slot, .audit = rule->audit};
 			bpf_map_update_elem(&flooders, src, &f, BPF_ANY);
+			__u32 zero = 0;
+			__u64 *held_until = bpf_map_lookup_elem(&flood_held, &zero);
+			if (held_until && *held_until < f.expires_ns)
+				*held_until = f.expires_ns; /* racy, and only ever later: at worst a lookup too many */
 		}
 		struct ce_event ev = {};
 		ev.ts_ns = now;
@@ -183,7 +195,8 @@ int crossedge_xdp(struct xdp_md *ctx)
 	if (!lim || !lim->count)
 		return XDP_PASS;
 	__u64 now = bpf_ktime_get_ns();
-	if (flood_verdict(&src, now) == XDP_DROP)
+	__u64 *held_until = bpf_map_lookup_elem(&flood_held, &zero);
+	if (held_until && *held_until > now && flood_verdict(&src, now) == XDP_DROP)
 		return XDP_DROP;
 	if (tcp && (void *)(tcp + 1) <= end && tcp->syn && !tcp->ack) {
 		syn_seen(ctx, lim, &src, tcp->dest, now);
