@@ -135,7 +135,7 @@ class Agent:
         self.traffic_lost = 0  # bytes the packet programs could count nowhere
         self.scan_sums = ScanSums()  # the calls the programs summed in scans
         self.limit_reports = LimitReports()  # what the rate limits held back
-        self.scan_counts = collections.Counter()  # scans raised (by rule), calls summed
+        self.kernel_reports = collections.Counter()  # scans and floods raised, calls summed, limit reports
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
 
     # -- events ---------------------------------------------------------------
@@ -182,7 +182,7 @@ class Agent:
             "hold": rule.hold if rule and rule.hold else None,
             "policy_version": self.enforcer.policy_version or 0,
         }
-        self.scan_counts["floods_raised"] += 1
+        self.kernel_reports["floods_raised"] += 1
         self.verdicts[event["verdict"]] += 1
         self._queue(event)
 
@@ -292,9 +292,9 @@ class Agent:
         if not event.get("scan"):
             event.pop("scan", None)
         if "dest_port_hi" in event:
-            self.scan_counts["calls_summed"] += event["count"]
+            self.kernel_reports["calls_summed"] += event["count"]
         if "scan" in event:
-            self.scan_counts["scans_raised"] += 1
+            self.kernel_reports["scans_raised"] += 1
         if kernel_verdict != "allow":
             self._kernel_deny(event, kernel_verdict == "audit", slot)
             return
@@ -611,7 +611,7 @@ class Agent:
                 continue
             rule_id = self.enforcer.rule_for_slot(slot)
             rule = self.ruleset.by_id.get(rule_id)
-            self.scan_counts[f"limit_{what}_reports"] += 1
+            self.kernel_reports[f"limit_{what}_reports"] += 1
             self._queue({"kind": "limit", "ts_ns": time.time_ns(), "cgroup_id": cgid,
                          "cgroup_path": _fit_path(path or ""), "container": ref.as_event() if ref else None,
                          "rule_id": rule_id or f"slot {slot}", "verdict": "deny",
@@ -683,7 +683,7 @@ class Agent:
             "holds": dict(self.holds) | self._hold_times(),
             "aggregated": self.folder.folded,
             "traffic": dict(self.traffic.totals) | {"lost_bytes": self.traffic_lost},
-            "scans": dict(self.scan_counts),
+            "kernel_reports": dict(self.kernel_reports),
             "dns": dict(self.names.counts) | {f"kernel_{k}": v for k, v in self.dns_stats.items()},
             "verdicts": dict(self.verdicts),
             "policy_version": self.ruleset.version,

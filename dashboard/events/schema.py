@@ -115,6 +115,16 @@ class EventError(ValueError):
     pass
 
 
+def _check_address(event: dict, name: str) -> None:
+    """An IP address of the event's `family`."""
+    try:
+        addr = ipaddress.ip_address(event[name])
+    except ValueError:
+        raise EventError(f"{name}: not an IP address") from None
+    if addr.version != event["family"]:
+        raise EventError(f"{name}: does not match family")
+
+
 def _check_flags(event: dict) -> None:
     for name in FLAGS:
         if not isinstance(event.setdefault(name, False), bool):
@@ -185,12 +195,7 @@ def check_event(event) -> dict:
 def _check_traffic(event: dict) -> dict:
     """A minute of one flow's traffic (monitor/traffic.py)."""
     _check_fields(event, TRAFFIC_FIELDS)
-    try:
-        addr = ipaddress.ip_address(event["remote_ip"])
-    except ValueError:
-        raise EventError("remote_ip: not an IP address") from None
-    if addr.version != event["family"]:
-        raise EventError("remote_ip: does not match family")
+    _check_address(event, "remote_ip")
     _check_container(event)
     return event
 
@@ -198,12 +203,7 @@ def _check_traffic(event: dict) -> dict:
 def _check_flood(event: dict) -> dict:
     """A source's SYNs that reached a flood rule at a node's XDP interfaces."""
     _check_fields(event, FLOOD_FIELDS)
-    try:
-        addr = ipaddress.ip_address(event["source_ip"])
-    except ValueError:
-        raise EventError("source_ip: not an IP address") from None
-    if addr.version != event["family"]:
-        raise EventError("source_ip: does not match family")
+    _check_address(event, "source_ip")
     if event["verdict"] not in ("alert", "deny") or not event["rule_id"]:
         raise EventError("verdict: a flood report alerts or denies, by a rule")
     _check_flags(event)
@@ -228,12 +228,7 @@ def _check_limit(event: dict) -> dict:
 def _check_connect(event: dict) -> None:
     if event.setdefault("op", "connect") not in OPS:
         raise EventError(f"op: must be one of {', '.join(OPS)}")
-    try:
-        addr = ipaddress.ip_address(event["dest_ip"])
-    except ValueError:
-        raise EventError("dest_ip: not an IP address") from None
-    if addr.version != event["family"]:
-        raise EventError("dest_ip: does not match family")
+    _check_address(event, "dest_ip")
     hi = event.get("dest_port_hi")  # a scan summed in the kernel: its port range
     if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or not event["dest_port"] <= hi <= 65535):
         raise EventError("dest_port_hi: must be a port from dest_port to 65535 (a scan's range), or absent")
@@ -242,7 +237,7 @@ def _check_connect(event: dict) -> None:
         raise EventError("scan: must be a positive count of new destinations, or absent")
     held = event.setdefault("held", False)
     if not isinstance(held, bool) or (held and (event["verdict"] != "deny" or event.get("scan"))):
-        raise EventError("held: true only for a call refused by a scan rule's hold")
+        raise EventError("held: true only for a call refused by a scan rule's hold or a rate limit")
     if event.get("scan") and event["verdict"] == "allow":
         raise EventError("scan: a scan rule's crossing alerts or denies")
     name = event.setdefault("dest_name", None)  # "": never resolved; null: not known (older agents)

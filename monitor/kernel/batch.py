@@ -1,10 +1,11 @@
-"""Read and empty a pinned hash map in a few system calls (BPF_MAP_LOOKUP_AND_DELETE_BATCH,
-through libbpf and ctypes).
+"""Read (and empty) a pinned hash map in a few system calls (BPF_MAP_LOOKUP_BATCH and
+BPF_MAP_LOOKUP_AND_DELETE_BATCH, through libbpf and ctypes).
 
 `bpftool -j map dump` prints every byte of every entry (per CPU, for a per-CPU map) as JSON,
 and each entry then needs its own `map delete` command: draining the 32,768-flow traffic
 table that way took seconds of CPU, which a node under a connect() storm takes from its
-containers. Here the kernel copies keys and values into two buffers, 4,096 entries a call.
+containers; the tables read every second (scans, limits) cost a bpftool process each. Here
+the kernel copies keys and values into two buffers, 4,096 entries a call.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ def _libbpf() -> ctypes.CDLL:
     global _lib
     if _lib is None:
         lib = libbpf()
-        lib.bpf_map_lookup_and_delete_batch.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                                        ctypes.c_void_p, ctypes.c_void_p,
-                                                        ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]  # fmt: skip
+        args = [ctypes.c_int, *[ctypes.c_void_p] * 4, ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]
+        for name in ("bpf_map_lookup_batch", "bpf_map_lookup_and_delete_batch"):
+            getattr(lib, name).argtypes = args
         lib.libbpf_num_possible_cpus.restype = ctypes.c_int
         _lib = lib
     return _lib
@@ -39,6 +40,15 @@ def possible_cpus() -> int:
 def drain(pin: str, key_size: int, value_size: int, per_cpu: bool) -> list[tuple[bytes, list[bytes]]]:
     """Every entry of the map, removed from it: (key, [value] or one value per possible CPU).
     Exact only when nothing writes the map meanwhile (the traffic table's epoch flip sees to it)."""
+    return _batch(pin, key_size, value_size, per_cpu, "bpf_map_lookup_and_delete_batch")
+
+
+def dump(pin: str, key_size: int, value_size: int) -> list[tuple[bytes, bytes]]:
+    """Every entry of a (not per-CPU) hash map: (key, value)."""
+    return [(key, value) for key, (value,) in _batch(pin, key_size, value_size, False, "bpf_map_lookup_batch")]
+
+
+def _batch(pin: str, key_size: int, value_size: int, per_cpu: bool, call: str) -> list[tuple[bytes, list[bytes]]]:
     lib = _libbpf()
     fd = lib.bpf_obj_get(os.fsencode(pin))
     if fd < 0:
@@ -55,11 +65,10 @@ def drain(pin: str, key_size: int, value_size: int, per_cpu: bool) -> list[tuple
         entries, first = [], True
         while True:
             count = ctypes.c_uint32(CHUNK)
-            rc = lib.bpf_map_lookup_and_delete_batch(fd, None if first else token_in, token_out, keys, values,
-                                                     ctypes.byref(count), None)  # fmt: skip
+            rc = getattr(lib, call)(fd, None if first else token_in, token_out, keys, values, ctypes.byref(count), None)
             err = ctypes.get_errno() if rc < 0 else 0
             if rc < 0 and err != errno.ENOENT:
-                raise OSError(err, f"draining {pin}: {os.strerror(err)}")
+                raise OSError(err, f"reading {pin}: {os.strerror(err)}")
             raw_keys, raw_values = keys.raw, values.raw
             for i in range(count.value):
                 base = i * stride * cpus

@@ -68,9 +68,11 @@ from .layout import (
     COUNTER,
     FQDN_KEY,
     FQDN_NOTHING,
+    LIMIT,
     MAX_ENTRIES,
     MAX_FLOWS,
     RESOLVED,
+    SCAN,
     SLOT,
     TRAFFIC,
     TRAFFIC_KEY,
@@ -721,8 +723,8 @@ class Enforcer:
     def scans(self) -> dict[int, dict]:
         """Each container's scan entry (layout.decode_scan): what the programs summed."""
         return {
-            CGROUP.unpack(from_json_bytes(item["key"]))[0]: decode_scan(from_json_bytes(item["value"]))
-            for item in bpftool.map_dump(self.layout.map("scans"))
+            CGROUP.unpack(key)[0]: decode_scan(value)
+            for key, value in batch.dump(self.layout.map("scans"), CGROUP.size, SCAN.size)
         }
 
     def flooders(self) -> list[tuple[str, int, int, bool]]:
@@ -734,9 +736,11 @@ class Enforcer:
 
     def limits(self) -> dict[int, dict]:
         """Each limited container's entry (layout.decode_limit): what its limits held back."""
+        if not self.mirror[LIMIT_MAP]:
+            return {}  # no rate limit written: nothing to read
         return {
-            CGROUP.unpack(from_json_bytes(item["key"]))[0]: decode_limit(from_json_bytes(item["value"]))
-            for item in bpftool.map_dump(self.layout.map("limits"))
+            CGROUP.unpack(key)[0]: decode_limit(value)
+            for key, value in batch.dump(self.layout.map("limits"), CGROUP.size, LIMIT.size)
         }
 
     def forget_scans(self, cgids) -> None:

@@ -241,3 +241,41 @@ async def test_a_container_that_resolves_a_denied_name_is_refused_and_its_calls_
         assert v.enforced and v.dest_name == "blocked.test"
 
     await sync_to_async(check)()
+
+
+async def test_a_container_that_scans_as_it_starts_is_held_and_reported_once(runtime, enforcement):
+    """A real container whose entrypoint at once connects to 200 closed loopback ports: the
+    50th new destination within the second trips the scan rule, which refuses that call and
+    the rest in the kernel; the agent stores one scan violation and rows counting every call."""
+    tag = uuid.uuid4().hex[:6]
+    name = f"scan-{tag}"
+    node = await sync_to_async(Node.objects.create)(name=f"rts-{tag}", token_hash=uuid.uuid4().hex * 2)
+    enforcer = enforcement.enforcer
+    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
+    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
+    agent.set_policy(1, [{"id": "scan-guard", "match": {}, "limit": {"new_destinations": 50}, "action": "deny",
+                          "hold": 30}])  # fmt: skip
+    script = "for p in $(/bin/busybox seq 20000 20199); do /bin/netprobe connect 127.77.0.1 $p; done"
+    with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
+        runner = await run_agent(agent)
+        try:
+            done = await asyncio.to_thread(runtime.run, name, ["/bin/sh", "-c", script])
+            assert done.stdout.decode().split() == ["111"] * 49 + [EPERM] * 151, done.stderr.decode()
+            await asyncio.sleep(1.5)  # the next reading of the scan's sums
+
+            def stored():
+                counts = ConnectionEvent.objects.filter(container__name=name).values_list("count", flat=True)
+                return sum(counts) >= 200
+
+            await deliver_until(agent, node, stored, 10)
+        finally:
+            await stop(runner)
+
+    def check():
+        rows = ConnectionEvent.objects.filter(container__name=name, dest_ip="127.77.0.1")
+        assert sum(rows.values_list("count", flat=True)) == 200  # every call, once
+        assert rows.filter(dest_port_hi__isnull=False).exists()  # the held calls, summed
+        (v,) = Violation.objects.filter(container__name=name)
+        assert (v.kind, v.rule_id, v.enforced) == ("scan", "scan-guard", True)
+
+    await sync_to_async(check)()

@@ -111,4 +111,4 @@ async def test_the_agent_reports_one_scan_violation_and_every_call(enforcement, 
     (v,) = violations
     assert (v.kind, v.rule_id, v.action, v.severity, v.enforced) == ("scan", "scan-alert", "alert", "high", False)
     assert v.target.startswith("150 new destinations within 1 s")
-    assert agent.health()["scans"] == {"scans_raised": 1, "calls_summed": 3000 - SUMMARISE}
+    assert agent.health()["kernel_reports"] == {"scans_raised": 1, "calls_summed": 3000 - SUMMARISE}
