@@ -1,7 +1,7 @@
 """The whole pipeline under connect() load: what was generated, stored, delivered, lost.
 
     sudo .venv/bin/python -m bench.pipeline [--seconds 5] [--rates 1000,5000,20000,0] [--json FILE]
-                                            [--flows 1,1000,0] [--rounds 3] [--trace-syscalls]
+                                            [--flows 1,1000,0] [--rounds 3] [--trace-syscalls] [--idle 10]
 
 Runs the product as `make run` does (daphne + the local agent, whose connect4/6 programs
 observe the containers and enforce; SQLite, in-memory layer) in a temporary directory, with
@@ -30,7 +30,8 @@ waits for the pipeline to drain and reports, per step:
 
 and flat-out connect() throughput with CrossEdge running as a ratio of the same load with
 CrossEdge stopped: --rounds pairs, the arms interleaved (without, start, with, stop, ...,
-without), medians compared.
+without), medians compared; and (--idle) each process's CPU while the node is quiet, right
+after each start.
 """
 
 from __future__ import annotations
@@ -229,6 +230,16 @@ class Product:
             found["agent" if b"runagent" in cmd else "dashboard"] += tree(pid)
         return found
 
+    def roles(self) -> dict[str, list[int]]:
+        """The product's processes by what they do (each with its children: the agent's readers)."""
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        found: dict[str, list[int]] = {}
+        for pid in map(int, children):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            role = next((r for r in ("runagent", "daphne", "alerts", "prune") if r.encode() in argv), "other")
+            found.setdefault(role, []).extend(tree(pid))
+        return found
+
     def stored(self, container: str) -> tuple[int, int]:
         """(connections, rows) stored for the container."""
         code = (
@@ -357,6 +368,16 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
+def idle_cpu(product: Product, seconds: float) -> dict[str, float]:
+    """Cores each of the product's processes uses while nothing happens on the node: what an
+    edge node pays for being watched when its containers are quiet."""
+    roles = product.roles()
+    before, start = {r: sum(map(cpu_seconds, pids)) for r, pids in roles.items()}, time.monotonic()
+    time.sleep(seconds)
+    took = time.monotonic() - start
+    return {r: round((sum(map(cpu_seconds, pids)) - before[r]) / took, 4) for r, pids in roles.items()}
+
+
 def measure_step(product, subscriber, pids, c, name, port, rate, flows, seconds) -> dict:
     """One load on a fresh container, drained; the row of the report."""
     lost_at_start = product.node()["lost"]
@@ -426,6 +447,13 @@ def main(argv=None) -> int:
     parser.add_argument("--throughput", default="1,0",
                         help="load shapes of the flat-out throughput arms: 1 = one flow, 0 = a scan (every call a "
                         "new flow), comma separated")  # fmt: skip
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="measure each process's CPU this long after each start, with no load (0: skip)",
+    )
     parser.add_argument("--no-steps", action="store_true", help="measure the throughput arms only")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -453,7 +481,7 @@ def main(argv=None) -> int:
     def arms() -> dict[int, float]:
         return {shape: flat_out(flat, shape) for shape in shapes}
 
-    baseline, with_product, steps, gaps = [], [], [], 0
+    baseline, with_product, steps, gaps, idle = [], [], [], 0, []
     try:
         product.manage("migrate", "--noinput")
         product.manage("ensureadmin")
@@ -463,6 +491,8 @@ def main(argv=None) -> int:
             baseline.append(arms())
             product.start()
             try:
+                if args.idle:
+                    idle.append(idle_cpu(product, args.idle))
                 with_product.append(arms())
                 if round_ == 0 and not args.no_steps:
                     subscriber = Subscriber(product)
@@ -500,7 +530,15 @@ def main(argv=None) -> int:
     for shape, (with_, without) in medians.items():
         what = "one flow" if shape == 1 else "a scan (every call a new flow)" if shape == 0 else f"{shape} flows"
         print(f"  {what}: {with_:,.0f} / {without:,.0f} per s = {ratios[shape]:.3f} (target >= 0.90)")
-    result = {"steps": steps, "throughput_ratio": {str(k): round(v, 3) for k, v in ratios.items()},
+    if idle:
+        roles = sorted({r for round_ in idle for r in round_})
+        share = {r: statistics.median(round_.get(r, 0.0) for round_ in idle) for r in roles}
+        print(
+            f"\nthe product idle ({args.idle:g} s after each start, medians of {len(idle)}), CPU cores: "
+            + ", ".join(f"{r} {v:.3f}" for r, v in share.items())
+            + f"; in all {sum(share.values()):.3f}"
+        )
+    result = {"steps": steps, "idle_cpu": idle, "throughput_ratio": {str(k): round(v, 3) for k, v in ratios.items()},
               "baseline_per_s": baseline, "with_crossedge_per_s": with_product, "feed_resyncs": gaps}  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

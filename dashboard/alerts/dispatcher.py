@@ -39,7 +39,8 @@ from .senders import DeliveryError, deliver
 
 log = logging.getLogger("crossedge.alerts")
 
-POLL = 0.2  # seconds between looks at the violation table
+POLL = 0.2  # seconds between looks for new violations
+CYCLE = 1.0  # seconds between looks at windows and queued deliveries when none arrive
 BATCH = 1000  # violations routed per transaction
 LATE_CHECK = 1.0  # seconds between looks for ids committed out of order (PostgreSQL)
 RETRY_FIRST = 1.0
@@ -61,21 +62,31 @@ class Dispatcher:
         self.last_late = 0.0
 
     def run(self, stop: threading.Event) -> None:
+        last = 0.0
         while not stop.is_set():
             try:
-                self.route()
-                self.deliver()
+                if time.monotonic() - last >= CYCLE or self.arrived():
+                    last = time.monotonic()
+                    self.route()
+                    self.deliver()
             except Exception:  # a database hiccup must not end alerting: log, wait, go on
                 log.exception("alerts: cycle failed; retrying")
                 close_old_connections()
             stop.wait(POLL)
         self.pool.shutdown(wait=True)
 
+    def arrived(self) -> bool:
+        """Whether a violation was stored since the last routing: one indexed look, as a full
+        cycle (routing, windows, deliveries) five times a second was most of an idle node's
+        alerting CPU (0.023 of a core)."""
+        return self.cursor is None or Violation.objects.filter(id__gt=self.cursor.last_id).exists()
+
     # -- routing ------------------------------------------------------------------------
     def route(self) -> int:
         """Route the violations stored since the last cycle; close the windows that ended."""
         with transaction.atomic():
             cursor = self.cursor or Cursor.objects.get_or_create(name="violations")[0]
+            before = (cursor.last_id, cursor.settled)
             rows = list(
                 Violation.objects.filter(id__gt=cursor.last_id)
                 .select_related("node", "container")
@@ -88,7 +99,8 @@ class Dispatcher:
                 cursor.last_id = max(cursor.last_id, *(v.id for v in rows))
             self._close_windows(now)
             self._settle(cursor)
-            cursor.save()
+            if self.cursor is None or (cursor.last_id, cursor.settled) != before:
+                cursor.save()  # not 5 writes a second to a database ingest shares, when idle
             self.cursor = cursor
         return len(rows)
 

@@ -65,17 +65,13 @@ from .compile import (
 from .layout import (
     ADDR_KEY,
     CGROUP,
-    COUNTER,
     FQDN_KEY,
     FQDN_NOTHING,
-    LIMIT,
     MAX_ENTRIES,
     MAX_FLOWS,
     RESOLVED,
-    SCAN,
     SLOT,
     TRAFFIC,
-    TRAFFIC_KEY,
     KernelRule,
     access_names,
     decode_file_rule,
@@ -441,8 +437,7 @@ class Enforcer:
             self._read_monitored()
 
     def _read_monitored(self) -> None:
-        dump = bpftool.map_dump(self.layout.map("monitored"))
-        self.monitored = {CGROUP.unpack(from_json_bytes(e["key"]))[0] for e in dump}
+        self.monitored = {CGROUP.unpack(key)[0] for key, _ in batch.dump(self.layout.map("monitored"))}
 
     def _write_attach_points(self) -> None:
         """The attach points' cgroup ids, for crossedge_mkdir to know a container's place."""
@@ -475,7 +470,7 @@ class Enforcer:
 
     def pending(self) -> set[int]:
         """Container cgroups whose first exec the kernel would hold (for a restarted agent)."""
-        return {CGROUP.unpack(from_json_bytes(e["key"]))[0] for e in bpftool.map_dump(self.layout.map("pending"))}
+        return {CGROUP.unpack(key)[0] for key, _ in batch.dump(self.layout.map("pending"))}
 
     def release(self, cgids: set[int]) -> None:
         """No more holds in these cgroups: the agent has written what applies to them."""
@@ -632,8 +627,7 @@ class Enforcer:
         `name_of` maps a name hash to its name (monitor.dns.Names.name). Returns the
         entries rewritten."""
         pin, commands, now = self.layout.map("resolved"), [], time.monotonic_ns()
-        for item in bpftool.map_dump(pin):
-            key, value = from_json_bytes(item["key"]), from_json_bytes(item["value"])
+        for key, value in batch.dump(pin):
             expires, name_hash, pattern = RESOLVED.unpack(value)
             name = name_of(name_hash)
             if expires <= now or name is None:
@@ -653,23 +647,23 @@ class Enforcer:
         ones still counting in this one are done, it is read whole and emptied. Exact: every
         packet is in exactly one reading, across agent restarts too."""
         epoch_pin = self.layout.map("traffic_epoch")
-        (entry,) = bpftool.map_dump(epoch_pin)
-        current = SLOT.unpack(from_json_bytes(entry["value"]))[0]
+        ((_, value),) = batch.dump(epoch_pin)
+        current = SLOT.unpack(value)[0]
         bpftool.batch([bpftool.update_command(epoch_pin, hex_bytes(SLOT.pack(0)), hex_bytes(SLOT.pack(1 - current)))])
         time.sleep(TRAFFIC_GRACE)
         rows = []
-        for key, per_cpu in batch.drain(self.layout.map(f"traffic{current}"), TRAFFIC_KEY.size, TRAFFIC.size, True):
+        for key, per_cpu in batch.drain(self.layout.map(f"traffic{current}")):
             flow, _ = decode_traffic(key, bytes(TRAFFIC.size))
             rows.append((flow, tuple(map(sum, zip(*(TRAFFIC.unpack(v) for v in per_cpu), strict=True)))))
         return rows
 
     def traffic_lost(self) -> int:
         """Bytes the packet programs could count nowhere (their table and its "other" entry full)."""
-        return sum(v for _k, v in self._percpu_sums("traffic_lost"))
+        return sum(v for _k, v in batch.sums(self.layout.map("traffic_lost")))
 
     def dns_stats(self) -> dict[str, int]:
         """Answers the DNS program parsed, could not send, found malformed (summed over CPUs)."""
-        sums = dict(self._percpu_sums("dns_stats"))
+        sums = dict(batch.sums(self.layout.map("dns_stats")))
         return {name: sums.get(SLOT.pack(i), 0) for i, name in enumerate(("answers", "lost", "malformed"))}
 
     def rule_for_slot(self, slot: int) -> str:
@@ -679,29 +673,15 @@ class Enforcer:
         """Decisions per rule since this generation was loaded (summed over CPUs)."""
         by_slot = {slot: rule_id for rule_id, slot in self.slots.items()}
         totals: dict[str, int] = {}
-        for key, count in self._percpu_sums("counters"):
+        for key, count in batch.sums(self.layout.map("counters")):
             (slot,) = SLOT.unpack(key)
             name = NO_RULE if slot == 0 else by_slot.get(slot, f"slot {slot}")
             totals[name] = totals.get(name, 0) + count
         return totals
 
-    def _percpu_sums(self, name: str) -> list[tuple[bytes, int]]:
-        """(key, value summed over CPUs) for each entry of a per-CPU map of u64 counters."""
-        return [
-            (
-                from_json_bytes(item["key"]),
-                sum(COUNTER.unpack(from_json_bytes(v["value"]))[0] for v in item.get("values", [])),
-            )
-            for item in bpftool.map_dump(self.layout.map(name))
-        ]
-
     def flows(self) -> list[tuple[bytes, tuple, int, int]]:
         """Every counted flow: (raw key, flow key, last window start ns, folded calls so far)."""
-        return [
-            (raw, *decode_flow(raw, from_json_bytes(item["value"])))
-            for item in bpftool.map_dump(self.layout.map("flows"))
-            for raw in [from_json_bytes(item["key"])]
-        ]
+        return [(raw, *decode_flow(raw, value)) for raw, value in batch.dump(self.layout.map("flows"))]
 
     def prune_flows(self, flows: list[tuple[bytes, tuple, int, int]]) -> list[tuple]:
         """Forget flows idle for a minute once the table is half full (a full table still
@@ -722,26 +702,17 @@ class Enforcer:
 
     def scans(self) -> dict[int, dict]:
         """Each container's scan entry (layout.decode_scan): what the programs summed."""
-        return {
-            CGROUP.unpack(key)[0]: decode_scan(value)
-            for key, value in batch.dump(self.layout.map("scans"), CGROUP.size, SCAN.size)
-        }
+        return {CGROUP.unpack(key)[0]: decode_scan(value) for key, value in batch.dump(self.layout.map("scans"))}
 
     def flooders(self) -> list[tuple[str, int, int, bool]]:
         """Sources a SYN flood rule holds or held: (address, until ns monotonic, slot, audit)."""
-        return [
-            decode_flooder(from_json_bytes(item["key"]), from_json_bytes(item["value"]))
-            for item in bpftool.map_dump(self.layout.map("flooders"))
-        ]
+        return [decode_flooder(key, value) for key, value in batch.dump(self.layout.map("flooders"))]
 
     def limits(self) -> dict[int, dict]:
         """Each limited container's entry (layout.decode_limit): what its limits held back."""
         if not self.mirror[LIMIT_MAP]:
             return {}  # no rate limit written: nothing to read
-        return {
-            CGROUP.unpack(key)[0]: decode_limit(value)
-            for key, value in batch.dump(self.layout.map("limits"), CGROUP.size, LIMIT.size)
-        }
+        return {CGROUP.unpack(key)[0]: decode_limit(value) for key, value in batch.dump(self.layout.map("limits"))}
 
     def forget_scans(self, cgids) -> None:
         """Drop the entries of containers that are gone (the table is bounded)."""
@@ -750,7 +721,7 @@ class Enforcer:
 
     def lost(self) -> int:
         """Calls the programs could neither send nor count (summed over CPUs)."""
-        return sum(count for _key, count in self._percpu_sums("lost"))
+        return sum(count for _key, count in batch.sums(self.layout.map("lost")))
 
     def health(self) -> dict:
         return {

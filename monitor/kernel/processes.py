@@ -4,16 +4,13 @@ The records themselves arrive on the `procs` perf array (monitor/parsers/perf_li
 
 from __future__ import annotations
 
-from . import bpftool
-from .layout import CGROUP, COUNTER, FLOW, decode_proc_key, from_json_bytes, hex_bytes
+from . import batch, bpftool
+from .layout import CGROUP, COUNTER, FLOW, decode_proc_key, hex_bytes
 
 
 def exec_counts(layout) -> dict[int, int]:
     """cgroup id -> execs counted in the kernel since its entry was made."""
-    return {
-        CGROUP.unpack(from_json_bytes(item["key"]))[0]: COUNTER.unpack(from_json_bytes(item["value"]))[0]
-        for item in bpftool.map_dump(layout.map("exec_counts"))
-    }
+    return {CGROUP.unpack(key)[0]: COUNTER.unpack(value)[0] for key, value in batch.dump(layout.map("exec_counts"))}
 
 
 def forget_counts(layout, cgroup_ids) -> None:
@@ -25,9 +22,8 @@ def forget_counts(layout, cgroup_ids) -> None:
 def groups(layout) -> list[tuple[bytes, tuple, int, int]]:
     """Every group of like records the programs count: (raw key, key, last window ns, folded)."""
     out = []
-    for item in bpftool.map_dump(layout.map("proc_flows")):
-        raw = from_json_bytes(item["key"])
-        window_ns, folded = FLOW.unpack(from_json_bytes(item["value"]))
+    for raw, value in batch.dump(layout.map("proc_flows")):
+        window_ns, folded = FLOW.unpack(value)
         out.append((raw, decode_proc_key(raw), window_ns, folded))
     return out
 
@@ -40,8 +36,8 @@ def forget_groups(layout, raws) -> None:
 def lost(layout) -> tuple[int, int, int]:
     """Exec, exit and open records the programs could not send (summed over CPUs)."""
     totals = [0, 0, 0]
-    for item in bpftool.map_dump(layout.map("proc_lost")):
-        index = int.from_bytes(from_json_bytes(item["key"]), "little")
+    for key, count in batch.sums(layout.map("proc_lost")):
+        index = int.from_bytes(key, "little")
         if index < len(totals):
-            totals[index] = sum(COUNTER.unpack(from_json_bytes(v["value"]))[0] for v in item.get("values", []))
+            totals[index] = count
     return totals[0], totals[1], totals[2]
