@@ -30,7 +30,7 @@ bpfscripts/vmlinux.h:
 	@test -r /sys/kernel/btf/vmlinux || { echo "this kernel has no BTF (/sys/kernel/btf/vmlinux): CONFIG_DEBUG_INFO_BTF=y is needed"; exit 1; }
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
-bpfscripts/%.bpf.o: bpfscripts/%.bpf.c bpfscripts/%.h bpfscripts/process.bpf.h bpfscripts/file.bpf.h bpfscripts/dns.bpf.h bpfscripts/traffic.bpf.h bpfscripts/xdp.bpf.h bpfscripts/vmlinux.h
+bpfscripts/%.bpf.o: bpfscripts/%.bpf.c bpfscripts/%.h $(wildcard bpfscripts/*.bpf.h) bpfscripts/vmlinux.h
 	clang -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibpfscripts -c $< -o $@
 
 apt:

@@ -7,7 +7,8 @@ a temporary directory, with one webhook output (CROSSEDGE_ALERTS, dedupe 0 s: ev
 violation is its own notification, the hardest case) to a receiver of the bench on
 loopback, and a rule that alerts on 1 destination port in 10 (20000-20004 of the load's
 20000-20049). Each step is a fresh container cgroup of ours making paced connects, every
-call a new flow (closed loopback ports: a row per call through agent, uplink, database).
+call a new flow (closed loopback ports: a row per call through agent, uplink, database;
+the agent's scan summing is set out of reach, CROSSEDGE_SCAN_SUMMARY, so none is summed).
 The arms (connect rates) are interleaved round by round. Per arm, medians over rounds:
 
   events/s    connects made per second (all stored, each its own row)
@@ -29,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
+from monitor.rules import MAX_LIMIT
 from monitor.testbed import SimulatedContainer
 from tests.receivers import Webhook
 
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
     hook = Webhook().start()
     product = Product(tmp, parent)
     product.env["CROSSEDGE_ALERTS"] = str(outputs_file(tmp, hook.url))
+    product.env["CROSSEDGE_SCAN_SUMMARY"] = str(MAX_LIMIT)  # every call its own row and violation, never summed
     made: list[SimulatedContainer] = []
     results: dict[float, list[dict]] = {rate: [] for rate in rates}
     try:
@@ -130,9 +133,12 @@ def main(argv=None) -> int:
         print("".join(f"{row[c]:>14}" for c in columns))
     worst = max(summary.values(), key=lambda r: r["rate"])
     print(f"\np99 at {worst['events_per_s']:,.0f} events/s: {worst['p99_ms'] / 1000:.2f} s (target <= 2 s)")
+    missing = [rate for rate, rows in results.items() for r in rows if r["received"] < r["alerted"]]
+    if missing:
+        print(f"NOT every alert was received (arms {sorted(set(missing))}): the latency figures stand for part of them")
     if args.json:
         Path(args.json).write_text(json.dumps({"arms": summary, "rounds": results}, indent=2))
-    return 0
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

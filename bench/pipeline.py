@@ -75,7 +75,7 @@ host, port, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), f
 flows, first, stamps_file = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 linger = struct.pack("ii", 1, 0)
 stamps = array("d")  # each call's own wall time: the latency of a folded call counts from it
-n, start = 0, time.perf_counter()
+n, start, cpu = 0, time.perf_counter(), time.process_time()
 end = start + seconds
 while True:
     now = time.perf_counter()
@@ -97,7 +97,7 @@ while True:
     n += 1
 with open(stamps_file, "wb") as fh:
     stamps.tofile(fh)
-print(n, time.perf_counter() - start, flush=True)
+print(n, time.perf_counter() - start, time.process_time() - cpu, flush=True)
 """
 WORKER_SPAN = 1_000_000  # each worker's flows: first = worker * WORKER_SPAN
 
@@ -316,6 +316,7 @@ class PageProbe(threading.Thread):
 class Load:
     generated: int
     took: float
+    cpu: float  # the load processes' own CPU seconds (their calls' cost, whatever else ran)
     calls: dict[tuple[str, int], list[float]]  # flow -> its calls' wall times, in order
 
 
@@ -345,7 +346,8 @@ def load(
             calls.setdefault(flow, []).append(t)
     for times in calls.values():  # two workers' calls of one flow interleave
         times.sort()
-    return Load(sum(int(n) for n, _ in results), max(float(t) for _, t in results), calls)
+    return Load(sum(int(n) for n, _, _ in results), max(float(t) for _, t, _ in results),
+                sum(float(c) for _, _, c in results), calls)  # fmt: skip
 
 
 def call_latencies(calls: dict[tuple[str, int], list[float]], rows: list[tuple]) -> list[float]:
@@ -474,11 +476,12 @@ def main(argv=None) -> int:
     shapes = [int(f) for f in args.throughput.split(",")]
     scans = iter(range(1, 1000))  # each scan arm reaches destinations no arm reached before
 
-    def flat_out(c, flows: int) -> float:
+    def flat_out(c, flows: int) -> tuple[float, float]:
+        """Calls a second, and calls a second of the load's own CPU time."""
         result = load(c, port, 0, 3, 2, flows) if flows == 1 else load(c, port, 0, 3, 2, 0, first=next(scans) * 50_000)
-        return result.generated / result.took
+        return result.generated / result.took, result.generated / result.cpu
 
-    def arms() -> dict[int, float]:
+    def arms() -> dict[int, tuple[float, float]]:
         return {shape: flat_out(flat, shape) for shape in shapes}
 
     baseline, with_product, steps, gaps, idle = [], [], [], 0, []
@@ -515,10 +518,12 @@ def main(argv=None) -> int:
             c.remove()
         target.kill()
         target.wait()
-    medians = {
-        shape: (statistics.median(r[shape] for r in with_product), statistics.median(r[shape] for r in baseline))
-        for shape in shapes
-    }
+
+    def median(runs, shape, i):
+        return statistics.median(r[shape][i] for r in runs)
+
+    medians = {shape: (median(with_product, shape, 0), median(baseline, shape, 0)) for shape in shapes}
+    per_cpu = {shape: median(with_product, shape, 1) / median(baseline, shape, 1) for shape in shapes}
     ratios = {shape: with_ / without for shape, (with_, without) in medians.items()}
     source = "connect4/6 programs" + (" + connect.bt" if args.trace_syscalls else "")
     print(f"\npipeline under loopback connect() load (agent: {source}, observing and enforcing; "
@@ -529,7 +534,8 @@ def main(argv=None) -> int:
     print(f"\nflat-out connect() throughput with CrossEdge / without ({args.rounds} interleaved pairs, medians):")
     for shape, (with_, without) in medians.items():
         what = "one flow" if shape == 1 else "a scan (every call a new flow)" if shape == 0 else f"{shape} flows"
-        print(f"  {what}: {with_:,.0f} / {without:,.0f} per s = {ratios[shape]:.3f} (target >= 0.90)")
+        print(f"  {what}: {with_:,.0f} / {without:,.0f} per s = {ratios[shape]:.3f} (target >= 0.90); "
+              f"per second of the load's own CPU time {per_cpu[shape]:.3f}")  # fmt: skip
     if idle:
         roles = sorted({r for round_ in idle for r in round_})
         share = {r: statistics.median(round_.get(r, 0.0) for round_ in idle) for r in roles}
@@ -539,6 +545,7 @@ def main(argv=None) -> int:
             + f"; in all {sum(share.values()):.3f}"
         )
     result = {"steps": steps, "idle_cpu": idle, "throughput_ratio": {str(k): round(v, 3) for k, v in ratios.items()},
+              "per_cpu_ratio": {str(k): round(v, 3) for k, v in per_cpu.items()},
               "baseline_per_s": baseline, "with_crossedge_per_s": with_product, "feed_resyncs": gaps}  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -309,9 +309,10 @@ struct ce_scan {
 	__u16 port_hi;
 	__u8 addr[16]; /* the current scan's first destination */
 	__u32 deny_slot; /* the rule of the last refused call summed */
-	__u32 pad;
+	__u32 uid; /* the user and group of the process that started the current scan */
 	char comm[16];
 	struct ce_rule rule; /* the scan rule crossed last (rank 0) */
+	__u32 gid;
 };
 
 /* Traffic (traffic.bpf.h): bytes and packets per container and flow, both ways. */

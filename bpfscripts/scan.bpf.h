@@ -108,7 +108,10 @@ static __always_inline int scan_step(struct ce_scan *s, __u64 cgid, __u64 now, _
 			__builtin_memcpy(s->addr, addr, 4);
 		else
 			__builtin_memcpy(s->addr, addr, 16);
+		__u64 uid_gid = bpf_get_current_uid_gid();
 		s->pid = bpf_get_current_pid_tgid() >> 32;
+		s->uid = (__u32)uid_gid;
+		s->gid = uid_gid >> 32;
 		bpf_get_current_comm(s->comm, sizeof(s->comm));
 	}
 	if (p < s->port_lo)

@@ -123,9 +123,12 @@ static __always_inline void count_in(void *table, struct ce_traffic_key *key, __
 			__builtin_memset(key->remote, 0, sizeof(key->remote));
 			key->proto = CE_PROTO_OTHER;
 			key->local_port = key->remote_port = 0;
-			bpf_map_update_elem(table, key, &fresh, BPF_NOEXIST);
+			v = bpf_map_lookup_elem(table, key); /* there from the scan's first packet on */
+			if (!v)
+				bpf_map_update_elem(table, key, &fresh, BPF_NOEXIST);
 		}
-		v = bpf_map_lookup_elem(table, key);
+		if (!v)
+			v = bpf_map_lookup_elem(table, key);
 	}
 	if (!v) {
 		__u32 zero = 0;

@@ -62,13 +62,13 @@ class Dispatcher:
         self.last_late = 0.0
 
     def run(self, stop: threading.Event) -> None:
-        last = 0.0
+        last, due = 0.0, False  # due: something was queued at the last look (a worker may be ending)
         while not stop.is_set():
             try:
-                if time.monotonic() - last >= CYCLE or self.arrived():
+                if due or time.monotonic() - last >= CYCLE or self.arrived():
                     last = time.monotonic()
                     self.route()
-                    self.deliver()
+                    due = self.deliver()
             except Exception:  # a database hiccup must not end alerting: log, wait, go on
                 log.exception("alerts: cycle failed; retrying")
                 close_old_connections()
@@ -178,16 +178,20 @@ class Dispatcher:
             window.save()
 
     # -- delivery -----------------------------------------------------------------------
-    def deliver(self) -> None:
-        """Start a worker for each output with something due and no worker running."""
+    def deliver(self) -> bool:
+        """Start a worker for each output with something due and no worker running; whether
+        anything was due (then the next look comes at the next poll, not the next cycle:
+        a worker that found its queue empty just before more came may be ending)."""
         due = (
             Notification.objects.filter(state="queued", next_try_at__lte=timezone.now(), output__enabled=True)
             .values_list("output_id", flat=True)
             .distinct()
         )
+        due = list(due)
         for pk in due:
             if pk not in self.busy or self.busy[pk].done():
                 self.busy[pk] = self.pool.submit(self._drain, pk)
+        return bool(due)
 
     def _drain(self, pk: int) -> None:
         """Send an output's queue oldest first, recording each batch in one transaction (the

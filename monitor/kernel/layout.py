@@ -62,7 +62,7 @@ BLOCK = struct.Struct("<QIBB2x")
 SCAN_RULES_LEN = 4  # CE_SCAN_RULES
 SCAN_RULE = struct.Struct(f"<IIQBB6x{RULE_ID_LEN}s")
 SCAN_LIMITS = struct.Struct(f"<II{SCAN_RULE.size * SCAN_RULES_LEN}s")
-SCAN = struct.Struct(f"<QQQQIIBBBBHH16sII16s{RULE.size}s4x")
+SCAN = struct.Struct(f"<QQQQIIBBBBHH16sII16s{RULE.size}sI")
 LIMIT = struct.Struct(f"<QQQQIB3x{RULE.size}s4xQQQQQ")
 SRC = struct.Struct("<B7x16s")
 SYN_RATE = struct.Struct("<QIBB2x")
@@ -211,7 +211,7 @@ def decode_scan_limits(value: bytes) -> dict:
 def decode_scan(value: bytes) -> dict:
     """A container's `scans` entry: its cumulative summed calls and the current scan's shape."""
     (_window, blocked_ns, calls, denied, _fresh, pid, scanning, _over, _before, family, port_lo, port_hi, addr,
-     deny_slot, _pad, comm, _rule) = SCAN.unpack(value)  # fmt: skip
+     deny_slot, uid, comm, _rule, gid) = SCAN.unpack(value)  # fmt: skip
     return {
         "blocked_ns": blocked_ns,
         "calls": calls,
@@ -223,6 +223,8 @@ def decode_scan(value: bytes) -> dict:
         "port_lo": port_lo,
         "port_hi": port_hi,
         "deny_slot": deny_slot,
+        "uid": uid,
+        "gid": gid,
         "comm": _cstr(comm),
     }
 

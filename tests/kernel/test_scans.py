@@ -6,6 +6,7 @@ agent the scan is one scan violation plus summary rows whose counts add up to ev
 import asyncio
 import errno
 import json
+import os
 import subprocess
 import sys
 import time
@@ -25,11 +26,14 @@ from .test_enforce_agent import run_agent, stop
 pytestmark = pytest.mark.kernel
 TARGET = "127.77.0.1"  # nothing listens there: every connect is refused at once (ECONNREFUSED)
 FIRST_PORT = 20000
+NOBODY = 65534
 
 
-def scan_from(container, count: int, first: int = FIRST_PORT) -> dict[int, int]:
-    """A port scan from inside the container: errno -> calls."""
+def scan_from(container, count: int, first: int = FIRST_PORT, as_user: int | None = None) -> dict[int, int]:
+    """A port scan from inside the container (by that user and group id): errno -> calls."""
     argv = [sys.executable, "-m", "monitor.testbed", "scan", TARGET, str(first), str(count)]
+    if as_user is not None:
+        argv = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *argv]
     proc = container.spawn(argv, cwd=ROOT, stdout=subprocess.PIPE)
     out, _ = proc.communicate(timeout=120)
     return {int(k): v for k, v in json.loads(out).items()}
@@ -88,7 +92,7 @@ async def test_the_agent_reports_one_scan_violation_and_every_call(enforcement, 
     agent.set_policy(1, [scan_rule("alert", 150, severity="high")])
     runner = await run_agent(agent)
     try:
-        outcomes = await asyncio.to_thread(scan_from, scanner, 3000)
+        outcomes = await asyncio.to_thread(scan_from, scanner, 3000, as_user=NOBODY)
         await asyncio.sleep(1.5)  # the next flow and scan readings
     finally:
         await stop(runner)
@@ -106,6 +110,7 @@ async def test_the_agent_reports_one_scan_violation_and_every_call(enforcement, 
     assert min(r.dest_port for r in summed) == FIRST_PORT + SUMMARISE
     assert max(r.dest_port_hi for r in summed) == FIRST_PORT + 2999
     assert await rows.acount() <= SUMMARISE + 1 + len(summed)
+    assert {(r.uid, r.gid, r.comm) for r in summed} == {(NOBODY, NOBODY, os.path.basename(sys.executable)[:15])}
     violations = [v async for v in Violation.objects.filter(container__name="scanner-b")]
     assert len(violations) == 1
     (v,) = violations

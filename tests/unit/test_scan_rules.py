@@ -89,7 +89,8 @@ def test_the_kernel_gets_every_containers_entry_and_the_named_ones_flattened():
 
 
 def entry(calls, denied, **kw):
-    return {"calls": calls, "denied": denied, "pid": 7, "comm": "nmap", "family": 4, "dest_ip": "127.0.0.9",
+    return {"calls": calls, "denied": denied, "pid": 7, "uid": 1000, "gid": 100, "comm": "nmap", "family": 4,
+            "dest_ip": "127.0.0.9",
             "port_lo": 10, "port_hi": 900, "deny_slot": 3, "blocked_ns": 0, "scanning": True} | kw  # fmt: skip
 
 
@@ -101,6 +102,7 @@ def test_the_agent_reports_the_growth_of_the_sums_once():
     assert (allowed["count"], allowed["kernel_verdict"], allowed["dest_port"], allowed["dest_port_hi"]) == (
         50, "allow", 10, 900
     )  # fmt: skip
+    assert (allowed["pid"], allowed["uid"], allowed["gid"], allowed["comm"]) == (7, 1000, 100, "nmap")
     allowed, refused = sums.dump({1: entry(180, 20), 2: entry(5, 5, dest_ip="::1", family=6)})[:2]
     assert (allowed["count"], refused["count"], refused["slot"]) == (10, 20, 3)
     # a reading that sees a refusal before its call: the refusal waits for its call
