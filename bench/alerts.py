@@ -34,6 +34,7 @@ from monitor.rules import MAX_LIMIT
 from monitor.testbed import SimulatedContainer
 from tests.receivers import Webhook
 
+from .alone import alone
 from .loopback import start_listener
 from .pipeline import Product, load, percentile
 
@@ -142,4 +143,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

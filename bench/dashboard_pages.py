@@ -20,6 +20,8 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
+from .alone import alone
+
 BUDGET_MS = 300.0
 
 
@@ -170,4 +172,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

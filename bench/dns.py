@@ -49,6 +49,7 @@ from monitor.rules import RuleSet
 from monitor.supervisor import Supervisor
 from monitor.testbed import SimulatedContainer
 
+from .alone import alone
 from .container import program_stats, program_times, programs_on_one_container
 from .enforce_connect import measure
 from .loopback import start_listener
@@ -221,4 +222,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

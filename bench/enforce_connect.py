@@ -40,6 +40,7 @@ from monitor.kernel.enforcer import Enforcer
 from monitor.rules import RuleSet
 from monitor.testbed import SimulatedContainer
 
+from .alone import alone
 from .loopback import start_listener
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,4 +177,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

@@ -37,6 +37,7 @@ from pathlib import Path
 from monitor.kernel import links
 from monitor.testbed import SimulatedContainer
 
+from .alone import alone
 from .pipeline import Product, drain
 
 HERE = Path(__file__).parent
@@ -196,4 +197,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

@@ -25,6 +25,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
+from .alone import alone
 from .dashboard_pages import BUDGET_MS, setup_django, world, write_events
 
 
@@ -123,4 +124,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

@@ -64,6 +64,7 @@ from websockets.exceptions import ConnectionClosed
 
 from monitor.testbed import SimulatedContainer
 
+from .alone import alone
 from .loopback import start_listener
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -553,4 +554,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from monitor.testbed import SimulatedContainer
 
+from .alone import alone
 from .pipeline import Product, drain
 
 SPAWN = r"""
@@ -163,4 +164,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

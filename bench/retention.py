@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .alone import alone
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -123,4 +125,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

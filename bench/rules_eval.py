@@ -21,6 +21,8 @@ import time
 
 from monitor.rules import Flow, RuleSet
 
+from .alone import alone
+
 TARGET_RATE = 100_000
 TARGET_RATIO = 0.5
 
@@ -90,4 +92,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

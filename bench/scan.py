@@ -36,6 +36,7 @@ from monitor.kernel.compile import SUMMARISE
 from monitor.kernel.enforcer import PROGRAMS
 from monitor.rules import MAX_LIMIT, RuleSet
 
+from .alone import alone
 from .container import program_stats, program_times, programs_on_one_container, set_attached
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,4 +130,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

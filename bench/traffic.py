@@ -27,6 +27,7 @@ from pathlib import Path
 from monitor.rules import RuleSet
 from monitor.testbed import SimulatedContainer
 
+from .alone import alone
 from .container import programs_on_one_container, set_attached
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,4 +119,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())

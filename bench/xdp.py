@@ -32,6 +32,7 @@ from monitor.kernel import bpftool
 from monitor.rules import RuleSet
 from monitor.testbed import namespace_pair
 
+from .alone import alone
 from .container import program_stats, program_times, programs_on_one_container
 
 TARGET = 0.95
@@ -193,4 +194,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    alone()
     sys.exit(main())
