@@ -134,6 +134,15 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } lifecycle SEC(".maps");
 
+/* One more decision by a rule (slot 0: none matched). */
+static __always_inline void count_slot(__u32 slot)
+{
+	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
+
+	if (count)
+		*count += 1;
+}
+
 #include "scan.bpf.h"
 #include "limits.bpf.h"
 #include "traffic.bpf.h"
@@ -145,14 +154,6 @@ static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_ru
 	if (hit && (!best || hit->rank < best->rank))
 		return hit;
 	return best;
-}
-
-static __always_inline void count_slot(__u32 slot)
-{
-	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
-
-	if (count)
-		*count += 1;
 }
 
 static __always_inline __u8 verdict_of(struct ce_rule *rule)

@@ -140,11 +140,8 @@ static __always_inline void file_decide(struct ce_proc *ev, struct ce_verdict *b
 {
 	if (!best)
 		return;
-	__u32 slot = best->slot;
-	__u64 *hits = bpf_map_lookup_elem(&counters, &slot);
-	if (hits)
-		*hits += 1;
-	ev->slot = slot;
+	count_slot(best->slot);
+	ev->slot = best->slot;
 	if (best->action == CE_DENY) {
 		ev->verdict = best->audit ? CE_V_AUDIT : CE_V_DENY;
 		if (!best->audit)

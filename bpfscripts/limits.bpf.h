@@ -59,10 +59,7 @@ static __always_inline int egress_limit(__u64 cgid, __u64 bytes, __u64 segs)
 	if (ahead > lim->egress_burst_ns) {
 		__sync_fetch_and_add(&lim->held_bytes, bytes);
 		__sync_fetch_and_add(&lim->held_packets, segs);
-		__u32 slot = lim->egress_slot;
-		__u64 *count = bpf_map_lookup_elem(&counters, &slot);
-		if (count)
-			*count += 1;
+		count_slot(lim->egress_slot);
 		return lim->egress_audit ? CE_SKB_PASS : CE_SKB_DROP_CN;
 	}
 	lim->egress_vq_ns = vq + bytes * 1000000000ULL / lim->egress_rate;

@@ -231,11 +231,8 @@ static __always_inline void proc_exec(void *ctx, struct task_struct *task, struc
 	ev->path_len = off;
 	struct ce_rule *rule = exec_rule(cgid, filename);
 	if (rule) {
-		__u32 slot = rule->slot;
-		__u64 *hits = bpf_map_lookup_elem(&counters, &slot);
-		if (hits)
-			*hits += 1;
-		ev->slot = slot;
+		count_slot(rule->slot);
+		ev->slot = rule->slot;
 		if (rule->action == CE_DENY) {
 			ev->verdict = rule->audit ? CE_V_AUDIT : CE_V_DENY;
 			if (!rule->audit)

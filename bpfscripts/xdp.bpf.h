@@ -117,10 +117,8 @@ static __always_inline void syn_seen(struct xdp_md *ctx, struct ce_scan_limits *
 		__builtin_memcpy(ev.addr, src->addr, 16);
 		__builtin_memcpy(ev.rule_id, rule->rule_id, CE_RULE_ID_LEN);
 		bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
-		__u32 slot = rule->slot;
-		__u64 *hits = bpf_map_lookup_elem(&counters, &slot);
-		if (hits && !deny) /* a deny counts the packets it holds (flood_verdict) */
-			*hits += 1;
+		if (!deny) /* a deny counts the packets it holds (flood_verdict) */
+			count_slot(rule->slot);
 	}
 }
 
@@ -131,10 +129,7 @@ static __always_inline int flood_verdict(struct ce_src *src, __u64 now)
 
 	if (!f || f->expires_ns <= now)
 		return -1;
-	__u32 slot = f->slot;
-	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
-	if (count)
-		*count += 1;
+	count_slot(f->slot);
 	return f->audit ? -1 : XDP_DROP;
 }
 
@@ -142,10 +137,7 @@ static __always_inline int block_verdict(struct ce_block *b)
 {
 	if (!b || (b->expires_ns && b->expires_ns <= bpf_ktime_get_ns()))
 		return XDP_PASS;
-	__u32 slot = b->slot;
-	__u64 *count = bpf_map_lookup_elem(&counters, &slot);
-	if (count)
-		*count += 1;
+	count_slot(b->slot);
 	return b->action == CE_DENY && !b->audit ? XDP_DROP : XDP_PASS;
 }
 

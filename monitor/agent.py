@@ -597,12 +597,19 @@ class Agent:
         for cgid, entry, held, window in self.limit_reports.add(await asyncio.to_thread(self.enforcer.limits)):
             self._limit_report(cgid, entry, held, window)
 
+    def _where(self, cgroup_id: int) -> dict | None:
+        """A cgroup's path and container as a record carries them; None outside this agent's
+        scope (another node's, when agents share a test host)."""
+        path = self.cgroups.path(cgroup_id)
+        if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
+            return None
+        ref = identify(path, self.docker_roots, self.podman_roots)
+        return {"cgroup_path": _fit_path(path or ""), "container": ref.as_event() if ref else None}
+
     def _limit_report(self, cgid: int, entry: dict, held: dict, window: float) -> None:
         """What a container's rate limits held back: one violation per limit that bit."""
-        path = self.cgroups.path(cgid)
-        if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
+        if (where := self._where(cgid)) is None:
             return
-        ref = identify(path, self.docker_roots, self.podman_roots)
         for what, slot, audit, rate, bit in (
             ("egress", entry["egress_slot"], entry["egress_audit"], entry["egress_rate"], held["held_bytes"]),
             ("connections", entry["conn_slot"], entry["conn_audit"], entry["conn_rate"], held["refused"]),
@@ -612,8 +619,7 @@ class Agent:
             rule_id = self.enforcer.rule_for_slot(slot)
             rule = self.ruleset.by_id.get(rule_id)
             self.kernel_reports[f"limit_{what}_reports"] += 1
-            self._queue({"kind": "limit", "ts_ns": time.time_ns(), "cgroup_id": cgid,
-                         "cgroup_path": _fit_path(path or ""), "container": ref.as_event() if ref else None,
+            self._queue({"kind": "limit", "ts_ns": time.time_ns(), "cgroup_id": cgid, **where,
                          "rule_id": rule_id or f"slot {slot}", "verdict": "deny",
                          "severity": rule.severity if rule else "", "enforced": not audit, "audit": audit,
                          "what": what, "rate": rate, "held_bytes": held["held_bytes"] if what == "egress" else 0,
@@ -627,12 +633,9 @@ class Agent:
         self.traffic.add(await asyncio.to_thread(self.enforcer.read_traffic), time.time_ns())
         for minute, flow, counters in self.traffic.due(time.time_ns(), force):
             cgroup_id, family, proto, local_port, remote_ip, remote_port = flow
-            path = self.cgroups.path(cgroup_id)
-            if self.monitor_scope != "*" and not glob_match(path or "", self.monitor_scope):
-                continue  # another node's (agents sharing a test host)
-            ref = identify(path, self.docker_roots, self.podman_roots)
-            self._queue({"kind": "traffic", "ts_ns": minute * 60 * 10**9, "cgroup_id": cgroup_id,
-                         "cgroup_path": _fit_path(path or ""), "container": ref.as_event() if ref else None,
+            if (where := self._where(cgroup_id)) is None:
+                continue
+            self._queue({"kind": "traffic", "ts_ns": minute * 60 * 10**9, "cgroup_id": cgroup_id, **where,
                          "family": family, "proto": PROTOCOLS.get(proto, str(proto)), "local_port": local_port,
                          "remote_ip": remote_ip, "remote_port": remote_port, **counters})  # fmt: skip
 

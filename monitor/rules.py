@@ -132,7 +132,7 @@ class Rule:
     access: tuple[str, ...] | None = None  # the accesses an open rule applies to (None: any)
     source_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None  # ingress: packets from here
     expires: dt.datetime | None = None  # after this the rule no longer applies (ingress rules)
-    limit: tuple[str, int] | None = None  # (what, per second): a scan rule's threshold
+    limit: tuple[str, int] | None = None  # (what, per second): a limit rule's threshold or rate (LIMITS)
     hold: int | None = None  # seconds a deny limit rule refuses the container's calls
     mode: str = DEFAULT_MODE
     order: int = field(default=0, compare=False)

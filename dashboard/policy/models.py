@@ -131,9 +131,9 @@ class Rule(models.Model):
         if self.new_destinations:
             held = f", refused for {self.hold} s" if self.hold else ""
             return f"scan: {self.new_destinations} new destinations in 1 s{held}"
-        if self.egress_bytes_per_s or self.connections_per_s:
-            if self.egress_bytes_per_s:
-                return f"limit: egress {self.egress_bytes_per_s:,} B/s"
+        if self.egress_bytes_per_s:
+            return f"limit: egress {self.egress_bytes_per_s:,} B/s"
+        if self.connections_per_s:
             return f"limit: {self.connections_per_s:,} connections/s"
         if self.syn_per_source:
             held = f", dropped for {self.hold} s" if self.hold else ""
@@ -157,12 +157,12 @@ class Rule(models.Model):
                 match[key] = getattr(self, key)
         if self.dest_port:
             match["dest_port"] = int(self.dest_port) if self.dest_port.isdigit() else self.dest_port
-        expiry = {"expires": self.expires.isoformat()} if self.expires else {}
+        extra = {"expires": self.expires.isoformat()} if self.expires else {}
         limit = {k: getattr(self, k) for k in engine.LIMITS if getattr(self, k) is not None}
         if limit:
-            expiry["limit"] = limit  # both set: the engine refuses it (a rule has one limit)
+            extra["limit"] = limit  # both set: the engine refuses it (a rule has one limit)
         if self.hold is not None:
-            expiry["hold"] = self.hold
+            extra["hold"] = self.hold
         return {
             "id": self.rule_id,
             "description": self.description,
@@ -172,7 +172,7 @@ class Rule(models.Model):
             "match": match,
             "action": self.action,
             "mode": self.mode,
-        } | expiry
+        } | extra
 
     def set_from(self, rule: engine.Rule) -> None:
         """Copy a validated engine rule into this row (normalised: CIDR and port as text)."""
@@ -195,9 +195,7 @@ class Rule(models.Model):
         self.access = list(rule.access or ())
         self.source_ip = str(rule.source_net) if rule.source_net else ""
         self.expires = rule.expires
-        self.new_destinations = rule.limit[1] if rule.kind == "scan" else None
-        self.syn_per_source = rule.limit[1] if rule.kind == "flood" else None
-        for name in engine.RATE_LIMITS:
+        for name in engine.LIMITS:  # one field per kind of limit, named as in the policy file
             setattr(self, name, rule.limit[1] if rule.limit and rule.limit[0] == name else None)
         self.hold = rule.hold
 

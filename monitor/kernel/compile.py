@@ -157,13 +157,7 @@ def _flood_entry(ruleset: RuleSet, out: Compiled) -> None:
     """The SYN flood rules, in rank order, into `flood_limits` (an array entry: always written;
     no rule means the XDP program counts no SYN)."""
     rules = [rule for rule in ruleset.rules if rule.kind == "flood"]
-    for rule in rules[SCAN_RULES_LEN:]:
-        out.note(rule, f"more than {SCAN_RULES_LEN} SYN flood rules: not judged")
-    packed = [
-        (r.limit[1], out.slots.get(r.id, 0), (r.hold or 0) * 10**9, r.action, r.audit, r.id)
-        for r in rules[:SCAN_RULES_LEN]
-    ]
-    out.entries[FLOOD_MAP][SLOT.pack(0)] = encode_scan_limits(0, packed)
+    out.entries[FLOOD_MAP][SLOT.pack(0)] = encode_scan_limits(0, _thresholds(rules, "SYN flood rules", out))
 
 
 def _scan_entries(ruleset: RuleSet, scopes: list[Scope], summarise: int, out: Compiled) -> None:
@@ -179,13 +173,16 @@ def _scan_entries(ruleset: RuleSet, scopes: list[Scope], summarise: int, out: Co
     common = by_scope.get(0, [])
     for cgid in {0, *by_scope}:
         rules = [rule for _rank, rule in sorted(by_scope[cgid] + (common if cgid else []), key=lambda hit: hit[0])]
-        for rule in rules[SCAN_RULES_LEN:]:
-            out.note(rule, f"more than {SCAN_RULES_LEN} scan rules apply to a container: not judged")
-        packed = [
-            (r.limit[1], out.slots.get(r.id, 0), (r.hold or 0) * 10**9, r.action, r.audit, r.id)
-            for r in rules[:SCAN_RULES_LEN]
-        ]
+        packed = _thresholds(rules, "scan rules apply to a container", out)
         out.entries[SCAN_MAP][CGROUP.pack(cgid)] = encode_scan_limits(summarise, packed)
+
+
+def _thresholds(rules: list[Rule], what: str, out: Compiled) -> list[tuple]:
+    """The first SCAN_RULES_LEN threshold rules as encode_scan_limits takes them; the rest noted."""
+    for rule in rules[SCAN_RULES_LEN:]:
+        out.note(rule, f"more than {SCAN_RULES_LEN} {what}: not judged")
+    return [(r.limit[1], out.slots.get(r.id, 0), (r.hold or 0) * 10**9, r.action, r.audit, r.id)
+            for r in rules[:SCAN_RULES_LEN]]  # fmt: skip
 
 
 def _block_entries(ruleset: RuleSet, out: Compiled) -> None:
