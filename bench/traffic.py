@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from monitor.rules import RuleSet
-from monitor.testbed import SimulatedContainer
+from monitor.testbed import SimulatedContainer, start_sink
 
 from .alone import alone
 from .container import programs_on_one_container, set_attached
@@ -33,16 +33,6 @@ from .container import programs_on_one_container, set_attached
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.95
 PACKET_PROGRAMS = ("crossedge_in", "crossedge_out")
-SINK = r"""
-import socket
-srv = socket.create_server(("127.0.0.1", 0))
-print(srv.getsockname()[1], flush=True)
-while True:
-    conn, _ = srv.accept()
-    with conn:
-        while conn.recv(1 << 20):
-            pass
-"""
 SENDER = r"""
 import socket, struct, sys, time
 port, total = int(sys.argv[1]), int(sys.argv[2]) << 20
@@ -80,8 +70,7 @@ def main(argv=None) -> int:
     with programs_on_one_container("bulk") as (app, enforcer):
         try:
             enforcer.sync(RuleSet([], 1))
-            sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
-            port = int(sink.stdout.readline())
+            sink, port = start_sink()
             arms = ["counting", "off"]
             results = {arm: [] for arm in arms}
             counted = sent = 0

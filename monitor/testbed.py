@@ -277,6 +277,26 @@ def scan(host: str, first: int, count: int, pause: float = 0.0) -> collections.C
     return outcomes
 
 
+def sink(host: str = "127.0.0.1") -> None:
+    """Read and drop whatever each connection sends, one at a time, printing the port first."""
+    srv = socket.create_server((host, 0))
+    print(srv.getsockname()[1], flush=True)
+    while True:
+        conn, _ = srv.accept()
+        with conn:
+            while conn.recv(1 << 20):
+                pass
+
+
+def start_sink(host: str = "127.0.0.1") -> tuple[subprocess.Popen, int]:
+    """A bulk transfer's far end in a process of its own (off the caller's GIL): the process
+    and its port; kill it when done."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.testbed", "sink", host], cwd=root,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    return proc, int(proc.stdout.readline())
+
+
 def parse_target(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -300,7 +320,12 @@ def main(argv=None) -> None:
     sc.add_argument("first", type=int, help="the first port")
     sc.add_argument("count", type=int, help="ports to try")
     sc.add_argument("--pause", type=float, default=0, help="seconds between connects")
+    sk = sub.add_parser("sink", help="accept connections and drop what they send; print the port first")
+    sk.add_argument("host", nargs="?", default="127.0.0.1")
     args = parser.parse_args(argv)
+    if args.cmd == "sink":
+        sink(args.host)
+        return
     if args.cmd == "scan":
         print(json.dumps(scan(args.host, args.first, args.count, args.pause)))
         return

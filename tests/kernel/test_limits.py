@@ -16,22 +16,13 @@ from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
 from monitor.rules import RuleSet
+from monitor.testbed import start_sink
 
 from .conftest import ROOT, connect_from, deliver_until
 from .test_enforce_agent import run_agent, stop
 
 pytestmark = pytest.mark.kernel
 RATE = 1_000_000
-SINK = r"""
-import socket
-srv = socket.create_server(("127.0.0.1", 0))
-print(srv.getsockname()[1], flush=True)
-while True:
-    conn, _ = srv.accept()
-    with conn:
-        while conn.recv(1 << 20):
-            pass
-"""
 SENDER = r"""
 import socket, sys, time
 port, seconds = int(sys.argv[1]), float(sys.argv[2])
@@ -62,8 +53,8 @@ print(json.dumps(out))
 
 @pytest.fixture
 def sink():
-    proc = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
-    yield int(proc.stdout.readline())
+    proc, port = start_sink()
+    yield port
     proc.kill()
     proc.wait()
 
