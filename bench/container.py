@@ -11,18 +11,20 @@ import tempfile
 import uuid
 
 from monitor.kernel import bpftool
-from monitor.kernel.enforcer import PROGRAMS, Enforcer
+from monitor.kernel.enforcer import OBJECT, PROGRAMS, Enforcer
 from monitor.testbed import SimulatedContainer
 
 
 @contextlib.contextmanager
-def programs_on_one_container(name: str):
-    """(container, enforcer), started; everything made is removed afterwards, even on failure."""
+def programs_on_one_container(name: str, obj=OBJECT):
+    """(container, enforcer), started with the programs of `obj`; everything made is removed
+    afterwards, even on failure."""
     tag = uuid.uuid4().hex[:8]
     parent = f"crossedge-bench-{tag}.slice"
     meta = tempfile.mkdtemp(prefix="crossedge-bench-")
     app = SimulatedContainer(name, parent, meta)
-    enforcer = Enforcer(pin_root=f"/sys/fs/bpf/crossedge-bench-{tag}", scope=f"/{parent}/*", docker_roots=(meta,))
+    pin_root = f"/sys/fs/bpf/crossedge-bench-{tag}"
+    enforcer = Enforcer(obj=obj, pin_root=pin_root, scope=f"/{parent}/*", docker_roots=(meta,))
     try:
         app.create()
         enforcer.start()

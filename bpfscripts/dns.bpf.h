@@ -323,7 +323,7 @@ static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pk
 /* The name rules' decision for a call to addr by cgid, or NULL: the first rule of the
  * pattern the container's answer chose (or, for an address it never resolved or whose
  * TTL ran out, of `none`: DNS servers themselves, port 53, excepted) whose port fits. */
-static __always_inline struct ce_rule *fqdn_rule(__u64 cgid, __u8 family, const __u8 *addr, __u16 port,
+static __always_inline struct ce_rule *fqdn_rule(__u64 cgid, int own, __u8 family, const __u8 *addr, __u16 port,
 						  __u64 *name_hash, struct ce_rule *out)
 {
 	struct ce_addr_key ak = {.cgroup_id = cgid, .family = family};
@@ -345,7 +345,7 @@ static __always_inline struct ce_rule *fqdn_rule(__u64 cgid, __u8 family, const 
 	if (pk.kind == CE_FQDN_NONE) {
 		if (port == bpf_htons(CE_DNS_PORT))
 			return NULL;
-		list = bpf_map_lookup_elem(&fqdn_rules, &pk);
+		list = own ? bpf_map_lookup_elem(&fqdn_rules, &pk) : NULL;
 		if (!list) {
 			pk.cgroup_id = 0;
 			list = bpf_map_lookup_elem(&fqdn_rules, &pk);

@@ -10,7 +10,8 @@
  * scope); every other cgroup below an attach point is observed, never judged.
  * For a monitored cgroup each connect() costs four LPM-trie lookups whatever the number
  * of rules: (this cgroup, this port), (this cgroup, any port), (every container, this
- * port), (every container, any port); the hit with the lowest rank decides.
+ * port), (every container, any port), the first two only for a cgroup with rules of its
+ * own (`monitored`); the hit with the lowest rank decides.
  * A deny returns 0, so connect() fails with EPERM; an audit-mode rule lets it through.
  * Every decision is counted per rule slot (per-CPU).
  *
@@ -80,7 +81,10 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* Cgroups the rules apply to: container cgroups in scope and the cgroups below them. */
+/* Cgroups the rules apply to: container cgroups in scope and the cgroups below them. The
+ * value is CE_MON, with CE_MON_OWN when the agent wrote entries keyed by the cgroup's own id
+ * (its own rules or limits): without it the programs look only at every container's
+ * entries, a third fewer lookups per connect() for a container with no rules of its own. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -166,7 +170,7 @@ static __always_inline __u8 verdict_of(struct ce_rule *rule)
 /* scan: the container's entry (monitored containers only), which may refuse the call
  * (a scan rule's hold) or sum it (a new destination in a scan). */
 static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rule, __u64 cgid, __u8 family,
-				  const __u8 *addr, __u16 port, __u8 op, __u64 name_hash, struct ce_scan *scan)
+				  const __u8 *addr, __u16 port, __u8 op, __u64 name_hash, struct ce_scan *scan, int own)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 crossed = 0;
@@ -174,7 +178,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	int held = scan && scan->blocked_ns > now; /* refused by a hold or a limit: reported by those */
 	if (held) {
 		rule = &scan->rule;
-	} else if (scan) {
+	} else if (scan && own) {
 		struct ce_rule *over = conn_limit(cgid, now);
 		if (over) {
 			rule = over;
@@ -202,7 +206,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 		return verdict == CE_V_DENY ? 0 : 1;
 	}
 	if (!flow && scan) {
-		int step = scan_step(scan, cgid, now, verdict, slot, family, addr, port, &crossed);
+		int step = scan_step(scan, cgid, own, now, verdict, slot, family, addr, port, &crossed);
 		if (step == CE_SCAN_SUMMED) {
 			count_slot(slot);
 			return verdict == CE_V_DENY ? 0 : 1;
@@ -272,8 +276,10 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 	__u16 ports[2] = {port, 0};
 
 	__builtin_memcpy(key.addr, &ip4, 4);
-	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 4, key.addr, port, op, 0, NULL);
+	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
+	if (!mon)
+		return decide(ctx, NULL, cgid, 4, key.addr, port, op, 0, NULL, 0);
+	int own = *mon & CE_MON_OWN;
 	key.prefixlen = 64 + 16 + 32;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -281,14 +287,16 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 		for (int p = 0; p < 2; p++) {
 			key.cgroup_id = scopes[s];
 			key.port = ports[p];
+			if (s == 0 && !own)
+				continue; /* no rules of its own */
 			best = better(best, bpf_map_lookup_elem(&rules4, &key));
 		}
 	}
 	struct ce_rule by_name = {};
 	__u64 name_hash = 0;
-	best = better(best, fqdn_rule(cgid, 4, key.addr, port, &name_hash, &by_name));
+	best = better(best, fqdn_rule(cgid, own, 4, key.addr, port, &name_hash, &by_name));
 	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
-	return decide(ctx, best, cgid, 4, key.addr, port, op, name_hash, scan_entry(cgid));
+	return decide(ctx, best, cgid, 4, key.addr, port, op, name_hash, scan_entry(cgid), own);
 }
 
 static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
@@ -309,8 +317,10 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 	__builtin_memcpy(&key.addr[4], &w1, 4);
 	__builtin_memcpy(&key.addr[8], &w2, 4);
 	__builtin_memcpy(&key.addr[12], &w3, 4);
-	if (!bpf_map_lookup_elem(&monitored, &cgid))
-		return decide(ctx, NULL, cgid, 6, key.addr, port, op, 0, NULL);
+	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
+	if (!mon)
+		return decide(ctx, NULL, cgid, 6, key.addr, port, op, 0, NULL, 0);
+	int own = *mon & CE_MON_OWN;
 	key.prefixlen = 64 + 16 + 128;
 #pragma unroll
 	for (int s = 0; s < 2; s++) {
@@ -318,14 +328,16 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 		for (int p = 0; p < 2; p++) {
 			key.cgroup_id = scopes[s];
 			key.port = ports[p];
+			if (s == 0 && !own)
+				continue; /* no rules of its own */
 			best = better(best, bpf_map_lookup_elem(&rules6, &key));
 		}
 	}
 	struct ce_rule by_name = {};
 	__u64 name_hash = 0;
-	best = better(best, fqdn_rule(cgid, 6, key.addr, port, &name_hash, &by_name));
+	best = better(best, fqdn_rule(cgid, own, 6, key.addr, port, &name_hash, &by_name));
 	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
-	return decide(ctx, best, cgid, 6, key.addr, port, op, name_hash, scan_entry(cgid));
+	return decide(ctx, best, cgid, 6, key.addr, port, op, name_hash, scan_entry(cgid), own);
 }
 
 SEC("cgroup/connect4")
@@ -372,10 +384,13 @@ int crossedge_out(struct __sk_buff *skb)
 	struct ce_pkt p = {};
 	__u64 cgid = bpf_skb_cgroup_id(skb);
 
-	if (!bpf_map_lookup_elem(&monitored, &cgid) || pkt_parse(skb, &p))
+	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
+	if (!mon || pkt_parse(skb, &p))
 		return 1;
 	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
-	int verdict = egress_limit(cgid, skb->len + (segs - 1) * p.payload, segs);
+	int verdict = CE_SKB_PASS;
+	if (*mon & CE_MON_OWN) /* limits are entries of the container's own */
+		verdict = egress_limit(cgid, skb->len + (segs - 1) * p.payload, segs);
 	if (verdict != CE_SKB_DROP_CN)
 		account(skb, &p, cgid, 0); /* what left: a dropped packet is counted as held back */
 	return verdict;
@@ -454,7 +469,7 @@ SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(crossedge_mkdir, struct cgroup *cgrp, const char *path)
 {
 	char name[CE_NAME_LEN] = {};
-	__u8 one = 1;
+	__u8 one = 1, mon = CE_MON; /* no rules of its own: the agent has not listed it yet */
 
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
 		return 0; /* a cgroup v1 hierarchy (hybrid hosts): ids there are another namespace */
@@ -466,7 +481,7 @@ int BPF_PROG(crossedge_mkdir, struct cgroup *cgrp, const char *path)
 			return 0;
 	}
 	/* A container, or a cgroup inside one: every rule naming no container applies now. */
-	bpf_map_update_elem(&monitored, &id, &one, BPF_ANY);
+	bpf_map_update_elem(&monitored, &id, &mon, BPF_ANY);
 	bpf_map_update_elem(&pending, &id, &one, BPF_ANY);
 	struct ce_lifecycle ev = {.ts_ns = bpf_ktime_get_ns(), .cgroup_id = id, .parent_id = parent, .type = CE_LC_NEW};
 	if (bpf_perf_event_output(ctx, &lifecycle, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) != 0)

@@ -7,6 +7,8 @@
 #define CE_MAX_SLOTS 16384   /* counted rules; slot 0 counts "no rule matched" */
 #define CE_MAX_ENTRIES 65536 /* entries per trie */
 #define CE_MAX_MONITORED 65536 /* cgroups the rules apply to */
+#define CE_MON 1 /* a `monitored` value: the rules apply to this cgroup... */
+#define CE_MON_OWN 2 /* ...and it has entries of its own (rules4/6, fqdn_rules, scan_limits, limits) */
 #define CE_MAX_FLOWS 65536   /* flows counted in the kernel (a full table sends every call) */
 #define CE_WINDOW_NS 100000000ULL /* a flow sends at most one allowed call per window */
 

@@ -52,10 +52,10 @@ static __always_inline struct ce_scan *scan_entry(__u64 cgid)
 
 /* A call to a new destination: counted in the window, and summed, or judged by a scan rule
  * whose threshold it reaches (*crossed: the count). */
-static __always_inline int scan_step(struct ce_scan *s, __u64 cgid, __u64 now, __u8 verdict, __u32 slot,
-				     __u8 family, const __u8 *addr, __u16 port, __u32 *crossed)
+static __always_inline int scan_step(struct ce_scan *s, __u64 cgid, int own, __u64 now, __u8 verdict,
+				     __u32 slot, __u8 family, const __u8 *addr, __u16 port, __u32 *crossed)
 {
-	struct ce_scan_limits *lim = bpf_map_lookup_elem(&scan_limits, &cgid);
+	struct ce_scan_limits *lim = own ? bpf_map_lookup_elem(&scan_limits, &cgid) : NULL;
 	__u64 every = 0;
 
 	if (!lim)

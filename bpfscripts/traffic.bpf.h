@@ -22,6 +22,7 @@
 #define CE_ETH_P_IPV6 0x86DD
 #define CE_IPPROTO_TCP 6
 #define CE_IPPROTO_UDP 17
+#define CE_MAX_L4 60 /* the furthest a TCP/UDP header starts (an IPv4 header with every option) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -64,11 +65,24 @@ struct ce_pkt {
 	__u8 daddr[16];
 };
 
+/* len bytes at off into `to`: read in place when the packet's linear part holds them (nearly
+ * always: a helper call less per header), else copied by the helper. */
+static __always_inline int pkt_read(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+
+	if (off <= CE_MAX_L4 && data + off + len <= end) {
+		__builtin_memcpy(to, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 static __always_inline int pkt_parse(struct __sk_buff *skb, struct ce_pkt *p)
 {
 	if (skb->protocol == bpf_htons(CE_ETH_P_IP)) {
 		struct iphdr ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+		if (pkt_read(skb, 0, &ip, sizeof(ip)))
 			return -1;
 		p->family = 4;
 		p->proto = ip.protocol;
@@ -78,7 +92,7 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct ce_pkt *p)
 		__builtin_memcpy(p->daddr, &ip.daddr, 4);
 	} else if (skb->protocol == bpf_htons(CE_ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+		if (pkt_read(skb, 0, &ip6, sizeof(ip6)))
 			return -1;
 		p->family = 6;
 		p->proto = ip6.nexthdr;
@@ -93,14 +107,14 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct ce_pkt *p)
 		return 0;
 	if (p->proto == CE_IPPROTO_UDP) {
 		struct udphdr uh;
-		if (bpf_skb_load_bytes(skb, p->l4, &uh, sizeof(uh)) == 0) {
+		if (pkt_read(skb, p->l4, &uh, sizeof(uh)) == 0) {
 			p->sport = uh.source;
 			p->dport = uh.dest;
 			p->payload = p->l4 + sizeof(uh);
 		}
 	} else if (p->proto == CE_IPPROTO_TCP) {
 		struct tcphdr th;
-		if (bpf_skb_load_bytes(skb, p->l4, &th, sizeof(th)) == 0) {
+		if (pkt_read(skb, p->l4, &th, sizeof(th)) == 0) {
 			p->sport = th.source;
 			p->dport = th.dest;
 			p->payload = p->l4 + th.doff * 4;

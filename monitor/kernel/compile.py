@@ -81,6 +81,7 @@ class Compiled:
     notes: list[dict] = field(default_factory=list)  # {"rule_id", "message"}
     patterns: dict[int, frozenset[Pattern]] = field(default_factory=dict)  # cgroup (0: all) -> name patterns
     next_expiry: dt.datetime | None = None  # the first ingress rule to expire: the entries change then
+    own: set[int] = field(default_factory=set)  # cgroups with entries keyed by their own id (`monitored`: MON_OWN)
 
     def note(self, rule: Rule, message: str) -> None:
         self.notes.append({"rule_id": rule.id, "message": message})
@@ -116,6 +117,8 @@ def compile_rules(
                     if net not in bucket or bucket[net][0] > rank:
                         bucket[net] = (rank, rule)
     for (family, cgid, port), bucket in buckets.items():
+        if cgid:
+            out.own.add(cgid)
         target = out.entries[MAPS[family]]
         for net, (rank, rule) in _flatten(bucket).items():
             value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
@@ -151,6 +154,7 @@ def _limit_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None
             rate = rule.limit[1]
             conn = (rate, max(MIN_BURST_NS, 10**9 // rate), out.slots.get(rule.id, 0), rule.audit, rule.id)
         out.entries[LIMIT_MAP][CGROUP.pack(cgid)] = encode_limit(egress, conn)
+        out.own.add(cgid)
 
 
 def _flood_entry(ruleset: RuleSet, out: Compiled) -> None:
@@ -175,6 +179,8 @@ def _scan_entries(ruleset: RuleSet, scopes: list[Scope], summarise: int, out: Co
         rules = [rule for _rank, rule in sorted(by_scope[cgid] + (common if cgid else []), key=lambda hit: hit[0])]
         packed = _thresholds(rules, "scan rules apply to a container", out)
         out.entries[SCAN_MAP][CGROUP.pack(cgid)] = encode_scan_limits(summarise, packed)
+        if cgid:
+            out.own.add(cgid)
 
 
 def _thresholds(rules: list[Rule], what: str, out: Compiled) -> list[tuple]:
@@ -224,6 +230,7 @@ def _fqdn_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
             by_scope[cgid][rule.dest_fqdn].append((rank, port, rule))
     common = by_scope.get(0, {})
     out.patterns = {cgid: frozenset(own) | frozenset(common) for cgid, own in by_scope.items()}
+    out.own.update(cgid for cgid in out.patterns if cgid)
     for cgid, patterns in out.patterns.items():
         sources = [by_scope[cgid]] + ([common] if cgid else [])
         for pattern in patterns:

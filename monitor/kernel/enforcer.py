@@ -69,6 +69,8 @@ from .layout import (
     FQDN_NOTHING,
     MAX_ENTRIES,
     MAX_FLOWS,
+    MON,
+    MON_OWN,
     RESOLVED,
     SLOT,
     TRAFFIC,
@@ -243,6 +245,8 @@ class Enforcer:
         self.scopes: list[Scope] = []
         self.scope_ids: frozenset[int] = frozenset()  # cgroups the rules apply to (`monitored`)
         self.monitored: set[int] = set()  # what the `monitored` map holds
+        self.own: set[int] = set()  # ...with MON_OWN: the programs look up entries keyed by their id
+        self.own_wanted: set[int] = set()  # the cgroups the policy written has such entries for
         self.attached_ids: set[int] = set()  # what the `attach_points` map holds
         self.heard: dict[int, float] = {}  # cgroups the kernel classified itself -> when we heard
         self.walked_at = float("-inf")  # when the walk behind `scopes` started
@@ -429,15 +433,21 @@ class Enforcer:
         heard = list(self.heard.items())  # one step: the agent's event loop adds to it meanwhile
         unwalked = {cgid for cgid, when in heard if when >= self.walked_at}  # made after the walk
         add, gone = self.scope_ids - self.monitored, self.monitored - self.scope_ids - unwalked
-        commands = [bpftool.update_command(pin, hex_bytes(CGROUP.pack(i)), "01") for i in sorted(add)]
+        commands = [self._monitored_command(pin, i, i in self.own_wanted) for i in sorted(add)]
         commands += [bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(gone)]
         try:
             bpftool.batch(commands)
         finally:
             self._read_monitored()
 
+    @staticmethod
+    def _monitored_command(pin: str, cgid: int, own: bool) -> str:
+        return bpftool.update_command(pin, hex_bytes(CGROUP.pack(cgid)), f"{MON | (MON_OWN if own else 0):02x}")
+
     def _read_monitored(self) -> None:
-        self.monitored = {CGROUP.unpack(key)[0] for key, _ in batch.dump(self.layout.map("monitored"))}
+        entries = [(CGROUP.unpack(key)[0], value[0]) for key, value in batch.dump(self.layout.map("monitored"))]
+        self.monitored = {cgid for cgid, _ in entries}
+        self.own = {cgid for cgid, value in entries if value & MON_OWN}
 
     def _write_attach_points(self) -> None:
         """The attach points' cgroup ids, for crossedge_mkdir to know a container's place."""
@@ -603,6 +613,10 @@ class Enforcer:
             changed = [(k, v) for k, v in want.items() if have.get(k) != v]
             commands += [bpftool.update_command(pin, hex_bytes(k), hex_bytes(v)) for k, v in changed]
             deletes += [bpftool.delete_command(pin, hex_bytes(k)) for k in have if k not in want]
+        # a cgroup's own entries are looked up once its MON_OWN is set: after they are written
+        own = compiled.own & self.monitored
+        monitored = self.layout.map("monitored")
+        commands += [self._monitored_command(monitored, i, i in own) for i in sorted(own ^ self.own)]
         commands += deletes + [bpftool.delete_command(counters, hex_bytes(SLOT.pack(s))) for s in sorted(old_slots)]
         try:
             bpftool.batch(commands)
@@ -613,6 +627,7 @@ class Enforcer:
             self._read_maps()
             return
         self.mirror = compiled.entries
+        self.own, self.own_wanted = own, compiled.own
         self.slots = compiled.slots
         self.notes = compiled.notes
         self.patterns = compiled.patterns

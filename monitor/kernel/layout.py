@@ -16,6 +16,7 @@ RULE_ID_LEN = 64
 MAX_SLOTS = 16384
 MAX_ENTRIES = 65536
 MAX_MONITORED = 65536
+MON, MON_OWN = 1, 2  # `monitored` values: judged; with entries keyed by its own id (CE_MON, CE_MON_OWN)
 MAX_FLOWS = 65536
 ACTION_CODES = {"allow": 0, "alert": 1, "deny": 2}
 ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}

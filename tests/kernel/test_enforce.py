@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from monitor.kernel import bpftool
+from monitor.kernel import batch, bpftool
 from monitor.kernel.enforcer import OBJECT
-from monitor.kernel.layout import MAX_FLOWS
+from monitor.kernel.layout import CGROUP, MAX_FLOWS, MON_OWN
 from monitor.rules import MAX_LIMIT, RuleSet
 
 from .conftest import ROOT, connect_from
@@ -66,6 +66,17 @@ def test_container_scoped_deny_spares_the_other_container_and_new_ones_get_it(en
     enforcer.rescan()
     assert late.cgroup_path in enforcer.containers and enforcer.targets == [f"/{enforcement.parent}"]
     assert connect_from(late, "127.8.8.8", targets.port) == EPERM
+    # the programs look up a cgroup's own entries only where `monitored` says it has some
+    assert own_bits(enforcer) == {a.cgroup_id, late.cgroup_id}
+    enforcer.sync(policy(2, {"id": "all", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    assert own_bits(enforcer) == set()
+    assert connect_from(a, "127.8.8.8", targets.port) == 0
+    assert connect_from(b, "127.10.10.5", targets.port) == EPERM
+
+
+def own_bits(enforcer) -> set[int]:
+    """The cgroups whose `monitored` value says they have entries of their own."""
+    return {CGROUP.unpack(k)[0] for k, v in batch.dump(enforcer.layout.map("monitored")) if v[0] & MON_OWN}
 
 
 def test_an_earlier_allow_rule_shadows_a_wider_deny(enforcement, targets):

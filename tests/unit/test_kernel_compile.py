@@ -27,10 +27,11 @@ SCOPES = [Scope(101, "/x.slice/docker-a.scope", "app-a"), Scope(102, "/x.slice/d
 
 
 def kernel_decision(compiled, scope: Scope, addr, port):
-    """What enforce_connect.bpf.c computes: best rank over (cg|0) x (port|0) longest matches."""
+    """What enforce_connect.bpf.c computes: best rank over (cg|0) x (port|0) longest matches,
+    the cgroup's own entries looked up only when `monitored` says it has some."""
     table = compiled.entries["rules4" if addr.version == 4 else "rules6"]
     best = None
-    for cgid in (scope.cgroup_id, 0):
+    for cgid in ((scope.cgroup_id,) if scope.cgroup_id in compiled.own else ()) + (0,):
         for p in (port, 0):
             hits = []
             for key, value in table.items():
@@ -74,6 +75,30 @@ def test_kernel_lookups_agree_with_the_rule_engine(seed):
         expected = ruleset.evaluate(Flow.of(str(addr), port, cgroup_id=scope.cgroup_id, container=scope.container))
         got = kernel_decision(compiled, scope, addr, port)
         assert (got.rule_id if got else None) == (expected.id if expected else None), (addr, port, scope)
+
+
+def test_own_names_every_cgroup_with_entries_keyed_by_its_id_and_no_other():
+    """The programs skip a cgroup's own lookups without MON_OWN: a cgroup missing here would
+    escape the rules naming it."""
+    a, b = SCOPES
+    only = [{"id": "every", "match": {"dest_ip": "127.0.0.1/32"}, "action": "deny"},
+            {"id": "scan-all", "match": {}, "limit": {"new_destinations": 50}, "action": "alert"},
+            {"id": "name-all", "match": {"dest_fqdn": "*.example.com"}, "action": "deny"}]  # fmt: skip
+    assert compile_rules(RuleSet.from_specs(only, 1), SCOPES).own == set()
+    for spec in (
+        {"id": "ip", "match": {"container": "app-a", "dest_ip": "127.0.0.1/32"}, "action": "deny"},
+        {"id": "name", "match": {"container": "app-a", "dest_fqdn": "*.example.com"}, "action": "deny"},
+        {"id": "scan", "match": {"container": "app-a"}, "limit": {"new_destinations": 50}, "action": "alert"},
+        {"id": "rate", "match": {"container": "app-a"}, "limit": {"connections_per_s": 50}, "action": "deny"},
+    ):
+        assert compile_rules(RuleSet.from_specs([*only, spec], 1), SCOPES).own == {a.cgroup_id}, spec["id"]
+    everyone = {
+        "id": "rate",
+        "match": {},
+        "limit": {"egress_bytes_per_s": 1 << 20},
+        "action": "deny",
+    }  # one entry per container
+    assert compile_rules(RuleSet.from_specs([everyone], 1), SCOPES).own == {a.cgroup_id, b.cgroup_id}
 
 
 def test_unaddressed_rules_cover_both_families_and_v6_networks_stay_v6():
