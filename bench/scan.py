@@ -122,7 +122,7 @@ class Load:
         return float(line)
 
     def close(self) -> None:
-        """End it where it started (a cgroup with a process in it cannot be removed)."""
+        """End it, wherever it is: a cgroup with a process in it cannot be removed."""
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
 
