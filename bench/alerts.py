@@ -102,9 +102,7 @@ def main(argv=None) -> int:
     made: list[SimulatedContainer] = []
     results: dict[float, list[dict]] = {rate: [] for rate in rates}
     try:
-        product.manage("migrate", "--noinput")
-        product.manage("ensureadmin")
-        product.key = product.manage("apitoken", "admin", "bench").strip()
+        product.prepare()
         (tmp / "policy.yaml").write_text(POLICY)
         product.manage("policy", "import", str(tmp / "policy.yaml"))
         # The containers' parent exists before the agent starts, as /system.slice does on a host.

@@ -146,10 +146,8 @@ def main(argv=None) -> int:
     arms = {"container": ([], []), "host": ([], []), "floor": ([], [])}
     steps = []
     try:
-        product.manage("migrate", "--noinput")
-        product.manage("ensureadmin")
+        product.prepare()
         product.manage("policy", "import", str(policy))
-        product.key = product.manage("apitoken", "admin", "bench").strip()
         flat = container("bench-open")
         host = subprocess.Popen
 

@@ -174,6 +174,12 @@ class Product:
         return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
                               capture_output=True, text=True).stdout  # fmt: skip
 
+    def prepare(self) -> None:
+        """Its database, its admin, and an API token for the bench (before the first start)."""
+        self.manage("migrate", "--noinput")
+        self.manage("ensureadmin")
+        self.key = self.manage("apitoken", "admin", "bench").strip()
+
     def start(self) -> None:
         log = open(self.tmp / "up.log", "a")  # noqa: SIM115 (lives as long as the product)
         self.proc = subprocess.Popen([sys.executable, "manage.py", "up", "--port", str(self.port)], cwd=ROOT,
@@ -371,14 +377,19 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
+def cores_during(product: Product, work):
+    """(work's result, {role: cores each of the product's processes used while it ran})."""
+    roles = product.roles()
+    before, start = {r: sum(map(cpu_seconds, pids)) for r, pids in roles.items()}, time.monotonic()
+    result = work()
+    took = time.monotonic() - start
+    return result, {r: round((sum(map(cpu_seconds, pids)) - before[r]) / took, 4) for r, pids in roles.items()}
+
+
 def idle_cpu(product: Product, seconds: float) -> dict[str, float]:
     """Cores each of the product's processes uses while nothing happens on the node: what an
     edge node pays for being watched when its containers are quiet."""
-    roles = product.roles()
-    before, start = {r: sum(map(cpu_seconds, pids)) for r, pids in roles.items()}, time.monotonic()
-    time.sleep(seconds)
-    took = time.monotonic() - start
-    return {r: round((sum(map(cpu_seconds, pids)) - before[r]) / took, 4) for r, pids in roles.items()}
+    return cores_during(product, lambda: time.sleep(seconds))[1]
 
 
 def measure_step(product, subscriber, pids, c, name, port, rate, flows, seconds) -> dict:
@@ -487,9 +498,7 @@ def main(argv=None) -> int:
 
     baseline, with_product, steps, gaps, idle = [], [], [], 0, []
     try:
-        product.manage("migrate", "--noinput")
-        product.manage("ensureadmin")
-        product.key = product.manage("apitoken", "admin", "bench").strip()
+        product.prepare()
         flat = container("bench-flat")
         for round_ in range(args.rounds):  # without, with, without, with, ...: the arms interleaved
             baseline.append(arms())

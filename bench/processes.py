@@ -124,9 +124,7 @@ def main(argv=None) -> int:
 
     without, with_product, steps = [], [], []
     try:
-        product.manage("migrate", "--noinput")
-        product.manage("ensureadmin")
-        product.key = product.manage("apitoken", "admin", "bench").strip()
+        product.prepare()
         flat = container("bench-spawn")
         for round_ in range(args.rounds):  # the arms interleaved
             n, t = spawn(flat, 0, 3)

@@ -56,14 +56,15 @@ import time
 import uuid
 from pathlib import Path
 
-from monitor.kernel import batch, links
+from monitor.kernel import batch
 from monitor.kernel.compile import SUMMARISE
-from monitor.kernel.enforcer import OBJECT, TRACEPOINTS
+from monitor.kernel.enforcer import OBJECT
 from monitor.rules import MAX_LIMIT, RuleSet
 from monitor.testbed import SimulatedContainer
 
 from .alone import alone
 from .container import program_stats, program_times, programs_on_one_container
+from .pipeline import Product, cores_during
 
 TARGET = 0.90
 # The load: for each line "cgroup-dir first n" it moves into the cgroup, makes WARM calls
@@ -93,16 +94,6 @@ for line in sys.stdin:
 PHASES = {"summing": ("programs", "plain", "again"), "hooks": ("none", "plain"), "unsummed": ("unsummed", "plain")}
 SETTLE = 0.05  # seconds before each block of the hooks phase: the open() hooks' links go with their
 # pins within it, and both places get the same pause (a block that follows a pause runs slower)
-
-
-def set_open_hooks(enforcer, on: bool) -> None:
-    """Attach or detach the node's open() tracepoint programs (the enforcer's links)."""
-    for name, tracepoint in TRACEPOINTS.items():
-        if on:
-            links.attach_tracepoint(enforcer.layout.prog(name), tracepoint, enforcer.layout.link(name))
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(enforcer.layout.link(name))
 
 
 class Load:
@@ -177,7 +168,7 @@ def programs_alone(args, plain: SimulatedContainer, again: SimulatedContainer) -
         @contextlib.contextmanager
         def around(place):
             if place == "none":
-                set_open_hooks(enforcer, False)
+                enforcer.set_open_hooks(False)
             before = program_times(enforcer) if args.prog_stats and place == "programs" else None
             try:
                 yield
@@ -186,7 +177,7 @@ def programs_alone(args, plain: SimulatedContainer, again: SimulatedContainer) -
                     for name, (ns, _runs) in program_times(enforcer).items():
                         kernel_ns[name] = kernel_ns.get(name, 0) + ns - before[name][0]
                 if place == "none":
-                    set_open_hooks(enforcer, True)
+                    enforcer.set_open_hooks(True)
 
         for version, (phase, places) in enumerate(PHASES.items(), start=1):
             enforcer.scan_summary = MAX_LIMIT if phase == "unsummed" else SUMMARISE
@@ -202,18 +193,18 @@ def programs_alone(args, plain: SimulatedContainer, again: SimulatedContainer) -
                                     after=drained)  # fmt: skip
             ratios |= got
             if phase == "summing":
-                plain_rate, programs_rate = statistics.median(rates["plain"]), statistics.median(rates["programs"])
+                summing_rates = rates
     print(f"\nconnect() to a new destination at every call; {args.cycles} cycles a phase, {args.block:,} calls in each "
           "place per cycle; medians of the cycles' own ratios (rate there / rate in the plain cgroup):")  # fmt: skip
     for place, what in SHOWN.items():
         print(f"  {place:<10}{quartiles(ratios[place])}   {what}")
-    print(f"  plain     {plain_rate:,.0f} calls/s (median of the blocks)")
+    print(f"  plain     {statistics.median(summing_rates['plain']):,.0f} calls/s (median of the blocks)")
     ratio = statistics.median(ratios["programs"]) / statistics.median(ratios["none"])
     print(f"\nprograms / none = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} >= {TARGET:.2f})")
     if kernel_ns:
         n = args.cycles * args.block
         per_call = {name: ns / n for name, ns in kernel_ns.items() if ns}
-        total, wall = sum(per_call.values()), 1e9 / programs_rate
+        total, wall = sum(per_call.values()), 1e9 / statistics.median(summing_rates["programs"])
         parts = ", ".join(f"{name} {ns:,.0f} ns" for name, ns in per_call.items())
         print(f"the programs' own run time per call in the container (kernel.bpf_stats_enabled, which adds "
               f"a little to each run): {parts}; {total:,.0f} ns of a {wall:,.0f} ns call "
@@ -229,24 +220,18 @@ def programs_alone(args, plain: SimulatedContainer, again: SimulatedContainer) -
 def whole_product(args, parent: str, plain: SimulatedContainer, again: SimulatedContainer) -> int:
     """The summing phase with the whole product watching the container, and the product's
     CPU meanwhile."""
-    from .pipeline import Product, cpu_seconds  # the product as bench.pipeline runs it
-
     tmp = Path(tempfile.mkdtemp(prefix="crossedge-bench-scan-"))
     product = Product(tmp, parent)
     app = SimulatedContainer("scanner", parent, str(tmp / "docker")).create()  # before the agent attaches
     try:
-        product.manage("migrate", "--noinput")
-        product.manage("ensureadmin")
-        product.key = product.manage("apitoken", "admin", "bench").strip()
+        product.prepare()
         product.start()
         load = Load(plain)
         try:
             where = {"programs": app.dir, "plain": plain.dir, "again": again.dir}
-            roles = product.roles()
-            before, start = {r: sum(map(cpu_seconds, pids)) for r, pids in roles.items()}, time.monotonic()
-            ratios, rates = run_cycles(load, where, PHASES["summing"], args, "with the product")
-            took = time.monotonic() - start
-            cores = {r: (sum(map(cpu_seconds, pids)) - before[r]) / took for r, pids in roles.items()}
+            (ratios, rates), cores = cores_during(
+                product, lambda: run_cycles(load, where, PHASES["summing"], args, "with the product")
+            )
         finally:
             load.close()
     finally:

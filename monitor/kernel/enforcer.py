@@ -283,18 +283,24 @@ class Enforcer:
             except links.LinkError as exc:  # degrade: new containers are judged once the agent lists them
                 self.lifecycle_error = f"{name} not attached ({exc}): a new container is judged once listed"
                 log.error(self.lifecycle_error)
+        self.set_open_hooks(self.files)  # off: an adopted generation's, from before --no-files
+        self._retire_old_generations()
+        self._attach_xdp()
+
+    def set_open_hooks(self, on: bool) -> None:
+        """Attach the open() tracepoint programs (pinned links), or detach them: while any is
+        attached every syscall of the machine takes the slow path."""
         self.files_error = ""
-        for name in TRACEPOINTS if not self.files else ():  # an adopted generation's, from before --no-files
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.layout.link(name))
-        for name, tracepoint in TRACEPOINTS.items() if self.files else ():
+        for name, tracepoint in TRACEPOINTS.items():
+            if not on:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.layout.link(name))
+                continue
             try:
                 links.attach_tracepoint(self.layout.prog(name), tracepoint, self.layout.link(name))
             except links.LinkError as exc:  # degrade: connections and processes are still watched
                 self.files_error = f"{name} not attached ({exc}): file opens are not watched"
                 log.error(self.files_error)
-        self._retire_old_generations()
-        self._attach_xdp()
 
     def open(self) -> bool:
         """Look at what is pinned without changing anything (for status); False if nothing is."""
