@@ -115,6 +115,7 @@ class Agent:
         self.kernel_observing = asyncio.Event()  # programs attached and their events read
         self.kernel_reporting = False  # from here on the programs' counts are ours to report
         self._kernel_wakeup = asyncio.Event()  # a new policy, or a container to list now
+        self._fold_wakeup = asyncio.Event()  # a folded count or a call waiting for its name
         self.folder = folding.StormFolder(aggregate_above)  # back-pressure (monitor.folding)
         self.pending: dict[int, float] = {}  # container cgroups the kernel holds execs in -> since
         self.held: dict[int, set[int]] = {}  # ... and the processes it stopped there
@@ -146,6 +147,7 @@ class Agent:
             return
         if backend == KERNEL and not self._named(event):
             self.unnamed.append((time.monotonic() + NAME_WAIT, event))  # its answer is on the dns pipe
+            self._fold_wakeup.set()
             return
         if backend == KERNEL and "folded" in event:
             if grown := self.kernel_flows.sent(event):
@@ -444,6 +446,8 @@ class Agent:
         self.verdicts[event["verdict"]] += event.get("count", 1)
         if not self.folder.offer(event):
             self._queue(event)
+        elif not self._fold_wakeup.is_set():
+            self._fold_wakeup.set()
 
     def flush_folds(self, force: bool = False) -> None:
         for event in self.folder.due(force):
@@ -535,12 +539,8 @@ class Agent:
                         await self.read_traffic()
                         last_traffic = time.monotonic()
                     if time.monotonic() - last_counters >= COUNTER_POLL:
-                        self.kernel_counters = await asyncio.to_thread(enforcer.counters)
-                        self.kernel_lost = await asyncio.to_thread(enforcer.lost)
-                        self.dns_stats = await asyncio.to_thread(enforcer.dns_stats)
-                        self.traffic_lost = await asyncio.to_thread(enforcer.traffic_lost)
-                        self.proc_lost = await asyncio.to_thread(kernel_processes.lost, enforcer.layout)
-                        self.exec_counts = await asyncio.to_thread(kernel_processes.exec_counts, enforcer.layout)
+                        (self.kernel_counters, self.kernel_lost, self.dns_stats, self.traffic_lost, self.proc_lost,
+                         self.exec_counts) = await asyncio.to_thread(self._read_counts)  # fmt: skip
                         gone = {c for c in self.exec_counts if not self.cgroups.alive(c)}
                         if gone:  # the map is bounded: a removed container's count goes with it
                             await asyncio.to_thread(kernel_processes.forget_counts, enforcer.layout, gone)
@@ -639,6 +639,13 @@ class Agent:
                          "family": family, "proto": PROTOCOLS.get(proto, str(proto)), "local_port": local_port,
                          "remote_ip": remote_ip, "remote_port": remote_port, **counters})  # fmt: skip
 
+    def _read_counts(self) -> tuple:
+        """The kernel's counters for health, in one trip to a thread: rule counters, lost
+        records, DNS and traffic counts, lost process records, exec counts."""
+        enforcer = self.enforcer
+        return (enforcer.counters(), enforcer.lost(), enforcer.dns_stats(), enforcer.traffic_lost(),
+                kernel_processes.lost(enforcer.layout), kernel_processes.exec_counts(enforcer.layout))  # fmt: skip
+
     async def read_proc_groups(self) -> None:
         """The programs' counts of like process records, for the groups that went quiet."""
         groups = await asyncio.to_thread(kernel_processes.groups, self.enforcer.layout)
@@ -649,9 +656,16 @@ class Agent:
             await asyncio.to_thread(kernel_processes.forget_groups, self.enforcer.layout, idle)
 
     async def _fold_loop(self) -> None:
+        """Folded counts go out when their window closes, calls that wait for their name when
+        it comes: looked at every 0.1 s while any wait, else asleep until one does (a quiet
+        node's agent does not wake ten times a second for nothing)."""
         try:
             while True:
-                await asyncio.sleep(0.1)
+                if self.unnamed or self.folder.pending:
+                    await asyncio.sleep(0.1)
+                else:
+                    self._fold_wakeup.clear()
+                    await self._fold_wakeup.wait()
                 self.release_unnamed()
                 self.flush_folds()
         finally:

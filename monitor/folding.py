@@ -46,6 +46,11 @@ class StormFolder:
         self.folded += 1
         return True
 
+    @property
+    def pending(self) -> bool:
+        """Whether a folded count waits for its window to close."""
+        return bool(self._flows)
+
     def due(self, force: bool = False) -> list[dict]:
         """The folded flows whose window has closed (all of them with `force`)."""
         if not force and time.monotonic() - self._since < self.window:

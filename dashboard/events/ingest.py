@@ -25,6 +25,7 @@ from .serializers import connection_row, process_row, violation_row
 log = logging.getLogger(__name__)
 
 INSERT_ATTEMPTS = 3  # a batch raced by another worker for the same node is checked again
+SEEN_EVERY = dt.timedelta(seconds=5)  # a container's last_seen_at is at most this old while it sends
 
 
 @dataclass
@@ -61,7 +62,14 @@ def ingest_batch(node: Node, batch: list) -> IngestResult:
 
 
 def _known(node: Node, seqs: set[int]) -> set[int]:
-    """The numbers already stored, in any event table (one sequence per agent)."""
+    """The numbers already stored, in any event table (one sequence per agent). Only numbers
+    up to the node's last stored one can be: it moves in the same transaction as the rows,
+    and is read inside this one (on SQLite, under its write lock), so a batch of new events,
+    the usual one, costs one query here, not one per table."""
+    last = Node.objects.filter(pk=node.pk).values_list("last_seq", flat=True).get()
+    seqs = {seq for seq in seqs if seq <= last}
+    if not seqs:
+        return set()
     return {
         seq
         for model in (ConnectionEvent, ProcessEvent, TrafficMinute, Violation)
@@ -146,7 +154,9 @@ def _containers(node: Node, events: list[dict]) -> dict[str, Container]:
             changed.append(c)
     if changed:
         Container.objects.bulk_update(changed, ["name", "image", "labels", "cgroup_id"])
-    Container.objects.filter(pk__in=[c.pk for c in have.values()]).update(last_seen_at=now)
+    stale = [c.pk for c in have.values() if c.last_seen_at < now - SEEN_EVERY]
+    if stale:  # (not a write per batch: a busy container's batches come several a second)
+        Container.objects.filter(pk__in=stale).update(last_seen_at=now)
     return have
 
 

@@ -13,6 +13,8 @@ import time
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from dashboard.alerts import config
@@ -144,6 +146,32 @@ def test_a_storm_is_one_notification_per_window_with_its_count(node, rules):
         assert [n for _, n in arrived["web-2"]] == [1]
         assert OutputStatus.objects.get(output__name="hook").folded == 250
     finally:
+        hook.stop()
+
+
+def test_a_quiet_dispatcher_asks_sqlite_only_whether_anything_was_committed(node, rules):
+    """Idle, its looks are SQLite's data_version, no query; another process's violation is
+    routed and delivered at the next look."""
+    hook = Webhook().start()
+    try:
+        output("hook", "webhook", hook.url, dedupe_seconds=0)
+        dispatcher = Dispatcher()
+        assert dispatcher.step() is False  # the first look is a cycle: nothing queued
+        with CaptureQueriesContext(connection) as looks:
+            for _ in range(3):
+                assert dispatcher.step() is False
+        assert [q["sql"] for q in looks] == ["PRAGMA data_version"] * 3
+        writer = threading.Thread(target=lambda: (ingest_batch(node, [violation(1)]), connection.close()))
+        writer.start()  # another connection, as ingest in daphne
+        writer.join()
+        with CaptureQueriesContext(connection) as looks:
+            dispatcher.step()
+        assert len(looks) > 3 and any("alerts_notification" in q["sql"] for q in looks)  # a cycle: routed
+        wait_for(lambda: len(hook.received) == 1, what="the violation's delivery")
+        assert hook.bodies()[0]["crossedge"]["rule_id"] == "deny-ssh"
+        dispatcher.pool.shutdown(wait=True)
+    finally:
+        close_old_connections()
         hook.stop()
 
 

@@ -35,6 +35,20 @@ def test_resent_batch_stores_nothing_twice(node):
 
 
 @pytest.mark.django_db
+def test_a_stale_node_row_still_finds_what_is_stored(node):
+    """A consumer's Node may predate another worker's store (a reconnect while a batch was in
+    flight): the last number is read inside the transaction, so even a flood report, which
+    no unique constraint guards, is stored once."""
+    from .test_scans import flood
+
+    stale = Node.objects.get(pk=node.pk)
+    ingest_batch(node, [agent_event(1), flood(2)])
+    again = ingest_batch(stale, [flood(2), agent_event(3)])
+    assert (again.stored, again.duplicates, again.last_seq) == (1, 1, 3)
+    assert Violation.objects.filter(kind="flood").count() == 1 and ConnectionEvent.objects.count() == 2
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "bad",
     [
