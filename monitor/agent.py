@@ -556,7 +556,7 @@ class Agent:
             await asyncio.gather(*pipe_tasks, return_exceptions=True)
             try:  # what the programs counted up to now goes out with this agent, not the next
                 await self.read_traffic(force=True)
-                await self.read_kernel_flows()
+                await self.read_kernel_flows(final=True)
                 await self.read_proc_groups()
             except (BpftoolError, OSError) as exc:
                 log.error("last flow-table read: %s", exc)
@@ -580,9 +580,10 @@ class Agent:
             self._sync_retry_at = time.monotonic() + self._sync_backoff
             self._sync_backoff = min(self._sync_backoff * 2, SYNC_RETRY_MAX)
 
-    async def read_kernel_flows(self) -> None:
+    async def read_kernel_flows(self, final: bool = False) -> None:
         """The programs' flow counters: what they counted since the last reading, as events
-        (a flow's sent calls carry its counter too; this catches flows that went quiet)."""
+        (a flow's sent calls carry its counter too; this catches flows that went quiet); and
+        the scans' sums (`final`: all of them, the agent stops)."""
         flows = await asyncio.to_thread(self.enforcer.flows)
         for event in self.kernel_flows.dump(flows):
             self.handle(KERNEL, event)
@@ -590,9 +591,10 @@ class Agent:
         if self.kernel_state:
             self.kernel_flows.save(self.kernel_state, self.enforcer.layout.root.name)
         scans = await asyncio.to_thread(self.enforcer.scans)
-        for event in self.scan_sums.dump(scans):
+        gone = [cgid for cgid in scans if not self.cgroups.alive(cgid)]
+        for event in self.scan_sums.dump(scans, force=final, ending=gone):
             self.handle(KERNEL, event)
-        if gone := [cgid for cgid in scans if not self.cgroups.alive(cgid)]:
+        if gone:
             await asyncio.to_thread(self.enforcer.forget_scans, gone)
         for cgid, entry, held, window in self.limit_reports.add(await asyncio.to_thread(self.enforcer.limits)):
             self._limit_report(cgid, entry, held, window)

@@ -3,6 +3,8 @@ container's always, with the summing threshold; a named container's with every c
 rules flattened in, in rank order), and the summary events the agent makes of the
 programs' cumulative counts."""
 
+import time
+
 import pytest
 
 from monitor.kernel.compile import FLOOD_MAP, LIMIT_MAP, SCAN_MAP, Scope, compile_rules
@@ -95,7 +97,7 @@ def entry(calls, denied, **kw):
 
 
 def test_the_agent_reports_the_growth_of_the_sums_once():
-    sums = ScanSums()
+    sums = ScanSums(every=0)  # at every reading (see the next test)
     sums.resume({1: entry(100, 0)})  # summed before this agent: reported by the last one
     assert sums.dump({1: entry(100, 0)}) == []
     (allowed,) = sums.dump({1: entry(150, 0)})
@@ -112,6 +114,24 @@ def test_the_agent_reports_the_growth_of_the_sums_once():
     assert (rest["count"], rest["kernel_verdict"]) == (2, "deny")
     sums.dump({})  # the containers are gone: forgotten
     assert sums.totals == {}
+
+
+def test_a_going_scan_is_summed_every_few_seconds_and_all_of_it_at_the_end(monkeypatch):
+    """Its first sums at once; then one row every REPORT_EVERY seconds, holding what the
+    readings in between saw; a container that ends, or an agent that stops, sends the rest."""
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic_ns", lambda: int(clock[0] * 1e9))
+    sums = ScanSums(every=5.0)
+    assert [e["count"] for e in sums.dump({1: entry(100, 0)})] == [100]
+    clock[0] += 1
+    assert sums.dump({1: entry(300, 0)}) == []  # a second later: it waits
+    clock[0] += 4
+    assert [e["count"] for e in sums.dump({1: entry(500, 0)})] == [400]  # the skipped reading's too
+    clock[0] += 1
+    assert [(e["cgroup_id"], e["count"]) for e in sums.dump({1: entry(600, 0), 2: entry(10, 0)})] == [(2, 10)]
+    assert [e["count"] for e in sums.dump({1: entry(650, 0), 2: entry(20, 0)}, ending=[1])] == [150]
+    assert [e["count"] for e in sums.dump({2: entry(30, 0)}, force=True)] == [20]
+    assert 1 not in sums.reported  # forgotten with its entry
 
 
 def test_flood_rules_watch_every_source_and_go_into_one_array_entry():
