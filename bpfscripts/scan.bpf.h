@@ -8,7 +8,7 @@
  * and the flow table would fill. So from `summarise` new destinations in a window, and for
  * as long as each following window reaches it, a new destination's call is only added to
  * the entry's cumulative counts (calls, refused calls, port range, first destination): the
- * agent turns their growth into one summary row per container per reading. Every call is
+ * agent turns their growth into a summary row per container every few seconds. Every call is
  * still judged and counted per rule; nothing is lost from the accounting.
  *
  * Scan rules (`limit: {new_destinations: N}`) are up to CE_SCAN_RULES thresholds per scope
