@@ -101,7 +101,9 @@ def main(argv=None) -> int:
     print("ready", flush=True)
     try:
         while True:
-            n = lib.perf_buffer__poll(pb, 100 if args.watermark else 200)
+            # a record wakes the poll (or the watermark does, and what stays under it is
+            # consumed every 100 ms); a signal ends it. No timeout otherwise: idle, no wakeups.
+            n = lib.perf_buffer__poll(pb, 100 if args.watermark else -1)
             if n < 0 and -n != 4:  # EINTR is a signal on its way
                 print(f"perf_buffer__poll: {os.strerror(-n)}", file=sys.stderr)
                 return 1
