@@ -446,7 +446,7 @@ class Agent:
         self.verdicts[event["verdict"]] += event.get("count", 1)
         if not self.folder.offer(event):
             self._queue(event)
-        elif not self._fold_wakeup.is_set():
+        else:
             self._fold_wakeup.set()
 
     def flush_folds(self, force: bool = False) -> None:

@@ -37,14 +37,15 @@ class ScanSums:
         `ending` (their entries are forgotten next), or all (`force`). An entry no longer
         there is forgotten."""
         now, out = time.monotonic_ns(), []
+        at = now / 1e9
         for cgid, e in entries.items():
             calls_before, denied_before = self.totals.get(cgid, (0, 0))
             calls = e["calls"] - calls_before
             if calls <= 0 or e["dest_ip"] is None:
                 continue
-            if not force and cgid not in ending and now / 1e9 - self.reported.get(cgid, float("-inf")) < self.every:
+            if not force and cgid not in ending and at - self.reported.get(cgid, float("-inf")) < self.every:
                 continue
-            self.reported[cgid] = now / 1e9
+            self.reported[cgid] = at
             # the program counts a refusal before its call: a reading may see the first alone
             denied = min(e["denied"] - denied_before, calls)
             self.totals[cgid] = (e["calls"], denied_before + denied)

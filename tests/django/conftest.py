@@ -94,3 +94,10 @@ def agent_event(seq=None, **overrides):
     }
     event.update(overrides)
     return event
+
+
+def flood(seq, **overrides):
+    """A flood report shaped as the agent sends it (a source's SYNs over a flood rule)."""
+    return {"seq": seq, "kind": "flood", "ts_ns": 1_795_000_000 * 10**9, "source_ip": "198.18.0.1", "family": 4,
+            "dest_port": 443, "syns": 1000, "rule_id": "syn-flood", "verdict": "deny", "severity": "high",
+            "enforced": True, "audit": False, "hold": 300, "policy_version": 3} | overrides  # fmt: skip

@@ -6,7 +6,7 @@ from dashboard.events.ingest import ingest_batch
 from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.fleet.models import Container, Node
 
-from .conftest import agent_event
+from .conftest import agent_event, flood
 
 
 @pytest.mark.django_db
@@ -39,8 +39,6 @@ def test_a_stale_node_row_still_finds_what_is_stored(node):
     """A consumer's Node may predate another worker's store (a reconnect while a batch was in
     flight): the last number is read inside the transaction, so even a flood report, which
     no unique constraint guards, is stored once."""
-    from .test_scans import flood
-
     stale = Node.objects.get(pk=node.pk)
     ingest_batch(node, [agent_event(1), flood(2)])
     again = ingest_batch(stale, [flood(2), agent_event(3)])

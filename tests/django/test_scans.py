@@ -14,7 +14,7 @@ from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.events.serializers import connection_row
 from dashboard.policy.models import Rule
 
-from .conftest import agent_event
+from .conftest import agent_event, flood
 
 pytestmark = pytest.mark.django_db
 
@@ -114,12 +114,6 @@ def test_scan_rules_through_the_policy_file(tmp_path):
     with pytest.raises(CommandError, match="new_destinations"):
         call_command("policy", "import", str(path), stdout=io.StringIO())
     assert list(Rule.objects.values_list("rule_id", flat=True)) == ["scan"]
-
-
-def flood(seq, **overrides):
-    return {"seq": seq, "kind": "flood", "ts_ns": 1_795_000_000 * 10**9, "source_ip": "198.18.0.1", "family": 4,
-            "dest_port": 443, "syns": 1000, "rule_id": "syn-flood", "verdict": "deny", "severity": "high",
-            "enforced": True, "audit": False, "hold": 300, "policy_version": 3} | overrides  # fmt: skip
 
 
 def test_a_flood_is_one_violation_stored_once_and_bad_reports_are_refused(node, client, admin_user):
