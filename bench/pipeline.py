@@ -30,8 +30,8 @@ waits for the pipeline to drain and reports, per step:
 
 and flat-out connect() throughput with CrossEdge running as a ratio of the same load with
 CrossEdge stopped: --rounds pairs, the arms interleaved (without, start, with, stop, ...,
-without), medians compared; and (--idle) each process's CPU while the node is quiet, right
-after each start.
+without), each after a second of untimed load, medians compared; and (--idle) each
+process's CPU while the node is quiet, right after each start.
 """
 
 from __future__ import annotations
@@ -73,9 +73,17 @@ LOAD = r"""
 import socket, struct, sys, time
 from array import array
 host, port, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-flows, first, stamps_file = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+flows, first, stamps_file, warm = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7], float(sys.argv[8])
 linger = struct.pack("ii", 1, 0)
 stamps = array("d")  # each call's own wall time: the latency of a folded call counts from it
+k, end = first + WARM_OFFSET, time.perf_counter() + warm
+while time.perf_counter() < end:  # untimed, flat out, to destinations the timed calls do not reach
+    dest = (host, port) if flows == 1 else (f"127.64.{k // 50 // 256 % 256}.{k // 50 % 256}", 20000 + k % 50)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.connect_ex(dest)
+    s.close()
+    k += 1
 n, start, cpu = 0, time.perf_counter(), time.process_time()
 end = start + seconds
 while True:
@@ -101,6 +109,10 @@ with open(stamps_file, "wb") as fh:
 print(n, time.perf_counter() - start, time.process_time() - cpu, flush=True)
 """
 WORKER_SPAN = 1_000_000  # each worker's flows: first = worker * WORKER_SPAN
+WARM = 1.0  # seconds each throughput arm's load runs untimed first: the arms follow a start, a stop, an idle
+# measure, whose after-effects would otherwise fall on one arm (the first calls after a quiet spell run slower)
+WARM_OFFSET = 500_000  # a worker's warm-up calls go to its flows from first + WARM_OFFSET on
+LOAD = f"WARM_OFFSET = {WARM_OFFSET}\n" + LOAD
 
 
 def destination(k: int) -> tuple[str, int]:
@@ -328,16 +340,24 @@ class Load:
 
 
 def load(
-    container: SimulatedContainer, port: int, rate: float, seconds: float, workers: int, flows: int = 1, first: int = 0
+    container: SimulatedContainer,
+    port: int,
+    rate: float,
+    seconds: float,
+    workers: int,
+    flows: int = 1,
+    first: int = 0,
+    warm: float = 0.0,
 ) -> Load:
     """Paced connects from `workers` processes; flows: 1 = the listener, N = N distinct
     (address, port) flows per worker, cycled, 0 = every call a flow of its own (from the
-    `first`-th destination on)."""
+    `first`-th destination on). `warm` seconds of untimed flat-out calls come first (the
+    first calls after a quiet spell run slower: a measure that follows one would be low)."""
     per = rate / workers if rate else 0
     stamps = [tempfile.NamedTemporaryFile(suffix=".stamps") for _ in range(workers)]  # noqa: SIM115
     argv = [sys.executable, "-c", LOAD, "127.0.0.1", str(port), str(per), str(seconds), str(flows)]
-    procs = [container.spawn([*argv, str(first + w * WORKER_SPAN), stamps[w].name], stdout=subprocess.PIPE, text=True)
-             for w in range(workers)]  # fmt: skip
+    procs = [container.spawn([*argv, str(first + w * WORKER_SPAN), stamps[w].name, str(warm)], stdout=subprocess.PIPE,
+                             text=True) for w in range(workers)]  # fmt: skip
     results = [p.communicate(timeout=seconds + 60)[0].split() for p in procs]
     calls: dict[tuple[str, int], list[float]] = {}
     for w, fh in enumerate(stamps):
@@ -490,7 +510,8 @@ def main(argv=None) -> int:
 
     def flat_out(c, flows: int) -> tuple[float, float]:
         """Calls a second, and calls a second of the load's own CPU time."""
-        result = load(c, port, 0, 3, 2, flows) if flows == 1 else load(c, port, 0, 3, 2, 0, first=next(scans) * 50_000)
+        first = 0 if flows == 1 else next(scans) * 50_000
+        result = load(c, port, 0, 3, 2, 1 if flows == 1 else 0, first=first, warm=WARM)
         return result.generated / result.took, result.generated / result.cpu
 
     def arms() -> dict[int, tuple[float, float]]:

@@ -23,7 +23,8 @@ against the plain cgroup. Three phases:
             path), against plain with them: that much more is what CrossEdge costs a process
             it does not even watch. (The cgroup hooks stay switched on for the container: their
             static keys, a few loads a call.) Both places wait SETTLE before each block, the
-            time the detach takes;
+            time the detach takes to reach every process; the load times PROBE getppid()
+            calls before each block, which shows whether the slow path was really off;
   unsummed  the container with summing off: a flow and an event per call, as before scans
             were summed (nobody reads the events, so once the perf buffer is full they are
             counted with their flows: the cheapest case).
@@ -68,11 +69,14 @@ from .pipeline import Product, cores_during
 
 TARGET = 0.90
 # The load: for each line "cgroup-dir first n" it moves into the cgroup, makes WARM calls
-# (untimed: the first calls after a move, or after the hooks changed, run slower) and n more,
-# to destinations from first on, and prints how long the n took.
+# (untimed: the first calls after a move, or after the hooks changed, run slower), times PROBE
+# getppid() calls (the cheapest syscall: its rate shows whether syscalls take the slow path),
+# then n connects to destinations from first on, and prints how long the n took and the
+# getppid() rate.
 WARM = 100
+PROBE = 20_000
 LOAD = (
-    f"WARM = {WARM}\n"
+    f"WARM, PROBE = {WARM}, {PROBE}\n"
     + r"""
 import os, socket, struct, sys, time
 linger = struct.pack("ii", 1, 0)
@@ -83,34 +87,41 @@ for line in sys.stdin:
     first, n = int(first), int(n)
     for k in range(first, first + n + WARM):
         if k == first + WARM:
+            probe, ppid = time.perf_counter(), os.getppid
+            for _ in range(PROBE):
+                ppid()
+            probe = PROBE / (time.perf_counter() - probe)
             start = time.perf_counter()
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         s.connect_ex((f"127.64.{k // 50 // 256 % 256}.{k // 50 % 256}", 20000 + k % 50))
         s.close()
-    print(time.perf_counter() - start, flush=True)
+    print(time.perf_counter() - start, probe, flush=True)
 """
 )
 PHASES = {"summing": ("programs", "plain", "again"), "hooks": ("none", "plain"), "unsummed": ("unsummed", "plain")}
-SETTLE = 0.05  # seconds before each block of the hooks phase: the open() hooks' links go with their
-# pins within it, and both places get the same pause (a block that follows a pause runs slower)
+SETTLE = 0.6  # seconds before each block of the hooks phase: unpinned, the open() hooks' links are released
+# in deferred work and the tracepoint after a grace period, so every process leaves the slow path ~0.3 s
+# later (measured: 0.30-0.33 s; at 0.05 s, this phase's "none" still had it). Both places get the same pause.
 
 
 class Load:
-    """The scanning process: block(cgroup dir, n) -> seconds n new destinations took there."""
+    """The scanning process: block(cgroup dir, n) -> (seconds n new destinations took there,
+    getppid() calls a second just before them)."""
 
     def __init__(self, home: SimulatedContainer):
         self.proc = home.spawn([sys.executable, "-c", LOAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.first = 0  # every block reaches destinations no block reached before
 
-    def block(self, where: str, n: int) -> float:
+    def block(self, where: str, n: int) -> tuple[float, float]:
         self.proc.stdin.write(f"{where} {self.first} {n}\n")
         self.proc.stdin.flush()
         self.first += n + WARM
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("the scanning process ended")
-        return float(line)
+        took, probe = map(float, line.split())
+        return took, probe
 
     def close(self) -> None:
         """End it, wherever it is: a cgroup with a process in it cannot be removed."""
@@ -124,19 +135,22 @@ def quartiles(values: list[float]) -> str:
 
 
 def run_cycles(load: Load, where: dict[str, str], places: tuple[str, ...], args, label: str, *, around=None,
-               pause: bool = False, after=None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:  # fmt: skip
+               pause: bool = False, after=None) -> tuple[dict[str, list[float]], ...]:  # fmt: skip
     """args.cycles cycles of a block in each place, in rotating order: ({place: each cycle's
-    rate there / rate in plain}, {place: each block's calls/s}). `around(place)` is a context
-    entered for each block, `after()` runs after each cycle."""
+    rate there / rate in plain}, {place: each block's calls/s}, {place: each block's getppid()
+    calls/s}). `around(place)` is a context entered for each block, `after()` runs after each
+    cycle."""
     ratios: dict[str, list[float]] = {p: [] for p in places if p != "plain"}
     rates: dict[str, list[float]] = {p: [] for p in places}
+    probes: dict[str, list[float]] = {p: [] for p in places}
     for c in range(args.cycles):
         took = {}
         for place in places[c % len(places) :] + places[: c % len(places)]:
             with around(place) if around else contextlib.nullcontext():
                 if pause:
                     time.sleep(SETTLE)
-                took[place] = load.block(where[place], args.block)
+                took[place], probe = load.block(where[place], args.block)
+            probes[place].append(probe)
         for place in places:
             rates[place].append(args.block / took[place])
             if place != "plain":
@@ -146,7 +160,7 @@ def run_cycles(load: Load, where: dict[str, str], places: tuple[str, ...], args,
         if (c + 1) % 10 == 0:
             print(f"{label} {c + 1}/{args.cycles}: " + ", ".join(
                 f"{p} {statistics.median(r[-10:]):.3f}" for p, r in ratios.items()), file=sys.stderr)  # fmt: skip
-    return ratios, rates
+    return ratios, rates, probes
 
 
 def programs_alone(args, plain: SimulatedContainer, again: SimulatedContainer) -> int:
@@ -189,16 +203,22 @@ def programs_alone(args, plain: SimulatedContainer, again: SimulatedContainer) -
                 if phase in flows:
                     flows[phase] += len(batch.drain(enforcer.layout.map("flows")))
 
-            got, rates = run_cycles(load, where, places, args, phase, around=around, pause=phase == "hooks",
-                                    after=drained)  # fmt: skip
+            got, rates, probes = run_cycles(load, where, places, args, phase, around=around,
+                                            pause=phase == "hooks", after=drained)  # fmt: skip
             ratios |= got
             if phase == "summing":
                 summing_rates = rates
+            if phase == "hooks":
+                syscalls = {place: statistics.median(probes[place]) for place in places}
     print(f"\nconnect() to a new destination at every call; {args.cycles} cycles a phase, {args.block:,} calls in each "
           "place per cycle; medians of the cycles' own ratios (rate there / rate in the plain cgroup):")  # fmt: skip
     for place, what in SHOWN.items():
         print(f"  {place:<10}{quartiles(ratios[place])}   {what}")
     print(f"  plain     {statistics.median(summing_rates['plain']):,.0f} calls/s (median of the blocks)")
+    slow = syscalls["none"] / syscalls["plain"]
+    print(f"getppid() calls/s before the hooks phase's blocks: none {syscalls['none']:,.0f}, plain "
+          f"{syscalls['plain']:,.0f}: every syscall {slow:.2f}x as fast without the hooks"
+          + ("" if slow > 1.05 else " (NOT OFF: the hooks phase measured nothing)"))  # fmt: skip
     ratio = statistics.median(ratios["programs"]) / statistics.median(ratios["none"])
     print(f"\nprograms / none = {ratio:.3f} ({'meets' if ratio >= TARGET else 'MISSES'} >= {TARGET:.2f})")
     if kernel_ns:
@@ -229,7 +249,7 @@ def whole_product(args, parent: str, plain: SimulatedContainer, again: Simulated
         load = Load(plain)
         try:
             where = {"programs": app.dir, "plain": plain.dir, "again": again.dir}
-            (ratios, rates), cores = cores_during(
+            (ratios, rates, _probes), cores = cores_during(
                 product, lambda: run_cycles(load, where, PHASES["summing"], args, "with the product")
             )
         finally:

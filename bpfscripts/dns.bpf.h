@@ -300,6 +300,9 @@ static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pk
 		w->pattern = w->best_all;
 	w->left = (__u16)m[6] << 8 | m[7];
 	w->off = qend + 1 + 4; /* the root label, QTYPE, QCLASS */
+	struct ce_scan *entry = scan_entry(cgid);
+	if (entry && !entry->named)
+		entry->named = 1; /* before its addresses are written: a call that finds one looks */
 	if ((m[3] & 0x0f) == 0 && w->left) /* NOERROR */
 		bpf_loop(CE_DNS_MAX_STEPS, answer_step, NULL, 0);
 
@@ -322,18 +325,22 @@ static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pk
 
 /* The name rules' decision for a call to addr by cgid, or NULL: the first rule of the
  * pattern the container's answer chose (or, for an address it never resolved or whose
- * TTL ran out, of `none`: DNS servers themselves, port 53, excepted) whose port fits. */
+ * TTL ran out, of `none`: DNS servers themselves, port 53, excepted) whose port fits.
+ * `resolved` is looked at only for a container a DNS answer reached (scan->named; a
+ * container without a scans entry, the table being full, looks too). */
 static __always_inline struct ce_rule *fqdn_rule(__u64 cgid, int own, __u8 family, const __u8 *addr, __u16 port,
-						  __u64 *name_hash, struct ce_rule *out)
+						  struct ce_scan *scan, __u64 *name_hash, struct ce_rule *out)
 {
 	struct ce_addr_key ak = {.cgroup_id = cgid, .family = family};
 	struct ce_fqdn_rules *list = NULL;
+	struct ce_resolved *r = NULL;
 
 	if (family == 4)
 		__builtin_memcpy(ak.addr, addr, 4);
 	else
 		__builtin_memcpy(ak.addr, addr, 16);
-	struct ce_resolved *r = bpf_map_lookup_elem(&resolved, &ak);
+	if (!scan || scan->named) /* (a random bucket of a large table: a cache miss a call) */
+		r = bpf_map_lookup_elem(&resolved, &ak);
 	struct ce_fqdn_key pk = {.cgroup_id = cgid, .kind = CE_FQDN_NONE};
 	if (r) {
 		barrier_var(r); /* no address of its fields before this check */

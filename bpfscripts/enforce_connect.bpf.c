@@ -294,9 +294,10 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 	}
 	struct ce_rule by_name = {};
 	__u64 name_hash = 0;
-	best = better(best, fqdn_rule(cgid, own, 4, key.addr, port, &name_hash, &by_name));
+	struct ce_scan *scan = scan_entry(cgid);
+	best = better(best, fqdn_rule(cgid, own, 4, key.addr, port, scan, &name_hash, &by_name));
 	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
-	return decide(ctx, best, cgid, 4, key.addr, port, op, name_hash, scan_entry(cgid), own);
+	return decide(ctx, best, cgid, 4, key.addr, port, op, name_hash, scan, own);
 }
 
 static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
@@ -335,9 +336,10 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 	}
 	struct ce_rule by_name = {};
 	__u64 name_hash = 0;
-	best = better(best, fqdn_rule(cgid, own, 6, key.addr, port, &name_hash, &by_name));
+	struct ce_scan *scan = scan_entry(cgid);
+	best = better(best, fqdn_rule(cgid, own, 6, key.addr, port, scan, &name_hash, &by_name));
 	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
-	return decide(ctx, best, cgid, 6, key.addr, port, op, name_hash, scan_entry(cgid), own);
+	return decide(ctx, best, cgid, 6, key.addr, port, op, name_hash, scan, own);
 }
 
 SEC("cgroup/connect4")

@@ -315,6 +315,8 @@ struct ce_scan {
 	char comm[16];
 	struct ce_rule rule; /* the scan rule crossed last (rank 0) */
 	__u32 gid;
+	__u8 named; /* a DNS answer reached it (dns.bpf.h): only then can its calls' addresses have names */
+	__u8 pad[7];
 };
 
 /* Traffic (traffic.bpf.h): bytes and packets per container and flow, both ways. */

@@ -16,6 +16,10 @@
  * the count (ce_event.scan): the agent raises one scan violation for it, not one per call,
  * and not again while the scan goes on. A deny rule also refuses every call of the container
  * for the rule's hold (an audit-mode one reports them), from that call on, in the kernel.
+ *
+ * The entry also carries what the other programs need to know of a container at every call
+ * cheaply: whether it is scanning (traffic.bpf.h) and whether a DNS answer reached it
+ * (`named`, dns.bpf.h).
  */
 
 struct {

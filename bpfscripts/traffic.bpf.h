@@ -13,9 +13,9 @@
  * whole and empties it: each reading is exactly what was counted since the last one, and
  * nothing is counted twice or dropped. A full table counts a new flow in its container's
  * "other" entry (protocol 0), and so does a container that is scanning (scan.bpf.h: each
- * call a new flow); only when even that finds no room are the bytes counted in
- * `traffic_lost`. crossedge_in also reads DNS answers (dns.bpf.h); both programs are in
- * enforce_connect.bpf.c.
+ * call a new flow; its SYNs, SYN-ACKs and RSTs are not even looked for); only when even
+ * that finds no room are the bytes counted in `traffic_lost`. crossedge_in also reads DNS
+ * answers (dns.bpf.h); both programs are in enforce_connect.bpf.c.
  */
 
 #define CE_ETH_P_IP 0x0800
@@ -60,7 +60,7 @@ struct ce_pkt {
 	__u8 family;
 	__u8 proto;
 	__u8 fragment; /* 1: an IPv4 fragment after the first (no ports) */
-	__u8 pad;
+	__u8 handshake; /* 1: a TCP SYN, SYN-ACK or RST (a connection begins, or is refused) */
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
@@ -118,18 +118,29 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct ce_pkt *p)
 			p->sport = th.source;
 			p->dport = th.dest;
 			p->payload = p->l4 + th.doff * 4;
+			p->handshake = th.syn || th.rst;
 		}
 	}
 	return 0;
 }
 
 static __always_inline void count_in(void *table, struct ce_traffic_key *key, __u64 bytes, __u64 payload,
-				     __u64 segs, int in)
+				     __u64 segs, int in, int handshake)
 {
-	struct ce_traffic *v = bpf_map_lookup_elem(table, key);
+	struct ce_traffic *v = NULL;
+	struct ce_scan *scan = NULL;
+
+	/* A scanning container's handshakes are its scan's (a flow of its own, begun before the
+	 * scan, may see one more: its RST is then counted as other traffic): not looked for in
+	 * the table, a random bucket of it, a cache miss a packet. */
+	if (handshake)
+		scan = bpf_map_lookup_elem(&scans, &key->cgroup_id);
+	if (!scan || !scan->scanning)
+		v = bpf_map_lookup_elem(table, key);
 	if (!v) {
 		struct ce_traffic fresh = {};
-		struct ce_scan *scan = bpf_map_lookup_elem(&scans, &key->cgroup_id);
+		if (!handshake)
+			scan = bpf_map_lookup_elem(&scans, &key->cgroup_id);
 		/* a scanning container's new flows go to its other entry at once: no table fills */
 		if ((scan && scan->scanning) ||
 		    (bpf_map_update_elem(table, key, &fresh, BPF_NOEXIST) && bpf_map_lookup_elem(table, key) == NULL)) {
@@ -179,7 +190,7 @@ static __always_inline void account(struct __sk_buff *skb, const struct ce_pkt *
 	__u64 bytes = skb->len + (segs - 1) * p->payload;
 	__u32 *epoch = bpf_map_lookup_elem(&traffic_epoch, &zero);
 	if (epoch && *epoch)
-		count_in(&traffic1, &key, bytes, payload, segs, in);
+		count_in(&traffic1, &key, bytes, payload, segs, in, p->handshake);
 	else
-		count_in(&traffic0, &key, bytes, payload, segs, in);
+		count_in(&traffic0, &key, bytes, payload, segs, in, p->handshake);
 }

@@ -532,8 +532,7 @@ class Agent:
                 try:  # right after the rescan that lists them; and after MAX_HOLD whatever failed
                     await self._release_holds()
                     if time.monotonic() - last_flows >= FLOW_POLL:
-                        await self.read_kernel_flows()
-                        await self.read_proc_groups()
+                        await self.read_kernel_tables()
                         last_flows = time.monotonic()
                     if time.monotonic() - last_traffic >= TRAFFIC_POLL:
                         await self.read_traffic()
@@ -556,8 +555,7 @@ class Agent:
             await asyncio.gather(*pipe_tasks, return_exceptions=True)
             try:  # what the programs counted up to now goes out with this agent, not the next
                 await self.read_traffic(force=True)
-                await self.read_kernel_flows(final=True)
-                await self.read_proc_groups()
+                await self.read_kernel_tables(final=True)
             except (BpftoolError, OSError) as exc:
                 log.error("last flow-table read: %s", exc)
 
@@ -580,24 +578,37 @@ class Agent:
             self._sync_retry_at = time.monotonic() + self._sync_backoff
             self._sync_backoff = min(self._sync_backoff * 2, SYNC_RETRY_MAX)
 
-    async def read_kernel_flows(self, final: bool = False) -> None:
+    async def read_kernel_tables(self, final: bool = False) -> None:
         """The programs' flow counters: what they counted since the last reading, as events
-        (a flow's sent calls carry its counter too; this catches flows that went quiet); and
-        the scans' sums (`final`: all of them, the agent stops)."""
-        flows = await asyncio.to_thread(self.enforcer.flows)
+        (a flow's sent calls carry its counter too; this catches flows that went quiet); the
+        scans' sums (`final`: all of them, the agent stops); what the limits held back; the
+        counts of like process records. Read in one trip to a thread: each trip wakes a
+        thread and the event loop, which on a busy node takes a CPU from its containers."""
+        flows, pruned, scans, limits, groups = await asyncio.to_thread(self._read_tables)
         for event in self.kernel_flows.dump(flows):
             self.handle(KERNEL, event)
-        self.kernel_flows.forget(await asyncio.to_thread(self.enforcer.prune_flows, flows))
+        self.kernel_flows.forget(pruned)
         if self.kernel_state:
             self.kernel_flows.save(self.kernel_state, self.enforcer.layout.root.name)
-        scans = await asyncio.to_thread(self.enforcer.scans)
         gone = [cgid for cgid in scans if not self.cgroups.alive(cgid)]
         for event in self.scan_sums.dump(scans, force=final, ending=gone):
             self.handle(KERNEL, event)
         if gone:
             await asyncio.to_thread(self.enforcer.forget_scans, gone)
-        for cgid, entry, held, window in self.limit_reports.add(await asyncio.to_thread(self.enforcer.limits)):
+        for cgid, entry, held, window in self.limit_reports.add(limits):
             self._limit_report(cgid, entry, held, window)
+        for event in self.proc_groups.dump(groups):
+            self.proc_counts[event["kind"]] += event["count"]
+            self._emit(event)
+        if idle := self.proc_groups.idle(groups):
+            await asyncio.to_thread(kernel_processes.forget_groups, self.enforcer.layout, idle)
+
+    def _read_tables(self) -> tuple:
+        """(flows, the flow keys pruned from the kernel's table, scans, limits, process groups)."""
+        enforcer = self.enforcer
+        flows = enforcer.flows()
+        return (flows, enforcer.prune_flows(flows), enforcer.scans(), enforcer.limits(),
+                kernel_processes.groups(enforcer.layout))  # fmt: skip
 
     def _where(self, cgroup_id: int) -> dict | None:
         """A cgroup's path and container as a record carries them; None outside this agent's
@@ -647,15 +658,6 @@ class Agent:
         enforcer = self.enforcer
         return (enforcer.counters(), enforcer.lost(), enforcer.dns_stats(), enforcer.traffic_lost(),
                 kernel_processes.lost(enforcer.layout), kernel_processes.exec_counts(enforcer.layout))  # fmt: skip
-
-    async def read_proc_groups(self) -> None:
-        """The programs' counts of like process records, for the groups that went quiet."""
-        groups = await asyncio.to_thread(kernel_processes.groups, self.enforcer.layout)
-        for event in self.proc_groups.dump(groups):
-            self.proc_counts[event["kind"]] += event["count"]
-            self._emit(event)
-        if idle := self.proc_groups.idle(groups):
-            await asyncio.to_thread(kernel_processes.forget_groups, self.enforcer.layout, idle)
 
     async def _fold_loop(self) -> None:
         """Folded counts go out when their window closes, calls that wait for their name when

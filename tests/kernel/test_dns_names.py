@@ -57,6 +57,10 @@ def test_deny_by_name_holds_from_the_answer_without_the_agent(enforcement, resol
     enforcement.enforcer.start()
     enforcement.enforcer.sync(RuleSet.from_specs(NAME_RULES, 1))
     port = resolver.port
+    # before its first answer a container's calls skip the table of names (its scans entry says
+    # so); the answer that names an address marks the entry first
+    assert connect_in(app, "127.20.0.2", port) == 0
+    assert enforcement.enforcer.scans()[app.cgroup_id]["named"] is False
     got = dict(zip(["api", "blocked", "ok", "evil"], resolve_in(app, port, "api.corp.test", "blocked.test", "ok.test",
                                                                  "deep.evil.test"), strict=True))  # fmt: skip
     assert got["api"] == ("127.20.0.1", 0)
@@ -65,6 +69,8 @@ def test_deny_by_name_holds_from_the_answer_without_the_agent(enforcement, resol
     assert got["evil"] == ("127.20.0.4", EPERM), "*.evil.test covers deep.evil.test"
     # the same address from a container that never resolved the name: no name, no deny
     assert connect_in(other, "127.20.0.2", port) == 0
+    scans = enforcement.enforcer.scans()
+    assert scans[app.cgroup_id]["named"] is True and scans[other.cgroup_id]["named"] is False
     # over TCP too
     assert resolve_in(app, port, "blocked.test", tcp=True) == [("127.20.0.2", EPERM)]
     stats = enforcement.enforcer.dns_stats()

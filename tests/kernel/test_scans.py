@@ -19,6 +19,7 @@ from dashboard.fleet.models import Node
 from monitor.agent import Agent
 from monitor.kernel.compile import SUMMARISE
 from monitor.rules import RuleSet
+from monitor.testbed import start_sink
 
 from .conftest import ROOT, connect_from, deliver_until
 from .test_enforce_agent import run_agent, stop
@@ -67,6 +68,53 @@ def test_a_scan_is_summed_and_a_deny_refuses_it_for_the_hold(enforcement):
     assert connect_from(scanner, TARGET, 1) == errno.EPERM  # still held
     time.sleep(max(0.0, started + 3.2 - time.monotonic()))
     assert connect_from(scanner, TARGET, 2) == errno.ECONNREFUSED  # the hold is over
+
+
+SCANNER_WITH_A_FLOW = r"""
+import socket, struct, sys
+flow = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+flow.sendall(b"x" * 1000)  # before the scan: its own entry
+linger = struct.pack("ii", 1, 0)
+for port in range(int(sys.argv[3]), int(sys.argv[3]) + int(sys.argv[4])):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.connect_ex((sys.argv[2], port))
+    s.close()
+flow.sendall(b"y" * 2000)  # while the container is scanning: still its own entry
+print(flow.getsockname()[1], flush=True)
+sys.stdin.readline()  # the test reads the table before the flow ends
+"""
+
+
+def test_a_scans_packets_are_counted_exactly_and_a_flow_from_before_keeps_its_entry(enforcement):
+    """Every SYN and RST of a scan is counted (in the container's other traffic from the
+    SUMMARISE+1st new destination on: no table fills, no entry looked for), and a connection
+    the container had open before the scan keeps counting its data into its own entry."""
+    scanner = enforcement.container("scanner")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(RuleSet([], 1))
+    sink, port = start_sink()
+    try:
+        proc = scanner.spawn([sys.executable, "-c", SCANNER_WITH_A_FLOW, str(port), TARGET, str(FIRST_PORT), "1500"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        local_port = int(proc.stdout.readline())
+        time.sleep(0.2)  # the flow's last ACK comes back
+        rows = {key: counters for key, counters in enforcer.read_traffic() if key[0] == scanner.cgroup_id}
+        proc.communicate("\n", timeout=30)
+    finally:
+        sink.kill()
+        sink.wait()
+    flow = rows.pop((scanner.cgroup_id, 4, 6, local_port, "127.0.0.1", port))
+    assert flow[2:4] == (0, 3000)  # payload in, out: all of the flow's data, before the scan and during it
+    (other_key,) = [key for key in rows if key[2] == 0]  # protocol 0: the container's other traffic
+    other = rows.pop(other_key)
+    scanned = {key[5] for key in rows}  # the scan's first destinations, a flow each
+    assert all(key[4] == TARGET and key[2] == 6 for key in rows) and len(scanned) == len(rows) <= SUMMARISE + 1
+    calls = 1500
+    # every call: a SYN out and a RST in, counted once, in its flow's entry or in other
+    assert sum(r[5] for r in rows.values()) + other[5] == calls and sum(r[4] for r in rows.values()) + other[4] == calls
+    assert other[5] >= calls - SUMMARISE - 1 and other[2:4] == (0, 0)
 
 
 def test_an_alert_rule_lets_the_scan_through_and_a_slow_one_is_no_scan(enforcement):
