@@ -198,7 +198,9 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	fk.name_hash = name_hash;
 	__builtin_memcpy(fk.addr, addr, family == 4 ? 4 : 16);
 
-	struct ce_flow *flow = bpf_map_lookup_elem(&flows, &fk);
+	/* the container's filter: a destination that never had a flow is not looked for */
+	__u32 bit = scan ? seen_bit(family, addr, port) : 0;
+	struct ce_flow *flow = !scan || seen(scan, bit) ? bpf_map_lookup_elem(&flows, &fk) : NULL;
 	/* a call let through, or refused by a scan rule's hold, is sent once per flow per window */
 	if (flow && (verdict == CE_V_ALLOW || held) && now - flow->window_ns < CE_WINDOW_NS) {
 		count_slot(slot);
@@ -226,6 +228,8 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 		flow->window_ns = now;
 	} else {
 		struct ce_flow fresh = {.window_ns = now};
+		if (scan)
+			mark_seen(scan, bit); /* first: a call on another CPU that sees the flow sees the bit */
 		bpf_map_update_elem(&flows, &fk, &fresh, BPF_NOEXIST); /* full table: sent, not counted */
 	}
 

@@ -276,6 +276,7 @@ struct ce_dns {
 #define CE_SCAN_WINDOW_NS 1000000000ULL
 #define CE_SCAN_RULES 4 /* scan rules per scope (the agent flattens every-container ones in) */
 #define CE_MAX_SCANS 65536
+#define CE_SEEN_BITS 4096 /* a container's filter of destinations that ever had a flow (scan.bpf.h) */
 
 struct ce_scan_rule {
 	__u32 threshold; /* new destinations within one window */
@@ -317,6 +318,7 @@ struct ce_scan {
 	__u32 gid;
 	__u8 named; /* a DNS answer reached it (dns.bpf.h): only then can its calls' addresses have names */
 	__u8 pad[7];
+	__u64 seen[CE_SEEN_BITS / 64]; /* a bit per destination hash, set before a flow to it is made */
 };
 
 /* Traffic (traffic.bpf.h): bytes and packets per container and flow, both ways. */

@@ -19,7 +19,12 @@
  *
  * The entry also carries what the other programs need to know of a container at every call
  * cheaply: whether it is scanning (traffic.bpf.h) and whether a DNS answer reached it
- * (`named`, dns.bpf.h).
+ * (`named`, dns.bpf.h); and a filter of the destinations that ever had a flow (`seen`, a
+ * bit per hash of address and port, set before the flow is made and never cleared). A
+ * destination whose bit is clear has no flow, so its call is new without looking in
+ * `flows` (a random bucket of a large table: a cache miss a call, most of what a scan's call
+ * cost connect4 in lookups); a set bit, or a bit another destination set, only costs that
+ * lookup. Flows the agent prunes leave their bits: the filter errs towards looking.
  */
 
 struct {
@@ -42,16 +47,57 @@ struct {
 #define CE_SCAN_SUMMED 1 /* summed into the container's entry */
 #define CE_SCAN_CROSSED 2 /* it reached a scan rule's threshold: judged by that rule, sent */
 
+/* A new entry's contents (all zero): too large for the BPF stack. Never written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ce_scan);
+} scan_empty SEC(".maps");
+
 /* The container's entry, made at its first call. */
 static __always_inline struct ce_scan *scan_entry(__u64 cgid)
 {
 	struct ce_scan *s = bpf_map_lookup_elem(&scans, &cgid);
+	__u32 zero = 0;
 
 	if (s)
 		return s;
-	struct ce_scan empty = {};
-	bpf_map_update_elem(&scans, &cgid, &empty, BPF_NOEXIST);
+	struct ce_scan *empty = bpf_map_lookup_elem(&scan_empty, &zero);
+	if (!empty)
+		return NULL;
+	bpf_map_update_elem(&scans, &cgid, empty, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&scans, &cgid);
+}
+
+/* The destination's bit in its container's `seen` filter. */
+static __always_inline __u32 seen_bit(__u8 family, const __u8 *addr, __u16 port)
+{
+	__u32 w0, h = (__u32)port * 0x9E3779B1u;
+
+	__builtin_memcpy(&w0, addr, 4);
+	h ^= w0 * 0x85EBCA77u;
+	if (family == 6) {
+		__u32 w1, w2, w3;
+		__builtin_memcpy(&w1, addr + 4, 4);
+		__builtin_memcpy(&w2, addr + 8, 4);
+		__builtin_memcpy(&w3, addr + 12, 4);
+		h ^= (w1 * 0xC2B2AE3Du) ^ (w2 * 0x27D4EB2Fu) ^ (w3 * 0x165667B1u);
+	}
+	h ^= h >> 15;
+	h *= 0x2C1B3C6Du;
+	h ^= h >> 12;
+	return h & (CE_SEEN_BITS - 1);
+}
+
+static __always_inline int seen(const struct ce_scan *s, __u32 bit)
+{
+	return (s->seen[(bit >> 6) & (CE_SEEN_BITS / 64 - 1)] >> (bit & 63)) & 1;
+}
+
+static __always_inline void mark_seen(struct ce_scan *s, __u32 bit)
+{
+	__sync_fetch_and_or(&s->seen[(bit >> 6) & (CE_SEEN_BITS / 64 - 1)], 1ULL << (bit & 63));
 }
 
 /* A call to a new destination: counted in the window, and summed, or judged by a scan rule

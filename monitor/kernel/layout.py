@@ -63,7 +63,7 @@ BLOCK = struct.Struct("<QIBB2x")
 SCAN_RULES_LEN = 4  # CE_SCAN_RULES
 SCAN_RULE = struct.Struct(f"<IIQBB6x{RULE_ID_LEN}s")
 SCAN_LIMITS = struct.Struct(f"<II{SCAN_RULE.size * SCAN_RULES_LEN}s")
-SCAN = struct.Struct(f"<QQQQIIBBBBHH16sII16s{RULE.size}sIB7x")
+SCAN = struct.Struct(f"<QQQQIIBBBBHH16sII16s{RULE.size}sIB7x512s")
 LIMIT = struct.Struct(f"<QQQQIB3x{RULE.size}s4xQQQQQ")
 SRC = struct.Struct("<B7x16s")
 SYN_RATE = struct.Struct("<QIBB2x")
@@ -212,7 +212,7 @@ def decode_scan_limits(value: bytes) -> dict:
 def decode_scan(value: bytes) -> dict:
     """A container's `scans` entry: its cumulative summed calls and the current scan's shape."""
     (_window, blocked_ns, calls, denied, _fresh, pid, scanning, _over, _before, family, port_lo, port_hi, addr,
-     deny_slot, uid, comm, _rule, gid, named) = SCAN.unpack(value)  # fmt: skip
+     deny_slot, uid, comm, _rule, gid, named, _seen) = SCAN.unpack(value)  # fmt: skip
     return {
         "blocked_ns": blocked_ns,
         "calls": calls,

@@ -52,6 +52,7 @@ MEMBERS = {
         "gid",
         "named",
         "pad",
+        "seen",
     ],
     "ce_traffic": ["bytes_in", "bytes_out", "payload_in", "payload_out", "packets_in", "packets_out"],
     "ce_dns": ["ts_ns", "cgroup_id", "name_hash", "len", "flags", "written", "pattern_kind", "pad", "msg"],

@@ -117,6 +117,35 @@ def test_a_scans_packets_are_counted_exactly_and_a_flow_from_before_keeps_its_en
     assert other[5] >= calls - SUMMARISE - 1 and other[2:4] == (0, 0)
 
 
+REPEATS = r"""
+import socket, struct, sys
+linger = struct.pack("ii", 1, 0)
+for n in range(int(sys.argv[3])):  # the same few destinations over and over, flat out
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.connect_ex((sys.argv[1], int(sys.argv[2]) + n % 100))
+    s.close()
+"""
+
+
+def test_calls_to_destinations_it_reached_before_are_no_scan(enforcement):
+    """3,000 calls to 100 destinations as fast as they go: 100 new destinations, not a scan
+    (the container's filter of destinations that had a flow must send every repeat to its
+    flow), and every call counted, in the flow of its own destination."""
+    app = enforcement.container("repeater")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(RuleSet([], 1))
+    proc = app.spawn([sys.executable, "-c", REPEATS, TARGET, str(FIRST_PORT), "3000"])
+    assert proc.wait(timeout=60) == 0
+    entry = enforcer.scans()[app.cgroup_id]
+    assert (entry["calls"], entry["scanning"]) == (0, False), entry  # nothing summed: no scan
+    folded = {key[2]: n for _raw, key, _w, n in enforcer.flows() if key[0] == app.cgroup_id}
+    # a flow per destination, each with its 30 calls (nobody reads the events: every call is
+    # counted with its flow)
+    assert folded == {FIRST_PORT + k: 30 for k in range(100)}
+
+
 def test_an_alert_rule_lets_the_scan_through_and_a_slow_one_is_no_scan(enforcement):
     scanner = enforcement.container("scanner-a")
     enforcer = enforcement.enforcer
