@@ -76,13 +76,22 @@ host, port, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), f
 flows, first, stamps_file, warm = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7], float(sys.argv[8])
 linger = struct.pack("ii", 1, 0)
 stamps = array("d")  # each call's own wall time: the latency of a folded call counts from it
-k, end = first + WARM_OFFSET, time.perf_counter() + warm
-while time.perf_counter() < end:  # untimed, flat out, to destinations the timed calls do not reach
-    dest = (host, port) if flows == 1 else (f"127.64.{k // 50 // 256 % 256}.{k // 50 % 256}", 20000 + k % 50)
+
+
+def dest(k):  # as destination() in bench/pipeline.py: many addresses and ports, closed ones
+    return (host, port) if flows == 1 else (f"127.64.{k // 50 // 256 % 256}.{k // 50 % 256}", 20000 + k % 50)
+
+
+def call(k):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-    s.connect_ex(dest)
+    s.connect_ex(dest(k))
     s.close()
+
+
+k, end = first + WARM_OFFSET, time.perf_counter() + warm
+while time.perf_counter() < end:  # untimed, flat out, to destinations the timed calls do not reach
+    call(k)
     k += 1
 n, start, cpu = 0, time.perf_counter(), time.process_time()
 end = start + seconds
@@ -93,16 +102,8 @@ while True:
     if rate and n >= (now - start) * rate:
         time.sleep(min(0.001, end - now))
         continue
-    if flows == 1:
-        dest = (host, port)
-    else:  # as destination() in bench/pipeline.py: many addresses and ports, closed ones
-        k = first + (n % flows if flows else n)
-        dest = (f"127.64.{k // 50 // 256 % 256}.{k // 50 % 256}", 20000 + k % 50)
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     stamps.append(time.time())
-    s.connect_ex(dest)
-    s.close()
+    call(first + (n % flows if flows else n))
     n += 1
 with open(stamps_file, "wb") as fh:
     stamps.tofile(fh)
