@@ -40,6 +40,16 @@ struct {
 	__type(value, struct ce_fqdn_rules);
 } fqdn_rules SEC(".maps");
 
+/* Every container's rules for addresses it never resolved (`dest_fqdn: none`; count 0: none),
+ * looked at by each call of a container without such rules of its own: an array, so that
+ * lookup is inlined, not hashed (the same list as fqdn_rules would hold at (0, none)). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ce_fqdn_rules);
+} fqdn_unnamed SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, CE_MAX_RESOLVED);
@@ -354,8 +364,8 @@ static __always_inline struct ce_rule *fqdn_rule(__u64 cgid, int own, __u8 famil
 			return NULL;
 		list = own ? bpf_map_lookup_elem(&fqdn_rules, &pk) : NULL;
 		if (!list) {
-			pk.cgroup_id = 0;
-			list = bpf_map_lookup_elem(&fqdn_rules, &pk);
+			__u32 zero = 0;
+			list = bpf_map_lookup_elem(&fqdn_unnamed, &zero);
 		}
 	} else if (pk.kind != CE_FQDN_NOTHING) {
 		list = bpf_map_lookup_elem(&fqdn_rules, &pk);

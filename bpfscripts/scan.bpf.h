@@ -11,8 +11,8 @@
  * agent turns their growth into a summary row per container every few seconds. Every call is
  * still judged and counted per rule; nothing is lost from the accounting.
  *
- * Scan rules (`limit: {new_destinations: N}`) are up to CE_SCAN_RULES thresholds per scope
- * in `scan_limits`. The call that reaches a threshold is judged by the rule and sent with
+ * Scan rules (`limit: {new_destinations: N}`) are up to CE_SCAN_RULES thresholds per scope:
+ * every container's in `scan_every`, a container's own (with every container's) in `scan_limits`. The call that reaches a threshold is judged by the rule and sent with
  * the count (ce_event.scan): the agent raises one scan violation for it, not one per call,
  * and not again while the scan goes on. A deny rule also refuses every call of the container
  * for the rule's hold (an audit-mode one reports them), from that call on, in the kernel.
@@ -42,6 +42,16 @@ struct {
 	__type(key, __u64);
 	__type(value, struct ce_scan_limits);
 } scan_limits SEC(".maps");
+
+/* Every container's summing threshold and scan rules ([0]; a threshold of 0: the agent has
+ * not written it yet, nothing is summed). An array: the lookup each new destination makes
+ * of a container without rules of its own is inlined, not hashed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ce_scan_limits);
+} scan_every SEC(".maps");
 
 #define CE_SCAN_SENT 0 /* a call like any other: a flow and an event */
 #define CE_SCAN_SUMMED 1 /* summed into the container's entry */
@@ -106,11 +116,11 @@ static __always_inline int scan_step(struct ce_scan *s, __u64 cgid, int own, __u
 				     __u32 slot, __u8 family, const __u8 *addr, __u16 port, __u32 *crossed)
 {
 	struct ce_scan_limits *lim = own ? bpf_map_lookup_elem(&scan_limits, &cgid) : NULL;
-	__u64 every = 0;
+	__u32 zero = 0;
 
 	if (!lim)
-		lim = bpf_map_lookup_elem(&scan_limits, &every);
-	if (!lim)
+		lim = bpf_map_lookup_elem(&scan_every, &zero);
+	if (!lim || !lim->summarise)
 		return CE_SCAN_SENT;
 	__u64 age = now - s->window_ns;
 	if (age >= CE_SCAN_WINDOW_NS) { /* a new window (two CPUs may both start it: counts are approximate) */

@@ -59,11 +59,12 @@ def dump(pin: str) -> list[tuple[bytes, bytes]]:
     return [(key, value) for key, (value,) in _batch(pin, "bpf_map_lookup_batch")]
 
 
-def sums(pin: str) -> list[tuple[bytes, int]]:
-    """(key, value summed over CPUs) for each entry of a per-CPU map of u64 counters."""
+def sums(pin: str, upto: int | None = None) -> list[tuple[bytes, int]]:
+    """(key, value summed over CPUs) for each entry of a per-CPU map of u64 counters (of an
+    array's first `upto` entries only, when given)."""
     return [
         (key, sum(int.from_bytes(v[:8], "little") for v in values))
-        for key, values in _batch(pin, "bpf_map_lookup_batch")
+        for key, values in _batch(pin, "bpf_map_lookup_batch", upto)
     ]
 
 
@@ -75,7 +76,7 @@ def _info(lib, fd: int, pin: str) -> MapInfo:
     return info
 
 
-def _batch(pin: str, call: str) -> list[tuple[bytes, list[bytes]]]:
+def _batch(pin: str, call: str, upto: int | None = None) -> list[tuple[bytes, list[bytes]]]:
     lib = _libbpf()
     fd = lib.bpf_obj_get(os.fsencode(pin))
     if fd < 0:
@@ -85,7 +86,8 @@ def _batch(pin: str, call: str) -> list[tuple[bytes, list[bytes]]]:
         key_size, value_size, per_cpu = info.key_size, info.value_size, info.type in PER_CPU_TYPES
         cpus = possible_cpus() if per_cpu else 1
         stride = (value_size + 7) // 8 * 8 if per_cpu else value_size  # the kernel rounds per-CPU values up
-        chunk = max(1, min(CHUNK, info.max_entries))
+        upto = info.max_entries if upto is None else min(upto, info.max_entries)
+        chunk = max(1, min(CHUNK, upto))
         keys = ctypes.create_string_buffer(key_size * chunk)
         values = ctypes.create_string_buffer(stride * cpus * chunk)
         token_in, token_out = (
@@ -106,8 +108,8 @@ def _batch(pin: str, call: str) -> list[tuple[bytes, list[bytes]]]:
                     raw_keys[i * key_size:(i + 1) * key_size],
                     [raw_values[base + c * stride:base + c * stride + value_size] for c in range(cpus)],
                 ))  # fmt: skip
-            if rc < 0:  # ENOENT: that was the last of them
-                return entries
+            if rc < 0 or len(entries) >= upto:  # ENOENT: that was the last of them
+                return entries[:upto]
             ctypes.memmove(token_in, token_out, len(token_out))
             first = False
     finally:

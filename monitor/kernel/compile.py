@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..dns import Pattern
+from ..dns import NONE, Pattern
 from ..files import Watch
 from ..rules import ACCESSES, GLOB_CHARS, Rule, RuleSet
 from .layout import (
@@ -54,12 +54,15 @@ EXEC_MAP = "exec_rules"
 FILE_MAP = "file_rules"
 CONFIG_MAP = "file_config"  # what file.bpf.h needs to know before it reads a path
 FQDN_MAP = "fqdn_rules"  # name patterns -> their rules (dns.bpf.h)
+UNNAMED_MAP = "fqdn_unnamed"  # every container's rules for addresses never resolved: one array entry
 BLOCK_MAPS = {4: "block4", 6: "block6"}  # source networks -> their rule (xdp.bpf.h)
-SCAN_MAP = "scan_limits"  # scopes -> the summing threshold and their scan rules (scan.bpf.h)
+SCAN_MAP = "scan_limits"  # containers -> the summing threshold and their scan rules (scan.bpf.h)
+SCAN_EVERY_MAP = "scan_every"  # ...and every container's: one array entry
 FLOOD_MAP = "flood_limits"  # the SYN flood rules (xdp.bpf.h): one array entry
 LIMIT_MAP = "limits"  # containers -> their egress and connection rates (limits.bpf.h)
-POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, *BLOCK_MAPS.values(), SCAN_MAP, FLOOD_MAP,
-               LIMIT_MAP)  # fmt: skip
+POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, UNNAMED_MAP, *BLOCK_MAPS.values(), SCAN_MAP,
+               SCAN_EVERY_MAP, FLOOD_MAP, LIMIT_MAP)  # fmt: skip
+ARRAY_MAPS = (CONFIG_MAP, UNNAMED_MAP, SCAN_EVERY_MAP, FLOOD_MAP)  # one entry, always written (never deleted)
 MIN_BURST_NS = 100_000_000  # a rate limit lets this much time's worth through at once, at least...
 MIN_BURST_BYTES = 128 << 10  # ...and for egress at least this (two 64 KiB GSO packets)
 SUMMARISE = 200  # new destinations per second per container from which the kernel sums calls (a scan)
@@ -165,10 +168,10 @@ def _flood_entry(ruleset: RuleSet, out: Compiled) -> None:
 
 
 def _scan_entries(ruleset: RuleSet, scopes: list[Scope], summarise: int, out: Compiled) -> None:
-    """Scan rules into `scan_limits`: every container's entry (always written: it carries the
-    summing threshold), and one per container that rules name, with every container's rules
-    in it too (the program reads one entry). Each rule fires on its own threshold, so the
-    order is rank order only for the CE_SCAN_RULES kept."""
+    """Scan rules: every container's entry in `scan_every` (always written: it carries the
+    summing threshold), and one per container that rules name in `scan_limits`, with every
+    container's rules in it too (the program reads one entry). Each rule fires on its own
+    threshold, so the order is rank order only for the CE_SCAN_RULES kept."""
     by_scope: dict[int, list[tuple[int, Rule]]] = defaultdict(list)
     for rank, rule in enumerate(ruleset.rules):
         if rule.kind == "scan":
@@ -178,9 +181,11 @@ def _scan_entries(ruleset: RuleSet, scopes: list[Scope], summarise: int, out: Co
     for cgid in {0, *by_scope}:
         rules = [rule for _rank, rule in sorted(by_scope[cgid] + (common if cgid else []), key=lambda hit: hit[0])]
         packed = _thresholds(rules, "scan rules apply to a container", out)
-        out.entries[SCAN_MAP][CGROUP.pack(cgid)] = encode_scan_limits(summarise, packed)
         if cgid:
+            out.entries[SCAN_MAP][CGROUP.pack(cgid)] = encode_scan_limits(summarise, packed)
             out.own.add(cgid)
+        else:
+            out.entries[SCAN_EVERY_MAP][SLOT.pack(0)] = encode_scan_limits(summarise, packed)
 
 
 def _thresholds(rules: list[Rule], what: str, out: Compiled) -> list[tuple]:
@@ -220,7 +225,9 @@ def _fqdn_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
     to the names the pattern matches, in rank order, up to the first that takes any port.
     The kernel picks a name's most specific pattern when the answer arrives, so a pattern's
     list includes the rules of the wildcards that cover it ("*.example.com" in the list of
-    "api.example.com"), and a container's patterns include every container's."""
+    "api.example.com"), and a container's patterns include every container's. Every
+    container's rules for addresses never resolved go to `fqdn_unnamed` (always written)."""
+    out.entries[UNNAMED_MAP][SLOT.pack(0)] = encode_fqdn_rules([])
     by_scope: dict[int, dict[Pattern, list]] = defaultdict(lambda: defaultdict(list))
     for rank, rule in enumerate(ruleset.rules, start=1):
         if rule.kind != "connect" or rule.dest_fqdn is None:
@@ -247,9 +254,11 @@ def _fqdn_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
                 rule = ruleset.rules[rank - 1]
                 if action == "deny" and not audit:
                     out.note(rule, f"more than {FQDN_RULES_LEN} rules apply to {pattern}: judged by the agent only")
-            out.entries[FQDN_MAP][encode_fqdn_key(cgid, pattern.hash, pattern.kind)] = encode_fqdn_rules(
-                flat[:FQDN_RULES_LEN]
-            )
+            value = encode_fqdn_rules(flat[:FQDN_RULES_LEN])
+            if cgid == 0 and pattern.kind == NONE:
+                out.entries[UNNAMED_MAP][SLOT.pack(0)] = value
+            else:
+                out.entries[FQDN_MAP][encode_fqdn_key(cgid, pattern.hash, pattern.kind)] = value
 
 
 def path_pattern(glob: str) -> tuple[str, bool] | None:
@@ -377,7 +386,8 @@ def _exec_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
 
 def _assign_slots(rule_ids: list[str], previous: dict[str, int]) -> dict[str, int]:
     """Slot 0 counts "no rule matched"; a rule keeps its slot across policy versions, and a
-    slot freed now is not reused until its counter has been deleted (by this write)."""
+    slot freed now is not reused by this write (a call judged by its rule a moment ago may
+    still count into it): a later write zeroes it before a new rule takes it."""
     slots = {rid: previous[rid] for rid in rule_ids if rid in previous}
     used = set(previous.values())
     free = (s for s in range(1, MAX_SLOTS) if s not in used)

@@ -57,8 +57,10 @@ from .compile import (
     LIMIT_MAP,
     MAPS,
     POLICY_MAPS,
+    SCAN_EVERY_MAP,
     SCAN_MAP,
     SUMMARISE,
+    UNNAMED_MAP,
     Scope,
     compile_rules,
 )
@@ -79,6 +81,7 @@ from .layout import (
     decode_file_rule,
     decode_flooder,
     decode_flow,
+    decode_fqdn_rules,
     decode_key,
     decode_limit,
     decode_path_key,
@@ -334,7 +337,6 @@ class Enforcer:
         (self.layout.root / "maps").mkdir(parents=True)
         try:
             bpftool.loadall(str(self.obj), str(self.layout.root / "progs"), str(self.layout.root / "maps"))
-            bpftool.batch([bpftool.update_command(self.layout.map("counters"), hex_bytes(SLOT.pack(0)), "00 " * 8)])
         except bpftool.BpftoolError:
             shutil.rmtree(self.layout.root, ignore_errors=True)
             raise
@@ -611,7 +613,6 @@ class Enforcer:
                 return
         counters = self.layout.map("counters")
         new_slots = set(compiled.slots.values()) - set(self.slots.values())
-        old_slots = set(self.slots.values()) - set(compiled.slots.values())
         commands = [bpftool.update_command(counters, hex_bytes(SLOT.pack(s)), "00 " * 8) for s in sorted(new_slots)]
         deletes = []
         for name, want in compiled.entries.items():
@@ -623,7 +624,7 @@ class Enforcer:
         own = compiled.own & self.monitored
         monitored = self.layout.map("monitored")
         commands += [self._monitored_command(monitored, i, i in own) for i in sorted(own ^ self.own)]
-        commands += deletes + [bpftool.delete_command(counters, hex_bytes(SLOT.pack(s))) for s in sorted(old_slots)]
+        commands += deletes  # (a freed slot's counter stays: an array; it is zeroed when reused)
         try:
             bpftool.batch(commands)
         except bpftool.BpftoolError as exc:
@@ -694,8 +695,11 @@ class Enforcer:
         """Decisions per rule since this generation was loaded (summed over CPUs)."""
         by_slot = {slot: rule_id for rule_id, slot in self.slots.items()}
         totals: dict[str, int] = {}
-        for key, count in batch.sums(self.layout.map("counters")):
+        live = max(by_slot, default=0) + 1  # slots are taken lowest first: the live ones are a prefix
+        for key, count in batch.sums(self.layout.map("counters"), upto=live):
             (slot,) = SLOT.unpack(key)
+            if slot and slot not in by_slot:
+                continue  # a freed slot, not yet reused
             name = NO_RULE if slot == 0 else by_slot.get(slot, f"slot {slot}")
             totals[name] = totals.get(name, 0) + count
         return totals
@@ -783,9 +787,13 @@ class Enforcer:
                 elif name == LIMIT_MAP:
                     (cgid,) = CGROUP.unpack(key)
                     row = decode_limit(value)
-                elif name in (SCAN_MAP, FLOOD_MAP):
-                    cgid = CGROUP.unpack(key)[0] if name == SCAN_MAP else None
+                elif name in (SCAN_MAP, SCAN_EVERY_MAP, FLOOD_MAP):
+                    cgid = CGROUP.unpack(key)[0] if name == SCAN_MAP else (0 if name == SCAN_EVERY_MAP else None)
                     row = decode_scan_limits(value)
+                elif name == UNNAMED_MAP:
+                    if not (rules := decode_fqdn_rules(value)):
+                        continue  # (always written)
+                    cgid, row = 0, {"rules": rules}
                 elif name not in MAPS.values():
                     cgid, row = None, {"key": hex_bytes(key), "value": hex_bytes(value)}
                 else:

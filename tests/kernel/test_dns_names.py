@@ -90,15 +90,20 @@ def test_ttl_ends_the_name(enforcement, resolver):
     assert resolve_in(app, port, "short.test") == [("127.20.0.5", EPERM)]  # asked again: named again
 
 
-def test_none_catches_addresses_never_resolved(enforcement, resolver):
+@pytest.mark.parametrize("scope", [{"container": "dns-none"}, {}], ids=["its-own", "every-container"])
+def test_none_catches_addresses_never_resolved(enforcement, resolver, scope):
+    """A container's own rule (fqdn_rules) and every container's (the fqdn_unnamed array)."""
     app = enforcement.container("dns-none")
-    rules = [{"id": "deny-unresolved", "match": {"container": "dns-none", "dest_fqdn": "none"}, "action": "deny"}]
+    rules = [{"id": "deny-unresolved", "match": {**scope, "dest_fqdn": "none"}, "action": "deny"}]
     enforcement.enforcer.start()
     enforcement.enforcer.sync(RuleSet.from_specs(rules, 1))
     port = resolver.port
     assert connect_in(app, "127.20.0.7", port) == EPERM, "a hard-coded address"
     # asking the DNS server (port 53) is allowed, and a resolved address is too
     assert resolve_in(app, port, "ok.test") == [("127.20.0.3", 0)]
+    assert enforcement.enforcer.counters()["deny-unresolved"] == 1
+    enforcement.enforcer.sync(RuleSet.from_specs([], 2))
+    assert connect_in(app, "127.20.0.7", port) == 0, "the rule gone, so is its entry"
 
 
 async def run_agent(agent):

@@ -33,6 +33,24 @@ def test_ipv4_deny_refuses_only_its_address(enforcement, targets):
     assert counters["deny-5"] == 2 and counters["(no rule)"] == 1
 
 
+def test_a_reused_counter_slot_starts_from_zero(enforcement, targets):
+    """Counters are an array by slot: a slot a removed rule counted into starts again at 0."""
+    app = enforcement.container("app-a")
+    enforcer = enforcement.enforcer
+    enforcer.start()
+    enforcer.sync(policy(1, {"id": "old", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM
+    slot = enforcer.slots["old"]
+    assert enforcer.counters()["old"] == 2
+    enforcer.sync(policy(2))
+    assert "old" not in enforcer.counters()
+    enforcer.sync(policy(3, {"id": "new", "match": {"dest_ip": "127.10.10.5/32"}, "action": "deny"}))
+    assert enforcer.slots["new"] == slot and enforcer.counters()["new"] == 0
+    assert connect_from(app, "127.10.10.5", targets.port) == EPERM
+    assert enforcer.counters() == {"new": 1, "(no rule)": 0}
+
+
 def test_ipv6_deny_and_port_only_deny(enforcement, targets):
     app = enforcement.container("app-a")
     denied, open_port = targets.v6_ports
@@ -105,7 +123,7 @@ def test_policy_changes_are_written_as_differences(enforcement, targets):
     assert connect_from(app, "127.10.10.5", targets.port) == 0
     assert connect_from(app, "127.8.8.8", targets.port) == EPERM
     kernel = {(e["map"], e.get("net")) for e in enforcer.describe_entries()}
-    assert kernel == {("rules4", "127.8.8.8/32"), ("scan_limits", None), ("flood_limits", None)}  # always written
+    assert kernel == {("rules4", "127.8.8.8/32"), ("scan_every", None), ("flood_limits", None)}  # always written
     assert enforcer.health()["policy_version"] == 2
     enforcer.sync(policy(3))
     assert connect_from(app, "127.8.8.8", targets.port) == 0

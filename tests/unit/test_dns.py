@@ -11,8 +11,8 @@ import pytest
 
 from monitor.agent import Agent
 from monitor.dns import Names, Pattern, name_hash, question_name
-from monitor.kernel.compile import FQDN_MAP, Scope, compile_rules
-from monitor.kernel.layout import decode_fqdn_rules, encode_fqdn_key
+from monitor.kernel.compile import FQDN_MAP, UNNAMED_MAP, Scope, compile_rules
+from monitor.kernel.layout import SLOT, decode_fqdn_rules, encode_fqdn_key
 from monitor.rules import Flow, RuleError, RuleSet, parse_rule
 from monitor.testbed import DnsServer
 
@@ -36,7 +36,9 @@ def fqdn_decision(compiled, scope: Scope, name: str, port: int):
         if port == 53:
             return None
         rules = lookup(scope.cgroup_id, 0, "none")
-        rules = lookup(0, 0, "none") if rules is None else rules
+        assert lookup(0, 0, "none") is None  # every container's: the one entry of fqdn_unnamed
+        unnamed = decode_fqdn_rules(compiled.entries[UNNAMED_MAP][SLOT.pack(0)])
+        rules = unnamed if rules is None else rules
     else:
         parts = [p.encode() for p in name.split(".")]
         best_cg = best_all = None

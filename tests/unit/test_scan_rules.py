@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from monitor.kernel.compile import FLOOD_MAP, LIMIT_MAP, SCAN_MAP, Scope, compile_rules
+from monitor.kernel.compile import FLOOD_MAP, LIMIT_MAP, SCAN_EVERY_MAP, SCAN_MAP, Scope, compile_rules
 from monitor.kernel.layout import (
     ACTION_NAMES,
     CGROUP,
@@ -58,7 +58,10 @@ def test_scan_rules_name_containers_a_threshold_and_a_hold():
 
 def decode(compiled) -> dict[int, tuple[int, list]]:
     out = {}
-    for key, value in compiled.entries[SCAN_MAP].items():
+    (every,) = compiled.entries[SCAN_EVERY_MAP].values()  # every container's: the array's one entry
+    entries = [(CGROUP.pack(0), every), *compiled.entries[SCAN_MAP].items()]
+    assert CGROUP.pack(0) not in compiled.entries[SCAN_MAP]
+    for key, value in entries:
         summarise, count, packed = SCAN_LIMITS.unpack(value)
         rules = [SCAN_RULE.unpack_from(packed, i * SCAN_RULE.size) for i in range(count)]
         out[CGROUP.unpack(key)[0]] = (
