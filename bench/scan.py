@@ -34,10 +34,11 @@ programs / none = programs / plain divided by none / plain.
 bench.pipeline runs it), its agent watching the container, measures its CPU idle for IDLE
 seconds (which also lets its start-up work end first) and during the first SCANNING
 seconds of a scan in the container, then the summing phase, then the hooks phase (the
-bench detaches and attaches the agent's open() hooks through the product's pins). The product's processes share every
-place's blocks alike, so the ratios hold only what the programs and the hooks cost; on a
-node whose CPUs the load keeps busy the product's CPU is that much less for it, which the
-last line works out: everything CrossEdge costs the scanning container.
+bench detaches and attaches the agent's open() hooks through the product's pins). The
+product's processes share every place's blocks alike, so the ratios hold only what the
+programs and the hooks cost; on a node whose CPUs the load keeps busy the product's CPU is
+that much less for it, which the last line works out: everything CrossEdge costs the
+scanning container.
 Between cycles the flow and traffic tables are drained, as the agent does (it reads flows
 every second and forgets idle ones before the table fills; left alone, the unsummed phase
 would fill it, and a miss costs more in a full table).

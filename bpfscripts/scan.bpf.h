@@ -12,8 +12,9 @@
  * still judged and counted per rule; nothing is lost from the accounting.
  *
  * Scan rules (`limit: {new_destinations: N}`) are up to CE_SCAN_RULES thresholds per scope:
- * every container's in `scan_every`, a container's own (with every container's) in `scan_limits`. The call that reaches a threshold is judged by the rule and sent with
- * the count (ce_event.scan): the agent raises one scan violation for it, not one per call,
+ * every container's in `scan_every`, a container's own (with every container's) in
+ * `scan_limits`. The call that reaches a threshold is judged by the rule and sent with the
+ * count (ce_event.scan): the agent raises one scan violation for it, not one per call,
  * and not again while the scan goes on. A deny rule also refuses every call of the container
  * for the rule's hold (an audit-mode one reports them), from that call on, in the kernel.
  *

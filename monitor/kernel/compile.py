@@ -62,7 +62,6 @@ FLOOD_MAP = "flood_limits"  # the SYN flood rules (xdp.bpf.h): one array entry
 LIMIT_MAP = "limits"  # containers -> their egress and connection rates (limits.bpf.h)
 POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, UNNAMED_MAP, *BLOCK_MAPS.values(), SCAN_MAP,
                SCAN_EVERY_MAP, FLOOD_MAP, LIMIT_MAP)  # fmt: skip
-ARRAY_MAPS = (CONFIG_MAP, UNNAMED_MAP, SCAN_EVERY_MAP, FLOOD_MAP)  # one entry, always written (never deleted)
 MIN_BURST_NS = 100_000_000  # a rate limit lets this much time's worth through at once, at least...
 MIN_BURST_BYTES = 128 << 10  # ...and for egress at least this (two 64 KiB GSO packets)
 SUMMARISE = 200  # new destinations per second per container from which the kernel sums calls (a scan)

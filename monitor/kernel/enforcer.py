@@ -695,12 +695,12 @@ class Enforcer:
         """Decisions per rule since this generation was loaded (summed over CPUs)."""
         by_slot = {slot: rule_id for rule_id, slot in self.slots.items()}
         totals: dict[str, int] = {}
-        live = max(by_slot, default=0) + 1  # slots are taken lowest first: the live ones are a prefix
-        for key, count in batch.sums(self.layout.map("counters"), upto=live):
+        upto = max(by_slot, default=0) + 1  # slots are taken lowest first: read up to the highest live one
+        for key, count in batch.sums(self.layout.map("counters"), upto=upto):
             (slot,) = SLOT.unpack(key)
             if slot and slot not in by_slot:
                 continue  # a freed slot, not yet reused
-            name = NO_RULE if slot == 0 else by_slot.get(slot, f"slot {slot}")
+            name = by_slot[slot] if slot else NO_RULE
             totals[name] = totals.get(name, 0) + count
         return totals
 
