@@ -410,6 +410,7 @@ int crossedge_out(struct __sk_buff *skb)
 #define CE_SIGSTOP 19
 #define CE_SIGKILL 9
 
+#include "path.bpf.h"
 #include "process.bpf.h"
 #include "file.bpf.h"
 
@@ -500,8 +501,9 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(crossedge_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
+	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
 
-	if (bpf_map_lookup_elem(&monitored, &cgid))
-		proc_exec(ctx, task, bprm, cgid);
+	if (mon)
+		proc_exec(ctx, task, bprm, cgid, *mon);
 	return 0;
 }

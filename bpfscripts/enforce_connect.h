@@ -113,17 +113,24 @@ struct ce_lifecycle {
 };
 
 /* Processes (process.bpf.h) and files (file.bpf.h): exec, exit and open records on the
- * `procs` perf array. */
+ * `procs` perf array, and the calls refused to protect an open deny. */
 #define CE_PROC_EXEC 1
 #define CE_PROC_EXIT 2
 #define CE_PROC_OPEN 3
-#define CE_PATH_LEN 256 /* a binary path as exec'd (longer ones are cut, flagged) */
+#define CE_PROC_REFUSE 4 /* a call refused (the caller, or the child it made, killed): ce_proc.how says which */
+#define CE_PATH_LEN 256 /* a path as resolved (longer ones are cut, flagged) */
 #define CE_ARGS_LEN 256 /* argv, NUL separated, cut at this length */
-#define CE_MATCH_LEN 128 /* the part of a binary path that exec rules can match */
-#define CE_DATA_LEN 1024 /* room for a path and argv at any offset the verifier allows */
+#define CE_MATCH_LEN 128 /* a pattern key's bytes: the field, then up to 127 bytes of path */
+#define CE_DATA_LEN 1024 /* room for a path, argv and the name given, at any offset the verifier allows */
 
-/* Sent with only the bytes of `data` it uses (bpftool prints every byte as JSON, and the
- * agent parses it: the record's size is the pipeline's cost). */
+/* ce_proc.how */
+#define CE_HOW_LOADER 1 /* exec: the first file a bare dynamic loader (ld.so BIN) opened, judged as its exec */
+#define CE_HOW_IO_URING 2 /* refuse: io_uring_setup() (its opens never reach the open tracepoints) */
+#define CE_HOW_CLONE_FILES 3 /* refuse: clone(CLONE_FILES) without CLONE_THREAD: the child was killed */
+#define CE_HOW_PIDFD_GETFD 4 /* refuse: pidfd_getfd(): another process's descriptors */
+#define CE_HOW_CLONE_PARENT 5 /* refuse: as CE_HOW_CLONE_FILES, on a kernel that cannot signal the child: the caller */
+
+/* Sent with only the bytes of `data` it uses (the record's size is the pipeline's cost). */
 struct ce_proc {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
 	__u64 cgroup_id;
@@ -137,16 +144,20 @@ struct ce_proc {
 	__u32 gid;
 	__s32 exit_code; /* exit: wait status as the parent sees it (code << 8, or the signal);
 			  * open: the call's result (a file descriptor, or -errno) */
-	__u32 slot; /* exec, open: the deciding rule's counter slot, 0 = none */
-	__u16 path_len; /* bytes of data holding the path, its NUL included */
+	__u32 slot; /* exec, open, refuse: the deciding rule's counter slot, 0 = none */
+	__u16 path_len; /* bytes of data holding the path as resolved, its NUL included */
 	__u16 args_len; /* bytes of data after the path holding argv, NUL separated */
 	__u8 verdict; /* exec, open: CE_V_* */
 	__u8 cut; /* 1: the path or argv was longer than its share of data */
 	__u8 access; /* open: CE_ACC_* bits */
-	__u8 held; /* exec: 1 = stopped (SIGSTOP) until the agent has listed its new container */
+	__u8 held; /* exec: stopped (SIGSTOP) until the agent has listed its new container (bit 1) and has
+		    * looked up the files of the rules' exact paths as this new mount namespace sees them (2) */
+	__u16 given_len; /* bytes of data after argv: the name as given (execve's, a failed open's), NUL included */
+	__u8 fileless; /* the file has no name left (memfd, a deleted file): nothing on disk to look at */
+	__u8 how; /* CE_HOW_*, 0 for an ordinary exec or open */
 	char comm[16];
 	char pcomm[16]; /* the parent's task name */
-	char data[CE_DATA_LEN]; /* path, then argv */
+	char data[CE_DATA_LEN]; /* path, then argv, then the name as given */
 };
 
 /* A group of like records, counted in the kernel instead of sent one by one (as flows
@@ -164,42 +175,90 @@ struct ce_proc_key {
 	__u32 pad;
 };
 
-/* Path trie key (exec rules, file watches and rules): cgroup_id (0 = every monitored
- * container) matched in full, then prefixlen - 64 bits of the path. An exact path
- * includes its NUL. */
-struct ce_path_key {
-	__u32 prefixlen;
-	__u64 cgroup_id;
-	char path[CE_MATCH_LEN];
-} __attribute__((packed));
-
-/* Files (file.bpf.h): what an open asks for, from its flags. */
+/* Files (file.bpf.h): what an open asked for and got. */
 #define CE_ACC_READ 1
 #define CE_ACC_WRITE 2
 #define CE_ACC_CREATE 4
 #define CE_ACC_TRUNC 8
 #define CE_ACCESSES 4
-#define CE_FILE_WATCHED 1 /* file_config: file_rules holds entries */
-#define CE_FILE_SCOPED 2 /* file_config: some file_rules entry names a cgroup */
 
-/* The best-ranked rule for one access of the paths under a file trie entry (rank 0: none). */
-struct ce_verdict {
-	__u32 rank;
+/* Exec and open rules, judged by the file the kernel resolved (path.bpf.h). The agent
+ * gives each rule the kernel can judge a bit, in rank order, per kind (exec, open): a
+ * rule matches when every field it names matches, and the lowest set bit of the rules
+ * that match is the first match. Each field of a rule is an exact path, a prefix (a
+ * glob ending in its only star), a suffix (starting with it) or both (a star between):
+ * see monitor/kernel/patterns.py. A field a rule does not name matches anything. */
+#define CE_PRULES 64 /* rules per kind the kernel judges */
+#define CE_K_EXEC 0
+#define CE_K_OPEN 1
+#define CE_F_EXEC 0 /* the file exec'd (what runs: an interpreter for a script) */
+#define CE_F_EXEC_PARENT 1 /* the exec'ing process's parent's binary */
+#define CE_F_OPEN 2 /* the file opened */
+#define CE_F_OPEN_BINARY 3 /* the opener's binary */
+#define CE_F_OPEN_PARENT 4 /* the opener's parent's binary */
+#define CE_FIELDS 5
+
+/* A key of `pat_fwd` (prefixes; an exact path includes its NUL) or `pat_rev` (suffixes,
+ * the path's last bytes reversed): the field matched in full, then prefixlen - 8 bits. */
+struct ce_pat_key {
+	__u32 prefixlen;
+	__u8 field;
+	char path[CE_MATCH_LEN - 1];
+} __attribute__((packed));
+
+/* Flattened by the agent: an entry carries the bits of every entry whose path is a prefix
+ * of its own, so the longest match holds every rule whose pattern matches. */
+struct ce_pat {
+	__u64 mask;
+	__u8 watch; /* CE_F_OPEN in pat_fwd: accesses (CE_ACC_*) reported below this path (watches) */
+	__u8 pad[7];
+};
+
+/* A file by identity (`pat_ids`): an exact path's rules hold for every name of its file
+ * (hard links, bind mounts), written by the agent from what it found in each container. */
+struct ce_id_key {
+	__u64 dev; /* the superblock's dev_t as the kernel encodes it (major << 20 | minor) */
+	__u64 ino;
+};
+
+struct ce_id {
+	__u64 mask[CE_FIELDS];
+};
+
+struct ce_prule {
 	__u32 slot;
 	__u8 action;
 	__u8 audit;
-	__u8 pad[2];
+	__u16 min_len[3]; /* a prefix-and-suffix field: the shortest path it matches (exec: exec, parent;
+			   * open: opened, binary, parent) */
 };
 
-/* A file trie entry: which accesses are reported below this path (every file rule's and
- * every watch's), and per access bit the rule that decides. Flattened by the agent like
- * the exec trie, so the longest match carries what every shorter prefix says. */
-struct ce_file_rule {
-	__u8 watch; /* CE_ACC_* bits */
+#define CE_PC_ON 1 /* written by the agent: until then nothing is judged */
+#define CE_PC_IDS 2 /* pat_ids holds entries */
+#define CE_PC_LOADER 4 /* exec rules exist: a bare dynamic loader's first open is judged as its exec */
+#define CE_PC_IO_URING 8 /* io_uring_setup() is refused where an open deny applies */
+#define CE_PC_OPENS 16 /* an open rule or a watch exists: opens are judged */
+#define CE_PC_NS_HOLD 32 /* rules name exact paths: an exec in a mount namespace its cgroup had no exec in
+			  * yet is held until the agent has looked the paths' files up through it */
+
+/* `pconfig`, one array entry. */
+struct ce_pconfig {
+	__u64 def_fwd[CE_FIELDS]; /* rules naming no prefix (nor exact path) in the field */
+	__u64 def_rev[CE_FIELDS]; /* rules naming no suffix in the field */
+	__u64 every[2]; /* by kind: rules for every monitored container (others: `pscope`) */
+	__u64 access[CE_ACCESSES]; /* open rules naming each access */
+	__u64 fileless; /* exec rules for files with no name (memfd, deleted) only */
+	__u64 denies[2]; /* by kind: rules that deny, enforcing */
+	__u32 flags; /* CE_PC_* */
+	__u8 suffix_len[CE_FIELDS]; /* the longest suffix a rule names in the field (0: none) */
 	__u8 pad[3];
-	struct ce_verdict by_access[CE_ACCESSES];
+	struct ce_prule rules[2][CE_PRULES];
 };
 
+/* `pscope`: per container, the rules naming containers that apply to it, by kind. */
+struct ce_pscope {
+	__u64 mask[2];
+};
 
 /* DNS (dns.bpf.h): the answers the monitored containers receive, parsed in the kernel so
  * that a deny by name holds from the connect() that follows the answer.

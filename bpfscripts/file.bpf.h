@@ -1,98 +1,110 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * file.bpf.h - the opens that matter in the containers: opens of watched paths, with what
- * they asked for (read, write, create, truncate) and what they got, and file rules that
- * kill the opener.
+ * file.bpf.h - the opens that matter in the containers, judged by the file that was
+ * opened, and file rules that kill the opener before the call returns.
  *
- * Part of enforce_connect.bpf.o (included after process.bpf.h): it shares the scope
- * (`monitored`), the rule counters, the process record (`ce_proc`, type CE_PROC_OPEN, the
- * path in `data`, the result in `exit_code`), its perf array (`procs`) and the kernel
- * folding of like records (`proc_flows`). This kernel has no fs tracepoints, no kprobes,
- * and refuses fentry and LSM programs, so the hooks are the syscall tracepoints of
- * open(), openat(), openat2() and creat(): entry judges, exit adds the result.
+ * Part of enforce_connect.bpf.o (included after path.bpf.h and process.bpf.h): it shares
+ * the scope (`monitored`), the rule counters, the process record (`ce_proc`, type
+ * CE_PROC_OPEN, the path in `data`, the result in `exit_code`), its perf array (`procs`)
+ * and the kernel folding of like records (`proc_flows`). This kernel has no fs
+ * tracepoints, no kprobes, and refuses fentry and LSM programs, so the hooks are the exit
+ * tracepoints of open(), openat(), openat2(), creat() and open_by_handle_at(): the call
+ * has made its descriptor, so the program judges the `struct file` behind it, its path
+ * resolved and its identity (path.bpf.h), never the name the process gave. Nothing is read
+ * from user memory for a call that succeeded.
  *
- * Ordinary I/O costs as little as this kernel allows (BENCHMARKS.md): outside the
- * monitored cgroups, a hash lookup at entry and one at exit; inside, the path as given
- * (its first CE_MATCH_LEN bytes) and one lookup in `file_rules`, an LPM trie of watched
- * path prefixes (two when some rule names a cgroup: this cgroup's entries, then every
- * container's). Reading the path from user memory is most of that cost (measured:
- * ~200 ns of ~300 ns here, any 8 bytes ~250 ns, so a shorter first read saves nothing).
- * Only an open whose access a watch names is recorded, kept in `open_pending` until its
- * exit and then sent or counted with its group like an exec.
- * A deny (not audit) sends SIGKILL at entry: the open itself still runs (tracepoints
- * cannot fail a call), but the process dies before it returns to user space, so it never
- * reads a byte of the file nor writes one through it (a create or truncate the open
- * itself asked for has happened by then). An absolute path is matched as given to
- * open() (".." and symbolic links unresolved); a relative one is judged at exit by the
- * path of the file it opened (fd_path: dentries walked up to the opener's root, across
- * mounts), where a deny kills just as early, before the call returns.
+ * What it asked for comes from the file too: read and write from its mode, create when the
+ * open made the file (FMODE_CREATED), truncate from O_TRUNC in the call's flags (whatever
+ * the access mode: O_RDONLY|O_TRUNC truncates as well).
+ * Outside the monitored cgroups an open costs a hash lookup; inside, the walk (a helper call
+ * a name), one lookup in `pat_fwd` and, while a rule naming a suffix is in play, one in
+ * `pat_rev`. An open is recorded when a rule or a watch names it, and sent or counted
+ * with its group like an exec. A deny (not audit) sends SIGKILL here: the open has happened
+ * (tracepoints cannot fail a call: a create or truncate it asked for is done), but the
+ * process dies before it returns to user space and never reads or writes a byte through it.
+ * process.bpf.h refuses the calls that would let another process reach the descriptor.
+ * A call that failed has no file: it is judged by the name it gave (absolute names only),
+ * reported, never killed for (nothing was opened).
  */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, CE_MAX_ENTRIES);
-	__type(key, struct ce_path_key);
-	__type(value, struct ce_file_rule);
-} file_rules SEC(".maps");
-
-/* [0]: CE_FILE_WATCHED when `file_rules` holds anything, CE_FILE_SCOPED when some entry
- * names a cgroup (written by the agent with the trie). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} file_config SEC(".maps");
-
-/* Relative opens in monitored cgroups between entry and exit, by thread: what they asked for. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
-	__type(value, __u8);
-} open_relative SEC(".maps");
-
-#define CE_WALK_LEN 512 /* a resolved path is built backwards in here */
-#define CE_WALK_DEPTH 32 /* directories (and mounts) walked up at most */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, char[CE_WALK_LEN * 2]);
-} walk_scratch SEC(".maps");
-
-/* Watched opens between entry and exit, by thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
-	__type(value, struct ce_proc);
-} open_pending SEC(".maps");
 
 #define CE_O_ACCMODE 3
 #define CE_O_WRONLY 1
 #define CE_O_RDWR 2
 #define CE_O_CREAT 0100
 #define CE_O_TRUNC 01000
+#define CE_HOW_AS_GIVEN 6 /* open: it failed (no file): judged by the name it gave */
 
-static __always_inline __u8 access_of(__u64 flags)
+#define CE_CALL_OPEN 0
+#define CE_CALL_OPENAT 1
+#define CE_CALL_OPENAT2 2
+#define CE_CALL_CREAT 3
+#define CE_CALL_BY_HANDLE 4
+
+/* The file behind a descriptor of the current process. */
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 {
+	struct fdtable *fdt = task->files ? task->files->fdt : NULL;
+	struct file *file = NULL;
+
+	if (!fdt || fd < 0 || fd >= fdt->max_fds)
+		return NULL;
+	struct file **fds = fdt->fd;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff]))
+		return NULL;
+	return file;
+}
+
+/* The call's flags argument (saved registers: what the kernel used, not user memory; but
+ * openat2's, which is a struct in user memory). */
+static __always_inline __u64 call_flags(struct task_struct *task, __u32 call)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	__u64 flags = 0;
+
+	switch (call) {
+	case CE_CALL_OPEN:
+		return PT_REGS_PARM2_CORE_SYSCALL(regs);
+	case CE_CALL_OPENAT:
+	case CE_CALL_BY_HANDLE:
+		return PT_REGS_PARM3_CORE_SYSCALL(regs);
+	case CE_CALL_OPENAT2: /* struct open_how starts with its flags */
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+		return flags;
+	default:
+		return CE_O_CREAT | CE_O_WRONLY | CE_O_TRUNC; /* creat() */
+	}
+}
+
+/* What a successful open got: read and write from the file's mode, create if it made it,
+ * truncate if it asked to. */
+static __always_inline __u8 access_of(struct file *file, __u64 flags)
+{
+	if (!bpf_rdonly_cast)
+		return 0;
+	file = bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
+	__u32 mode = file->f_mode;
 	__u8 acc = 0;
 
-	switch (flags & CE_O_ACCMODE) {
-	case CE_O_WRONLY:
+	if (mode & CE_FMODE_READ)
+		acc |= CE_ACC_READ;
+	if (mode & CE_FMODE_WRITE)
+		acc |= CE_ACC_WRITE;
+	if (mode & CE_FMODE_CREATED)
+		acc |= CE_ACC_CREATE;
+	if ((flags & CE_O_TRUNC) && (mode & (CE_FMODE_READ | CE_FMODE_WRITE)))
+		acc |= CE_ACC_TRUNC;
+	return acc;
+}
+
+/* What a failed open asked for, from its flags. */
+static __always_inline __u8 asked_for(__u64 flags)
+{
+	__u8 acc = CE_ACC_READ;
+
+	if ((flags & CE_O_ACCMODE) == CE_O_WRONLY)
 		acc = CE_ACC_WRITE;
-		break;
-	case CE_O_RDWR:
-		acc = CE_ACC_READ | CE_ACC_WRITE;
-		break;
-	default:
-		acc = CE_ACC_READ;
-	}
+	else if ((flags & CE_O_ACCMODE) == CE_O_RDWR)
+		acc |= CE_ACC_WRITE;
 	if (flags & CE_O_CREAT)
 		acc |= CE_ACC_CREATE;
 	if (flags & CE_O_TRUNC)
@@ -100,285 +112,146 @@ static __always_inline __u8 access_of(__u64 flags)
 	return acc;
 }
 
-static __always_inline struct ce_verdict *better_verdict(struct ce_verdict *best, struct ce_file_rule *entry, int bit)
+/* The open rules naming any of these accesses. */
+static __always_inline __u64 access_mask(struct ce_pconfig *cfg, __u8 acc)
 {
-	if (!entry)
-		return best;
-	struct ce_verdict *hit = &entry->by_access[bit];
-	if (hit->rank && (!best || hit->rank < best->rank))
-		return hit;
-	return best;
+	__u64 mask = 0;
+
+	for (int bit = 0; bit < CE_ACCESSES; bit++)
+		if (acc & (1 << bit))
+			mask |= cfg->access[bit];
+	return mask;
 }
 
-/* Which accesses of the path in `key` (n bytes, its NUL included when it fits) are
- * watched, and the best-ranked rule deciding them (*best, or NULL). */
-static __always_inline __u8 file_lookup(struct ce_path_key *key, long n, __u64 cgid, __u32 config, __u8 acc,
-					struct ce_verdict **best)
+/* Judge an open of the path in p (and, if known, its file): the rule's bit or -1; *watch
+ * gets the accesses watches report there. */
+static __always_inline int open_judge(struct ce_pconfig *cfg, __u64 cgid, __u8 mon, struct ce_rpath *p,
+				      struct file *file, struct task_struct *task, __u8 acc, __u8 *watch)
 {
-	key->prefixlen = 64 + 8 * n;
-	struct ce_file_rule *mine = NULL;
-	if (config & CE_FILE_SCOPED) {
-		key->cgroup_id = cgid;
-		mine = bpf_map_lookup_elem(&file_rules, key);
-	}
-	key->cgroup_id = 0;
-	struct ce_file_rule *every = bpf_map_lookup_elem(&file_rules, key);
-	__u8 watch = ((mine ? mine->watch : 0) | (every ? every->watch : 0)) & acc;
+	__u32 lens[3] = {p->len - 1, 0, 0};
+	__u64 cand = scope_mask(cfg, CE_K_OPEN, cgid, mon) & access_mask(cfg, acc);
 
-	*best = NULL;
-	for (int bit = 0; bit < CE_ACCESSES; bit++) {
-		if (acc & (1 << bit)) {
-			*best = better_verdict(*best, mine, bit);
-			*best = better_verdict(*best, every, bit);
+	cand &= field_mask(cfg, CE_F_OPEN, p, file && (cfg->flags & CE_PC_IDS) ? identity(file) : NULL, watch);
+	cand = by_binary(cfg, cand, CE_F_OPEN_BINARY, task, CE_W_BINARY, lens, 1);
+	cand = by_binary(cfg, cand, CE_F_OPEN_PARENT, task->real_parent, CE_W_PARENT, lens, 2);
+	return first_rule(cfg, CE_K_OPEN, cand, lens);
+}
+
+/* A failed open: judged by the (absolute) name it gave, reported, nobody killed. */
+static __always_inline int failed_open(void *ctx, struct ce_pconfig *cfg, struct task_struct *task, __u64 cgid,
+				       __u8 mon, long ret, __u32 call)
+{
+	__u32 zero = 0, main = CE_W_MAIN;
+	char *buf = bpf_map_lookup_elem(&walks, &main);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+
+	if (!buf)
+		return 0;
+	const char *name = (const char *)(call == CE_CALL_OPEN || call == CE_CALL_CREAT ? PT_REGS_PARM1_CORE_SYSCALL(regs)
+											: PT_REGS_PARM2_CORE_SYSCALL(regs));
+	char *at = buf + (CE_WALK_LEN - CE_PATH_LEN);
+	long n = bpf_probe_read_user_str(at, CE_PATH_LEN, name);
+	if (n <= 1 || at[0] != '/')
+		return 0; /* a relative name that opened nothing names nothing */
+	struct ce_rpath p = {.pos = CE_WALK_LEN - CE_PATH_LEN, .len = n, .which = CE_W_MAIN, .cut = n == CE_PATH_LEN};
+	__u8 watch = 0, acc = asked_for(call_flags(task, call));
+	int bit = open_judge(cfg, cgid, mon, &p, NULL, task, acc, &watch);
+	if (bit < 0 && !(watch & acc))
+		return 0;
+	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
+	if (!ev)
+		return 0;
+	proc_common(ev, task, cgid, CE_PROC_OPEN);
+	ev->how = CE_HOW_AS_GIVEN;
+	ev->access = acc;
+	ev->exit_code = ret;
+	ev->path_len = path_out(&p, ev->data, &ev->cut);
+	struct ce_prule *rule = prule_at(cfg, CE_K_OPEN, bit);
+	if (rule) {
+		count_slot(rule->slot);
+		ev->slot = rule->slot;
+		if (rule->action == CE_DENY)
+			ev->verdict = rule->audit ? CE_V_AUDIT : CE_V_DENY;
+	}
+	proc_send(ctx, ev, ev->verdict != CE_V_ALLOW);
+	return 0;
+}
+
+static __always_inline int open_exit(void *ctx, long ret, __u32 call)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u32 zero = 0;
+	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
+
+	if (!mon)
+		return 0;
+	struct ce_pconfig *cfg = bpf_map_lookup_elem(&pconfig, &zero);
+	if (!cfg || !(cfg->flags & CE_PC_ON))
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (ret < 0)
+		return (cfg->flags & CE_PC_OPENS) && call != CE_CALL_BY_HANDLE
+			       ? failed_open(ctx, cfg, task, cgid, *mon, ret, call)
+			       : 0;
+	struct file *file = fd_file(task, ret);
+	if (!file)
+		return 0;
+	if (cfg->flags & CE_PC_LOADER) {
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (bpf_map_lookup_elem(&loader_pending, &tgid)) {
+			bpf_map_delete_elem(&loader_pending, &tgid);
+			return loader_exec(ctx, cfg, task, file, cgid, *mon);
 		}
 	}
-	return watch;
-}
-
-/* Count the deciding rule and apply a deny: SIGKILL, delivered before the open returns. */
-static __always_inline void file_decide(struct ce_proc *ev, struct ce_verdict *best)
-{
-	if (!best)
-		return;
-	count_slot(best->slot);
-	ev->slot = best->slot;
-	if (best->action == CE_DENY) {
-		ev->verdict = best->audit ? CE_V_AUDIT : CE_V_DENY;
-		if (!best->audit)
-			bpf_send_signal(CE_SIGKILL);
-	}
-}
-
-static __always_inline int file_enter(void *ctx, const char *filename, __u64 flags)
-{
-	__u64 cgid = bpf_get_current_cgroup_id();
-	__u32 zero = 0;
-
-	if (!bpf_map_lookup_elem(&monitored, &cgid))
+	if (!(cfg->flags & CE_PC_OPENS))
 		return 0;
-	__u32 *config = bpf_map_lookup_elem(&file_config, &zero);
-	if (!config || !(*config & CE_FILE_WATCHED))
-		return 0;
-	struct ce_path_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
-	if (!key)
-		return 0;
-	/* No memset: a trie lookup reads no byte past the key's prefixlen. */
-	long n = bpf_probe_read_user_str(key->path, sizeof(key->path), filename);
-	if (n <= 0)
-		return 0;
-	__u64 tid = bpf_get_current_pid_tgid();
-	__u8 acc = access_of(flags);
-	if (key->path[0] != '/') { /* relative: judged at exit, by the file it opened */
-		bpf_map_update_elem(&open_relative, &tid, &acc, BPF_ANY);
-		return 0;
-	}
-	struct ce_verdict *best;
-	if (!file_lookup(key, n, cgid, *config, acc, &best))
+	__u8 acc = access_of(file, call_flags(task, call));
+	struct ce_rpath p = {};
+	if (!acc || resolve(file, CE_W_MAIN, &p) != 0)
+		return 0; /* (an O_PATH descriptor reads and writes nothing) */
+	__u8 watch = 0;
+	int bit = open_judge(cfg, cgid, *mon, &p, file, task, acc, &watch);
+	if (bit < 0 && !(watch & acc))
 		return 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
 	if (!ev)
 		return 0;
-	proc_common(ev, (struct task_struct *)bpf_get_current_task(), cgid, CE_PROC_OPEN);
-	ev->access = acc;
-	n = bpf_probe_read_user_str(ev->data, CE_PATH_LEN, filename);
-	if (n == CE_PATH_LEN)
-		ev->cut = 1;
-	ev->path_len = n > 0 ? n : 0;
-	file_decide(ev, best);
-	if (bpf_map_update_elem(&open_pending, &tid, ev, BPF_ANY) != 0)
-		proc_lost_one(ev);
-	return 0;
-}
-
-struct ce_walk {
-	struct dentry *dentry;
-	struct vfsmount *vfsmnt;
-	struct mount *mnt;
-	struct dentry *root;
-	struct vfsmount *root_mnt;
-	__u32 pos; /* where the path built so far starts in walk_scratch */
-	__u32 cut;
-};
-
-/* One step up (bpf_loop's callback, so the verifier checks it once): prepend this
- * dentry's name, or cross to where its mount is mounted. Returns 1 when done. */
-static long walk_step(__u32 index, struct ce_walk *w)
-{
-	__u32 zero = 0;
-	char *buf = bpf_map_lookup_elem(&walk_scratch, &zero);
-	struct dentry *dentry = w->dentry; /* locals: CO-RE reads relocate every field they name */
-	struct vfsmount *vfsmnt = w->vfsmnt;
-	struct mount *mnt = w->mnt;
-
-	if (!buf || (dentry == w->root && vfsmnt == w->root_mnt))
-		return 1;
-	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) { /* the top of a mount */
-		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
-		if (parent == mnt)
-			return 1;
-		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-		w->mnt = parent;
-		w->vfsmnt = &parent->mnt;
-		return 0;
-	}
-	struct dentry *up = BPF_CORE_READ(dentry, d_parent);
-	if (up == dentry)
-		return 1;
-	__u32 len = BPF_CORE_READ(dentry, d_name.len);
-	__u32 pos = w->pos;
-	if (len + 1 > pos || pos >= CE_WALK_LEN) {
-		w->cut = 1;
-		return 1;
-	}
-	pos -= len;
-	bpf_probe_read_kernel(buf + (pos & (CE_WALK_LEN - 1)), len & (CE_WALK_LEN - 1), BPF_CORE_READ(dentry, d_name.name));
-	pos -= 1;
-	buf[pos & (CE_WALK_LEN - 1)] = '/';
-	w->pos = pos;
-	w->dentry = up;
-	return 0;
-}
-
-/* The path of the file behind fd, as the opener's root sees it, into ev->data: its
- * dentries walked up to that root, crossing mounts (a container's volume is shown where
- * it is mounted). Returns its length with the NUL, 0 if unknown. */
-static __always_inline long fd_path(struct task_struct *task, long fd, struct ce_proc *ev)
-{
-	__u32 zero = 0;
-	char *buf = bpf_map_lookup_elem(&walk_scratch, &zero);
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
-	struct file *file = NULL;
-
-	if (!buf || fd < 0 || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xffff]) || !file)
-		return 0;
-	struct ce_walk w = {
-		.dentry = BPF_CORE_READ(file, f_path.dentry),
-		.vfsmnt = BPF_CORE_READ(file, f_path.mnt),
-		.root = BPF_CORE_READ(task, fs, root.dentry),
-		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
-		.pos = CE_WALK_LEN - 1,
-	};
-	w.mnt = container_of(w.vfsmnt, struct mount, mnt);
-	buf[CE_WALK_LEN - 1] = 0;
-	bpf_loop(CE_WALK_DEPTH, walk_step, &w, 0);
-	__u32 pos = w.pos;
-	if (pos == CE_WALK_LEN - 1) { /* the root itself */
-		pos -= 1;
-		buf[pos] = '/';
-	}
-	if (w.cut)
-		ev->cut = 1;
-	__u32 size = CE_WALK_LEN - pos;
-	if (size > CE_PATH_LEN) {
-		ev->cut = 1;
-		size = CE_PATH_LEN;
-	}
-	barrier_var(size); /* keep the mask below: the verifier needs it even where clang knows better */
-	size &= CE_PATH_LEN * 2 - 1;
-	if (bpf_probe_read_kernel(ev->data, size, buf + (pos & (CE_WALK_LEN - 1))))
-		return 0;
-	ev->data[(size - 1) & (CE_PATH_LEN - 1)] = 0; /* a cut path still ends */
-	return size;
-}
-
-/* A relative open that succeeded: judged like an absolute one by the path it resolved to,
- * and a deny kills the opener here, before the call returns to it. */
-static __always_inline int relative_exit(void *ctx, __u64 tid, long ret)
-{
-	__u8 *asked = bpf_map_lookup_elem(&open_relative, &tid);
-	__u32 zero = 0;
-
-	if (!asked)
-		return 0;
-	__u8 acc = *asked;
-	bpf_map_delete_elem(&open_relative, &tid);
-	__u64 cgid = bpf_get_current_cgroup_id();
-	__u32 *config = bpf_map_lookup_elem(&file_config, &zero);
-	struct ce_path_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
-	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
-	if (ret < 0 || !config || !key || !ev)
-		return 0; /* a failed relative open names no file */
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	proc_common(ev, task, cgid, CE_PROC_OPEN);
 	ev->access = acc;
-	long n = fd_path(task, ret, ev);
-	if (n <= 0)
-		return 0;
-	ev->path_len = n;
-	if (n > CE_MATCH_LEN)
-		n = CE_MATCH_LEN; /* a prefix of it: exact paths cannot match, prefixes can */
-	if (bpf_probe_read_kernel(key->path, sizeof(key->path), ev->data))
-		return 0;
-	struct ce_verdict *best;
-	if (!file_lookup(key, n, cgid, *config, acc, &best))
-		return 0;
-	file_decide(ev, best);
 	ev->exit_code = ret;
+	ev->fileless = fileless(file);
+	ev->path_len = path_out(&p, ev->data, &ev->cut);
+	decide_rule(cfg, CE_K_OPEN, bit, ev);
 	proc_send(ctx, ev, ev->verdict != CE_V_ALLOW);
 	return 0;
-}
-
-static __always_inline int file_exit(void *ctx, long ret)
-{
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct ce_proc *ev = bpf_map_lookup_elem(&open_pending, &tid);
-
-	if (!ev)
-		return relative_exit(ctx, tid, ret);
-	ev->exit_code = ret;
-	ev->ts_ns = bpf_ktime_get_ns();
-	proc_send(ctx, ev, ev->verdict != CE_V_ALLOW);
-	bpf_map_delete_elem(&open_pending, &tid);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int crossedge_openat(struct trace_event_raw_sys_enter *ctx)
-{
-	return file_enter(ctx, (const char *)ctx->args[1], ctx->args[2]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_open")
-int crossedge_open(struct trace_event_raw_sys_enter *ctx)
-{
-	return file_enter(ctx, (const char *)ctx->args[0], ctx->args[1]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int crossedge_openat2(struct trace_event_raw_sys_enter *ctx)
-{
-	__u64 flags = 0; /* struct open_how starts with its flags */
-
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[2]);
-	return file_enter(ctx, (const char *)ctx->args[1], flags);
-}
-
-SEC("tracepoint/syscalls/sys_enter_creat")
-int crossedge_creat(struct trace_event_raw_sys_enter *ctx)
-{
-	return file_enter(ctx, (const char *)ctx->args[0], CE_O_CREAT | CE_O_WRONLY | CE_O_TRUNC);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
 int crossedge_openat_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return file_exit(ctx, ctx->ret);
+	return open_exit(ctx, ctx->ret, CE_CALL_OPENAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
 int crossedge_open_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return file_exit(ctx, ctx->ret);
+	return open_exit(ctx, ctx->ret, CE_CALL_OPEN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int crossedge_openat2_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return file_exit(ctx, ctx->ret);
+	return open_exit(ctx, ctx->ret, CE_CALL_OPENAT2);
 }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
 int crossedge_creat_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return file_exit(ctx, ctx->ret);
+	return open_exit(ctx, ctx->ret, CE_CALL_CREAT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int crossedge_handle_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_exit(ctx, ctx->ret, CE_CALL_BY_HANDLE);
 }

@@ -4,19 +4,26 @@
  * monitored cgroup, a per-cgroup exec count, and exec rules that kill a forbidden binary
  * before it runs any code of its own.
  *
- * Part of enforce_connect.bpf.o (included at its end): it shares the scope (`monitored`),
- * the hold of a new container's first exec (`pending`), the rule counters and the
- * generation's lifecycle, and runs in the same sched_process_exec program as the hold, so
+ * Part of enforce_connect.bpf.o (included after path.bpf.h): it shares the scope
+ * (`monitored`), the hold of a new container's first exec (`pending`), the rule counters and
+ * the generation's lifecycle, and runs in the same sched_process_exec program as the hold, so
  * an exec costs one program run. Processes outside the monitored cgroups cost a hash
  * lookup and nothing else.
  *
- * Exec rules live in `exec_rules`, an LPM trie on (cgroup, path prefix): two lookups per
- * exec, (this cgroup, path) and (every container, path). An exact path rule includes the
- * path's NUL, so "/bin/sh" does not match "/bin/sha1sum"; a prefix rule ("/dev/shm/")
- * does not. Rules the trie cannot express (globs, parent matches) are judged by the agent.
- * A matching deny (not audit) sends SIGKILL from inside the exec: the new program never
- * runs, its parent sees it killed (wait status 9). The path is the one given to execve(),
- * as the kernel resolved it (bprm->filename): a relative exec is matched as written.
+ * An exec is judged by the file that runs (bprm->file: for a script, its interpreter, so
+ * "#!/opt/forbidden" is an exec of /opt/forbidden), its path resolved from the file and its
+ * identity (path.bpf.h), never by the name execve() was given: a link, another spelling, a
+ * chroot, /proc/self/fd/N or execveat() all come to the same file. A file with no name left
+ * (memfd_create, a deleted file) is `fileless`, and rules can ask for it. A bare dynamic
+ * loader (ld-linux*.so* BIN) runs BIN without an exec of BIN: the first file it opens is
+ * judged as its exec (file.bpf.h). A matching deny (not audit) sends SIGKILL from inside the
+ * exec: the new program never runs, its parent sees it killed (wait status 9).
+ *
+ * An open deny holds only if no other process can reach the descriptor the killed opener
+ * got, so where one applies to a container the calls that would share or lend descriptors
+ * are refused (the caller, or the child it made, killed): clone(CLONE_FILES) without
+ * CLONE_THREAD, pidfd_getfd(), and io_uring_setup() (io_uring's opens never reach the open
+ * tracepoints; Docker 25's default seccomp profile refuses it too).
  */
 
 struct {
@@ -33,20 +40,21 @@ struct {
 	__type(value, struct ce_proc);
 } proc_scratch SEC(".maps");
 
+/* Processes that exec'd a bare dynamic loader, until their first open (its program). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
 	__type(key, __u32);
-	__type(value, struct ce_path_key);
-} key_scratch SEC(".maps");
+	__type(value, __u8);
+} loader_pending SEC(".maps");
 
+/* The mount namespace of each monitored cgroup's last exec (CE_PC_NS_HOLD). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, CE_MAX_ENTRIES);
-	__type(key, struct ce_path_key);
-	__type(value, struct ce_rule);
-} exec_rules SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CE_MAX_MONITORED);
+	__type(key, __u64);
+	__type(value, __u32);
+} exec_ns SEC(".maps");
 
 /* Execs per monitored cgroup since the entry was made (the agent reads and prunes it). */
 struct {
@@ -67,10 +75,10 @@ struct {
 	__type(value, struct ce_flow);
 } proc_flows SEC(".maps");
 
-/* Records that could be neither sent nor counted: [0] execs, [1] exits, [2] opens. */
+/* Records that could be neither sent nor counted: [0] execs, [1] exits, [2] opens, [3] refusals. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u64);
 } proc_lost SEC(".maps");
@@ -90,7 +98,7 @@ static __always_inline __u64 fnv1a(const char *bytes, __u32 len)
 
 static __always_inline void proc_lost_one(struct ce_proc *ev)
 {
-	__u32 which = ev->type - 1; /* CE_PROC_EXEC, _EXIT, _OPEN */
+	__u32 which = ev->type - 1; /* CE_PROC_EXEC, _EXIT, _OPEN, _REFUSE */
 	__u64 *missed = bpf_map_lookup_elem(&proc_lost, &which);
 
 	if (missed)
@@ -99,7 +107,7 @@ static __always_inline void proc_lost_one(struct ce_proc *ev)
 
 static __always_inline int proc_output(void *ctx, struct ce_proc *ev)
 {
-	__u64 size = (offsetof(struct ce_proc, data) + ev->path_len + ev->args_len) & 2047; /* for the verifier */
+	__u64 size = (offsetof(struct ce_proc, data) + ev->path_len + ev->args_len + ev->given_len) & 2047; /* for the verifier */
 
 	if (size > sizeof(*ev))
 		size = sizeof(*ev);
@@ -177,40 +185,110 @@ static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *
 	ev->folded = 0;
 	ev->path_len = 0;
 	ev->args_len = 0;
+	ev->given_len = 0;
+	ev->fileless = 0;
+	ev->how = 0;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	bpf_probe_read_kernel_str(ev->pcomm, sizeof(ev->pcomm), BPF_CORE_READ(parent, comm));
 }
 
-/* The exec rule for this path in this cgroup, or NULL: the better of the two lookups. */
-static __always_inline struct ce_rule *exec_rule(__u64 cgid, const char *filename)
+/* Judge an exec of `file` (resolved in p) by the exec rules: the first match's bit, or -1. */
+static __always_inline int exec_judge(struct ce_pconfig *cfg, __u64 cgid, __u8 mon, struct file *file,
+				      struct ce_rpath *p, struct task_struct *task, __u8 nameless)
 {
-	__u32 zero = 0;
-	struct ce_path_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
+	__u32 lens[3] = {p->len - 1, 0, 0};
+	__u64 cand = scope_mask(cfg, CE_K_EXEC, cgid, mon);
 
-	if (!key)
-		return NULL;
-	__builtin_memset(key->path, 0, sizeof(key->path));
-	long n = bpf_probe_read_kernel_str(key->path, sizeof(key->path), filename);
-	if (n <= 0)
-		return NULL;
-	/* n counts the NUL: an exact rule's prefix covers it. A cut path (n == len) has none. */
-	key->prefixlen = 64 + 8 * n;
-	key->cgroup_id = cgid;
-	struct ce_rule *hit = bpf_map_lookup_elem(&exec_rules, key);
-	key->cgroup_id = 0;
-	struct ce_rule *any = bpf_map_lookup_elem(&exec_rules, key);
-	if (!hit || (any && any->rank < hit->rank))
-		return any;
-	return hit;
+	if (!cand)
+		return -1;
+	cand &= field_mask(cfg, CE_F_EXEC, p, (cfg->flags & CE_PC_IDS) ? identity(file) : NULL, NULL);
+	if (!nameless)
+		cand &= ~cfg->fileless;
+	struct task_struct *parent = task ? task->real_parent : NULL;
+	cand = by_binary(cfg, cand, CE_F_EXEC_PARENT, parent, CE_W_PARENT, lens, 1);
+	return first_rule(cfg, CE_K_EXEC, cand, lens);
+}
+
+/* Count the deciding rule and apply a deny: SIGKILL, taken before the call returns to the
+ * process. Returns 1 if it was killed. */
+static __always_inline int decide_rule(struct ce_pconfig *cfg, __u32 kind, int bit, struct ce_proc *ev)
+{
+	struct ce_prule *rule = prule_at(cfg, kind, bit);
+
+	if (!rule)
+		return 0;
+	count_slot(rule->slot);
+	ev->slot = rule->slot;
+	if (rule->action != CE_DENY)
+		return 0;
+	ev->verdict = rule->audit ? CE_V_AUDIT : CE_V_DENY;
+	return !rule->audit && bpf_send_signal(CE_SIGKILL) == 0;
+}
+
+/* argv (the process's own, from its memory) into ev->data after the path. */
+static __always_inline void args_out(struct ce_proc *ev, struct task_struct *task)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long start = BPF_CORE_READ(mm, arg_start), end = BPF_CORE_READ(mm, arg_end);
+	unsigned long len = end > start ? end - start : 0;
+	__u32 off = ev->path_len & (CE_PATH_LEN * 2 - 1); /* for the verifier: at most CE_PATH_LEN */
+	__u32 size = len < CE_ARGS_LEN ? len : CE_ARGS_LEN - 1;
+
+	if (len >= CE_ARGS_LEN)
+		ev->cut = 1;
+	size &= CE_ARGS_LEN - 1; /* for the verifier: at most the field */
+	if (size && bpf_probe_read_user(ev->data + off, size, (void *)start) == 0)
+		ev->args_len = size;
+}
+
+/* A name (kernel string) into ev->data after argv: the name execve() was given. */
+static __always_inline void given_out(struct ce_proc *ev, const char *name, int user)
+{
+	__u32 off = (ev->path_len & (CE_PATH_LEN * 2 - 1)) + (ev->args_len & (CE_ARGS_LEN - 1));
+	long n = user ? bpf_probe_read_user_str(ev->data + (off & (CE_DATA_LEN / 2 - 1)), CE_PATH_LEN, name)
+		      : bpf_probe_read_kernel_str(ev->data + (off & (CE_DATA_LEN / 2 - 1)), CE_PATH_LEN, name);
+	if (n > 0)
+		ev->given_len = n;
+	if (n == CE_PATH_LEN)
+		ev->cut = 1;
+}
+
+/* A bare dynamic loader ("ld-linux-x86-64.so.2", "ld-musl-x86_64.so.1", "ld.so") by its name. */
+static __always_inline int loader_named(struct ce_rpath *p)
+{
+	char *buf = bpf_map_lookup_elem(&walks, &p->which);
+	__u32 at = p->leaf;
+
+	if (!buf || at > CE_WALK_LEN - 8)
+		return 0;
+	char a = buf[at & (CE_WALK_LEN - 1)], b = buf[(at + 1) & (CE_WALK_LEN - 1)], c = buf[(at + 2) & (CE_WALK_LEN - 1)];
+	return a == 'l' && b == 'd' && (c == '-' || c == '.');
+}
+
+/* Whether this exec is its cgroup's first in the process's mount namespace (a container's
+ * runtime execs in the host's, its entrypoint in the container's): the files the rules'
+ * exact paths name there are not known yet. */
+static __always_inline int new_namespace(struct task_struct *task, __u64 cgid)
+{
+	__u32 ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	__u32 *seen = bpf_map_lookup_elem(&exec_ns, &cgid);
+
+	if (seen && *seen == ns)
+		return 0;
+	bpf_map_update_elem(&exec_ns, &cgid, &ns, BPF_ANY);
+	return 1;
 }
 
 /* An exec in a monitored cgroup: judge it, count it, report it; in a container the agent
  * has not listed yet (`pending`), stop it before its program runs, if its record (which
  * says so) went out. */
-static __always_inline void proc_exec(void *ctx, struct task_struct *task, struct linux_binprm *bprm, __u64 cgid)
+static __always_inline void proc_exec(void *ctx, struct task_struct *task, struct linux_binprm *bprm, __u64 cgid,
+				      __u8 mon)
 {
 	__u32 zero = 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
+	struct ce_pconfig *cfg = bpf_map_lookup_elem(&pconfig, &zero);
+	struct ce_rpath p = {};
 	__u64 one = 1;
 	int killed = 0;
 
@@ -219,39 +297,150 @@ static __always_inline void proc_exec(void *ctx, struct task_struct *task, struc
 		__sync_fetch_and_add(count, 1);
 	else
 		bpf_map_update_elem(&exec_counts, &cgid, &one, BPF_NOEXIST);
-	if (!ev)
+	if (!ev || !cfg)
 		return;
 	proc_common(ev, task, cgid, CE_PROC_EXEC);
-	const char *filename = BPF_CORE_READ(bprm, filename);
-	long n = bpf_probe_read_kernel_str(ev->data, CE_PATH_LEN, filename);
-	if (n == CE_PATH_LEN)
-		ev->cut = 1;
-	__u32 off = n > 0 ? n : 0;
-	off &= 2 * CE_PATH_LEN - 1; /* for the verifier: n is at most CE_PATH_LEN */
-	ev->path_len = off;
-	struct ce_rule *rule = exec_rule(cgid, filename);
-	if (rule) {
-		count_slot(rule->slot);
-		ev->slot = rule->slot;
-		if (rule->action == CE_DENY) {
-			ev->verdict = rule->audit ? CE_V_AUDIT : CE_V_DENY;
-			if (!rule->audit)
-				killed = bpf_send_signal(CE_SIGKILL) == 0;
+	struct file *file = bprm->file;
+	if (resolve(file, CE_W_MAIN, &p) == 0) {
+		ev->path_len = path_out(&p, ev->data, &ev->cut);
+		ev->fileless = fileless(file);
+		if (cfg->flags & CE_PC_ON)
+			killed = decide_rule(cfg, CE_K_EXEC, exec_judge(cfg, cgid, mon, file, &p, task, ev->fileless), ev);
+		if (!killed && (cfg->flags & CE_PC_LOADER) && loader_named(&p)) {
+			__u32 tgid = ev->pid;
+			__u8 yes = 1;
+			bpf_map_update_elem(&loader_pending, &tgid, &yes, BPF_ANY);
 		}
 	}
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	unsigned long start = BPF_CORE_READ(mm, arg_start), end = BPF_CORE_READ(mm, arg_end);
-	unsigned long len = end > start ? end - start : 0;
-	__u32 size = len < CE_ARGS_LEN ? len : CE_ARGS_LEN - 1;
-	if (len >= CE_ARGS_LEN)
-		ev->cut = 1;
-	size &= CE_ARGS_LEN - 1; /* for the verifier: at most the field */
-	if (size && bpf_probe_read_user(ev->data + off, size, (void *)start) == 0)
-		ev->args_len = size;
+	args_out(ev, task);
+	given_out(ev, BPF_CORE_READ(bprm, filename), 0);
+	if (!ev->path_len) { /* not resolved (an old kernel): the name as given stands in */
+		ev->path_len = ev->given_len;
+		ev->given_len = 0;
+	}
 	int pending_here = bpf_map_lookup_elem(&pending, &cgid) != NULL;
-	ev->held = pending_here && !killed;
-	if (proc_send(ctx, ev, ev->verdict != CE_V_ALLOW || pending_here) == 0 && ev->held)
+	int new_ns = !killed && (cfg->flags & CE_PC_NS_HOLD) && new_namespace(task, cgid);
+	ev->held = killed ? 0 : (pending_here ? 1 : 0) | (new_ns ? 2 : 0);
+	if (proc_send(ctx, ev, ev->verdict != CE_V_ALLOW || ev->held) == 0 && ev->held)
 		bpf_send_signal(CE_SIGSTOP);
+}
+
+/* The first file a bare dynamic loader opened is its program: judged as an exec of it. */
+static __always_inline int loader_exec(void *ctx, struct ce_pconfig *cfg, struct task_struct *task, struct file *file,
+				       __u64 cgid, __u8 mon)
+{
+	__u32 zero = 0;
+	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
+	struct ce_rpath p = {};
+
+	if (!ev || resolve(file, CE_W_MAIN, &p) != 0)
+		return 0;
+	proc_common(ev, task, cgid, CE_PROC_EXEC);
+	ev->how = CE_HOW_LOADER;
+	ev->path_len = path_out(&p, ev->data, &ev->cut);
+	ev->fileless = fileless(file);
+	decide_rule(cfg, CE_K_EXEC, exec_judge(cfg, cgid, mon, file, &p, task, ev->fileless), ev);
+	args_out(ev, task);
+	struct ce_rpath lp = {};
+	struct file *exe = exe_of(task);
+	if (exe && resolve(exe, CE_W_BINARY, &lp) == 0) { /* the loader, as "given" */
+		char *buf = bpf_map_lookup_elem(&walks, &lp.which);
+		if (buf)
+			given_out(ev, buf + (lp.pos & (CE_WALK_LEN - 1)), 0);
+	}
+	proc_send(ctx, ev, 1);
+	return 0;
+}
+
+/* The first enforcing open deny that applies to this container: a call that would share
+ * or lend descriptors is refused in its name. Its bit, or -1. */
+static __always_inline int refusing(struct ce_pconfig *cfg, __u64 cgid, __u8 mon)
+{
+	__u64 denies = scope_mask(cfg, CE_K_OPEN, cgid, mon) & cfg->denies[CE_K_OPEN];
+
+	for (int bit = 0; bit < CE_PRULES; bit++)
+		if ((denies >> bit) & 1)
+			return bit;
+	return -1;
+}
+
+/* Report a refused call (the killing is the caller's). */
+static __always_inline void refused(void *ctx, struct ce_pconfig *cfg, int bit, __u64 cgid, __u8 how)
+{
+	__u32 zero = 0;
+	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
+
+	struct ce_prule *rule = prule_at(cfg, CE_K_OPEN, bit);
+
+	if (!ev || !rule)
+		return;
+	proc_common(ev, bpf_get_current_task_btf(), cgid, CE_PROC_REFUSE);
+	ev->how = how;
+	ev->slot = rule->slot;
+	ev->verdict = CE_V_DENY;
+	proc_send(ctx, ev, 1);
+}
+
+/* The refusal's checks: a monitored container that an enforcing open deny applies to. */
+static __always_inline int refusal_due(struct ce_pconfig **cfgp, __u64 *cgidp, __u32 need)
+{
+	__u32 zero = 0;
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
+	struct ce_pconfig *cfg = bpf_map_lookup_elem(&pconfig, &zero);
+
+	if (!mon || !cfg || (cfg->flags & need) != need || !cfg->denies[CE_K_OPEN])
+		return -1;
+	*cfgp = cfg;
+	*cgidp = cgid;
+	return refusing(cfg, cgid, *mon);
+}
+
+extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, __u64 value) __ksym __weak;
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(crossedge_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct ce_pconfig *cfg;
+	__u64 cgid;
+
+	if (child->files != parent->files || child->tgid == parent->tgid)
+		return 0; /* its own table, or a thread of the same process */
+	int bit = refusal_due(&cfg, &cgid, CE_PC_ON);
+	if (bit < 0)
+		return 0;
+	if (bpf_send_signal_task) { /* the child dies before it runs an instruction */
+		bpf_send_signal_task(child, CE_SIGKILL, PIDTYPE_TGID, 0);
+		refused(ctx, cfg, bit, cgid, CE_HOW_CLONE_FILES);
+	} else { /* a kernel before 6.13: the caller instead (the agent kills the child) */
+		bpf_send_signal(CE_SIGKILL);
+		refused(ctx, cfg, bit, cgid, CE_HOW_CLONE_PARENT);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")
+int crossedge_getfd(struct trace_event_raw_sys_enter *ctx)
+{
+	struct ce_pconfig *cfg;
+	__u64 cgid;
+	int bit = refusal_due(&cfg, &cgid, CE_PC_ON);
+
+	if (bit >= 0 && bpf_send_signal(CE_SIGKILL) == 0)
+		refused(ctx, cfg, bit, cgid, CE_HOW_PIDFD_GETFD);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_io_uring_setup")
+int crossedge_uring(struct trace_event_raw_sys_enter *ctx)
+{
+	struct ce_pconfig *cfg;
+	__u64 cgid;
+	int bit = refusal_due(&cfg, &cgid, CE_PC_ON | CE_PC_IO_URING);
+
+	if (bit >= 0 && bpf_send_signal(CE_SIGKILL) == 0)
+		refused(ctx, cfg, bit, cgid, CE_HOW_IO_URING);
+	return 0;
 }
 
 SEC("tp_btf/sched_process_exit")
@@ -262,6 +451,8 @@ int BPF_PROG(crossedge_exit, struct task_struct *task, bool group_dead)
 
 	if (!group_dead || !bpf_map_lookup_elem(&monitored, &cgid))
 		return 0;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	bpf_map_delete_elem(&loader_pending, &tgid);
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
 	if (!ev)
 		return 0;

@@ -38,7 +38,7 @@ from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
 from .limits import LimitReports
 from .parsers import perf_lines
-from .processes import ProcessTable, ProcGroups, judge, state
+from .processes import CALLS, ProcessTable, ProcGroups, judge, state
 from .rules import Flow, RuleError, RuleSet, glob_match
 from .scans import ScanSums
 from .supervisor import Supervisor
@@ -231,13 +231,19 @@ class Agent:
                 self.unnamed.append((deadline, event))
 
     def handle_proc(self, _backend: str, event: dict) -> None:
-        """An exec or exit in a monitored container: attributed and judged like a connection."""
+        """An exec, exit, open or refused call in a monitored container: attributed and judged
+        like a connection."""
         event["source"] = KERNEL
         event["kind"] = event.pop("event")
+        how = event.pop("how", "")
+        if event["kind"] == "refuse":  # a call refused to keep an open deny whole (process.bpf.h)
+            event.update(kind="call", path=CALLS[how])
         group = event.pop("group")
         grown = self.proc_groups.growth(group, event.pop("folded"))
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
         held = event.pop("held", False)
+        if event.pop("files_due", False):  # held to look the rules' files up through it first
+            self.enforcer.hold_for_files(event["cgroup_id"], event["pid"])
         if held:  # stopped at exec in a container not listed yet: released by the kernel loop
             self._hold(event["cgroup_id"], event["pid"])
         path = self.cgroups.path(event["cgroup_id"])
@@ -251,7 +257,7 @@ class Agent:
         event["container"] = ref.as_event() if ref else None
         pid = event["pid"]
         event["parent_binary"] = self.processes.binary(event["ppid"])
-        if event["kind"] == "open":
+        if event["kind"] in ("open", "call"):
             event["binary"] = self.processes.binary(pid, event["ppid"], event["comm"])
         elif event["kind"] == "exec":
             self.processes.exec(pid, event["binary"], event["ppid"], event["comm"])
@@ -260,7 +266,16 @@ class Agent:
         for name in ("lifetime_ns", "exit_code"):  # an exec has neither
             if event.get(name, 0) is None:
                 del event[name]
-        judge(event, self.ruleset, ref.name if ref else None, self.enforcer.rule_for_slot)
+        if how == "as_given":
+            event["given"] = event["path"]  # a failed open: judged by the name it gave, the only one it has
+        elif event["given"] == event["binary" if event["kind"] != "open" else "path"]:
+            event["given"] = ""  # said once
+        enforcer = self.enforcer  # the kernel judged with this container's rules (else: a hold, a new one)
+        listed = (
+            not held and event["cgroup_id"] in enforcer.scope_ids and enforcer.policy_version == self.ruleset.version
+        )
+        judge(event, self.ruleset, ref.name if ref else None, enforcer.rule_for_slot,
+              enforcer.in_kernel if listed else lambda _rule_id: False)  # fmt: skip
         if event["kind"] == "open" and event["verdict"] == "allow" and not event["rule_id"]:
             if not watched(event["path"], event["access"], self.enforcer.watches):
                 self.proc_counts["open_unwatched"] += 1 + grown  # let through by a glob's literal prefix

@@ -115,25 +115,42 @@ class ProcessTable:
         return self._binary.get(pid, "") or _exe(pid) or self._by_parent.get((ppid, comm), "")
 
 
-def judge(event: dict, ruleset: RuleSet, container: str | None, rule_for_slot=lambda slot: "") -> None:
-    """Set the verdict of an exec, exit or open record (an exit carries its exec's verdict: none)."""
+CALLS = {
+    "io_uring_setup": "io_uring_setup",
+    "clone_files": "clone(CLONE_FILES)",
+    "clone_files_parent": "clone(CLONE_FILES)",
+    "pidfd_getfd": "pidfd_getfd",
+}  # a refused call's name
+
+
+def judge(
+    event: dict, ruleset: RuleSet, container: str | None, rule_for_slot=lambda slot: "", in_kernel=lambda rule_id: False
+) -> None:
+    """Set the verdict of an exec, exit, open or refused call (an exit carries its exec's
+    verdict: none). A record whose rule the kernel found (its slot) has that rule, whatever
+    its action; for the others the agent judges the rules the kernel does not (`in_kernel`),
+    so the two never disagree on what decides."""
     kernel_verdict = event.pop("kernel_verdict", "allow")
     slot = event.pop("slot", 0)
     if event["kind"] == "exit":
         event.update(verdict="allow", rule_id="", severity="", enforced=False, audit=False)
         return
-    if kernel_verdict != "allow":  # the kernel's exec rule decided (killed, or audit)
-        event["rule_id"] = rule_for_slot(slot)
-        rule = ruleset.by_id.get(event["rule_id"])
-        event.update(verdict="deny", enforced=kernel_verdict == "deny", audit=kernel_verdict == "audit")
-        event["severity"] = rule.severity if rule else ""
+    rule = ruleset.by_id.get(rule_for_slot(slot)) if slot else None
+    if rule is not None or kernel_verdict != "allow":  # the kernel's rule decided (killed, or audit)
+        event["rule_id"] = rule.id if rule else rule_for_slot(slot)
+        event.update(verdict=rule.action if rule else "deny", enforced=kernel_verdict == "deny",
+                     audit=kernel_verdict == "audit", severity=rule.severity if rule else "")  # fmt: skip
+        if event["kind"] == "open" and event.get("how") == "as_given" and event["verdict"] == "deny":
+            event["enforced"] = not event["audit"]  # it failed: nothing was opened (the deny held)
         return
     scope = {"cgroup_id": event["cgroup_id"], "cgroup_path": event["cgroup_path"], "container": container}
     parents = (event["parent_binary"], event["parent_comm"])
     if event["kind"] == "open":
-        rule = ruleset.evaluate_open(Open(event["path"], event["access"], event["binary"], parents, **scope))
+        found = Open(event["path"], event["access"], event["binary"], parents, **scope)
+        rule = next((r for r in _agent_rules(ruleset, "open", in_kernel) if r.matches_open(found)), None)
     else:
-        rule = ruleset.evaluate_exec(Exec(event["binary"], parents, **scope))
+        found = Exec(event["binary"], parents, **scope, fileless=event.get("fileless", False))
+        rule = next((r for r in _agent_rules(ruleset, "exec", in_kernel) if r.matches_exec(found)), None)
     event.update(
         verdict=rule.action if rule else "allow",
         rule_id=rule.id if rule else "",
@@ -141,6 +158,12 @@ def judge(event: dict, ruleset: RuleSet, container: str | None, rule_for_slot=la
         audit=bool(rule and rule.audit),
         enforced=False,
     )
+
+
+def _agent_rules(ruleset: RuleSet, kind: str, in_kernel):
+    """The rules of a kind the kernel does not judge, in rank order."""
+    ranks = ruleset.open_ranks if kind == "open" else ruleset.exec_ranks
+    return (ruleset.rules[rank] for rank in ranks if not in_kernel(ruleset.rules[rank].id))
 
 
 def state(pid: int) -> str:

@@ -22,10 +22,10 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode", "expires", "limit",
              "hold")  # fmt: skip
 MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_fqdn", "dest_port", "binary", "parent", "path",
-              "access", "source_ip")  # fmt: skip
+              "access", "source_ip", "fileless")  # fmt: skip
 SOURCE_KEYS = ("source_ip",)  # a rule with it judges packets arriving at the node's XDP interfaces
 CONNECT_KEYS = ("dest_ip", "dest_fqdn", "dest_port")
-EXEC_KEYS = ("binary", "parent")  # a rule with one of these judges execs, not connections
+EXEC_KEYS = ("binary", "parent", "fileless")  # a rule with one of these judges execs, not connections
 FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
 ACCESSES = ("read", "write", "create", "truncate")  # what an open asks for
 SCOPE_KEYS = ("cgroup_id", "cgroup_path", "container")
@@ -127,7 +127,8 @@ class Rule:
     port_range: tuple[int, int] | None = None
     dest_fqdn: Pattern | None = None  # the name the container resolved the destination from
     binary: str | None = None  # glob on the exec'd path
-    parent: str | None = None  # glob on the parent's binary (or its task name when not known)
+    parent: str | None = None  # glob on the parent's binary
+    fileless: bool = False  # exec: only a file with no name left (memfd_create, a deleted file)
     path: str | None = None  # glob on an opened file's path
     access: tuple[str, ...] | None = None  # the accesses an open rule applies to (None: any)
     source_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None  # ingress: packets from here
@@ -158,7 +159,7 @@ class Rule:
             return "ingress"
         if self.path is not None:
             return "open"
-        return "exec" if self.binary is not None or self.parent is not None else "connect"
+        return "exec" if self.binary is not None or self.parent is not None or self.fileless else "connect"
 
     def matches_scope(self, cgroup_id: int | None, cgroup_path: str | None, container: str | None) -> bool:
         if self.cgroup_id is not None and cgroup_id != self.cgroup_id:
@@ -174,7 +175,11 @@ class Rule:
             return False
         if self.binary is not None and not glob_match(proc.binary, self.binary):
             return False
-        if self.parent is not None and not any(p and glob_match(p, self.parent) for p in proc.parents):
+        if self.fileless and not proc.fileless:
+            return False
+        if self.parent is not None and not (
+            proc.parents and proc.parents[0] and glob_match(proc.parents[0], self.parent)
+        ):
             return False
         return True
 
@@ -187,7 +192,7 @@ class Rule:
             return False
         if self.binary is not None and not glob_match(op.binary, self.binary):
             return False
-        if self.parent is not None and not any(p and glob_match(p, self.parent) for p in op.parents):
+        if self.parent is not None and not (op.parents and op.parents[0] and glob_match(op.parents[0], self.parent)):
             return False
         return True
 
@@ -227,6 +232,8 @@ class Rule:
             match["binary"] = self.binary
         if self.parent is not None:
             match["parent"] = self.parent
+        if self.fileless:
+            match["fileless"] = True
         if self.path is not None:
             match["path"] = self.path
         if self.access is not None:
@@ -296,9 +303,14 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
     for key in ("cgroup_path", "container"):
         if key in match:
             _text(rule_id, f"match.{key}", match[key], required=True, limit=4096)
-    for key in EXEC_KEYS:
+    for key in ("binary", "parent"):
         if key in match:
             _text(rule_id, f"match.{key}", match[key], required=True, limit=1024)
+    if "fileless" in match and match["fileless"] is not True:
+        raise RuleError(rule_id, "match.fileless", "must be true (an exec of a file with no name: memfd_create, a "
+                        "deleted file); leave it out otherwise")  # fmt: skip
+    if "fileless" in match and "path" in match:
+        raise RuleError(rule_id, "match.fileless", "applies to exec rules (with binary or parent), not to opens")
     if "path" in match:
         _text(rule_id, "match.path", match["path"], required=True, limit=1024)
     access = match.get("access")
@@ -367,6 +379,7 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         dest_fqdn=dest_fqdn,
         binary=match.get("binary"),
         parent=match.get("parent"),
+        fileless=bool(match.get("fileless")),
         path=match.get("path"),
         access=access,
         source_net=source_net,
@@ -462,10 +475,11 @@ class Exec:
     """What a rule looks at in an exec."""
 
     binary: str
-    parents: tuple[str, ...] = ()  # the parent's binary path and its task name, as known
+    parents: tuple[str, ...] = ()  # the parent's binary path (first) and its task name, as known
     cgroup_id: int | None = None
     cgroup_path: str | None = None
     container: str | None = None
+    fileless: bool = False
 
 
 @dataclass(slots=True)

@@ -213,6 +213,8 @@ def _process_row(node: Node, e: dict, container: Container | None) -> ProcessEve
         parent_comm=e["parent_comm"],
         parent_binary=e["parent_binary"],
         binary=e["binary"],
+        given=e["given"],
+        fileless=e["fileless"],
         args=e["args"],
         cut=e["cut"],
         exit_code=e.get("exit_code"),
@@ -228,7 +230,7 @@ def _process_violation(ev: ProcessEvent, e: dict) -> Violation:
     return Violation(
         kind=ev.kind,
         process=ev,
-        target=f"{ev.path} ({ev.access})" if ev.kind == "open" else ev.binary or ev.comm,
+        target=_process_target(ev),
         node=ev.node,
         container=ev.container,
         ts=ev.ts,
@@ -243,6 +245,15 @@ def _process_violation(ev: ProcessEvent, e: dict) -> Violation:
         comm=ev.comm,
         pid=ev.pid,
     )
+
+
+def _process_target(ev: ProcessEvent) -> str:
+    """What a process violation is about: the file opened, the call refused, the file that ran."""
+    if ev.kind == "open":
+        return f"{ev.path} ({ev.access})"
+    if ev.kind == "call":
+        return f"{ev.path}() refused"
+    return (ev.binary or ev.comm) + (" (fileless)" if ev.fileless else "")
 
 
 def _flood_violation(node: Node, e: dict) -> Violation:

@@ -19,7 +19,7 @@ __all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "Rollup", "VERDICTS",
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
 OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
 KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit"), ("open", "file open"),
-         ("scan", "scan"), ("flood", "SYN flood"), ("limit", "rate limit")]  # fmt: skip
+         ("call", "refused call"), ("scan", "scan"), ("flood", "SYN flood"), ("limit", "rate limit")]  # fmt: skip
 
 
 class ConnectionEvent(models.Model):
@@ -85,8 +85,9 @@ class ConnectionEvent(models.Model):
 
 class ProcessEvent(models.Model):
     """What a process did in a monitored container: exec'd, exited (bpfscripts/process.bpf.h),
-    or opened a watched file (file.bpf.h). One table, as all three are acts of one process
-    with one identity (node, pid, start_ns): a process's page lists them together."""
+    opened a watched file (file.bpf.h), or made a call refused to keep an open deny whole. One
+    table, as all are acts of one process with one identity (node, pid, start_ns): a
+    process's page lists them together."""
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
     seq = models.BigIntegerField(help_text="The agent's sequence number: (node, seq) is unique.")
@@ -106,9 +107,17 @@ class ProcessEvent(models.Model):
     parent_comm = models.CharField(max_length=64, blank=True)
     parent_binary = models.CharField(max_length=1024, blank=True)
     binary = models.CharField(
-        max_length=1024, blank=True, help_text="The path given to execve() (an open: the opener's binary)"
+        max_length=1024, blank=True, help_text="The file that ran, as resolved (an open: the opener's binary)"
     )
-    path = models.CharField(max_length=1024, blank=True, help_text="open: the path given to open()")
+    given = models.CharField(
+        max_length=1024, blank=True,
+        help_text="exec: the name it was run by, when not the file's path (a link, another spelling, a loader); "
+        "open: the name a failed open gave (there is no file)",
+    )  # fmt: skip
+    fileless = models.BooleanField(default=False, help_text="The file has no name left: memfd_create, deleted")
+    path = models.CharField(
+        max_length=1024, blank=True, help_text="open: the opened file's path, as resolved; call: the call refused"
+    )
     access = models.CharField(max_length=32, blank=True, help_text="open: read, write, create, truncate")
     result = models.IntegerField(null=True, blank=True, help_text="open: the file descriptor, or -errno")
     args = models.JSONField(default=list, blank=True)
@@ -135,6 +144,8 @@ class ProcessEvent(models.Model):
     def __str__(self):
         if self.kind == "open":
             return f"open {self.path} ({self.access}) by {self.comm}[{self.pid}]"
+        if self.kind == "call":
+            return f"{self.path} refused to {self.comm}[{self.pid}]"
         return f"{self.kind} {self.binary or self.comm}[{self.pid}]"
 
     @property

@@ -45,6 +45,7 @@ KIND_FIELDS["open"] = KIND_FIELDS["exec"] | {
     "path": (str, 1024),
     "result": (int, (-4095, (1 << 31) - 1)),  # a file descriptor, or -errno
 }
+KIND_FIELDS["call"] = KIND_FIELDS["exec"] | {"path": (str, 64)}  # a call refused to keep an open deny whole
 ACCESSES = ("read", "write", "create", "truncate")
 KINDS = tuple(KIND_FIELDS)
 # An agent before process events sent its backend's name as `kind`: those are connections.
@@ -188,6 +189,11 @@ def check_event(event) -> dict:
             raise EventError(f"args: at most {MAX_ARGS_CHARS} characters in all")
         if not isinstance(event.setdefault("cut", False), bool):
             raise EventError("cut: must be true or false")
+        if not isinstance(event.setdefault("fileless", False), bool):
+            raise EventError("fileless: must be true or false")
+        given = event.setdefault("given", "")
+        if not isinstance(given, str) or len(given) > 1024:
+            raise EventError("given: must be a string of at most 1024 characters")
     _check_container(event)
     return event
 

@@ -72,6 +72,8 @@ def process_row(p) -> dict:
         "parent_comm": p.parent_comm,
         "parent_binary": p.parent_binary,
         "binary": p.binary,
+        "given": p.given,
+        "fileless": p.fileless,
         "args": p.args,
         "cut": p.cut,
         "exit": p.exit_text,

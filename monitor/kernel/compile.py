@@ -24,24 +24,34 @@ from dataclasses import dataclass, field
 from ..dns import NONE, Pattern
 from ..files import Watch
 from ..rules import ACCESSES, GLOB_CHARS, Rule, RuleSet
+from . import patterns as kernel_patterns
 from .layout import (
+    ACTION_CODES,
     CGROUP,
-    FILE_SCOPED,
-    FILE_WATCHED,
+    FIELDS,
     FQDN_RULES_LEN,
-    MATCH_LEN,
+    ID,
+    ID_KEY,
     MAX_SLOTS,
+    PAT,
+    PC_IDS,
+    PC_IO_URING,
+    PC_LOADER,
+    PC_NS_HOLD,
+    PC_ON,
+    PC_OPENS,
+    PSCOPE,
     SCAN_RULES_LEN,
     SLOT,
     KernelRule,
     access_bits,
     encode_block,
-    encode_file_rule,
     encode_fqdn_key,
     encode_fqdn_rules,
     encode_key,
     encode_limit,
-    encode_path_key,
+    encode_pat_key,
+    encode_pconfig,
     encode_scan_limits,
     encode_source_key,
 )
@@ -50,9 +60,11 @@ ANY_V4 = ipaddress.ip_network("0.0.0.0/0")
 ANY_V6 = ipaddress.ip_network("::/0")
 MAX_PORTS_PER_RULE = 1024
 MAPS = {4: "rules4", 6: "rules6"}
-EXEC_MAP = "exec_rules"
-FILE_MAP = "file_rules"
-CONFIG_MAP = "file_config"  # what file.bpf.h needs to know before it reads a path
+FWD_MAP = "pat_fwd"  # exec and open rules' prefixes and exact paths (path.bpf.h)
+REV_MAP = "pat_rev"  # ...their suffixes, reversed
+IDS_MAP = "pat_ids"  # ...their exact paths' files by identity, per container
+CONFIG_MAP = "pconfig"  # ...and the rest: one array entry
+PSCOPE_MAP = "pscope"  # containers -> the rules naming containers that apply to them
 FQDN_MAP = "fqdn_rules"  # name patterns -> their rules (dns.bpf.h)
 UNNAMED_MAP = "fqdn_unnamed"  # every container's rules for addresses never resolved: one array entry
 BLOCK_MAPS = {4: "block4", 6: "block6"}  # source networks -> their rule (xdp.bpf.h)
@@ -60,8 +72,8 @@ SCAN_MAP = "scan_limits"  # containers -> the summing threshold and their scan r
 SCAN_EVERY_MAP = "scan_every"  # ...and every container's: one array entry
 FLOOD_MAP = "flood_limits"  # the SYN flood rules (xdp.bpf.h): one array entry
 LIMIT_MAP = "limits"  # containers -> their egress and connection rates (limits.bpf.h)
-POLICY_MAPS = (*MAPS.values(), EXEC_MAP, FILE_MAP, CONFIG_MAP, FQDN_MAP, UNNAMED_MAP, *BLOCK_MAPS.values(), SCAN_MAP,
-               SCAN_EVERY_MAP, FLOOD_MAP, LIMIT_MAP)  # fmt: skip
+POLICY_MAPS = (*MAPS.values(), FWD_MAP, REV_MAP, IDS_MAP, CONFIG_MAP, PSCOPE_MAP, FQDN_MAP, UNNAMED_MAP,
+               *BLOCK_MAPS.values(), SCAN_MAP, SCAN_EVERY_MAP, FLOOD_MAP, LIMIT_MAP)  # fmt: skip
 MIN_BURST_NS = 100_000_000  # a rate limit lets this much time's worth through at once, at least...
 MIN_BURST_BYTES = 128 << 10  # ...and for egress at least this (two 64 KiB GSO packets)
 SUMMARISE = 200  # new destinations per second per container from which the kernel sums calls (a scan)
@@ -84,6 +96,7 @@ class Compiled:
     patterns: dict[int, frozenset[Pattern]] = field(default_factory=dict)  # cgroup (0: all) -> name patterns
     next_expiry: dt.datetime | None = None  # the first ingress rule to expire: the entries change then
     own: set[int] = field(default_factory=set)  # cgroups with entries keyed by their own id (`monitored`: MON_OWN)
+    kernel_rules: set[str] = field(default_factory=set)  # exec and open rules the kernel judges (by id)
 
     def note(self, rule: Rule, message: str) -> None:
         self.notes.append({"rule_id": rule.id, "message": message})
@@ -95,12 +108,16 @@ def compile_rules(
     slots: dict[str, int] | None = None,
     watches: tuple[Watch, ...] = (),
     summarise: int = SUMMARISE,
+    identities: dict[tuple[int, str], tuple[int, int]] | None = None,
+    io_uring: bool = True,
 ) -> Compiled:
     """`slots` is the previous rule id -> slot assignment, kept so counters stay with their
     rule; `watches` the node's file watches (monitor.files); `summarise` the new destinations
-    per second from which a container's calls are summed in the kernel (scan.bpf.h)."""
+    per second from which a container's calls are summed in the kernel (scan.bpf.h);
+    `identities` (cgroup, path) -> (dev, inode) of the exact paths the rules name, as found in
+    each container (the kernel's dev_t encoding); `io_uring` False lets io_uring_setup() be
+    where an open deny applies."""
     out = Compiled()
-    out.entries[CONFIG_MAP][SLOT.pack(0)] = SLOT.pack(0)  # an array entry: always written, never deleted
     out.slots = _assign_slots([r.id for r in ruleset.rules], slots or {})
     # bucket (family, cgroup_id, port) -> {network: (rank, rule)}
     buckets: dict[tuple[int, int, int], dict] = defaultdict(dict)
@@ -125,8 +142,7 @@ def compile_rules(
         for net, (rank, rule) in _flatten(bucket).items():
             value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
             target[encode_key(net, cgid, port)] = value.encode()
-    _exec_entries(ruleset, scopes, out)
-    _file_entries(ruleset, scopes, watches, out)
+    _path_entries(ruleset, scopes, watches, identities or {}, io_uring, out)
     _fqdn_entries(ruleset, scopes, out)
     _block_entries(ruleset, out)
     _scan_entries(ruleset, scopes, summarise, out)
@@ -260,127 +276,135 @@ def _fqdn_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
                 out.entries[FQDN_MAP][encode_fqdn_key(cgid, pattern.hash, pattern.kind)] = value
 
 
-def path_pattern(glob: str) -> tuple[str, bool] | None:
-    """(path, exact) for a glob a path trie can judge: a path, or a path prefix ending in
-    "*"; None for globs elsewhere or paths too long for the key."""
-    path, exact = (glob, True) if not GLOB_CHARS & set(glob) else (glob[:-1], False)
-    if not exact and (not glob.endswith("*") or GLOB_CHARS & set(path) or not path):
-        return None
-    if len(path.encode()) + 1 >= MATCH_LEN:  # a path the kernel reads whole, with room for its NUL
-        return None
-    return path, exact
-
-
-def exec_pattern(rule: Rule) -> tuple[str, bool] | None:
-    """The exec trie's (path, exact) for a rule, or None for parent matches and globs."""
-    if rule.parent is not None or rule.binary is None:
-        return None
-    return path_pattern(rule.binary)
-
-
 def watch_pattern(glob: str) -> tuple[str, bool]:
     """The trie entry that lets every path a glob can match through: the glob's literal
     part before its first wildcard, as a prefix (cut to what the key holds)."""
     exact = not GLOB_CHARS & set(glob)
     literal = glob if exact else glob[: min(glob.index(c) for c in GLOB_CHARS if c in glob)]
     raw = literal.encode()
-    if len(raw) + 1 >= MATCH_LEN:
-        return raw[: MATCH_LEN - 1].decode(errors="ignore"), False
+    if len(raw) + 1 > kernel_patterns.PATH_BYTES:
+        return raw[: kernel_patterns.PATH_BYTES].decode(errors="ignore"), False
     return literal, exact
 
 
-def _file_entries(ruleset: RuleSet, scopes: list[Scope], watches: tuple[Watch, ...], out: Compiled) -> None:
-    """File rules and watches into `file_rules`. Every file rule and watch makes its path
-    (or its glob's literal prefix) reported for its accesses; a rule the trie can judge
-    (a path or path prefix, naming no binary or parent) also decides, per access, flattened
-    like the exec trie. As there, a rule judged in user space keeps denies below it out."""
-    # cgroup -> (path, exact) -> [watch bits, {access bit index: (rank, rule)}]
-    buckets: dict[int, dict[tuple[str, bool], list]] = defaultdict(dict)
-
-    def entry(cgid: int, pattern: tuple[str, bool]) -> list:
-        return buckets[cgid].setdefault(pattern, [0, {}])
-
+def _path_entries(
+    ruleset: RuleSet,
+    scopes: list[Scope],
+    watches: tuple[Watch, ...],
+    identities: dict[tuple[int, str], tuple[int, int]],
+    io_uring: bool,
+    out: Compiled,
+) -> None:
+    """Exec and open rules into the pattern maps (path.bpf.h). Each rule the kernel can judge
+    gets a bit in rank order per kind; a rule needing the agent (a glob other than a path,
+    prefix or suffix) gets none, and a deny such a rule is enforces nothing (said in a note;
+    the dashboard refuses to save one). The agent's open rules and the node's watches make
+    their glob's literal prefix reported. A kernel rule is judged in the kernel even below a
+    rule needing the agent: where both match, the kernel's decides (a note says so)."""
+    config = {"def_fwd": [0] * FIELDS, "def_rev": [0] * FIELDS, "every": [0, 0], "access": [0] * len(ACCESSES),
+              "fileless": 0, "denies": [0, 0], "flags": PC_ON | (PC_IO_URING if io_uring else 0),
+              "suffix_len": [0] * FIELDS, "rules": [{}, {}]}  # fmt: skip
+    fwd: dict[tuple[int, bytes], list] = defaultdict(lambda: [0, 0])  # (fld, key bytes) -> [mask, watch bits]
+    rev: dict[tuple[int, bytes], int] = defaultdict(int)
+    ids: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0] * FIELDS)
+    scoped: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    bits = [0, 0]
+    agent_only: dict[str, Rule] = {}  # kind -> the first rule above which needs the agent
     for watch in watches:
-        entry(0, watch_pattern(watch.path))[0] |= access_bits(watch.access)
-    above: Rule | None = None
-    for rank, rule in enumerate(ruleset.rules, start=1):
-        if rule.kind != "open":
+        path, exact = watch_pattern(watch.path)
+        fwd[(2, path.encode() + b"\0" * exact)][1] |= access_bits(watch.access)
+    for rule in ruleset.rules:
+        if rule.kind not in kernel_patterns.KINDS:
             continue
-        accesses = rule.access or ACCESSES
+        kind, name = kernel_patterns.KINDS[rule.kind], "exec" if rule.kind == "exec" else "open"
+        fields = kernel_patterns.kernel_fields(rule)
+        if rule.kind == "open":
+            config["flags"] |= PC_OPENS
+        if fields is None or bits[kind] >= kernel_patterns.PRULES:
+            why = kernel_patterns.needs_agent(rule) or f"more than {kernel_patterns.PRULES} {name} rules for the kernel"
+            if rule.kind == "open":  # reported by the kernel, judged by the agent
+                path, exact = watch_pattern(rule.path)
+                fwd[(2, path.encode() + b"\0" * exact)][1] |= access_bits(rule.access or ACCESSES)
+            if rule.action == "deny" and not rule.audit:
+                out.note(rule, f"judged by the agent after the {name}, NOT enforced in the kernel: {why}")
+            agent_only.setdefault(rule.kind, rule)
+            continue
+        if rule.action == "deny" and not rule.audit and rule.kind in agent_only:
+            above = agent_only[rule.kind]
+            out.note(
+                rule, f"rule {above.id} above it needs the agent: where both match, this one decides in the kernel"
+            )
+        bit = bits[kind]
+        bits[kind] += 1
+        out.kernel_rules.add(rule.id)
+        flag = 1 << bit
+        lens = [0, 0, 0]
+        for number, (_attr, fld) in enumerate(kernel_patterns.FIELDS[rule.kind]):
+            pattern = fields.get(fld)
+            if pattern is None or (not pattern.prefix and not pattern.exact):
+                config["def_fwd"][fld] |= flag
+            else:
+                fwd[(fld, pattern.prefix.encode() + b"\0" * pattern.exact)][0] |= flag
+            if pattern is None or not pattern.suffix:
+                config["def_rev"][fld] |= flag
+            else:
+                rev[(fld, pattern.suffix.encode()[::-1])] |= flag
+                config["suffix_len"][fld] = max(config["suffix_len"][fld], len(pattern.suffix.encode()))
+            if pattern is not None:
+                lens[number] = pattern.min_len
+        if rule.kind == "open":
+            for i, access in enumerate(ACCESSES):
+                if rule.access is None or access in rule.access:
+                    config["access"][i] |= flag
+            config["flags"] |= PC_OPENS
+        else:
+            config["flags"] |= PC_LOADER
+            if rule.fileless:
+                config["fileless"] |= flag
+        if rule.action == "deny" and not rule.audit:
+            config["denies"][kind] |= flag
+        config["rules"][kind][bit] = (out.slots.get(rule.id, 0), ACTION_CODES[rule.action], int(rule.audit), lens)
         cgroup_ids = _cgroup_ids(rule, scopes, out) or []
         for cgid in cgroup_ids:
-            entry(cgid, watch_pattern(rule.path))[0] |= access_bits(accesses)
-        pattern = path_pattern(rule.path) if rule.binary is None and rule.parent is None else None
-        if pattern is None or above is not None:
-            if rule.action == "deny" and not rule.audit:
-                why = f"rule {above.id} above it is judged in user space" if pattern else (
-                    "its glob, binary or parent is judged by the agent after the open")  # fmt: skip
-                out.note(rule, f"{why}: reported, not killed in the kernel")
-            above = above or (rule if pattern is None else None)
-            continue
-        for cgid in cgroup_ids:
-            decided = entry(cgid, pattern)[1]
-            for bit, name in enumerate(ACCESSES):
-                if name in accesses and (bit not in decided or decided[bit][0] > rank):
-                    decided[bit] = (rank, rule)
-    for cgid, bucket in buckets.items():
-        for (path, exact), (watch, decided) in bucket.items():
-            decided = dict(decided)
-            for (outer, outer_exact), (outer_watch, outer_decided) in bucket.items():
-                if (outer, outer_exact) == (path, exact) or outer_exact or not path.startswith(outer):
-                    continue
+            if cgid:
+                scoped[cgid][kind] |= flag
+            else:
+                config["every"][kind] |= flag
+        for _attr, fld in kernel_patterns.FIELDS[rule.kind]:  # an exact path holds for its file by identity too
+            pattern = fields.get(fld)
+            if pattern is not None and pattern.exact:
+                config["flags"] |= PC_NS_HOLD
+                wanted = [s.cgroup_id for s in scopes] if 0 in cgroup_ids else cgroup_ids
+                for cgid in wanted:
+                    if (found := identities.get((cgid, pattern.prefix))) is not None:
+                        ids[found][fld] |= flag
+    for (fld, raw), (mask, watch) in _flattened(fwd).items():
+        out.entries[FWD_MAP][encode_pat_key(fld, raw)] = PAT.pack(mask, watch)
+    for (fld, raw), (mask, _) in _flattened({k: [v, 0] for k, v in rev.items()}).items():
+        out.entries[REV_MAP][encode_pat_key(fld, raw)] = PAT.pack(mask, 0)
+    for (dev, ino), masks in ids.items():
+        out.entries[IDS_MAP][ID_KEY.pack(dev, ino)] = ID.pack(*masks)
+    if ids:
+        config["flags"] |= PC_IDS
+    if any(w for (fld, _), (_, w) in fwd.items()):
+        config["flags"] |= PC_OPENS
+    for cgid, masks in scoped.items():
+        out.entries[PSCOPE_MAP][CGROUP.pack(cgid)] = PSCOPE.pack(*masks)
+        out.own.add(cgid)
+    out.entries[CONFIG_MAP][SLOT.pack(0)] = encode_pconfig(config)
+
+
+def _flattened(entries: dict[tuple[int, bytes], list]) -> dict[tuple[int, bytes], tuple[int, int]]:
+    """Each key gets the mask and watch bits of every key of its fld that is a prefix of
+    it (an exact path's key ends in its NUL, so it is a prefix only of itself)."""
+    flat = {}
+    for (fld, raw), (mask, watch) in entries.items():
+        for (outer_field, outer), (outer_mask, outer_watch) in entries.items():
+            if outer_field == fld and outer != raw and raw.startswith(outer) and not outer.endswith(b"\0"):
+                mask |= outer_mask
                 watch |= outer_watch
-                for bit, hit in outer_decided.items():
-                    if bit not in decided or hit[0] < decided[bit][0]:
-                        decided[bit] = hit
-            verdicts = [
-                (decided[bit][0], out.slots.get(decided[bit][1].id, 0), decided[bit][1].action, decided[bit][1].audit)
-                if bit in decided else None
-                for bit in range(len(ACCESSES))
-            ]  # fmt: skip
-            out.entries[FILE_MAP][encode_path_key(path, cgid, exact)] = encode_file_rule(watch, verdicts)
-    _file_config(buckets, out)
-
-
-def _file_config(buckets: dict, out: Compiled) -> None:
-    """What the program needs to know before reading a path: whether anything is watched,
-    and whether a lookup for the opener's own cgroup can hit."""
-    config = FILE_WATCHED if any(buckets.values()) else 0
-    config |= FILE_SCOPED if any(cgid and bucket for cgid, bucket in buckets.items()) else 0
-    out.entries[CONFIG_MAP] = {SLOT.pack(0): SLOT.pack(config)}
-
-
-def _exec_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
-    """Exec rules into `exec_rules`, flattened like the connect tries: an entry carries the
-    best-ranked rule among the entries whose path is a prefix of its own, so the longest
-    match is the first match. A rule judged in user space (a glob, a parent) keeps every
-    deny below it out of the kernel, where it could not be overruled."""
-    buckets: dict[int, dict[tuple[str, bool], tuple[int, Rule]]] = defaultdict(dict)
-    above: Rule | None = None
-    for rank, rule in enumerate(ruleset.rules, start=1):
-        if rule.kind != "exec":
-            continue
-        pattern = exec_pattern(rule)
-        if pattern is None or above is not None:
-            if rule.action == "deny" and not rule.audit:
-                why = f"rule {above.id} above it is judged in user space" if pattern else (
-                    "its parent or glob is judged by the agent after the exec")  # fmt: skip
-                out.note(rule, f"{why}: reported, not killed in the kernel")
-            above = above or (rule if pattern is None else None)
-            continue
-        for cgid in _cgroup_ids(rule, scopes, out) or []:
-            bucket = buckets[cgid]
-            if pattern not in bucket or bucket[pattern][0] > rank:
-                bucket[pattern] = (rank, rule)
-    for cgid, bucket in buckets.items():
-        for (path, exact), best in bucket.items():
-            for (outer, outer_exact), hit in bucket.items():
-                contains = not outer_exact and path.startswith(outer) or (outer, outer_exact) == (path, exact)
-                if contains and hit[0] < best[0]:
-                    best = hit
-            rank, rule = best
-            value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
-            out.entries[EXEC_MAP][encode_path_key(path, cgid, exact)] = value.encode()
+        flat[(fld, raw)] = (mask, watch)
+    return flat
 
 
 def _assign_slots(rule_ids: list[str], previous: dict[str, int]) -> dict[str, int]:

@@ -48,15 +48,17 @@ from ..cgroups import cgroup2_mount, cgroup_id
 from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_container_cgroup
 from ..files import Watch
 from ..rules import GLOB_CHARS, RuleSet
-from . import batch, bpftool, links
+from . import batch, bpftool, links, patterns
 from .compile import (
     CONFIG_MAP,
-    EXEC_MAP,
-    FILE_MAP,
     FLOOD_MAP,
+    FWD_MAP,
+    IDS_MAP,
     LIMIT_MAP,
     MAPS,
     POLICY_MAPS,
+    PSCOPE_MAP,
+    REV_MAP,
     SCAN_EVERY_MAP,
     SCAN_MAP,
     SUMMARISE,
@@ -69,22 +71,26 @@ from .layout import (
     CGROUP,
     FQDN_KEY,
     FQDN_NOTHING,
+    ID,
+    ID_KEY,
     MAX_ENTRIES,
     MAX_FLOWS,
     MON,
     MON_OWN,
+    PAT,
+    PSCOPE,
     RESOLVED,
     SLOT,
     TRAFFIC,
     KernelRule,
     access_names,
-    decode_file_rule,
     decode_flooder,
     decode_flow,
     decode_fqdn_rules,
     decode_key,
     decode_limit,
-    decode_path_key,
+    decode_pat_key,
+    decode_pconfig,
     decode_scan,
     decode_scan_limits,
     decode_traffic,
@@ -112,13 +118,17 @@ XDP_MODES = (("xdpdrv", "native"), ("xdpgeneric", "generic"))  # tried in this o
 XDP_GENERIC_FIRST = ("veth",)
 XDP_SHOWN = {"driver": "xdpdrv", "generic": "xdpgeneric", "offload": "xdpoffload"}  # `net show` mode -> attach type
 TRAFFIC_GRACE = 0.05  # seconds after an epoch flip before the old table is read (programs run for µs)
-TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit")  # tp_btf programs (links.attach_tracing)
-# syscall tracepoint programs (links.attach_tracepoint) -> their tracepoint: file.bpf.h
+# tp_btf programs (links.attach_tracing)
+TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit", "crossedge_fork")
+# syscall tracepoint programs (links.attach_tracepoint) -> their tracepoint: the opens judged at
+# their exit (file.bpf.h), and the calls refused where an open deny applies (process.bpf.h)
 TRACEPOINTS = {
-    f"crossedge_{call}{'_exit' if side == 'exit' else ''}": f"syscalls/sys_{side}_{call}"
-    for call in ("openat", "open", "openat2", "creat")
-    for side in ("enter", "exit")
-}
+    **{f"crossedge_{name}_exit": f"syscalls/sys_exit_{call}"
+       for name, call in (("openat", "openat"), ("open", "open"), ("openat2", "openat2"), ("creat", "creat"),
+                          ("handle", "open_by_handle_at"))},
+    "crossedge_getfd": "syscalls/sys_enter_pidfd_getfd",
+    "crossedge_uring": "syscalls/sys_enter_io_uring_setup",
+}  # fmt: skip
 # Where runtimes make containers: the systemd driver's slices, the cgroupfs drivers' parents.
 RUNTIME_PARENTS = ("/system.slice", "/machine.slice", "/kubepods.slice", "/kubepods", "/docker", "/libpod_parent")
 # cgroupfs drivers make their parent with their first container, too late to attach there first
@@ -227,8 +237,15 @@ class Enforcer:
         files: bool = True,
         xdp_ifaces: tuple[str, ...] = (),
         scan_summary: int = SUMMARISE,
+        io_uring: bool = True,
     ):
         self.obj = Path(obj)
+        self.io_uring = io_uring  # refuse io_uring_setup() where an open deny applies
+        self.kernel_rules: frozenset[str] = frozenset()  # exec and open rules the kernel judges (by id)
+        self.identities: dict[tuple[int, str], tuple[int, int]] = {}  # (cgroup, exact path) -> its file (dev, inode)
+        self.id_paths: frozenset[str] = frozenset()  # the exact paths the identities are of
+        self.id_looked: set[int] = set()  # cgroups whose files were looked up (through one of their processes)
+        self.files_due: dict[int, set[int]] = {}  # cgroup -> processes held to look its files up through
         self.scan_summary = scan_summary  # new destinations per second from which calls are summed (a scan)
         self.watches = tuple(watches)  # file watches besides the file rules (monitor.files)
         self.files = files  # attach the open() programs
@@ -350,7 +367,7 @@ class Enforcer:
             for item in bpftool.map_dump(self.layout.map(name)):
                 key, value = from_json_bytes(item["key"]), from_json_bytes(item["value"])
                 entries[key] = value
-                if name in (*MAPS.values(), EXEC_MAP):  # values naming their rule
+                if name in MAPS.values():  # values naming their rule
                     rule = KernelRule.decode(value)
                     if rule.slot:
                         slots[rule.rule_id] = rule.slot
@@ -422,6 +439,7 @@ class Enforcer:
         self.walked_at = started
         points = self.attach_points(containers)
         changed = force or scopes != self.scopes
+        resync = changed or self._identities_due()
         for rel in points:
             if rel not in self.targets or force:
                 self._attach(rel)
@@ -432,7 +450,7 @@ class Enforcer:
             self.scope_ids = frozenset(s.cgroup_id for s in scopes)
         if changed or self.monitored != self.scope_ids:  # or the kernel classified one itself
             self._write_monitored()
-        if changed and self.ruleset is not None:
+        if resync and self.ruleset is not None:
             self.sync(self.ruleset)
         return changed
 
@@ -483,6 +501,8 @@ class Enforcer:
         """Whether a walk made after the kernel classified this cgroup has settled it (in
         scope, with the policy written, or out of scope): a held process there may go on."""
         if cgid in self.scope_ids:
+            if cgid in self.files_due:
+                return False  # a held process waits for the container's files to be looked up
             return self.ruleset is None or self.policy_version == self.ruleset.version
         return self.heard.get(cgid, float("inf")) < self.walked_at
 
@@ -493,7 +513,8 @@ class Enforcer:
     def release(self, cgids: set[int]) -> None:
         """No more holds in these cgroups: the agent has written what applies to them."""
         pin = self.layout.map("pending")
-        bpftool.batch([bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(cgids)])
+        held = self.pending() & set(cgids)  # (a hold for its files alone has no entry)
+        bpftool.batch([bpftool.delete_command(pin, hex_bytes(CGROUP.pack(i))) for i in sorted(held)])
         for cgid in cgids:
             self.heard.pop(cgid, None)
 
@@ -601,7 +622,9 @@ class Enforcer:
         """Write the difference between the rule set and the kernel maps. A policy the maps
         cannot hold is refused whole (the previous one keeps enforcing) and shown in health."""
         self.ruleset = ruleset
-        compiled = compile_rules(ruleset, self.scopes, self.slots, self.watches, self.scan_summary)
+        self._find_identities(ruleset)
+        compiled = compile_rules(ruleset, self.scopes, self.slots, self.watches, self.scan_summary, self.identities,
+                                 self.io_uring)  # fmt: skip
         for name, entries in compiled.entries.items():
             if len(entries) > MAX_ENTRIES:
                 self.error = (
@@ -634,6 +657,7 @@ class Enforcer:
             self._read_maps()
             return
         self.mirror = compiled.entries
+        self.kernel_rules = frozenset(compiled.kernel_rules)
         self.own, self.own_wanted = own, compiled.own
         self.slots = compiled.slots
         self.notes = compiled.notes
@@ -687,6 +711,58 @@ class Enforcer:
         """Answers the DNS program parsed, could not send, found malformed (summed over CPUs)."""
         sums = dict(batch.sums(self.layout.map("dns_stats")))
         return {name: sums.get(SLOT.pack(i), 0) for i, name in enumerate(("answers", "lost", "malformed"))}
+
+    def in_kernel(self, rule_id: str) -> bool:
+        """Whether the kernel judges this exec or open rule (else the agent does, after the fact)."""
+        return rule_id in self.kernel_rules
+
+    def _find_identities(self, ruleset: RuleSet) -> None:
+        """The files the rules' exact paths name in each container, by identity (dev, inode),
+        so a hard link or a bind mount of one is judged as the file: looked up through a
+        process of the container (its root), for one that was there when the rules came, and
+        through each process the kernel held at its cgroup's first exec in a mount namespace
+        (`files_due`: a new container's entrypoint, before it runs)."""
+        paths = frozenset(patterns.exact_paths(ruleset))
+        if paths != self.id_paths:
+            self.identities, self.id_looked, self.id_paths = {}, set(), paths
+        alive = {s.cgroup_id for s in self.scopes}
+        self.identities = {k: v for k, v in self.identities.items() if k[0] in alive}
+        self.id_looked &= alive
+        due, self.files_due = self.files_due, {}
+        for scope in self.scopes if paths else ():
+            cgid = scope.cgroup_id
+            pids = due.get(cgid, set())
+            if cgid not in self.id_looked and not pids and (first := self._a_process_in(scope.path)) is not None:
+                pids = {first}
+            for pid in pids:
+                for path in paths:
+                    try:
+                        st = os.stat(f"/proc/{pid}/root{path}")
+                    except OSError:
+                        continue  # not there: its path still names it
+                    self.identities[(cgid, path)] = (os.major(st.st_dev) << 20 | os.minor(st.st_dev), st.st_ino)
+                self.id_looked.add(cgid)
+        for cgid, pids in due.items():  # not listed yet: looked up once it is
+            if cgid not in alive and paths:
+                self.files_due.setdefault(cgid, set()).update(p for p in pids if os.path.exists(f"/proc/{p}"))
+
+    def _identities_due(self) -> bool:
+        """A held process waits for its container's files to be looked up."""
+        return bool(self.files_due)
+
+    def hold_for_files(self, cgid: int, pid: int) -> None:
+        """The kernel held this exec, its cgroup's first in a mount namespace: look the rules'
+        files up through it (`judged` waits till then)."""
+        self.files_due.setdefault(cgid, set()).add(pid)
+
+    def _a_process_in(self, rel: str) -> int | None:
+        """A process of a cgroup (its first), or None."""
+        try:
+            with open(os.path.join(self.cgroup_root, rel.lstrip("/"), "cgroup.procs")) as fh:
+                first = fh.readline().strip()
+        except OSError:
+            return None
+        return int(first) if first else None
 
     def rule_for_slot(self, slot: int) -> str:
         return next((rule_id for rule_id, s in self.slots.items() if s == slot), "")
@@ -770,20 +846,28 @@ class Enforcer:
         if not self.files:
             return "off (--no-files)"
         attached = self.layout is not None and all(os.path.exists(self.layout.link(n)) for n in TRACEPOINTS)
-        return "open() syscall tracepoints" if attached else "not attached"
+        return "open() exit tracepoints (the opened file)" if attached else "not attached"
 
     def describe_entries(self) -> list[dict]:
         """The kernel's policy entries, readable (for `runagent --show-kernel` and tests)."""
         rows = []
         for name, entries in self.mirror.items():
-            for key, value in entries.items() if name != CONFIG_MAP else ():
-                if name == FILE_MAP:
-                    path, cgid, exact = decode_path_key(key)
-                    watch, verdicts = decode_file_rule(value)
-                    row = {"path": path, "exact": exact, "watch": access_names(watch), "by_access": verdicts}
-                elif name == EXEC_MAP:
-                    path, cgid, exact = decode_path_key(key)
-                    row = {"path": path, "exact": exact} | vars(KernelRule.decode(value))
+            for key, value in entries.items():
+                if name in (FWD_MAP, REV_MAP):
+                    field, raw = decode_pat_key(key)
+                    mask, watch = PAT.unpack(value)
+                    text = raw.rstrip(b"\0").decode(errors="replace")
+                    row = {"field": field, "pattern": text[::-1] if name == REV_MAP else text, "rules": f"{mask:#x}",
+                           "exact": raw.endswith(b"\0"), "watch": access_names(watch)}  # fmt: skip
+                    cgid = None
+                elif name == IDS_MAP:
+                    dev, ino = ID_KEY.unpack(key)
+                    cgid, row = None, {"dev": dev, "ino": ino, "rules": [f"{m:#x}" for m in ID.unpack(value)]}
+                elif name == CONFIG_MAP:
+                    cgid, row = None, decode_pconfig(value)
+                elif name == PSCOPE_MAP:
+                    (cgid,) = CGROUP.unpack(key)
+                    row = {"rules": [f"{m:#x}" for m in PSCOPE.unpack(value)]}
                 elif name == LIMIT_MAP:
                     (cgid,) = CGROUP.unpack(key)
                     row = decode_limit(value)

@@ -23,9 +23,12 @@ ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
 VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program did with a call
 OP_NAMES = {0: "connect", 1: "sendmsg", 2: "flood"}  # CE_OP_*: which call was judged (flood: a SYN flood report)
 LIFECYCLE_TYPES = {1: "new"}  # CE_LC_*
-PROC_TYPES = {1: "exec", 2: "exit", 3: "open"}  # CE_PROC_*
+PROC_TYPES = {1: "exec", 2: "exit", 3: "open", 4: "refuse"}  # CE_PROC_*
+# CE_HOW_*: how an exec came about, which call a refusal refused, or that an open failed
+HOWS = {1: "loader", 2: "io_uring_setup", 3: "clone_files", 4: "pidfd_getfd", 5: "clone_files_parent", 6: "as_given"}
 ACCESS_BITS = {"read": 1, "write": 2, "create": 4, "truncate": 8}  # CE_ACC_*: what an open asks for
-FILE_WATCHED, FILE_SCOPED = 1, 2  # CE_FILE_*: file_config's bits
+PC_ON, PC_IDS, PC_LOADER, PC_IO_URING, PC_OPENS, PC_NS_HOLD = 1, 2, 4, 8, 16, 32  # CE_PC_*: pconfig's flags
+PRULES, FIELDS = 64, 5  # CE_PRULES, CE_FIELDS
 PATH_LEN, ARGS_LEN, MATCH_LEN, DATA_LEN = 256, 256, 128, 1024
 SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's prefix
 
@@ -37,12 +40,16 @@ EVENT = struct.Struct(f"{EVENT_V1.format}Q")
 FLOW_KEY = struct.Struct("<QIHBB16sB7xQ")
 LIFECYCLE = struct.Struct("<QQQI4x")
 FLOW = struct.Struct("<QQ")
-PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBBBB16s16s")  # a ce_proc up to its data, which is sent as used
+PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBBBBHBB16s16s")  # a ce_proc up to its data, which is sent as used
 PROC_KEY = struct.Struct("<QQIIiI")
-PROC = struct.Struct(f"{PROC_HEAD.format}{DATA_LEN}s4x")
-PATH_KEY = struct.Struct(f"<IQ{MATCH_LEN}s")
-VERDICT = struct.Struct("<IIBB2x")
-FILE_RULE = struct.Struct(f"<B3x{VERDICT.size * len(ACCESS_BITS)}s")  # watch, then a ce_verdict per access
+PROC = struct.Struct(f"{PROC_HEAD.format}{DATA_LEN}s")
+PAT_KEY = struct.Struct(f"<IB{MATCH_LEN - 1}s")  # packed: the field, then the path
+PAT = struct.Struct("<QB7x")
+ID_KEY = struct.Struct("<QQ")
+ID = struct.Struct(f"<{FIELDS}Q")
+PRULE = struct.Struct("<IBB3H")
+PCONFIG = struct.Struct(f"<{FIELDS}Q{FIELDS}Q2Q4QQ2QI{FIELDS}B3x{PRULE.size * 2 * PRULES}s4x")
+PSCOPE = struct.Struct("<2Q")
 FQDN_KEY = struct.Struct("<QQB7x")
 FQDN_RULE = struct.Struct("<IIHBB")
 FQDN_RULES_LEN = 8  # CE_FQDN_RULES
@@ -73,8 +80,9 @@ SLOT = struct.Struct("<I")
 CGROUP = struct.Struct("<Q")
 
 STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT, "ce_flow_key": FLOW_KEY,
-           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_path_key": PATH_KEY,
-           "ce_proc_key": PROC_KEY, "ce_verdict": VERDICT, "ce_file_rule": FILE_RULE, "ce_fqdn_key": FQDN_KEY,
+           "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_pat_key": PAT_KEY, "ce_pat": PAT,
+           "ce_id_key": ID_KEY, "ce_id": ID, "ce_prule": PRULE, "ce_pconfig": PCONFIG, "ce_pscope": PSCOPE,
+           "ce_proc_key": PROC_KEY, "ce_fqdn_key": FQDN_KEY,
            "ce_fqdn_rule": FQDN_RULE, "ce_fqdn_rules": FQDN_RULES, "ce_addr_key": ADDR_KEY,
            "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_traffic_key": TRAFFIC_KEY,
            "ce_traffic": TRAFFIC, "ce_src_key4": SRC_KEY4, "ce_src_key6": SRC_KEY6, "ce_block": BLOCK,
@@ -294,19 +302,23 @@ def decode_lifecycle(data: bytes) -> dict:
 
 
 def decode_proc(data: bytes) -> dict:
-    """One struct ce_proc: a process exec'd or exited in a monitored cgroup (sent with only
-    the part of `data` it uses: the path, its NUL included, then argv)."""
+    """One struct ce_proc: a process exec'd or exited in a monitored cgroup, an open, or a
+    refused call (sent with only the part of `data` it uses: the path as resolved, its NUL
+    included, then argv, then the name as given)."""
     if len(data) < PROC_HEAD.size:
         raise ValueError(f"process record is {len(data)} bytes, expected at least {PROC_HEAD.size}")
     (ts_ns, cgroup_id, start_ns, lifetime_ns, folded, kind, pid, ppid, uid, gid, exit_code, slot, path_len, args_len,
-     verdict, cut, access, held, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
+     verdict, cut, access, held, given_len, fileless, how, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
     if kind not in PROC_TYPES:
         raise ValueError(f"process record has type {kind}")
     if verdict not in VERDICT_NAMES:
         raise ValueError(f"process record has verdict {verdict}")
+    if how and how not in HOWS:
+        raise ValueError(f"process record has how {how}")
     body = data[PROC_HEAD.size :]
-    if len(body) < path_len + args_len:
-        raise ValueError(f"process record holds {len(body)} bytes of path and argv, says {path_len + args_len}")
+    if len(body) < path_len + args_len + given_len:
+        raise ValueError(f"process record holds {len(body)} bytes of path, argv and name, says "
+                         f"{path_len + args_len + given_len}")  # fmt: skip
     argv = [a.decode(errors="replace") for a in body[path_len : path_len + args_len].split(b"\0")]
     record = {
         "event": PROC_TYPES[kind],
@@ -325,16 +337,22 @@ def decode_proc(data: bytes) -> dict:
         "kernel_verdict": VERDICT_NAMES[verdict],
         "rule_id": "",
         "folded": folded,
+        "fileless": bool(fileless),
+        "how": HOWS.get(how, ""),
+        "given": _cstr(body[path_len + args_len : path_len + args_len + given_len]),
     }
-    if kind == 3:  # an open: the path it gave, what it asked for, what it got (the agent adds the opener)
+    if kind == 3:  # an open: the file's path, what it asked for, what it got (the agent adds the opener)
         path = body[:path_len]
         return record | {"path": _cstr(path), "access": access_names(access), "result": exit_code,
                          "group": proc_group(cgroup_id, kind, access, exit_code, path)}  # fmt: skip
+    if kind == 4:  # a refused call: which one is in `how`
+        return record | {"binary": "", "args": [], "group": proc_group(cgroup_id, kind, ppid, how, comm)}
     return (
         record
         | {
             "binary": _cstr(body[:path_len]),
-            "held": bool(held),  # stopped until the agent has listed its new container
+            "held": bool(held),  # stopped until the agent has listed its new container...
+            "files_due": bool(held & 2),  # ...and looked up the rules' files through this process
             "args": argv[:-1] if argv and argv[-1] == "" else argv,
             "exit_code": exit_code if kind == 2 else None,
             "lifetime_ns": lifetime_ns if kind == 2 else None,
@@ -360,24 +378,6 @@ def access_bits(names) -> int:
     return sum(ACCESS_BITS[name] for name in set(names))
 
 
-def encode_file_rule(watch: int, verdicts: list[tuple[int, int, str, bool] | None]) -> bytes:
-    """A file trie value: the accesses reported below its path, and per access (read,
-    write, create, truncate) the deciding (rank, slot, action, audit), or None."""
-    by_access = b"".join(
-        VERDICT.pack(rank, slot, ACTION_CODES[action], int(audit))
-        for rank, slot, action, audit in (v or (0, 0, "allow", False) for v in verdicts)
-    )
-    return FILE_RULE.pack(watch, by_access)
-
-
-def decode_file_rule(data: bytes) -> tuple[int, list[tuple[int, int, str, bool] | None]]:
-    watch, by_access = FILE_RULE.unpack(data)
-    verdicts = []
-    for rank, slot, action, audit in VERDICT.iter_unpack(by_access):
-        verdicts.append((rank, slot, ACTION_NAMES.get(action, "allow"), bool(audit)) if rank else None)
-    return watch, verdicts
-
-
 def decode_proc_key(raw: bytes) -> tuple:
     cgroup_id, digest, ppid, kind, exit_code, _pad = PROC_KEY.unpack(raw)
     return cgroup_id, digest, ppid, kind, exit_code
@@ -391,20 +391,49 @@ def fnv1a(data: bytes) -> int:
     return h
 
 
-def encode_path_key(path: str, cgroup_id: int, exact: bool) -> bytes:
-    """An exec trie key: the cgroup (0 = every container) in full, then the path's bytes
-    (with its NUL when exact, so a longer path does not match)."""
-    raw = path.encode()
-    if len(raw) + exact > MATCH_LEN:
-        raise ValueError(f"path longer than {MATCH_LEN - 1} bytes")
-    return PATH_KEY.pack(64 + 8 * (len(raw) + exact), cgroup_id, raw)
+def encode_pat_key(field: int, raw: bytes) -> bytes:
+    """A pattern trie key: the field in full, then the bytes (an exact path with its NUL)."""
+    if len(raw) > MATCH_LEN - 1:
+        raise ValueError(f"pattern longer than {MATCH_LEN - 1} bytes")
+    return PAT_KEY.pack(8 + 8 * len(raw), field, raw)
 
 
-def decode_path_key(data: bytes) -> tuple[str, int, bool]:
-    """(path, cgroup_id, exact) of a path trie key."""
-    prefixlen, cgroup_id, raw = PATH_KEY.unpack(data)
-    used = raw[: (prefixlen - 64) // 8]
-    return _cstr(used), cgroup_id, used.endswith(b"\0")
+def decode_pat_key(data: bytes) -> tuple[int, bytes]:
+    """(field, the key's bytes) of a pattern trie key."""
+    prefixlen, field, raw = PAT_KEY.unpack(data)
+    return field, raw[: (prefixlen - 8) // 8]
+
+
+def encode_pconfig(config: dict) -> bytes:
+    """pconfig's entry from the compiler's dict (monitor/kernel/compile.py: _path_entries)."""
+    empty = (0, 0, 0, (0, 0, 0))
+    rules = b"".join(
+        PRULE.pack(slot, action, audit, *lens)
+        for kind in (0, 1)
+        for slot, action, audit, lens in (config["rules"][kind].get(bit, empty) for bit in range(PRULES))
+    )
+    c = config
+    return PCONFIG.pack(*c["def_fwd"], *c["def_rev"], *c["every"], *c["access"], c["fileless"], *c["denies"],
+                        c["flags"], *c["suffix_len"], rules)  # fmt: skip
+
+
+def decode_pconfig(data: bytes) -> dict:
+    values = PCONFIG.unpack(data)
+    f = FIELDS
+    rules = values[-1]
+    config = {"def_fwd": values[0:f], "def_rev": values[f : 2 * f], "every": values[2 * f : 2 * f + 2],
+              "access": values[2 * f + 2 : 2 * f + 6], "fileless": values[2 * f + 6],
+              "denies": values[2 * f + 7 : 2 * f + 9], "flags": values[2 * f + 9],
+              "suffix_len": values[2 * f + 10 : 3 * f + 10], "rules": [{}, {}]}  # fmt: skip
+    for i, (slot, action, audit, *lens) in enumerate(PRULE.iter_unpack(rules)):
+        if slot or action or audit or any(lens):
+            config["rules"][i // PRULES][i % PRULES] = (
+                slot,
+                ACTION_NAMES.get(action, "allow"),
+                bool(audit),
+                tuple(lens),
+            )
+    return config
 
 
 def decode_flow(key: bytes, value: bytes) -> tuple[tuple, int, int]:

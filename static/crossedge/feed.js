@@ -24,22 +24,26 @@
   const proc = (r) => `${r.comm} [${r.pid}]`;
   const short = (text, n) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
   const tail = (path, n) => (path.length > n ? "…" + path.slice(-(n - 1)) : path);  // a path's end says most
+  // the file that ran (argv[0] is how it was called); "as …": the name it was run by, when another
   const binary = (r) => short([r.binary, ...r.args.slice(1)].join(" "), 48) + (r.cut ? " …" : "") +
-    (r.count > 1 ? ` ×${r.count}` : "");  // argv[0] is the binary; ×: folded in a storm
+    (r.fileless ? " (fileless)" : "") + (r.given ? ` · as ${tail(r.given, 32)}` : "") +
+    (r.count > 1 ? ` ×${r.count}` : "");  // ×: folded in a storm
   const container = (r) => (r.container ? r.container.name : "host");
   const pill = (text, cls) => ({ text, cls: "pill " + (cls || text) });
   // null: seen by the kernel observer as the call began (a let-through call's outcome is not traced)
   const result = (r) => (r.result === null ? "—" : r.result === 0 ? "ok" : r.result === -1 ? "EPERM" : String(r.result));
   // A deny the kernel did not apply says so, with why: staff must never read "deny" for a call that went through.
   const enforcement = (r) => (r.enforced ? (r.kind === "connect" || r.kind === "scan" ? " · refused by kernel" :
-    r.kind === "flood" ? " · dropped at XDP" : r.kind === "limit" ? " · held back by kernel" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
+    r.kind === "flood" ? " · dropped at XDP" : r.kind === "limit" ? " · held back by kernel" :
+    r.kind === "call" ? " · refused, killed" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
     r.unenforced ? ` · NOT enforced: ${r.unenforced}` : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
       result(r), pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     processes: (r) => [time(r.ts), r.node, container(r), { href: `/processes/${r.id}/`, text: proc(r) }, r.kind,
       r.kind === "exit" ? `${r.exit} after ${r.lifetime_ms} ms` + (r.count > 1 ? ` ×${r.count}` : "") :
-        r.kind === "open" ? `${tail(r.path, 40)} (${r.access}) → ${r.result}` + (r.count > 1 ? ` ×${r.count}` : "") : binary(r),
+        r.kind === "open" ? `${tail(r.path, 40)} (${r.access}) → ${r.result}` + (r.count > 1 ? ` ×${r.count}` : "") :
+        r.kind === "call" ? `${r.path}() refused` : binary(r),
       `${tail(r.parent_binary || r.parent_comm, 24)} [${r.ppid}]`,
       pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, r.kind === "flood" ? "— (ingress)" : container(r),

@@ -16,6 +16,8 @@ from dashboard.events.ingest import ingest_batch
 from monitor.kernel.enforcer import Enforcer
 from monitor.testbed import DnsServer, SimulatedContainer, listen
 
+from . import runtimes
+
 
 @pytest.fixture
 def v6_listener():
@@ -126,3 +128,27 @@ def resolver():
         yield SimpleNamespace(server=server, port=port)
     for s in socks:
         s.close()
+
+
+@pytest.fixture
+def image_extra():
+    """Files a test module adds to the runtimes' image (runtimes.image_tar): none by default."""
+    return {}
+
+
+@pytest.fixture(params=["docker", "podman"])
+def runtime(request, kernel, enforcement, netprobe, image_extra):
+    """A real Docker or Podman (tests/kernel/runtimes.py) confined to this test's cgroup, with
+    the busybox image (and the module's `image_extra`); everything it made is removed after."""
+    problem = runtimes.available(request.param)
+    if problem:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{request.param} test cannot run in CI: {problem}")
+        pytest.skip(problem)
+    kind = runtimes.Docker if request.param == "docker" else runtimes.Podman
+    rt = kind(enforcement.parent, runtimes.image_tar(str(netprobe), image_extra))
+    try:
+        yield rt
+    finally:
+        rt.close()
+        runtimes.remove_cgroups(enforcement.parent)

@@ -27,8 +27,9 @@ IMAGE = "crossedge-probe:1"
 BUSYBOX = "/bin/busybox"
 
 
-def image_tar(netprobe: str) -> bytes:
-    """A minimal rootfs: busybox (sh) and netprobe."""
+def image_tar(netprobe: str, extra: dict[str, str | bytes] | None = None) -> bytes:
+    """A minimal rootfs: busybox (sh) and netprobe; `extra` adds files (path in the image ->
+    a host file to copy, or the bytes), with the directories /tmp, /opt and /etc."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(BUSYBOX, "bin/busybox")
@@ -36,6 +37,17 @@ def image_tar(netprobe: str) -> bytes:
         link = tarfile.TarInfo("bin/sh")
         link.type, link.linkname = tarfile.SYMTYPE, "busybox"
         tar.addfile(link)
+        for name, mode in (("tmp", 0o1777), ("opt", 0o755), ("etc", 0o755)) if extra else ():
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+        for name, source in (extra or {}).items():
+            if isinstance(source, bytes):
+                info = tarfile.TarInfo(name.lstrip("/"))
+                info.size, info.mode = len(source), 0o644
+                tar.addfile(info, io.BytesIO(source))
+            else:
+                tar.add(source, name.lstrip("/"))
     return buf.getvalue()
 
 
@@ -67,7 +79,7 @@ class Runtime:
     def cli(self, *args: str, input: bytes | None = None, timeout: float = 60, check=True):
         return subprocess.run([*self.base, *args], input=input, capture_output=True, timeout=timeout, check=check)
 
-    def run(self, name: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(self, name: str, argv: list[str], timeout: float = 60, options=()) -> subprocess.CompletedProcess:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -109,8 +121,9 @@ class Docker(Runtime):
             time.sleep(0.3)
         raise RuntimeError(f"dockerd did not answer within 30 s; see {self.log.name}")
 
-    def run(self, name, argv, timeout=60):
-        return self.cli("run", "--rm", "--network", "host", "--name", name, IMAGE, *argv, timeout=timeout, check=False)
+    def run(self, name, argv, timeout=60, options=()):
+        return self.cli("run", "--rm", "--network", "host", "--name", name, *options, IMAGE, *argv, timeout=timeout,
+                        check=False)  # fmt: skip
 
     def close(self) -> None:
         if self.daemon.poll() is None:
@@ -154,10 +167,10 @@ class Podman(Runtime):
             self.close()
             raise
 
-    def run(self, name, argv, timeout=60):
+    def run(self, name, argv, timeout=60, options=()):
         return self.cli(
             "run", "--rm", "--network", "host", "--cgroup-parent", self.cgroup_parent, "--name", name,
-            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", f"localhost/{IMAGE}", *argv,
+            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", *options, f"localhost/{IMAGE}", *argv,
             timeout=timeout, check=False,
         )  # fmt: skip
 

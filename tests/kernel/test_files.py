@@ -8,6 +8,7 @@ for processes outside the scope. (The watched paths are this test's own: it neve
 the host's /etc; tests/kernel/test_runtimes.py does that inside real containers.)"""
 
 import asyncio
+import os
 import subprocess
 import sys
 
@@ -60,6 +61,7 @@ async def test_watched_opens_are_reported_with_access_and_result_and_a_file_rule
     (root / "secrets" / "key").write_text("k1")
     (root / "secrets" / "forbidden").write_text("you should never read this")
     (root / "glob" / "a.pem").write_text("pem")
+    (root / "glob" / "b.key").write_text("key")
     node = await sync_to_async(Node.objects.create)(name="files-node", token_hash="f" * 64)
     app = enforcement.container("edge-app-prod")
     enforcement.enforcer.watches = watches(root)
@@ -67,6 +69,7 @@ async def test_watched_opens_are_reported_with_access_and_result_and_a_file_rule
         {"id": "no-forbidden", "severity": "high", "match": {"path": f"{root}/secrets/forbidden", "access": ["read"]},
          "action": "deny"},
         {"id": "pem-glob", "match": {"path": f"{root}/glob/*.pem", "container": "edge-*"}, "action": "deny"},
+        {"id": "key-glob", "match": {"path": f"{root}/glob/?.key"}, "action": "deny"},
     ]  # fmt: skip
     agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
     agent.set_policy(1, policy)
@@ -78,13 +81,15 @@ async def test_watched_opens_are_reported_with_access_and_result_and_a_file_rule
         out, _ = await asyncio.to_thread(opener.communicate, timeout=20)
         assert (opener.returncode, out.split("\n")) == (-9, ["k1", "missing", "before", ""])  # not one byte of it
         reader = app.spawn(["/bin/cat", str(root / "glob" / "a.pem")], stdout=subprocess.PIPE, text=True)
-        assert (await asyncio.to_thread(reader.communicate, timeout=10))[0] == "pem"  # judged after: it ran
+        assert (await asyncio.to_thread(reader.communicate, timeout=10))[0] == ""  # a prefix and a suffix: killed
+        keys = app.spawn(["/bin/cat", str(root / "glob" / "b.key")], stdout=subprocess.PIPE, text=True)
+        assert (await asyncio.to_thread(keys.communicate, timeout=10))[0] == "key"  # judged after: it ran
         host = await asyncio.to_thread((root / "secrets" / "forbidden").read_text)  # this test: outside the scope
         assert host.startswith("you should")
 
         def settled():
             keys = ProcessEvent.objects.filter(kind="open", path=f"{root}/secrets/key", result__gte=0)
-            return Violation.objects.count() >= 2 and (keys.aggregate(n=Sum("count"))["n"] or 0) >= storm + 2
+            return Violation.objects.count() >= 3 and (keys.aggregate(n=Sum("count"))["n"] or 0) >= storm + 2
 
         await deliver_until(agent, node, settled, timeout=15)
     finally:
@@ -96,7 +101,8 @@ async def test_watched_opens_are_reported_with_access_and_result_and_a_file_rule
         assert key.aggregate(n=Sum("count"))["n"] == storm + 2  # every open counted, in the kernel
         assert key.count() < storm / 10  # ... in a few rows
         first = key.order_by("ts").first()
-        assert (first.access, first.result_text, first.binary, first.pid) == ("read", "ok", sys.executable, opener.pid)
+        python = os.path.realpath(sys.executable)  # the file that runs, not the name it was run by
+        assert (first.access, first.result_text, first.binary, first.pid) == ("read", "ok", python, opener.pid)
         assert first.container.name == "edge-app-prod"
         missing = opens.get(path=f"{root}/secrets/missing")
         assert (missing.access, missing.result_text) == ("read", "ENOENT")
@@ -108,9 +114,12 @@ async def test_watched_opens_are_reported_with_access_and_result_and_a_file_rule
             "open", f"{root}/secrets/forbidden (read)", True, "", "high"
         )  # fmt: skip
         assert v.process.pid == opener.pid and v.process.verdict == "deny"
+        cat = os.path.realpath("/bin/cat")
         g = Violation.objects.get(rule_id="pem-glob")
-        assert (g.kind, g.enforced, g.process.binary) == ("open", False, "/bin/cat")
-        assert "after the open" in g.unenforced  # a glob is judged in user space: reported, never claimed
+        assert (g.kind, g.enforced, g.unenforced, g.process.binary) == ("open", True, "", cat)
+        k = Violation.objects.get(rule_id="key-glob")
+        assert (k.kind, k.enforced, k.process.binary) == ("open", False, cat)
+        assert "after the open" in k.unenforced  # a glob only the agent judges: reported, never claimed
         assert not opens.exclude(container__name="edge-app-prod").exists()  # nothing outside the scope
         [gone] = ProcessEvent.objects.filter(kind="exit", pid=opener.pid)
         assert gone.exit_text == "killed by signal 9"

@@ -24,6 +24,8 @@ from .conftest import ROOT, deliver_until
 from .test_enforce_agent import run_agent as running
 from .test_enforce_agent import stop
 
+PYTHON, SH, TRUE = (os.path.realpath(p) for p in (sys.executable, "/bin/sh", "/bin/true"))  # files, not names
+
 pytestmark = [pytest.mark.kernel, pytest.mark.django_db(transaction=True)]
 
 SERVER = r"""
@@ -55,19 +57,20 @@ async def test_a_shell_spawned_by_a_server_is_reported_with_its_parent_and_exit(
 
     def check():
         [python] = ProcessEvent.objects.filter(kind="exec", pid=server.pid)
-        assert python.binary == sys.executable and python.container.name == "edge-app-prod"
+        assert python.binary == PYTHON and python.container.name == "edge-app-prod"  # the file that ran
         assert python.args[:2] == [sys.executable, "-c"]
         [shell] = ProcessEvent.objects.filter(kind="exec", ppid=server.pid)
-        assert (shell.binary, shell.args, shell.comm) == ("/bin/sh", ["/bin/sh", "-c", "exit 3"], "sh")
-        assert shell.parent_binary == sys.executable and shell.parent_comm.startswith("python")
+        assert (shell.binary, shell.args, shell.comm) == (SH, ["/bin/sh", "-c", "exit 3"], "sh")
+        assert shell.given == ("/bin/sh" if SH != "/bin/sh" else "")  # the name it was run by, when another
+        assert shell.parent_binary == PYTHON and shell.parent_comm.startswith("python")
         [gone] = ProcessEvent.objects.filter(kind="exit", pid=shell.pid)
         assert gone.exit_text == "exit 3" and gone.lifetime_ns > 0 and gone.start_ns == shell.start_ns
-        assert outside.returncode == 0 and not ProcessEvent.objects.filter(binary="/bin/true").exists()
+        assert outside.returncode == 0 and not ProcessEvent.objects.filter(binary=TRUE).exists()
         assert not ProcessEvent.objects.exclude(container__name="edge-app-prod").exists()  # nothing outside scope
         container = Container.objects.get(name="edge-app-prod")
         [(parent, [root])] = process_tree(container)
         assert parent.endswith(f"[{os.getpid()}]")  # this test started the server
-        assert root.binaries == [sys.executable] and [c.binaries for c in root.children] == [["/bin/sh"]]
+        assert root.binaries == [PYTHON] and [c.binaries for c in root.children] == [[SH]]
         assert counts[container.cgroup_id] >= 2  # python and the shell, counted in the kernel
 
     await sync_to_async(check)()
@@ -78,12 +81,13 @@ async def test_a_denied_binary_is_killed_before_it_prints_and_a_glob_is_reported
     app = enforcement.container("edge-app-prod")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    forbidden, watched = bin_dir / "forbidden", bin_dir / "watched-tool"
-    shutil.copy("/bin/echo", forbidden)
-    shutil.copy("/bin/echo", watched)
+    forbidden, tool, watched = bin_dir / "forbidden", bin_dir / "watched-tool", bin_dir / "watched"
+    for copy in (forbidden, tool, watched):
+        shutil.copy("/bin/echo", copy)
     policy = [
         {"id": "no-forbidden", "severity": "high", "match": {"binary": str(forbidden)}, "action": "deny"},
         {"id": "glob-tool", "match": {"binary": f"{bin_dir}/*-tool", "container": "edge-*"}, "action": "deny"},
+        {"id": "agent-tool", "match": {"binary": f"{bin_dir}/w?tched"}, "action": "deny"},
     ]
     agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
     agent.set_policy(2, policy)
@@ -92,11 +96,13 @@ async def test_a_denied_binary_is_killed_before_it_prints_and_a_glob_is_reported
         killed = app.spawn([str(forbidden), "you should never read this"], stdout=subprocess.PIPE, text=True)
         out, _ = await asyncio.to_thread(killed.communicate, timeout=10)
         assert (killed.returncode, out) == (-9, "")  # SIGKILL at exec: not one byte printed
+        glob = app.spawn([str(tool), "you should never read this"], stdout=subprocess.PIPE, text=True)
+        assert (await asyncio.to_thread(glob.communicate, timeout=10)) == ("", None)  # a prefix and a suffix: killed
         ran = app.spawn([str(watched), "still runs"], stdout=subprocess.PIPE, text=True)
         assert (await asyncio.to_thread(ran.communicate, timeout=10))[0] == "still runs\n"
         host = await asyncio.to_thread(subprocess.run, [str(forbidden), "outside"], capture_output=True, text=True)
         assert host.stdout == "outside\n"  # the same binary outside the scope is left alone
-        await deliver_until(agent, node, lambda: Violation.objects.count() >= 2, timeout=10)
+        await deliver_until(agent, node, lambda: Violation.objects.count() >= 3, timeout=10)
     finally:
         await stop(runner)
 
@@ -105,8 +111,10 @@ async def test_a_denied_binary_is_killed_before_it_prints_and_a_glob_is_reported
         assert (v.kind, v.target, v.enforced, v.unenforced, v.severity) == ("exec", str(forbidden), True, "", "high")
         assert v.process.pid == killed.pid and v.process.verdict == "deny"
         g = Violation.objects.get(rule_id="glob-tool")
-        assert (g.kind, g.target, g.enforced) == ("exec", str(watched), False)
-        assert "after the exec" in g.unenforced  # a glob is judged in user space: reported, never claimed
+        assert (g.kind, g.target, g.enforced, g.unenforced) == ("exec", str(tool), True, "")
+        a = Violation.objects.get(rule_id="agent-tool")
+        assert (a.kind, a.target, a.enforced) == ("exec", str(watched), False)
+        assert "after the exec" in a.unenforced  # a glob only the agent judges: reported, never claimed
         [exit_] = ProcessEvent.objects.filter(kind="exit", pid=killed.pid)
         assert exit_.exit_text == "killed by signal 9"
 
@@ -189,9 +197,9 @@ async def test_a_spawn_loop_is_counted_in_the_kernel_and_adds_up_exactly(enforce
 
     def check():
         rows = ProcessEvent.objects.filter(ppid=loop.pid)
-        execs = rows.filter(kind="exec", binary="/bin/true")
+        execs = rows.filter(kind="exec", binary=TRUE)
         assert execs.aggregate(n=Sum("count"))["n"] == 2000 and execs.count() < 200  # counted, not sent
-        [false] = rows.filter(kind="exec", binary="/bin/false")
+        [false] = rows.filter(kind="exec", binary=os.path.realpath("/bin/false"))
         assert false.count == 1
         exits = {e.exit_code: e for e in rows.filter(kind="exit")}
         assert sum(e.count for e in rows.filter(kind="exit", exit_code=0)) == 2000

@@ -32,22 +32,6 @@ pytestmark = [pytest.mark.kernel, pytest.mark.django_db(transaction=True)]
 EPERM = "1"
 
 
-@pytest.fixture(params=["docker", "podman"])
-def runtime(request, kernel, enforcement, netprobe):
-    problem = runtimes.available(request.param)
-    if problem:
-        if __import__("os").environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{request.param} test cannot run in CI: {problem}")
-        pytest.skip(problem)
-    kind = runtimes.Docker if request.param == "docker" else runtimes.Podman
-    rt = kind(enforcement.parent, runtimes.image_tar(str(netprobe)))
-    try:
-        yield rt
-    finally:
-        rt.close()
-        runtimes.remove_cgroups(enforcement.parent)
-
-
 @pytest.mark.parametrize("slow_agent", [False, True], ids=["agent", "slow-agent"])
 async def test_a_containers_first_call_is_refused_and_reported_with_its_name_and_image(
     runtime, enforcement, targets, slow_agent, monkeypatch
