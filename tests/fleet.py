@@ -30,6 +30,7 @@ from array import array
 from datetime import datetime
 from pathlib import Path
 
+import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -81,10 +82,14 @@ class Dashboard:
                               capture_output=True, text=True, timeout=timeout).stdout  # fmt: skip
 
     def prepare(self) -> None:
-        """Migrated, emptied (a shared PostgreSQL keeps what earlier runs stored) and with an admin."""
+        """Migrated, emptied (a shared PostgreSQL keeps what earlier runs stored; Redis keeps
+        the groups of every daphne that was killed, whose channels fill up and cost every
+        message sent to the group for a day) and with an admin."""
         self.manage("migrate", "--noinput")
         if self.env.get("DATABASE_URL"):
             self.manage("flush", "--noinput")
+        if self.env.get("REDIS_URL"):
+            redis.Redis.from_url(self.env["REDIS_URL"]).flushdb()
         self.manage("ensureadmin")
 
     def enrol(self, names: list[str]) -> dict[str, str]:
@@ -279,6 +284,7 @@ class FeedWatch:
         self.base, self.cookie, self.feed = base, cookie, feed
         self.rows: collections.Counter[str] = collections.Counter()  # node name -> rows shown
         self.latency = array("d")  # seconds from the event's time to the row's arrival (live rows only)
+        self.latency_at = array("d")  # monotonic time of each of those arrivals
         self.arrivals = array("d")  # monotonic time of each live message
         self.resyncs = 0
         self.closed: tuple[int | None, str] | None = None
@@ -311,6 +317,7 @@ class FeedWatch:
                     self.rows[row["node"]] += 1
                     if msg["type"] == "rows":
                         self.latency.append(now - datetime.fromisoformat(row["ts"]).timestamp())
+                        self.latency_at.append(arrived)
         except ConnectionClosed as exc:
             self.closed = (exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else str(exc))
             self.ready.set()
