@@ -11,21 +11,14 @@ from django.db import OperationalError
 
 from dashboard.events.models import ConnectionEvent
 from dashboard.fleet import consumers
-from dashboard.fleet.models import Node
 
-from .conftest import agent_event
+from .conftest import agent_event, enrolled
 from .test_agent_consumer import agent, hello
 
 
 @pytest.fixture
 def two_nodes(db):
-    made = []
-    for name in ("edge-1", "edge-2"):
-        n = Node(name=name)
-        n.token = n.issue_token()
-        n.save()
-        made.append(n)
-    return made
+    return [enrolled("edge-1"), enrolled("edge-2")]
 
 
 @pytest.mark.django_db(transaction=True)

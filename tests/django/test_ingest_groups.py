@@ -11,7 +11,7 @@ from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
 from dashboard.events.serializers import sources
 from dashboard.fleet.models import Container, Node
 
-from .conftest import agent_event, flood
+from .conftest import agent_event, enrolled, flood
 from .test_file_events import open_event
 from .test_process_events import proc_event
 
@@ -21,13 +21,7 @@ SOURCES = sources()
 
 @pytest.fixture
 def nodes(db):
-    made = []
-    for name in ("edge-a", "edge-b"):
-        n = Node(name=name)
-        n.token = n.issue_token()
-        n.save()
-        made.append(n)
-    return made
+    return [enrolled("edge-a"), enrolled("edge-b")]
 
 
 def stored(node):

@@ -16,17 +16,12 @@ from dashboard.events.serializers import sources
 from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
 from dashboard.fleet.models import Container, Node
 from dashboard.traffic.models import TrafficMinute
-from tests.django.conftest import agent_event, flood
+from tests.django.conftest import agent_event, enrolled, flood
 from tests.django.test_file_events import open_event
 from tests.django.test_process_events import proc_event
 from tests.django.test_scans import limit_report
 from tests.django.test_traffic import traffic
-nodes = []
-for name in ("edge-pg-a", "edge-pg-b"):
-    n = Node(name=name)
-    n.token = n.issue_token()
-    n.save()
-    nodes.append(n)
+nodes = [enrolled("edge-pg-a"), enrolled("edge-pg-b")]
 sent = []
 feeds.publish = lambda feed, rows: rows and sent.append((feed, rows))  # (as publish: nothing for no rows)
 a = [agent_event(1, dest_name="db.internal"), agent_event(2, family=6, dest_ip="2001:db8::7", verdict="deny",
