@@ -41,7 +41,7 @@ FLUSH = 0.05  # seconds an agent gathers events before it sends them (monitor/up
 WINDOW = 20 * MAX_BATCH  # events sent and not yet acknowledged, at most (the uplink's window)
 ADMIN_PASSWORD = "pw-fleet-admin-1"
 # What daphne logs when a consumer or the server fails: none of it may appear under load.
-FAILURES = re.compile(r"Traceback|Exception|Error|CRITICAL")
+FAILURES = re.compile(r"Traceback|Exception|Error|ERROR|CRITICAL")
 
 
 def free_port() -> int:
