@@ -10,7 +10,7 @@ TEST_APT_PACKAGES := postgresql redis-server redis-tools chromium docker.io podm
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup apt venv mounts bpf lint check pytest clean
+.PHONY: run test setup apt venv lock mounts bpf lint check pytest clean
 
 run: setup
 	$(PY) manage.py migrate --noinput
@@ -42,12 +42,29 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# The lock: requirements.txt pins every package the product and its tests install, transitive
+# ones included, with the hashes of its files; pip refuses anything else.
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# requirements.in (edited by hand) -> requirements.txt, by pip-tools in a venv of its own,
+# against the public index alone (PIP_CONFIG_FILE=/dev/null: no local mirror or constraint
+# file of this machine's pip config), so the hashes are those of the files pip installs
+# anywhere. Pins stay where they are unless UPGRADE=1 (every one, as far as requirements.in
+# allows) or UPGRADE=NAME (that package) says otherwise.
+PIP_TOOLS := pip-tools==7.7.0
+LOCK_VENV := .venv-lock
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+	  PIP_CONFIG_FILE=/dev/null $(LOCK_VENV)/bin/pip install -q --disable-pip-version-check $(PIP_TOOLS); }
+	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet \
+	  --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+	  $(if $(filter 1,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE))) \
+	  --output-file requirements.txt requirements.in
 
 # tracefs for tracepoints, bpffs for pinned programs and maps, securityfs for BPF LSM.
 mounts:
@@ -68,4 +85,4 @@ pytest:
 	@set -a; eval "$$(scripts/test-services.sh)"; set +a; $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache bpfscripts/*.bpf.o bpfscripts/vmlinux.h
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .ruff_cache bpfscripts/*.bpf.o bpfscripts/vmlinux.h

@@ -15,6 +15,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 FEEDS = {"connections": "feed-connections", "processes": "feed-processes", "violations": "feed-violations"}
+MESSAGE_ROWS = 500  # rows in one message at most (ingest stores many agents' batches at once)
 PUBLISHER = uuid.uuid4().hex[:12]
 _numbers = {feed: itertools.count(1) for feed in FEEDS}
 _lock = threading.Lock()
@@ -27,9 +28,11 @@ def publish(feed: str, rows: list[dict]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    with _lock:
-        number = next(_numbers[feed])
-    async_to_sync(layer.group_send)(FEEDS[feed], {"type": "feed.rows", "rows": rows, "pub": PUBLISHER, "n": number})
+    for start in range(0, len(rows), MESSAGE_ROWS):
+        with _lock:  # numbered and sent in one go: threads publishing at once keep the order
+            message = {"type": "feed.rows", "rows": rows[start : start + MESSAGE_ROWS], "pub": PUBLISHER,
+                       "n": next(_numbers[feed])}  # fmt: skip
+            async_to_sync(layer.group_send)(FEEDS[feed], message)
 
 
 def session_group(session_key: str) -> str:

@@ -1,6 +1,9 @@
-"""Storing a batch of agent events: check, de-duplicate, bulk insert, then publish.
+"""Storing agents' batches of events: check, de-duplicate, bulk insert, then publish.
 
-Idempotent by (node, seq): a batch resent after a reconnect stores nothing twice.
+Idempotent by (node, seq): a batch resent after a reconnect stores nothing twice. Batches
+that arrive together (from many agents) are stored together: one transaction, one insert
+per table, one update of the nodes and one publish per feed for all of them, so the cost
+of a batch falls as the number of agents rises (dashboard/fleet/consumers.py gathers them).
 """
 
 from __future__ import annotations
@@ -8,16 +11,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from dashboard.fleet.models import Container, Node
 from dashboard.traffic.models import TrafficMinute
 
-from . import feeds
+from . import bulk, feeds
 from .models import ConnectionEvent, ProcessEvent, Violation
 from .schema import EventError, check_event
 from .serializers import connection_row, process_row, violation_row
@@ -37,7 +40,53 @@ class IngestResult:
     processed_seq: int = 0  # highest number in the batch, stored or rejected: what the ack covers
 
 
+@dataclass
+class _Batch:
+    """One agent's batch on its way in: its node, the events that fit the schema, its result,
+    and the error that stopped it (then nothing of it was stored)."""
+
+    node: Node
+    good: list[dict]
+    result: IngestResult
+    error: Exception | None = None
+
+
 def ingest_batch(node: Node, batch: list) -> IngestResult:
+    """Store one agent's batch (as ingest_batches does); raise what stopped it."""
+    [done] = _ingest([(node, batch)])
+    if done.error:
+        raise done.error
+    return done.result
+
+
+def ingest_batches(items: list[tuple[Node, list]]) -> list[IngestResult | Exception]:
+    """Store several agents' batches, each as ingest_batch would, in order, in one transaction.
+    Each batch's result, or the exception that kept it from being stored (the others are).
+    If the group fails (another process stored some of these (node, seq) meanwhile: two
+    dashboard processes, an agent that reconnected to the other; or one batch the database
+    refuses), each batch is stored again on its own, so one agent's fault stays its own."""
+    return [done.error or done.result for done in _ingest(items)]
+
+
+def _ingest(items: list[tuple[Node, list]]) -> list[_Batch]:
+    batches = [_checked(node, batch) for node, batch in items]
+    todo = [b for b in batches if b.good]
+    if len(todo) > 1:
+        try:
+            _store(todo)
+            return batches
+        except Exception as exc:  # noqa: BLE001 (one at a time below: each batch gets its own outcome)
+            log.warning("ingest: a group of %d batches failed (%s: %s); storing them one by one", len(todo),
+                        type(exc).__name__, str(exc)[:200])  # fmt: skip
+    for b in todo:
+        try:
+            _store_alone(b)
+        except Exception as exc:  # noqa: BLE001 (the caller answers this batch's agent with it)
+            b.error = exc
+    return batches
+
+
+def _checked(node: Node, batch: list) -> _Batch:
     result = IngestResult(last_seq=node.last_seq)
     numbered = [e["seq"] for e in batch if isinstance(e, dict) and type(e.get("seq")) is int]
     result.processed_seq = max([node.last_seq, *numbered])
@@ -48,28 +97,20 @@ def ingest_batch(node: Node, batch: list) -> IngestResult:
         except EventError as exc:
             seq = raw.get("seq") if isinstance(raw, dict) else None
             result.rejected.append({"index": index, "seq": seq if isinstance(seq, int) else None, "reason": str(exc)})
-    if not good:
-        return result
+    return _Batch(node, good, result)
+
+
+def _store_alone(batch: _Batch) -> None:
     for attempt in range(INSERT_ATTEMPTS):
         try:
-            return _store(node, good, result)
+            return _store([batch])
         except IntegrityError:  # another worker stored some of these (node, seq) in between
             if attempt == INSERT_ATTEMPTS - 1:
                 raise
-            node.refresh_from_db(fields=["last_seq"])
-            result.duplicates = 0
-    raise AssertionError("unreachable")
 
 
 def _known(node: Node, seqs: set[int]) -> set[int]:
-    """The numbers already stored, in any event table (one sequence per agent). Only numbers
-    up to the node's last stored one can be: it moves in the same transaction as the rows,
-    and is read inside this one (on SQLite, under its write lock), so a batch of new events,
-    the usual one, costs one query here, not one per table."""
-    last = Node.objects.filter(pk=node.pk).values_list("last_seq", flat=True).get()
-    seqs = {seq for seq in seqs if seq <= last}
-    if not seqs:
-        return set()
+    """Which of these numbers are stored already, in any event table (one sequence per agent)."""
     return {
         seq
         for model in (ConnectionEvent, ProcessEvent, TrafficMinute, Violation)
@@ -77,59 +118,96 @@ def _known(node: Node, seqs: set[int]) -> set[int]:
     }
 
 
-def _store(node: Node, good: list[dict], result: IngestResult) -> IngestResult:
-    with transaction.atomic():
-        seqs = {e["seq"] for e in good}
-        known = _known(node, seqs)
-        fresh, seen = [], set()
-        for event in good:
+def _fresh(batches: list[_Batch]) -> list[list[dict]]:
+    """Each batch's events not stored before (nor earlier in this call), counting the rest as
+    duplicates. Only numbers up to a node's last stored one can be stored: it moves in the
+    same transaction as the rows, and is read inside this one (on SQLite, under its write
+    lock), so batches of new events, the usual ones, cost one query here in all."""
+    last = dict(Node.objects.filter(pk__in={b.node.pk for b in batches}).values_list("pk", "last_seq"))
+    taken: dict[int, set[int]] = {}
+    out = []
+    for b in batches:
+        seen = taken.setdefault(b.node.pk, set())
+        maybe = {e["seq"] for e in b.good if e["seq"] <= last[b.node.pk]} - seen
+        known = _known(b.node, maybe) if maybe else set()
+        fresh = []
+        b.result.duplicates = 0  # (counted again when a raced store is retried)
+        for event in b.good:
             if event["seq"] in known or event["seq"] in seen:
-                result.duplicates += 1
+                b.result.duplicates += 1
             else:
                 seen.add(event["seq"])
                 fresh.append(event)
-        containers = _containers(node, fresh)
-        conns = [e for e in fresh if e["kind"] == "connect"]
-        procs = [e for e in fresh if e["kind"] not in ("connect", "traffic", "flood", "limit")]
-        traffic = [_traffic_row(node, e, containers.get(e["cgroup_path"])) for e in fresh if e["kind"] == "traffic"]
-        TrafficMinute.objects.bulk_create(traffic)
-        rows = [_event_row(node, e, containers.get(e["cgroup_path"])) for e in conns]
-        ConnectionEvent.objects.bulk_create(rows)
-        proc_rows = [_process_row(node, e, containers.get(e["cgroup_path"])) for e in procs]
-        ProcessEvent.objects.bulk_create(proc_rows)
-        # a scan's summed calls, and calls refused by its hold, raise none: the call that reached
-        # the scan rule raised one for the scan
-        flagged = [
-            _violation_row(ev, e)
-            for ev, e in zip(rows, conns, strict=True)
-            if e["verdict"] != "allow" and ev.dest_port_hi is None and not e["held"]
-        ]
-        flagged += [
-            _process_violation(ev, e) for ev, e in zip(proc_rows, procs, strict=True) if e["verdict"] != "allow"
-        ]
-        floods = [_flood_violation(node, e) for e in fresh if e["kind"] == "flood"]
-        floods += [_limit_violation(node, e, containers.get(e["cgroup_path"])) for e in fresh if e["kind"] == "limit"]
-        violations = Violation.objects.bulk_create(flagged + floods)
-        result.stored = len(rows) + len(proc_rows) + len(traffic) + len(floods)
-        top = max(seqs)
-        Node.objects.filter(pk=node.pk).update(last_seq=Greatest("last_seq", top), last_seen_at=timezone.now())
-        node.last_seq = result.last_seq = max(node.last_seq, top)
-        result.processed_seq = max(result.processed_seq, top)
-        transaction.on_commit(lambda: _publish(rows, violations, proc_rows))
-    return result
+        out.append(fresh)
+    return out
 
 
-def _containers(node: Node, events: list[dict]) -> dict[str, Container]:
-    """Container rows for the batch's cgroup paths, created or refreshed in bulk."""
-    wanted = {e["cgroup_path"]: e for e in events if e.get("container")}
+def _store(batches: list[_Batch]) -> None:
+    rows, proc_rows, flagged, floods, tops = [], [], [], [], {}
+    with transaction.atomic():
+        fresh_of = _fresh(batches)
+        containers = _containers([(b.node, fresh) for b, fresh in zip(batches, fresh_of, strict=True)])
+        traffic = []
+        for b, fresh in zip(batches, fresh_of, strict=True):
+            node = b.node
+
+            def box(e, node=node):
+                return containers.get((node.pk, e["cgroup_path"]))
+
+            conns = [e for e in fresh if e["kind"] == "connect"]
+            procs = [e for e in fresh if e["kind"] not in ("connect", "traffic", "flood", "limit")]
+            mine = [_traffic_row(node, e, box(e)) for e in fresh if e["kind"] == "traffic"]
+            events = [_event_row(node, e, box(e)) for e in conns]
+            processes = [_process_row(node, e, box(e)) for e in procs]
+            # a scan's summed calls, and calls refused by its hold, raise none: the call that
+            # reached the scan rule raised one for the scan
+            flagged += [
+                (_violation_row, ev, e)
+                for ev, e in zip(events, conns, strict=True)
+                if e["verdict"] != "allow" and ev.dest_port_hi is None and not e["held"]
+            ]
+            flagged += [(_process_violation, ev, e) for ev, e in zip(processes, procs, strict=True)
+                        if e["verdict"] != "allow"]  # fmt: skip
+            reports = [_flood_violation(node, e) for e in fresh if e["kind"] == "flood"]
+            reports += [_limit_violation(node, e, box(e)) for e in fresh if e["kind"] == "limit"]
+            traffic += mine
+            rows += events
+            proc_rows += processes
+            floods += reports
+            b.result.stored = len(events) + len(processes) + len(mine) + len(reports)
+            top = max(e["seq"] for e in b.good)
+            tops[node.pk] = max(tops.get(node.pk, 0), top)
+            b.result.processed_seq = max(b.result.processed_seq, top)
+        bulk.insert(TrafficMinute, traffic)
+        bulk.insert(ConnectionEvent, rows)
+        bulk.insert(ProcessEvent, proc_rows)
+        # (after their events: a violation names its event's id)
+        flagged = [violation(ev, e) for violation, ev, e in flagged]
+        violations = bulk.insert(Violation, flagged + floods)
+        # each node's last stored number (never backwards) and last sight
+        bulk.advance(Node, "last_seq", tops.items(), last_seen_at=timezone.now())
+        # (robust: the rows are stored whatever befalls the feeds; Django logs what did)
+        transaction.on_commit(lambda: _publish(rows, violations, proc_rows), robust=True)
+    for b in batches:  # committed: the nodes' last numbers move on
+        b.node.last_seq = b.result.last_seq = max(b.node.last_seq, tops[b.node.pk])
+
+
+def _containers(batches: list[tuple[Node, list[dict]]]) -> dict[tuple[int, str], Container]:
+    """Container rows for the batches' (node, cgroup path)s, created or refreshed in bulk."""
+    wanted = {(node.pk, e["cgroup_path"]): (node, e) for node, events in batches for e in events if e.get("container")}
     if not wanted:
         return {}
     now = timezone.now()
-    have = {c.cgroup_path: c for c in Container.objects.filter(node=node, cgroup_path__in=list(wanted))}
+
+    def stored() -> dict[tuple[int, str], Container]:
+        rows = Container.objects.filter(node__in={pk for pk, _ in wanted}, cgroup_path__in={p for _, p in wanted})
+        return {(c.node_id, c.cgroup_path): c for c in rows if (c.node_id, c.cgroup_path) in wanted}
+
+    have = stored()
     new = [
         Container(
             node=node,
-            cgroup_path=path,
+            cgroup_path=e["cgroup_path"],
             cgroup_id=e["cgroup_id"],
             runtime=e["container"]["runtime"],
             container_id=e["container"]["id"],
@@ -139,18 +217,19 @@ def _containers(node: Node, events: list[dict]) -> dict[str, Container]:
             labels=e["container"]["labels"],
             last_seen_at=now,
         )
-        for path, e in wanted.items()
-        if path not in have
+        for key, (node, e) in wanted.items()
+        if key not in have
     ]
     if new:
         Container.objects.bulk_create(new, ignore_conflicts=True)
-        have = {c.cgroup_path: c for c in Container.objects.filter(node=node, cgroup_path__in=list(wanted))}
+        have = stored()
     changed = []
-    for path, c in have.items():
-        said = wanted[path]["container"]
+    for key, c in have.items():
+        e = wanted[key][1]
+        said = e["container"]
         if (c.name, c.image, c.labels) != (said["name"], said["image"], said["labels"]):
             c.name, c.image, c.labels = said["name"], said["image"], said["labels"]
-            c.cgroup_id = wanted[path]["cgroup_id"]
+            c.cgroup_id = e["cgroup_id"]
             changed.append(c)
     if changed:
         Container.objects.bulk_update(changed, ["name", "image", "labels", "cgroup_id"])
@@ -182,8 +261,9 @@ def _common(node: Node, e: dict, container: Container | None) -> dict:
     }
 
 
-def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEvent:
-    return ConnectionEvent(
+def _event_row(node: Node, e: dict, container: Container | None) -> SimpleNamespace:  # a ConnectionEvent row
+    return bulk.row(
+        ConnectionEvent,
         **_common(node, e, container),
         tid=e["tid"],
         family=e["family"],
@@ -196,16 +276,17 @@ def _event_row(node: Node, e: dict, container: Container | None) -> ConnectionEv
     )
 
 
-def _traffic_row(node: Node, e: dict, container: Container | None) -> TrafficMinute:
+def _traffic_row(node: Node, e: dict, container: Container | None) -> SimpleNamespace:  # a TrafficMinute row
     fields = {k: e[k] for k in ("seq", "cgroup_id", "cgroup_path", "family", "proto", "local_port", "remote_ip",
                                 "remote_port", "bytes_in", "bytes_out", "payload_in", "payload_out", "packets_in",
                                 "packets_out")}  # fmt: skip
     ts = dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC)
-    return TrafficMinute(node=node, container=container, minute=e["ts_ns"] // 60_000_000_000, ts=ts, **fields)
+    return bulk.row(TrafficMinute, node=node, container=container, minute=e["ts_ns"] // 60_000_000_000, ts=ts, **fields)
 
 
-def _process_row(node: Node, e: dict, container: Container | None) -> ProcessEvent:
-    return ProcessEvent(
+def _process_row(node: Node, e: dict, container: Container | None) -> SimpleNamespace:  # a ProcessEvent row
+    return bulk.row(
+        ProcessEvent,
         **_common(node, e, container),
         kind=e["kind"],
         ppid=e["ppid"],
@@ -226,8 +307,9 @@ def _process_row(node: Node, e: dict, container: Container | None) -> ProcessEve
     )
 
 
-def _process_violation(ev: ProcessEvent, e: dict) -> Violation:
-    return Violation(
+def _process_violation(ev: SimpleNamespace, e: dict) -> SimpleNamespace:  # a Violation row
+    return bulk.row(
+        Violation,
         kind=ev.kind,
         process=ev,
         target=_process_target(ev),
@@ -247,7 +329,7 @@ def _process_violation(ev: ProcessEvent, e: dict) -> Violation:
     )
 
 
-def _process_target(ev: ProcessEvent) -> str:
+def _process_target(ev: SimpleNamespace) -> str:
     """What a process violation is about: the file opened, the call refused, the file that ran."""
     if ev.kind == "open":
         return f"{ev.path} ({ev.access})"
@@ -256,10 +338,11 @@ def _process_target(ev: ProcessEvent) -> str:
     return (ev.binary or ev.comm) + (" (fileless)" if ev.fileless else "")
 
 
-def _flood_violation(node: Node, e: dict) -> Violation:
+def _flood_violation(node: Node, e: dict) -> SimpleNamespace:  # a Violation row
     host = f"[{e['source_ip']}]" if ":" in e["source_ip"] else e["source_ip"]
     held = f"; dropped at XDP for {e['hold']} s" if e["enforced"] and e["hold"] else ""
-    return Violation(
+    return bulk.row(
+        Violation,
         kind="flood",
         seq=e["seq"],
         target=f"{host} sent {e['syns']} TCP SYNs within 1 s (to port {e['dest_port']}){held}",
@@ -276,7 +359,7 @@ def _flood_violation(node: Node, e: dict) -> Violation:
     )
 
 
-def _limit_violation(node: Node, e: dict, container: Container | None) -> Violation:
+def _limit_violation(node: Node, e: dict, container: Container | None) -> SimpleNamespace:  # a Violation row
     held = "would have been held back" if e["audit"] else "held back"
     if e["what"] == "egress":
         target = f"egress held to {e['rate']:,} B/s: {e['held_bytes']:,} bytes ({e['held_packets']:,} packets) {held}"
@@ -284,7 +367,8 @@ def _limit_violation(node: Node, e: dict, container: Container | None) -> Violat
         target = f"connections held to {e['rate']:,}/s: {e['refused']:,} calls refused" + (
             " (would have been)" if e["audit"] else ""
         )
-    return Violation(
+    return bulk.row(
+        Violation,
         kind="limit",
         seq=e["seq"],
         target=f"{target} in {e['window_s']} s",
@@ -303,12 +387,13 @@ def _limit_violation(node: Node, e: dict, container: Container | None) -> Violat
     )
 
 
-def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
+def _violation_row(ev: SimpleNamespace, e: dict) -> SimpleNamespace:  # a Violation row
     host = f"[{ev.dest_ip}]" if ":" in ev.dest_ip else ev.dest_ip
     target = f"{host}:{ev.dest_port}" + (f" ({ev.dest_name})" if ev.dest_name else "")
     if e.get("scan"):
         target = f"{e['scan']} new destinations within 1 s (reaching {target})"
-    return Violation(
+    return bulk.row(
+        Violation,
         kind="scan" if e.get("scan") else "connect",
         target=target,
         event=ev,
@@ -331,7 +416,7 @@ def _violation_row(ev: ConnectionEvent, e: dict) -> Violation:
     )
 
 
-def _publish(events: list[ConnectionEvent], violations: list[Violation], processes: list[ProcessEvent]) -> None:
+def _publish(events: list, violations: list, processes: list) -> None:
     """Rows go out oldest first; the page puts each new one on top."""
     first = (events or processes or [None])[0]
     took = (timezone.now() - first.received_at).total_seconds() if first else 0

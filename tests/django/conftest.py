@@ -17,12 +17,17 @@ from dashboard.policy.roles import EDITORS, VIEWERS
 _seq = itertools.count(1)
 
 
-@pytest.fixture
-def node(db):
-    n = Node(name="edge-1")
+def enrolled(name: str) -> Node:
+    """A node with a token (on `.token`), as `manage.py enrol` makes it."""
+    n = Node(name=name)
     n.token = n.issue_token()
     n.save()
     return n
+
+
+@pytest.fixture
+def node(db):
+    return enrolled("edge-1")
 
 
 @pytest.fixture

@@ -2,32 +2,19 @@
 receives what an agent sends to the other (the Redis channel layer carries it)."""
 
 import asyncio
-import http.cookiejar
 import json
 import os
-import re
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect
 
 from tests.django.conftest import agent_event
+from tests.fleet import login_cookie
 
 from .test_multinode import Stack, free_port
 
 pytestmark = pytest.mark.kernel
-
-
-def login_cookie(base, password):
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    page = opener.open(base + "/accounts/login/").read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    body = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": "admin", "password": password})
-    opener.open(urllib.request.Request(base + "/accounts/login/", data=body.encode()))
-    return "; ".join(f"{c.name}={c.value}" for c in jar)
 
 
 @pytest.mark.timeout(120)
@@ -50,7 +37,7 @@ def test_a_feed_on_one_daphne_sees_events_sent_to_another(kernel, tmp_path):
     try:
         a.start()
         b.start()
-        cookie = login_cookie(a.base, password)
+        cookie = login_cookie(a.base, "admin", password)
 
         async def scenario():
             feed_url = f"ws://127.0.0.1:{a.port}/ws/feed/connections/"
