@@ -129,6 +129,8 @@ struct ce_lifecycle {
 #define CE_HOW_CLONE_FILES 3 /* refuse: clone(CLONE_FILES) without CLONE_THREAD: the child was killed */
 #define CE_HOW_PIDFD_GETFD 4 /* refuse: pidfd_getfd(): another process's descriptors */
 #define CE_HOW_CLONE_PARENT 5 /* refuse: as CE_HOW_CLONE_FILES, on a kernel that cannot signal the child: the caller */
+#define CE_HOW_RUNTIME 7 /* exec: by a process in the host's mount namespace (the runtime setting the container
+			  * up, or a process moved in from the host): reported, not judged */
 
 /* Sent with only the bytes of `data` it uses (the record's size is the pipeline's cost). */
 struct ce_proc {
@@ -250,6 +252,7 @@ struct ce_pconfig {
 	__u64 fileless; /* exec rules for files with no name (memfd, deleted) only */
 	__u64 denies[2]; /* by kind: rules that deny, enforcing */
 	__u32 flags; /* CE_PC_* */
+	__u32 host_mnt_ns; /* the host's mount namespace (inode number): its processes are the runtime's, not judged */
 	__u8 suffix_len[CE_FIELDS]; /* the longest suffix a rule names in the field (0: none) */
 	__u8 pad[3];
 	struct ce_prule rules[2][CE_PRULES];

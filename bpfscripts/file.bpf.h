@@ -189,6 +189,8 @@ static __always_inline int open_exit(void *ctx, long ret, __u32 call)
 	if (!cfg || !(cfg->flags & CE_PC_ON))
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
+	if (runtime_task(cfg, task))
+		return 0; /* the runtime's, setting the container up */
 	if (ret < 0)
 		return (cfg->flags & CE_PC_OPENS) && call != CE_CALL_BY_HANDLE
 			       ? failed_open(ctx, cfg, task, cgid, *mon, ret, call)

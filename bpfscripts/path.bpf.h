@@ -323,6 +323,14 @@ static __always_inline __u64 naming(struct ce_pconfig *cfg, __u32 field)
 	return field < CE_FIELDS ? ~(cfg->def_fwd[field] & cfg->def_rev[field]) : 0;
 }
 
+/* A process of the host's mount namespace in a container's cgroup: the runtime setting the
+ * container up (runc before it has joined the container's namespaces), or one moved in from
+ * the host. Containers have mount namespaces of their own; rules are for what runs there. */
+static __always_inline int runtime_task(struct ce_pconfig *cfg, struct task_struct *task)
+{
+	return cfg->host_mnt_ns && BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == cfg->host_mnt_ns;
+}
+
 /* A process's binary (exe), or NULL. */
 static __always_inline struct file *exe_of(struct task_struct *task)
 {

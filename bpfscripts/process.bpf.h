@@ -301,10 +301,13 @@ static __always_inline void proc_exec(void *ctx, struct task_struct *task, struc
 		return;
 	proc_common(ev, task, cgid, CE_PROC_EXEC);
 	struct file *file = bprm->file;
+	int runtime = runtime_task(cfg, task);
+	if (runtime)
+		ev->how = CE_HOW_RUNTIME;
 	if (resolve(file, CE_W_MAIN, &p) == 0) {
 		ev->path_len = path_out(&p, ev->data, &ev->cut);
 		ev->fileless = fileless(file);
-		if (cfg->flags & CE_PC_ON)
+		if ((cfg->flags & CE_PC_ON) && !runtime)
 			killed = decide_rule(cfg, CE_K_EXEC, exec_judge(cfg, cgid, mon, file, &p, task, ev->fileless), ev);
 		if (!killed && (cfg->flags & CE_PC_LOADER) && loader_named(&p)) {
 			__u32 tgid = ev->pid;
@@ -389,7 +392,8 @@ static __always_inline int refusal_due(struct ce_pconfig **cfgp, __u64 *cgidp, _
 	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
 	struct ce_pconfig *cfg = bpf_map_lookup_elem(&pconfig, &zero);
 
-	if (!mon || !cfg || (cfg->flags & need) != need || !cfg->denies[CE_K_OPEN])
+	if (!mon || !cfg || (cfg->flags & need) != need || !cfg->denies[CE_K_OPEN] ||
+	    runtime_task(cfg, bpf_get_current_task_btf()))
 		return -1;
 	*cfgp = cfg;
 	*cgidp = cgid;

@@ -235,13 +235,14 @@ class Agent:
         like a connection."""
         event["source"] = KERNEL
         event["kind"] = event.pop("event")
-        how = event.pop("how", "")
+        how = event.get("how", "")
         if event["kind"] == "refuse":  # a call refused to keep an open deny whole (process.bpf.h)
             event.update(kind="call", path=CALLS[how])
         group = event.pop("group")
         grown = self.proc_groups.growth(group, event.pop("folded"))
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
         held = event.pop("held", False)
+        listing = event.pop("listing", held)  # held for its container's listing (not its files alone)
         if event.pop("files_due", False):  # held to look the rules' files up through it first
             self.enforcer.hold_for_files(event["cgroup_id"], event["pid"])
         if held:  # stopped at exec in a container not listed yet: released by the kernel loop
@@ -272,10 +273,11 @@ class Agent:
             event["given"] = ""  # said once
         enforcer = self.enforcer  # the kernel judged with this container's rules (else: a hold, a new one)
         listed = (
-            not held and event["cgroup_id"] in enforcer.scope_ids and enforcer.policy_version == self.ruleset.version
+            not listing and event["cgroup_id"] in enforcer.scope_ids and enforcer.policy_version == self.ruleset.version
         )
         judge(event, self.ruleset, ref.name if ref else None, enforcer.rule_for_slot,
               enforcer.in_kernel if listed else lambda _rule_id: False)  # fmt: skip
+        event.pop("how", None)
         if event["kind"] == "open" and event["verdict"] == "allow" and not event["rule_id"]:
             if not watched(event["path"], event["access"], self.enforcer.watches):
                 self.proc_counts["open_unwatched"] += 1 + grown  # let through by a glob's literal prefix
@@ -283,7 +285,7 @@ class Agent:
         event["policy_version"] = self.ruleset.version
         self.proc_counts[event["kind"]] += 1
         if event["verdict"] == "deny" and not event["enforced"] and not event["audit"]:
-            if held and self._signal_held(pid, event["cgroup_id"], signal.SIGKILL):
+            if listing and self._signal_held(pid, event["cgroup_id"], signal.SIGKILL):
                 event["enforced"] = True  # stopped at exec by the hold: it never ran
             else:
                 reason = next((n["message"] for n in self.enforcer.notes if n["rule_id"] == event["rule_id"]), "")

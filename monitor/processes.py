@@ -132,7 +132,7 @@ def judge(
     so the two never disagree on what decides."""
     kernel_verdict = event.pop("kernel_verdict", "allow")
     slot = event.pop("slot", 0)
-    if event["kind"] == "exit":
+    if event["kind"] == "exit" or event.get("how") == "runtime":  # (an exec of the runtime's is not judged)
         event.update(verdict="allow", rule_id="", severity="", enforced=False, audit=False)
         return
     rule = ruleset.by_id.get(rule_for_slot(slot)) if slot else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import ctypes
 import hashlib
 import ipaddress
 import json
@@ -35,6 +36,10 @@ import time
 from .cgroups import cgroup2_mount, cgroup_id
 
 _MADE_PARENTS: set[str] = set()  # parent cgroups this process created, removed once empty
+
+
+CLONE_NEWNS = 0x00020000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class SimulatedContainer:
@@ -73,6 +78,7 @@ class SimulatedContainer:
         def join():
             with open(procs_file, "w") as fh:
                 fh.write(str(os.getpid()))
+            _libc.unshare(CLONE_NEWNS)  # a mount namespace of its own, as a container has (best effort)
 
         proc = subprocess.Popen(argv, preexec_fn=join, **popen)
         self.procs.append(proc)

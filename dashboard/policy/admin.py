@@ -8,7 +8,9 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 
-from . import actions, policyfile
+from monitor import rules as engine
+
+from . import actions, checks, policyfile
 from .models import Rule
 
 
@@ -47,7 +49,7 @@ class RuleAdmin(admin.ModelAdmin):
         ),
         (
             "Or processes: a binary run in the container (a rule judges connections, execs or opens)",
-            {"fields": ("binary", "parent")},
+            {"fields": ("binary", "parent", "fileless")},
         ),
         (
             "Or files: a path opened in the container (binary and parent then name the opener)",
@@ -63,6 +65,12 @@ class RuleAdmin(admin.ModelAdmin):
             {"fields": ("new_destinations", "syn_per_source", "hold", "egress_bytes_per_s", "connections_per_s")},
         ),
     )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        rules = [engine.parse_rule(r.to_spec(), order=i) for i, r in enumerate(Rule.objects.all())]
+        for warning in checks.warnings(rules, about=obj.rule_id):
+            messages.warning(request, warning)
 
     def get_urls(self):
         extra = [
@@ -83,11 +91,14 @@ class RuleAdmin(admin.ModelAdmin):
                 return self._import_page(request, form)
             try:
                 rules = policyfile.loads(upload.read(limit + 1), upload.name, limit)
+                warnings = policyfile.check(rules, upload.name)
                 result = actions.import_rules(rules, form.cleaned_data["mode"], source=upload.name)
             except policyfile.PolicyFileError as exc:
                 form.add_error("file", f"Nothing was imported. {exc}")
             else:
                 messages.success(request, f"Imported {upload.name}: {result}.")
+                for warning in warnings:
+                    messages.warning(request, warning)
                 return redirect("admin:policy_rule_changelist")
         return self._import_page(request, form)
 

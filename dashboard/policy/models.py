@@ -11,6 +11,8 @@ from django.db import models
 
 from monitor import rules as engine
 
+from . import checks
+
 __all__ = ["Rule", "PolicyState", "RuleChange"]
 
 ACTION_CHOICES = [(a, a) for a in engine.ACTIONS]
@@ -52,17 +54,20 @@ class Rule(models.Model):
     binary = models.CharField(
         max_length=1024,
         blank=True,
-        help_text="exec rule: the binary's path or glob, e.g. /usr/bin/nc or /dev/shm/* (killed at exec in the kernel "
-        "when a path or path/* prefix)",
+        help_text="exec rule: the file that runs, as resolved (/bin/sh is /usr/bin/dash on Debian), e.g. /usr/bin/nc, "
+        "/dev/shm/*, */nc or /usr/bin/*sh (judged in the kernel; a deny kills at exec)",
     )
     parent = models.CharField(
-        max_length=1024, blank=True, help_text="exec rule: the parent's binary (or task name) glob, e.g. */nginx"
+        max_length=1024, blank=True, help_text="exec rule: the parent's binary, as resolved, e.g. */nginx"
+    )
+    fileless = models.BooleanField(
+        default=False, help_text="exec rule: only a file with no name left (memfd_create, a deleted file)"
     )
     path = models.CharField(
         max_length=1024,
         blank=True,
-        help_text="file rule: the opened path or glob, e.g. /etc/shadow or /etc/* (killed at the open in the kernel "
-        "when a path or path/* prefix naming no binary or parent); binary and parent then name the opener",
+        help_text="file rule: the opened file's path, as resolved, e.g. /etc/shadow, /etc/*, *.pem or /etc/*.conf "
+        "(judged in the kernel; a deny kills at the open); binary and parent then name the opener",
     )
     access = models.JSONField(
         default=list,
@@ -143,8 +148,9 @@ class Rule(models.Model):
             return f"packets from {self.source_ip}{until}"
         if self.path:
             return f"open {self.path}" + (f" ({', '.join(self.access)})" if self.access else "") + opener
-        if self.binary or self.parent:
-            return f"exec {self.binary or 'any'}" + (f" from {self.parent}" if self.parent else "")
+        if self.binary or self.parent or self.fileless:
+            what = f"exec {self.binary or 'any'}" + (" (fileless)" if self.fileless else "")
+            return what + (f" from {self.parent}" if self.parent else "")
         return f"{self.dest_fqdn or self.dest_ip or 'any'} port {self.dest_port or 'any'}"
 
     def to_spec(self) -> dict:
@@ -157,6 +163,8 @@ class Rule(models.Model):
                 match[key] = getattr(self, key)
         if self.dest_port:
             match["dest_port"] = int(self.dest_port) if self.dest_port.isdigit() else self.dest_port
+        if self.fileless:
+            match["fileless"] = True
         extra = {"expires": self.expires.isoformat()} if self.expires else {}
         limit = {k: getattr(self, k) for k in engine.LIMITS if getattr(self, k) is not None}
         if limit:
@@ -191,6 +199,7 @@ class Rule(models.Model):
         self.dest_port = str(engine.format_port(*rule.port_range)) if rule.port_range else ""
         self.binary = rule.binary or ""
         self.parent = rule.parent or ""
+        self.fileless = rule.fileless
         self.path = rule.path or ""
         self.access = list(rule.access or ())
         self.source_ip = str(rule.source_net) if rule.source_net else ""
@@ -201,11 +210,14 @@ class Rule(models.Model):
 
     def clean(self):
         try:
-            self.set_from(engine.parse_rule(self.to_spec()))
+            rule = engine.parse_rule(self.to_spec())
         except engine.RuleError as exc:
             raise ValidationError({form_field(exc.field): exc.message}) from None
         except (TypeError, ValueError) as exc:
             raise ValidationError(str(exc)) from None
+        if problem := checks.unenforceable(rule):
+            raise ValidationError({problem[0]: problem[1]})
+        self.set_from(rule)
 
 
 class PolicyState(models.Model):

@@ -12,6 +12,8 @@ import yaml
 
 from monitor.rules import Rule, RuleError, parse_rule
 
+from . import checks
+
 FORMAT_VERSIONS = ("1.0", "1")
 TOP_KEYS = ("version", "description", "rules")  # the seed's default_policy.yaml has a description
 
@@ -92,6 +94,15 @@ def loads(text: str | bytes, source: str = "<policy>", max_bytes: int = 1 << 20)
         seen.add(rule.id)
         rules.append(rule)
     return rules
+
+
+def check(rules: list[Rule], source: str = "<policy>") -> list[str]:
+    """The warnings for a rule set about to be saved (checks.warnings); PolicyFileError for a
+    deny the kernel could not hold (checks.unenforceable), naming the rule and the field."""
+    for rule in rules:
+        if problem := checks.unenforceable(rule):
+            raise PolicyFileError(source, f"rule {rule.id!r}: match.{problem[0]}: {problem[1]}")
+    return checks.warnings(rules)
 
 
 def dumps(specs: list[dict]) -> str:

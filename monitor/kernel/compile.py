@@ -110,13 +110,15 @@ def compile_rules(
     summarise: int = SUMMARISE,
     identities: dict[tuple[int, str], tuple[int, int]] | None = None,
     io_uring: bool = True,
+    host_mnt_ns: int = 0,
 ) -> Compiled:
     """`slots` is the previous rule id -> slot assignment, kept so counters stay with their
     rule; `watches` the node's file watches (monitor.files); `summarise` the new destinations
     per second from which a container's calls are summed in the kernel (scan.bpf.h);
     `identities` (cgroup, path) -> (dev, inode) of the exact paths the rules name, as found in
     each container (the kernel's dev_t encoding); `io_uring` False lets io_uring_setup() be
-    where an open deny applies."""
+    where an open deny applies; `host_mnt_ns` the host's mount namespace, whose processes in
+    a container's cgroup (the runtime's) are not judged."""
     out = Compiled()
     out.slots = _assign_slots([r.id for r in ruleset.rules], slots or {})
     # bucket (family, cgroup_id, port) -> {network: (rank, rule)}
@@ -142,7 +144,7 @@ def compile_rules(
         for net, (rank, rule) in _flatten(bucket).items():
             value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
             target[encode_key(net, cgid, port)] = value.encode()
-    _path_entries(ruleset, scopes, watches, identities or {}, io_uring, out)
+    _path_entries(ruleset, scopes, watches, identities or {}, io_uring, host_mnt_ns, out)
     _fqdn_entries(ruleset, scopes, out)
     _block_entries(ruleset, out)
     _scan_entries(ruleset, scopes, summarise, out)
@@ -293,6 +295,7 @@ def _path_entries(
     watches: tuple[Watch, ...],
     identities: dict[tuple[int, str], tuple[int, int]],
     io_uring: bool,
+    host_mnt_ns: int,
     out: Compiled,
 ) -> None:
     """Exec and open rules into the pattern maps (path.bpf.h). Each rule the kernel can judge
@@ -303,7 +306,7 @@ def _path_entries(
     rule needing the agent: where both match, the kernel's decides (a note says so)."""
     config = {"def_fwd": [0] * FIELDS, "def_rev": [0] * FIELDS, "every": [0, 0], "access": [0] * len(ACCESSES),
               "fileless": 0, "denies": [0, 0], "flags": PC_ON | (PC_IO_URING if io_uring else 0),
-              "suffix_len": [0] * FIELDS, "rules": [{}, {}]}  # fmt: skip
+              "host_mnt_ns": host_mnt_ns, "suffix_len": [0] * FIELDS, "rules": [{}, {}]}  # fmt: skip
     fwd: dict[tuple[int, bytes], list] = defaultdict(lambda: [0, 0])  # (fld, key bytes) -> [mask, watch bits]
     rev: dict[tuple[int, bytes], int] = defaultdict(int)
     ids: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0] * FIELDS)

@@ -200,6 +200,14 @@ def literal_prefix(scope: str) -> str:
     return "/" + "/".join(parts) if parts and scope.startswith("/") else ""
 
 
+def host_mount_namespace() -> int:
+    """The host's mount namespace (pid 1's: the agent may run in a container of its own)."""
+    try:
+        return os.stat("/proc/1/ns/mnt").st_ino
+    except OSError:
+        return os.stat("/proc/self/ns/mnt").st_ino
+
+
 class EnforcerError(RuntimeError):
     pass
 
@@ -624,7 +632,7 @@ class Enforcer:
         self.ruleset = ruleset
         self._find_identities(ruleset)
         compiled = compile_rules(ruleset, self.scopes, self.slots, self.watches, self.scan_summary, self.identities,
-                                 self.io_uring)  # fmt: skip
+                                 self.io_uring, host_mount_namespace())  # fmt: skip
         for name, entries in compiled.entries.items():
             if len(entries) > MAX_ENTRIES:
                 self.error = (

@@ -25,7 +25,8 @@ OP_NAMES = {0: "connect", 1: "sendmsg", 2: "flood"}  # CE_OP_*: which call was j
 LIFECYCLE_TYPES = {1: "new"}  # CE_LC_*
 PROC_TYPES = {1: "exec", 2: "exit", 3: "open", 4: "refuse"}  # CE_PROC_*
 # CE_HOW_*: how an exec came about, which call a refusal refused, or that an open failed
-HOWS = {1: "loader", 2: "io_uring_setup", 3: "clone_files", 4: "pidfd_getfd", 5: "clone_files_parent", 6: "as_given"}
+HOWS = {1: "loader", 2: "io_uring_setup", 3: "clone_files", 4: "pidfd_getfd", 5: "clone_files_parent", 6: "as_given",
+        7: "runtime"}  # fmt: skip
 ACCESS_BITS = {"read": 1, "write": 2, "create": 4, "truncate": 8}  # CE_ACC_*: what an open asks for
 PC_ON, PC_IDS, PC_LOADER, PC_IO_URING, PC_OPENS, PC_NS_HOLD = 1, 2, 4, 8, 16, 32  # CE_PC_*: pconfig's flags
 PRULES, FIELDS = 64, 5  # CE_PRULES, CE_FIELDS
@@ -48,7 +49,7 @@ PAT = struct.Struct("<QB7x")
 ID_KEY = struct.Struct("<QQ")
 ID = struct.Struct(f"<{FIELDS}Q")
 PRULE = struct.Struct("<IBB3H")
-PCONFIG = struct.Struct(f"<{FIELDS}Q{FIELDS}Q2Q4QQ2QI{FIELDS}B3x{PRULE.size * 2 * PRULES}s4x")
+PCONFIG = struct.Struct(f"<{FIELDS}Q{FIELDS}Q2Q4QQ2QII{FIELDS}B3x{PRULE.size * 2 * PRULES}s")
 PSCOPE = struct.Struct("<2Q")
 FQDN_KEY = struct.Struct("<QQB7x")
 FQDN_RULE = struct.Struct("<IIHBB")
@@ -352,7 +353,8 @@ def decode_proc(data: bytes) -> dict:
         | {
             "binary": _cstr(body[:path_len]),
             "held": bool(held),  # stopped until the agent has listed its new container...
-            "files_due": bool(held & 2),  # ...and looked up the rules' files through this process
+            "listing": bool(held & 1),
+            "files_due": bool(held & 2),  # ...or looked up the rules' files through this process
             "args": argv[:-1] if argv and argv[-1] == "" else argv,
             "exit_code": exit_code if kind == 2 else None,
             "lifetime_ns": lifetime_ns if kind == 2 else None,
@@ -414,7 +416,7 @@ def encode_pconfig(config: dict) -> bytes:
     )
     c = config
     return PCONFIG.pack(*c["def_fwd"], *c["def_rev"], *c["every"], *c["access"], c["fileless"], *c["denies"],
-                        c["flags"], *c["suffix_len"], rules)  # fmt: skip
+                        c["flags"], c["host_mnt_ns"], *c["suffix_len"], rules)  # fmt: skip
 
 
 def decode_pconfig(data: bytes) -> dict:
@@ -423,8 +425,8 @@ def decode_pconfig(data: bytes) -> dict:
     rules = values[-1]
     config = {"def_fwd": values[0:f], "def_rev": values[f : 2 * f], "every": values[2 * f : 2 * f + 2],
               "access": values[2 * f + 2 : 2 * f + 6], "fileless": values[2 * f + 6],
-              "denies": values[2 * f + 7 : 2 * f + 9], "flags": values[2 * f + 9],
-              "suffix_len": values[2 * f + 10 : 3 * f + 10], "rules": [{}, {}]}  # fmt: skip
+              "denies": values[2 * f + 7 : 2 * f + 9], "flags": values[2 * f + 9], "host_mnt_ns": values[2 * f + 10],
+              "suffix_len": values[2 * f + 11 : 3 * f + 11], "rules": [{}, {}]}  # fmt: skip
     for i, (slot, action, audit, *lens) in enumerate(PRULE.iter_unpack(rules)):
         if slot or action or audit or any(lens):
             config["rules"][i // PRULES][i % PRULES] = (

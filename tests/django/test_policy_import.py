@@ -167,3 +167,22 @@ def test_admin_replace_import_needs_delete_and_export_needs_view(client, django_
     bystander = django_user_model.objects.create_user("bystander", "", "pw-by-12345", is_staff=True)
     client.force_login(bystander)
     assert client.get("/admin/policy/rule/export/").status_code == 403  # staff alone does not read the policy
+
+
+@pytest.mark.django_db
+def test_an_import_with_a_deny_the_kernel_cannot_hold_changes_nothing_and_a_weaker_rule_warns(tmp_path, capsys):
+    unholdable = GOOD + "  - {id: keys, match: {path: '/home/*/.ssh/*'}, action: deny}\n"
+    with pytest.raises(CommandError, match=r"keys.*match.path.*a deny must hold in the kernel"):
+        import_file(tmp_path, unholdable)
+    with pytest.raises(CommandError, match="a deny must hold in the kernel"):
+        import_file(tmp_path, unholdable, "--dry-run")
+    assert not Rule.objects.exists()
+    weaker = GOOD + ("  - {id: odd, match: {binary: '/b?n/*sh'}, action: alert}\n"
+                     "  - {id: no-shm, match: {binary: '/dev/shm/*'}, action: deny}\n"
+                     "  - {id: memfd, match: {fileless: true}, action: deny}\n")  # fmt: skip
+    path = tmp_path / "weaker.yaml"
+    path.write_text(weaker)
+    err = io.StringIO()
+    call_command("policy", "import", str(path), stdout=io.StringIO(), stderr=err)
+    assert "warning: rule odd is judged by the agent" in err.getvalue() and "deny no-shm" in err.getvalue()
+    assert Rule.objects.get(rule_id="memfd").to_spec()["match"] == {"fileless": True}

@@ -49,3 +49,32 @@ def test_valid_rule_saves_normalised_and_bumps_version(client, staff):
     rule = Rule.objects.get()
     assert (rule.dest_ip, rule.dest_port) == ("127.10.10.5/32", "8000-8080")
     assert PolicyState.current() == version + 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "change, field",
+    [({"binary": "/usr/bin/[bd]ash"}, "binary"), ({"path": "/home/*/.ssh/*"}, "path"),
+     ({"binary": "/usr/bin/*", "parent": "*/p?thon*"}, "parent")],
+)  # fmt: skip
+def test_a_deny_the_kernel_cannot_hold_is_refused_with_how_to_write_it(client, staff, change, field):
+    client.force_login(staff)
+    response = client.post("/admin/policy/rule/add/", {**FORM, **change})
+    errors = response.context["adminform"].form.errors
+    assert "a deny must hold in the kernel" in " ".join(errors[field]) and "/dev/shm/*" in " ".join(errors[field])
+    assert not Rule.objects.exists()
+    response = client.post("/admin/policy/rule/add/", {**FORM, **change, "action": "alert"})
+    assert response.status_code == 302  # the agent judges an alert after the fact: accepted
+
+
+@pytest.mark.django_db
+def test_an_agent_rule_above_a_kernel_deny_is_saved_with_a_warning_naming_the_deny(client, staff):
+    client.force_login(staff)
+    Rule.objects.create(rule_id="no-shm", action="deny", binary="/dev/shm/*", priority=200)
+    response = client.post("/admin/policy/rule/add/", {**FORM, "action": "alert", "binary": "/u?r/*sh"}, follow=True)
+    shown = [str(m) for m in response.context["messages"]]
+    assert any("judged by the agent" in m and "deny no-shm" in m for m in shown), shown
+    response = client.post("/admin/policy/rule/add/", {**FORM, "rule_id": "r2", "binary": "/tmp/*"}, follow=True)
+    assert not [str(m) for m in response.context["messages"] if "judged by the agent" in str(m)]
+    response = client.post("/admin/policy/rule/add/", {**FORM, "rule_id": "r3", "action": "deny", "fileless": "on"})
+    assert response.status_code == 302 and Rule.objects.get(rule_id="r3").to_spec()["match"] == {"fileless": True}

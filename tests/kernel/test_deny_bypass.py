@@ -131,7 +131,20 @@ async def test_every_way_to_the_forbidden_file_is_killed_and_reported(runtime, e
             try:
                 await deliver_until(agent, node, violations, timeout=15)
             except AssertionError:
-                print(await sync_to_async(lambda: sorted(Violation.objects.filter(container__name=name).values_list("rule_id", "kind", "target")) + sorted(ProcessEvent.objects.filter(container__name=name).exclude(kind="exit").values_list("kind", "binary", "path", "verdict", "rule_id", "given")))())
+                print(
+                    await sync_to_async(
+                        lambda: (
+                            sorted(
+                                Violation.objects.filter(container__name=name).values_list("rule_id", "kind", "target")
+                            )
+                            + sorted(
+                                ProcessEvent.objects.filter(container__name=name)
+                                .exclude(kind="exit")
+                                .values_list("kind", "binary", "path", "verdict", "rule_id", "given")
+                            )
+                        )
+                    )()
+                )
                 raise
         finally:
             await stop(runner)
@@ -157,5 +170,39 @@ async def test_every_way_to_the_forbidden_file_is_killed_and_reported(runtime, e
         assert loader.binary == "/opt/forbidden-dyn" and loader.given.endswith("ld-linux-x86-64.so.2")
         hard = ProcessEvent.objects.filter(container__name=name, kind="exec", binary="/opt/hl", rule_id="no-forbidden")
         assert hard.exists()  # the hard link's own name, judged as the file it is (by identity)
+
+    await sync_to_async(check)()
+
+
+async def test_an_allow_list_kills_a_copy_under_any_name_and_lets_the_listed_run(runtime, enforcement):
+    """What may run in the container, then `{binary: "*"}` deny: a copy of an allowed binary
+    under another name is another file, and killed; the listed binaries run."""
+    tag = uuid.uuid4().hex[:6]
+    name = f"listed-{tag}"
+    node = await sync_to_async(Node.objects.create)(name=f"al-{tag}", token_hash=uuid.uuid4().hex * 2)
+    enforcer = enforcement.enforcer
+    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
+    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
+    agent.set_policy(1, [
+        {"id": "may-run", "priority": 10, "match": {"container": "listed-*", "binary": "/bin/busybox"},
+         "action": "allow"},
+        {"id": "may-attack", "priority": 10, "match": {"container": "listed-*", "binary": "*/attack"},
+         "action": "allow"},
+        {"id": "nothing-else", "priority": 20, "match": {"container": "listed-*", "binary": "*"}, "action": "deny"},
+    ])  # fmt: skip
+    script = "/bin/attack hello; echo listed $?; cp /bin/attack /tmp/renamed; /tmp/renamed hello; echo copy $?"
+    with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
+        runner = await run_agent(agent)
+        try:
+            done = await asyncio.to_thread(runtime.run, name, ["/bin/sh", "-c", script], 60)
+            out = done.stdout.decode()
+            await deliver_until(agent, node, lambda: Violation.objects.filter(rule_id="nothing-else").exists(), 10)
+        finally:
+            await stop(runner)
+    assert out.split("\n")[:3] == ["RAN", "listed 0", "copy 137"], out + done.stderr.decode()
+
+    def check():
+        v = Violation.objects.get(rule_id="nothing-else")
+        assert (v.target, v.enforced, v.container.name) == ("/tmp/renamed", True, name)
 
     await sync_to_async(check)()

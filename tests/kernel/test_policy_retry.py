@@ -19,7 +19,7 @@ async def test_a_failed_policy_write_is_retried_until_the_kernel_holds_it(enforc
     real_batch, failures = bpftool.batch, []
 
     def flaky_batch(commands):
-        if any("/rules4 " in c for c in commands) and len(failures) < 2:  # the first two rule writes
+        if any("/maps/rules4 " in c or "/maps/pconfig " in c for c in commands) and len(failures) < 2:  # policy writes
             failures.append(commands)
             real_batch(commands[: len(commands) // 2])  # part of it lands, as when bpftool dies midway
             raise bpftool.BpftoolError("bpftool batch file -", "simulated failure midway")

@@ -130,8 +130,8 @@ async def test_a_containers_processes_are_reported_and_a_forbidden_binary_is_kil
         execs = ProcessEvent.objects.filter(container__name=name, kind="exec")
         # (runc may exec a copy of itself in the container first: /dev/fd/N, which is shown too)
         entry, shell = execs.get(args=["/bin/sh", "-c", script]), execs.get(args=["/bin/sh", "-c", "exit 3"])
-        assert entry.binary == "/bin/sh"
-        assert (shell.binary, shell.ppid, shell.parent_binary) == ("/bin/sh", entry.pid, "/bin/sh")
+        assert (entry.binary, entry.given) == ("/bin/busybox", "/bin/sh")  # the file that ran, and its name
+        assert (shell.binary, shell.ppid, shell.parent_binary) == ("/bin/busybox", entry.pid, "/bin/busybox")
         assert ProcessEvent.objects.get(kind="exit", pid=shell.pid, start_ns=shell.start_ns).exit_text == "exit 3"
         v = Violation.objects.get(rule_id="no-probe")
         assert (v.kind, v.target, v.enforced, v.container.name, v.container.runtime) == (
@@ -179,7 +179,7 @@ async def test_a_containers_file_opens_are_reported_and_a_forbidden_read_is_kill
         assert (shadow.access, shadow.result_text, shadow.binary) == ("read", "ENOENT", "/bin/busybox")
         # the second cat's exec was folded in the kernel with the first (one binary, one parent)
         wrote = opens.get(path="/etc/crossedge-secret", access="write,create,truncate")
-        assert (wrote.result_text, wrote.binary, wrote.verdict) == ("ok", "/bin/sh", "allow")
+        assert (wrote.result_text, wrote.binary, wrote.verdict) == ("ok", "/bin/busybox", "allow")
         # the second read names it relatively (cd /etc): judged by the path it resolved to
         for v in Violation.objects.filter(rule_id="no-secret"):
             assert (v.kind, v.target, v.enforced, v.container.name, v.container.runtime) == (

@@ -1,6 +1,7 @@
 """Replay of real perf_reader output (recorded on this kernel by tests/fixtures/record_perf.py:
 two denied connects, one let through, one denied UDP sendto, the container lifecycle
-records, and every exec and exit of those processes, /bin/false killed at exec)."""
+records, and every exec and exit of those processes, /bin/false killed at exec). An exec's
+binary is the file that ran, the name it was run by comes with it."""
 
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from monitor.backends import PERF_READER
 from monitor.kernel.layout import EVENT, PROC_HEAD, fnv1a
 from monitor.parsers import perf_lines
 from monitor.parsers.bpftrace import LineError, Signal
-from tests.fixtures.record_perf import FILES
+from tests.fixtures.record_perf import FALSE, FILES
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -54,15 +55,17 @@ def test_recorded_execs_and_exits_decode():
     exits = {r["pid"]: r for r in records if r["event"] == "exit"}
     assert len(execs) == len(exits) == 6 and {e["pid"] for e in execs} == set(exits)
     python = execs[0]
-    # the recording's interpreter: its path is the recording machine's, its shape is not
-    assert python["binary"].endswith("/.venv/bin/python") and python["args"][:2] == [python["binary"], "-c"]
-    assert python["comm"] == "python"
+    # the recording's interpreter: its paths are the recording machine's, their shape is not
+    assert python["given"].endswith("/.venv/bin/python") and python["args"][:2] == [python["given"], "-c"]
+    assert python["binary"].startswith("/usr/bin/python3") and python["comm"] == "python"
     assert python["kernel_verdict"] == "allow" and python["exit_code"] is None and python["cut"] is False
-    # no agent lists the recording's container: every exec there is held, but one killed at exec
+    # no agent lists the recording's container: every exec there is held, but one killed at exec;
+    # the first, its first in its mount namespace, waits for the rules' files to be looked up too
     assert [e["held"] for e in execs] == [True] * 5 + [False]
+    assert [e["files_due"] for e in execs] == [True] + [False] * 5
     assert not any(r["held"] for r in records if r["event"] == "exit")
     killed = execs[-1]
-    assert (killed["binary"], killed["args"], killed["kernel_verdict"]) == ("/bin/false", ["/bin/false"], "deny")
+    assert (killed["binary"], killed["given"], killed["kernel_verdict"]) == (FALSE, "/bin/false", "deny")
     assert killed["slot"] > 0 and exits[killed["pid"]]["exit_code"] == 9  # SIGKILL at exec
     assert exits[python["pid"]]["exit_code"] == 0 and exits[python["pid"]]["lifetime_ns"] > 0
     assert all(e["start_ns"] == exits[e["pid"]]["start_ns"] and e["ppid"] > 0 for e in execs)
@@ -77,6 +80,7 @@ def test_recorded_opens_decode_with_access_result_and_verdict():
     ]  # fmt: skip
     key, missing, forbidden = opens
     assert key["result"] >= 3 and missing["result"] == -2 and forbidden["slot"] > 0  # an fd, ENOENT, the rule
+    assert (key["how"], missing["how"]) == ("", "as_given")  # a failed open has no file: the name it gave
     assert len({o["pid"] for o in opens}) == 1 and key["comm"] == "python" and "binary" not in key  # the agent's
     exits = {r["pid"]: r for r in records if r["event"] == "exit"}
     assert exits[key["pid"]]["exit_code"] == 9  # killed at the forbidden open
@@ -96,7 +100,7 @@ def test_lost_counts_are_signals_and_garbage_is_refused():
     short_proc = bytearray(PROC_HEAD.size)
     short_proc[40] = 1  # an exec that says it carries a path of 200 bytes, and carries none
     short_proc[68] = 200
-    with pytest.raises(LineError, match="path and argv"):
+    with pytest.raises(LineError, match="path, argv and name"):
         perf_lines.parse_proc(b"0 " + short_proc.hex().encode())
 
 

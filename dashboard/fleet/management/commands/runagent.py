@@ -125,6 +125,13 @@ class Command(BaseCommand):
             "(env CROSSEDGE_FILES=0; see BENCHMARKS.md for what they cost)",
         )
         parser.add_argument(
+            "--io-uring",
+            choices=("refuse", "allow"),
+            default=os.environ.get("CROSSEDGE_IO_URING", "refuse"),
+            help="io_uring_setup() in a container an open deny applies to: refuse (the caller is killed: io_uring's "
+            "opens never reach the open programs) or allow (env CROSSEDGE_IO_URING; default refuse)",
+        )
+        parser.add_argument(
             "--xdp-iface",
             action="append",
             default=os.environ.get("CROSSEDGE_XDP_IFACES", "").split(),
@@ -161,6 +168,8 @@ class Command(BaseCommand):
                 "CAP_SYS_ADMIN); try: sudo python manage.py runagent"
             )
         enforcer = None
+        if opts["io_uring"] not in ("refuse", "allow"):  # (argparse checks a choice given, not the env's)
+            raise CommandError(f"CROSSEDGE_IO_URING={opts['io_uring']!r}: use refuse or allow")
         try:
             watches = parse_watches(opts["file_watch"])
         except WatchError as exc:
@@ -173,6 +182,7 @@ class Command(BaseCommand):
                 files=not opts["no_files"],
                 xdp_ifaces=tuple(opts["xdp_iface"]),
                 scan_summary=opts["scan_summary"],
+                io_uring=opts["io_uring"] == "refuse",
             )
         if opts["status"]:
             try:

@@ -44,8 +44,11 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: cannot read: {exc.strerror}") from None
         try:
             rules = policyfile.loads(data, source, limit)
+            warnings = policyfile.check(rules, source)
         except policyfile.PolicyFileError as exc:
             raise CommandError(f"{exc}; nothing was imported") from None
+        for warning in warnings:
+            self.stderr.write(f"{source}: warning: {warning}")
         with acting_as(f"cli: policy import {source}"[:150]):
             result = actions.import_rules(rules, mode, dry_run, source)
         prefix = "dry run, nothing changed: would be " if dry_run else ""
