@@ -131,6 +131,15 @@ struct ce_lifecycle {
 #define CE_HOW_CLONE_PARENT 5 /* refuse: as CE_HOW_CLONE_FILES, on a kernel that cannot signal the child: the caller */
 #define CE_HOW_RUNTIME 7 /* exec: by a process in the host's mount namespace (the runtime setting the container
 			  * up, or a process moved in from the host): reported, not judged */
+/* open records of a call that changes a file in place, refused (EPERM) where files are made
+ * immutable (CE_PC_GUARD): the names it gave in data (path, then the second in "given"; an
+ * *at() call's directory descriptor in lifetime_ns), or, for the f*() calls, the file's path */
+#define CE_HOW_TRUNCATE 8
+#define CE_HOW_RENAME 9
+#define CE_HOW_UNLINK 10
+#define CE_HOW_LINK 11
+#define CE_HOW_CHMOD 12
+#define CE_HOW_CHOWN 13
 
 /* Sent with only the bytes of `data` it uses (the record's size is the pipeline's cost). */
 struct ce_proc {
@@ -240,6 +249,7 @@ struct ce_prule {
 #define CE_PC_LOADER 4 /* exec rules exist: a bare dynamic loader's first open is judged as its exec */
 #define CE_PC_IO_URING 8 /* io_uring_setup() is refused where an open deny applies */
 #define CE_PC_OPENS 16 /* an open rule or a watch exists: opens are judged */
+#define CE_PC_GUARD 64 /* the agent made files immutable (a write deny): calls refused with EPERM are reported */
 #define CE_PC_NS_HOLD 32 /* rules name exact paths: an exec in a mount namespace its cgroup had no exec in
 			  * yet is held until the agent has looked the paths' files up through it */
 

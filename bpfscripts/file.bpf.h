@@ -33,6 +33,8 @@
 #define CE_O_CREAT 0100
 #define CE_O_TRUNC 01000
 #define CE_HOW_AS_GIVEN 6 /* open: it failed (no file): judged by the name it gave */
+#define CE_EPERM 1
+#define CE_AT_FDCWD -100
 
 #define CE_CALL_OPEN 0
 #define CE_CALL_OPENAT 1
@@ -137,26 +139,74 @@ static __always_inline int open_judge(struct ce_pconfig *cfg, __u64 cgid, __u8 m
 	return first_rule(cfg, CE_K_OPEN, cand, lens);
 }
 
-/* A failed open: judged by the (absolute) name it gave, reported, nobody killed. */
+/* A name argument (user memory) into ev->data at `off`; its bytes with the NUL. */
+static __always_inline __u16 name_out(struct ce_proc *ev, __u32 off, const char *name)
+{
+	long n = bpf_probe_read_user_str(ev->data + (off & (CE_DATA_LEN / 2 - 1)), CE_PATH_LEN, name);
+
+	if (n == CE_PATH_LEN)
+		ev->cut = 1;
+	return n > 0 ? n : 0;
+}
+
+/* The descriptor a "/proc/self/fd/N" or "/dev/fd/N" name reopens, or -1. */
+static __always_inline long fd_named(const char *name)
+{
+	int at = 0;
+	long fd = 0;
+
+	if (name[0] == '/' && name[1] == 'p' && name[2] == 'r' && name[3] == 'o' && name[4] == 'c' && name[5] == '/' &&
+	    name[6] == 's' && name[7] == 'e' && name[8] == 'l' && name[9] == 'f' && name[10] == '/' && name[11] == 'f' &&
+	    name[12] == 'd' && name[13] == '/')
+		at = 14;
+	else if (name[0] == '/' && name[1] == 'd' && name[2] == 'e' && name[3] == 'v' && name[4] == '/' &&
+		 name[5] == 'f' && name[6] == 'd' && name[7] == '/')
+		at = 8;
+	else
+		return -1;
+	for (int i = 0; i < 8; i++) {
+		char c = name[(at + i) & 31];
+		if (c == 0)
+			return i ? fd : -1;
+		if (c < '0' || c > '9')
+			return -1;
+		fd = fd * 10 + (c - '0');
+	}
+	return -1;
+}
+
+/* A failed open: judged by the name it gave (absolute names only; a /proc/self/fd/N reopen by
+ * the file behind the descriptor), reported, nobody killed. */
 static __always_inline int failed_open(void *ctx, struct ce_pconfig *cfg, struct task_struct *task, __u64 cgid,
 				       __u8 mon, long ret, __u32 call)
 {
-	__u32 zero = 0, main = CE_W_MAIN;
+	__u32 zero = 0, main = CE_W_MAIN, tmp = CE_W_PARENT;
 	char *buf = bpf_map_lookup_elem(&walks, &main);
+	char *given = bpf_map_lookup_elem(&walks, &tmp);
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct file *file = NULL;
 
-	if (!buf)
+	if (!buf || !given)
 		return 0;
 	const char *name = (const char *)(call == CE_CALL_OPEN || call == CE_CALL_CREAT ? PT_REGS_PARM1_CORE_SYSCALL(regs)
 											: PT_REGS_PARM2_CORE_SYSCALL(regs));
-	char *at = buf + (CE_WALK_LEN - CE_PATH_LEN);
-	long n = bpf_probe_read_user_str(at, CE_PATH_LEN, name);
-	if (n <= 1 || at[0] != '/')
+	long n = bpf_probe_read_user_str(given, CE_PATH_LEN, name);
+	if (n <= 1 || given[0] != '/')
 		return 0; /* a relative name that opened nothing names nothing */
 	struct ce_rpath p = {.pos = CE_WALK_LEN - CE_PATH_LEN, .len = n, .which = CE_W_MAIN, .cut = n == CE_PATH_LEN};
+	long fd = fd_named(given);
+	if (fd >= 0 && (file = fd_file(task, fd)) && resolve(file, CE_W_MAIN, &p) == 0) {
+		/* judged by its file (a reopen refused: an immutable file) */
+	} else if (bpf_probe_read_kernel(buf + (CE_WALK_LEN - CE_PATH_LEN), n & (CE_PATH_LEN - 1), given)) {
+		return 0;
+	} else {
+		file = NULL;
+		p.pos = CE_WALK_LEN - CE_PATH_LEN;
+	}
 	__u8 watch = 0, acc = asked_for(call_flags(task, call));
-	int bit = open_judge(cfg, cgid, mon, &p, NULL, task, acc, &watch);
-	if (bit < 0 && !(watch & acc))
+	int bit = open_judge(cfg, cgid, mon, &p, file, task, acc, &watch);
+	int refused = ret == -CE_EPERM && (cfg->flags & CE_PC_GUARD); /* maybe an immutable file: the agent looks */
+	if (bit < 0 && !(watch & acc) && !refused)
 		return 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
 	if (!ev)
@@ -166,6 +216,8 @@ static __always_inline int failed_open(void *ctx, struct ce_pconfig *cfg, struct
 	ev->access = acc;
 	ev->exit_code = ret;
 	ev->path_len = path_out(&p, ev->data, &ev->cut);
+	if (file) /* the name it gave, after the file's path */
+		ev->given_len = name_out(ev, ev->path_len, name);
 	struct ce_prule *rule = prule_at(cfg, CE_K_OPEN, bit);
 	if (rule) {
 		count_slot(rule->slot);
@@ -257,3 +309,70 @@ int crossedge_handle_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return open_exit(ctx, ctx->ret, CE_CALL_BY_HANDLE);
 }
+
+/* -- calls that change a file in place ------------------------------------------------
+ * Where the agent made files immutable (monitor/guard.py: a write deny on an exact path), the
+ * kernel refuses these with EPERM whatever name they use; each refusal in a monitored
+ * container is reported with the names it gave (or the file, for a descriptor), and the
+ * agent looks them up in the container to tell which protected file it was. */
+
+/* name: the first name's argument (-1: a descriptor in `fd_arg`), second: the second's (-1:
+ * none), dir: the *at() directory descriptor's (-1: none). */
+static __always_inline int write_refused(void *ctx, long ret, __u8 how, int name, int second, int dir, int fd_arg)
+{
+	__u32 zero = 0;
+	__u64 cgid = bpf_get_current_cgroup_id();
+
+	if (ret != -CE_EPERM || !bpf_map_lookup_elem(&monitored, &cgid))
+		return 0;
+	struct ce_pconfig *cfg = bpf_map_lookup_elem(&pconfig, &zero);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
+	if (!cfg || !(cfg->flags & CE_PC_GUARD) || !ev || runtime_task(cfg, task))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	__u64 args[5] = {PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs),
+			 PT_REGS_PARM3_CORE_SYSCALL(regs), PT_REGS_PARM4_CORE_SYSCALL(regs), 0};
+	proc_common(ev, task, cgid, CE_PROC_OPEN);
+	ev->how = how;
+	ev->access = how == CE_HOW_TRUNCATE ? CE_ACC_TRUNC : CE_ACC_WRITE;
+	ev->exit_code = ret;
+	if (name >= 0 && name < 4) {
+		ev->path_len = name_out(ev, 0, (const char *)args[name]);
+	} else if (fd_arg >= 0 && fd_arg < 4) {
+		struct ce_rpath p = {};
+		struct file *file = fd_file(task, (long)args[fd_arg]);
+		if (!file || resolve(file, CE_W_MAIN, &p) != 0)
+			return 0;
+		ev->path_len = path_out(&p, ev->data, &ev->cut);
+	}
+	if (second >= 0 && second < 4)
+		ev->given_len = name_out(ev, ev->path_len, (const char *)args[second]);
+	ev->lifetime_ns = dir >= 0 && dir < 4 ? (__s64)(int)args[dir] : (__s64)CE_AT_FDCWD;
+	proc_send(ctx, ev, 1);
+	return 0;
+}
+
+#define CE_REFUSED(call, how, name, second, dir, fd)                                \
+	SEC("tracepoint/syscalls/sys_exit_" #call)                                     \
+	int crossedge_w_##call(struct trace_event_raw_sys_exit *ctx)                   \
+	{                                                                              \
+		return write_refused(ctx, ctx->ret, how, name, second, dir, fd);       \
+	}
+
+CE_REFUSED(truncate, CE_HOW_TRUNCATE, 0, -1, -1, -1)
+CE_REFUSED(ftruncate, CE_HOW_TRUNCATE, -1, -1, -1, 0)
+CE_REFUSED(rename, CE_HOW_RENAME, 0, 1, -1, -1)
+CE_REFUSED(renameat, CE_HOW_RENAME, 1, 3, 0, -1)
+CE_REFUSED(renameat2, CE_HOW_RENAME, 1, 3, 0, -1)
+CE_REFUSED(unlink, CE_HOW_UNLINK, 0, -1, -1, -1)
+CE_REFUSED(unlinkat, CE_HOW_UNLINK, 1, -1, 0, -1)
+CE_REFUSED(link, CE_HOW_LINK, 0, 1, -1, -1)
+CE_REFUSED(linkat, CE_HOW_LINK, 1, 3, 0, -1)
+CE_REFUSED(chmod, CE_HOW_CHMOD, 0, -1, -1, -1)
+CE_REFUSED(fchmod, CE_HOW_CHMOD, -1, -1, -1, 0)
+CE_REFUSED(fchmodat, CE_HOW_CHMOD, 1, -1, 0, -1)
+CE_REFUSED(chown, CE_HOW_CHOWN, 0, -1, -1, -1)
+CE_REFUSED(lchown, CE_HOW_CHOWN, 0, -1, -1, -1)
+CE_REFUSED(fchown, CE_HOW_CHOWN, -1, -1, -1, 0)
+CE_REFUSED(fchownat, CE_HOW_CHOWN, 1, -1, 0, -1)

@@ -423,28 +423,28 @@ int BPF_PROG(crossedge_fork, struct task_struct *parent, struct task_struct *chi
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")
-int crossedge_getfd(struct trace_event_raw_sys_enter *ctx)
+/* Kill the caller of a call an open deny refuses, and report it. */
+static __always_inline int refuse_call(void *ctx, __u32 need, __u8 how)
 {
 	struct ce_pconfig *cfg;
 	__u64 cgid;
-	int bit = refusal_due(&cfg, &cgid, CE_PC_ON);
+	int bit = refusal_due(&cfg, &cgid, need);
 
 	if (bit >= 0 && bpf_send_signal(CE_SIGKILL) == 0)
-		refused(ctx, cfg, bit, cgid, CE_HOW_PIDFD_GETFD);
+		refused(ctx, cfg, bit, cgid, how);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")
+int crossedge_getfd(struct trace_event_raw_sys_enter *ctx)
+{
+	return refuse_call(ctx, CE_PC_ON, CE_HOW_PIDFD_GETFD);
 }
 
 SEC("tracepoint/syscalls/sys_enter_io_uring_setup")
 int crossedge_uring(struct trace_event_raw_sys_enter *ctx)
 {
-	struct ce_pconfig *cfg;
-	__u64 cgid;
-	int bit = refusal_due(&cfg, &cgid, CE_PC_ON | CE_PC_IO_URING);
-
-	if (bit >= 0 && bpf_send_signal(CE_SIGKILL) == 0)
-		refused(ctx, cfg, bit, cgid, CE_HOW_IO_URING);
-	return 0;
+	return refuse_call(ctx, CE_PC_ON | CE_PC_IO_URING, CE_HOW_IO_URING);
 }
 
 SEC("tp_btf/sched_process_exit")

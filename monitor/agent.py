@@ -33,9 +33,11 @@ from .containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify
 from .dns import Names
 from .files import watched
 from .flowcounts import FlowCounts, KernelFlows
+from .guard import AT_FDCWD, refused_file
 from .kernel import processes as kernel_processes
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
+from .kernel.layout import WRITE_CALLS
 from .limits import LimitReports
 from .parsers import perf_lines
 from .processes import CALLS, ProcessTable, ProcGroups, judge, state
@@ -267,7 +269,10 @@ class Agent:
         for name in ("lifetime_ns", "exit_code"):  # an exec has neither
             if event.get(name, 0) is None:
                 del event[name]
-        if how == "as_given":
+        if event["kind"] == "open" and event["result"] == EPERM and (how in WRITE_CALLS or how == "as_given"):
+            if not self._refused_write(event, how) and how in WRITE_CALLS:
+                return  # refused for another reason than a file of ours
+        if how == "as_given" and not event["given"]:
             event["given"] = event["path"]  # a failed open: judged by the name it gave, the only one it has
         elif event["given"] == event["binary" if event["kind"] != "open" else "path"]:
             event["given"] = ""  # said once
@@ -275,9 +280,13 @@ class Agent:
         listed = (
             not listing and event["cgroup_id"] in enforcer.scope_ids and enforcer.policy_version == self.ruleset.version
         )
+        refused = event.pop("refused", False)
         judge(event, self.ruleset, ref.name if ref else None, enforcer.rule_for_slot,
-              enforcer.in_kernel if listed else lambda _rule_id: False)  # fmt: skip
+              enforcer.in_kernel if listed and not refused else lambda _rule_id: False)  # fmt: skip
+        if refused and event["verdict"] == "deny" and not event["audit"]:
+            event["enforced"] = True  # refused by the file's immutable attribute: nothing was changed
         event.pop("how", None)
+        event.pop("dirfd", None)
         if event["kind"] == "open" and event["verdict"] == "allow" and not event["rule_id"]:
             if not watched(event["path"], event["access"], self.enforcer.watches):
                 self.proc_counts["open_unwatched"] += 1 + grown  # let through by a glob's literal prefix
@@ -382,6 +391,21 @@ class Agent:
         self.enforcer.classified(cgid)
         self.pending.setdefault(cgid, time.monotonic())
         self._kernel_wakeup.set()
+
+    def _refused_write(self, event: dict, how: str) -> bool:
+        """A call refused with EPERM where files are immutable for write denies: if it named one
+        of those files, the record becomes the refused write to it (its path, the call and the
+        names it gave), judged by the rule that protects it. Returns whether it did."""
+        enforcer = self.enforcer
+        guarded = enforcer.guard.guarded()
+        names = [event["path"], event["given"]]
+        root = enforcer.root_process(self.cgroups.path(event["cgroup_id"]) or "")
+        found = refused_file(event["pid"], names, event.get("dirfd", AT_FDCWD), guarded, root) if guarded else None
+        if found is None:
+            return False
+        call = "open" if how == "as_given" else how
+        event.update(path=found, given=f"{call}({', '.join(filter(None, names))})"[:1024], refused=True)
+        return True
 
     def _hold(self, cgid: int, pid: int) -> None:
         """A process the kernel stopped at exec (its exec record says so: one record, so no

@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..dns import NONE, Pattern
-from ..files import Watch
+from ..files import WRITES, Watch
 from ..rules import ACCESSES, GLOB_CHARS, Rule, RuleSet
 from . import patterns as kernel_patterns
 from .layout import (
@@ -34,6 +34,7 @@ from .layout import (
     ID_KEY,
     MAX_SLOTS,
     PAT,
+    PC_GUARD,
     PC_IDS,
     PC_IO_URING,
     PC_LOADER,
@@ -97,6 +98,7 @@ class Compiled:
     next_expiry: dt.datetime | None = None  # the first ingress rule to expire: the entries change then
     own: set[int] = field(default_factory=set)  # cgroups with entries keyed by their own id (`monitored`: MON_OWN)
     kernel_rules: set[str] = field(default_factory=set)  # exec and open rules the kernel judges (by id)
+    guard: set[tuple[int, str]] = field(default_factory=set)  # (cgroup, path) to make immutable (monitor.guard)
 
     def note(self, rule: Rule, message: str) -> None:
         self.notes.append({"rule_id": rule.id, "message": message})
@@ -364,10 +366,11 @@ def _path_entries(
             config["flags"] |= PC_LOADER
             if rule.fileless:
                 config["fileless"] |= flag
+        cgroup_ids = _cgroup_ids(rule, scopes, out) or []
         if rule.action == "deny" and not rule.audit:
             config["denies"][kind] |= flag
+            _guard(rule, fields, scopes, cgroup_ids, out)
         config["rules"][kind][bit] = (out.slots.get(rule.id, 0), ACTION_CODES[rule.action], int(rule.audit), lens)
-        cgroup_ids = _cgroup_ids(rule, scopes, out) or []
         for cgid in cgroup_ids:
             if cgid:
                 scoped[cgid][kind] |= flag
@@ -389,12 +392,27 @@ def _path_entries(
         out.entries[IDS_MAP][ID_KEY.pack(dev, ino)] = ID.pack(*masks)
     if ids:
         config["flags"] |= PC_IDS
+    if out.guard:
+        config["flags"] |= PC_GUARD
     if any(w for (fld, _), (_, w) in fwd.items()):
         config["flags"] |= PC_OPENS
     for cgid, masks in scoped.items():
         out.entries[PSCOPE_MAP][CGROUP.pack(cgid)] = PSCOPE.pack(*masks)
         out.own.add(cgid)
     out.entries[CONFIG_MAP][SLOT.pack(0)] = encode_pconfig(config)
+
+
+def _guard(rule: Rule, fields: dict, scopes: list[Scope], cgroup_ids: list[int], out: Compiled) -> None:
+    """An enforcing deny of writing to an exact path, for any opener: its file is made
+    immutable in the containers it applies to (monitor/guard.py), since a kill cannot undo a
+    truncate, rename or chmod done inside the call."""
+    opened = fields.get(2)
+    if rule.kind != "open" or opened is None or not opened.exact or set(fields) != {2}:
+        return
+    if rule.access is not None and not set(WRITES) & set(rule.access):
+        return
+    for cgid in [s.cgroup_id for s in scopes] if 0 in cgroup_ids else cgroup_ids:
+        out.guard.add((cgid, opened.prefix))
 
 
 def _flattened(entries: dict[tuple[int, bytes], list]) -> dict[tuple[int, bytes], tuple[int, int]]:

@@ -47,6 +47,7 @@ from .. import dns
 from ..cgroups import cgroup2_mount, cgroup_id
 from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_container_cgroup
 from ..files import Watch
+from ..guard import Guard, identity
 from ..rules import GLOB_CHARS, RuleSet
 from . import batch, bpftool, links, patterns
 from .compile import (
@@ -128,6 +129,10 @@ TRACEPOINTS = {
                           ("handle", "open_by_handle_at"))},
     "crossedge_getfd": "syscalls/sys_enter_pidfd_getfd",
     "crossedge_uring": "syscalls/sys_enter_io_uring_setup",
+    # calls that change a file in place: their refusals by an immutable file (monitor/guard.py)
+    **{f"crossedge_w_{call}": f"syscalls/sys_exit_{call}"
+       for call in ("truncate", "ftruncate", "rename", "renameat", "renameat2", "unlink", "unlinkat", "link", "linkat",
+                    "chmod", "fchmod", "fchmodat", "chown", "lchown", "fchown", "fchownat")},
 }  # fmt: skip
 # Where runtimes make containers: the systemd driver's slices, the cgroupfs drivers' parents.
 RUNTIME_PARENTS = ("/system.slice", "/machine.slice", "/kubepods.slice", "/kubepods", "/docker", "/libpod_parent")
@@ -246,8 +251,10 @@ class Enforcer:
         xdp_ifaces: tuple[str, ...] = (),
         scan_summary: int = SUMMARISE,
         io_uring: bool = True,
+        guard_state: str | None = None,
     ):
         self.obj = Path(obj)
+        self.guard = Guard(guard_state)  # files made immutable for write denies
         self.io_uring = io_uring  # refuse io_uring_setup() where an open deny applies
         self.kernel_rules: frozenset[str] = frozenset()  # exec and open rules the kernel judges (by id)
         self.identities: dict[tuple[int, str], tuple[int, int]] = {}  # (cgroup, exact path) -> its file (dev, inode)
@@ -613,8 +620,12 @@ class Enforcer:
                 log.info("retired %s (%d attachments)", old.root.name, detached)
 
     def uninstall(self) -> dict:
-        """Detach and unpin everything under our pin root."""
+        """Detach and unpin everything under our pin root, and clear the immutable attributes
+        set for write denies."""
         detached, removed = 0, []
+        if self.guard.held:
+            self.scopes = self._walk()[1]
+            self._apply_guard(set())
         for layout in self._generations():
             detached += self._detach(self._pinned_ids(layout))
             if os.path.exists(layout.prog("crossedge_xdp")):
@@ -666,6 +677,7 @@ class Enforcer:
             return
         self.mirror = compiled.entries
         self.kernel_rules = frozenset(compiled.kernel_rules)
+        self._apply_guard(compiled.guard)
         self.own, self.own_wanted = own, compiled.own
         self.slots = compiled.slots
         self.notes = compiled.notes
@@ -740,15 +752,12 @@ class Enforcer:
         for scope in self.scopes if paths else ():
             cgid = scope.cgroup_id
             pids = due.get(cgid, set())
-            if cgid not in self.id_looked and not pids and (first := self._a_process_in(scope.path)) is not None:
+            if cgid not in self.id_looked and not pids and (first := self.root_process(scope.path)) is not None:
                 pids = {first}
             for pid in pids:
                 for path in paths:
-                    try:
-                        st = os.stat(f"/proc/{pid}/root{path}")
-                    except OSError:
-                        continue  # not there: its path still names it
-                    self.identities[(cgid, path)] = (os.major(st.st_dev) << 20 | os.minor(st.st_dev), st.st_ino)
+                    if (found := identity(pid, path)) is not None:  # (not there: its path still names it)
+                        self.identities[(cgid, path)] = found
                 self.id_looked.add(cgid)
         for cgid, pids in due.items():  # not listed yet: looked up once it is
             if cgid not in alive and paths:
@@ -763,14 +772,28 @@ class Enforcer:
         files up through it (`judged` waits till then)."""
         self.files_due.setdefault(cgid, set()).add(pid)
 
-    def _a_process_in(self, rel: str) -> int | None:
-        """A process of a cgroup (its first), or None."""
+    def root_process(self, rel: str) -> int | None:
+        """A process of a container whose root is the container's: one in a mount namespace of
+        its own (the runtime's processes, in the host's, may not have changed root yet)."""
+        host = host_mount_namespace()
         try:
             with open(os.path.join(self.cgroup_root, rel.lstrip("/"), "cgroup.procs")) as fh:
-                first = fh.readline().strip()
-        except OSError:
+                pids = [int(line) for line in fh if line.strip()]
+        except (OSError, ValueError):
             return None
-        return int(first) if first else None
+        for pid in pids[:64]:
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}/ns/mnt").st_ino != host:
+                    return pid
+        return None
+
+    def _apply_guard(self, wanted: set[tuple[int, str]]) -> None:
+        """Make the files write denies protect immutable (monitor/guard.py); clear what no rule
+        wants now."""
+        if not wanted and not self.guard.held:
+            return
+        roots = {s.cgroup_id: pid for s in self.scopes if (pid := self.root_process(s.path)) is not None}
+        self.guard.apply(wanted, roots)
 
     def rule_for_slot(self, slot: int) -> str:
         return next((rule_id for rule_id, s in self.slots.items() if s == slot), "")
@@ -847,6 +870,11 @@ class Enforcer:
             "xdp": dict(self.xdp_state),
             "files_error": self.files_error,
             "files": self.files_hook(),
+            "immutable": {
+                "files": len(self.guard.held),
+                "restored": self.guard.restored,
+                "problems": {f"{c}:{p}": why for (c, p), why in self.guard.problems.items()},
+            },  # fmt: skip
         }
 
     def files_hook(self) -> str:

@@ -26,9 +26,10 @@ LIFECYCLE_TYPES = {1: "new"}  # CE_LC_*
 PROC_TYPES = {1: "exec", 2: "exit", 3: "open", 4: "refuse"}  # CE_PROC_*
 # CE_HOW_*: how an exec came about, which call a refusal refused, or that an open failed
 HOWS = {1: "loader", 2: "io_uring_setup", 3: "clone_files", 4: "pidfd_getfd", 5: "clone_files_parent", 6: "as_given",
-        7: "runtime"}  # fmt: skip
+        7: "runtime", 8: "truncate", 9: "rename", 10: "unlink", 11: "link", 12: "chmod", 13: "chown"}  # fmt: skip
+WRITE_CALLS = ("truncate", "rename", "unlink", "link", "chmod", "chown")  # refused by an immutable file (CE_PC_GUARD)
 ACCESS_BITS = {"read": 1, "write": 2, "create": 4, "truncate": 8}  # CE_ACC_*: what an open asks for
-PC_ON, PC_IDS, PC_LOADER, PC_IO_URING, PC_OPENS, PC_NS_HOLD = 1, 2, 4, 8, 16, 32  # CE_PC_*: pconfig's flags
+PC_ON, PC_IDS, PC_LOADER, PC_IO_URING, PC_OPENS, PC_NS_HOLD, PC_GUARD = 1, 2, 4, 8, 16, 32, 64  # CE_PC_*
 PRULES, FIELDS = 64, 5  # CE_PRULES, CE_FIELDS
 PATH_LEN, ARGS_LEN, MATCH_LEN, DATA_LEN = 256, 256, 128, 1024
 SCOPE_BITS = 64 + 16  # cgroup_id and port: always covered in full by a key's prefix
@@ -344,8 +345,9 @@ def decode_proc(data: bytes) -> dict:
     }
     if kind == 3:  # an open: the file's path, what it asked for, what it got (the agent adds the opener)
         path = body[:path_len]
-        return record | {"path": _cstr(path), "access": access_names(access), "result": exit_code,
-                         "group": proc_group(cgroup_id, kind, access, exit_code, path)}  # fmt: skip
+        at = {"dirfd": struct.unpack("<q", struct.pack("<Q", lifetime_ns))[0]} if HOWS.get(how) in WRITE_CALLS else {}
+        return record | at | {"path": _cstr(path), "access": access_names(access), "result": exit_code,
+                              "group": proc_group(cgroup_id, kind, access, exit_code, path)}  # fmt: skip
     if kind == 4:  # a refused call: which one is in `how`
         return record | {"binary": "", "args": [], "group": proc_group(cgroup_id, kind, ppid, how, comm)}
     return (

@@ -74,7 +74,8 @@ def test_an_agent_rule_above_a_kernel_deny_is_saved_with_a_warning_naming_the_de
     response = client.post("/admin/policy/rule/add/", {**FORM, "action": "alert", "binary": "/u?r/*sh"}, follow=True)
     shown = [str(m) for m in response.context["messages"]]
     assert any("judged by the agent" in m and "deny no-shm" in m for m in shown), shown
-    response = client.post("/admin/policy/rule/add/", {**FORM, "rule_id": "r2", "binary": "/tmp/*"}, follow=True)
+    above = {**FORM, "rule_id": "r2", "binary": "/tmp/*", "priority": 50}  # a deny above it: nothing weakens it
+    response = client.post("/admin/policy/rule/add/", above, follow=True)
     assert not [str(m) for m in response.context["messages"] if "judged by the agent" in str(m)]
     response = client.post("/admin/policy/rule/add/", {**FORM, "rule_id": "r3", "action": "deny", "fileless": "on"})
     assert response.status_code == 302 and Rule.objects.get(rule_id="r3").to_spec()["match"] == {"fileless": True}

@@ -1,6 +1,7 @@
 """What a user sees, in a real browser, with real traffic from real cgroups."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -147,18 +148,20 @@ def test_a_forbidden_binary_shows_live_as_killed_and_the_container_shows_its_pro
     expect(page.locator("dl.facts")).to_contain_text("killed by signal 9")
     page.screenshot(path=str(ARTIFACTS / "process.png"), full_page=True)
     page.goto(f"{product.base}/feed/processes/?container=e2e-a")
-    shell = page.locator("#feed-rows tr", has_text="/bin/sh -c echo hi").first
-    expect(shell).to_contain_text(f"bin/python [{server.pid}]", timeout=5_000)  # its parent
+    shell = page.locator("#feed-rows tr", has_text=f"{SH} -c echo hi").first  # the file that ran...
+    expect(shell).to_contain_text("as /bin/sh")  # ...and the name it was run by
+    expect(shell).to_contain_text(f"bin/python3.11 [{server.pid}]", timeout=5_000)  # its parent, the file too
     page.screenshot(path=str(ARTIFACTS / "processes-feed.png"), full_page=True)
     page.goto(f"{product.base}/containers/")
     page.get_by_role("link", name="e2e-a").click()
     tree = page.locator("section", has_text="Process tree")
-    expect(tree.locator("ul.tree ul.tree li", has_text="/bin/sh").first).to_be_visible()
+    expect(tree.locator("ul.tree ul.tree li", has_text=SH).first).to_be_visible()
     expect(tree).to_contain_text("1 violation")
     expect(tree).to_contain_text("killed by signal 9")
     page.screenshot(path=str(ARTIFACTS / "container-processes.png"), full_page=True)
 
 
+SH = os.path.realpath("/bin/sh")  # on Debian, /usr/bin/dash: what runs
 READER = "import sys; print(open(sys.argv[1] + '/token').read()); print(open(sys.argv[1] + '/secret').read())"
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -152,3 +153,18 @@ def runtime(request, kernel, enforcement, netprobe, image_extra):
     finally:
         rt.close()
         runtimes.remove_cgroups(enforcement.parent)
+
+
+async def runtime_agent(runtime, enforcement, prefix: str, policy: list[dict]):
+    """(node, agent) for a test with a real runtime: a node of its own, and an agent over the
+    test's enforcer that reads the runtime's metadata, with `policy` as version 1."""
+    from dashboard.fleet.models import Node
+    from monitor.agent import Agent
+
+    node = await sync_to_async(Node.objects.create)(name=f"{prefix}-{uuid.uuid4().hex[:6]}",
+                                                    token_hash=uuid.uuid4().hex * 2)  # fmt: skip
+    enforcer = enforcement.enforcer
+    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
+    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
+    agent.set_policy(1, policy)
+    return node, agent

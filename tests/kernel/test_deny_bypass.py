@@ -19,10 +19,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from dashboard.events.models import ProcessEvent, Violation
-from dashboard.fleet.models import Node
-from monitor.agent import Agent
 
-from .conftest import deliver_until
+from .conftest import deliver_until, runtime_agent
 from .test_enforce_agent import run_agent, stop
 from .test_first_call import cgroups_made
 
@@ -74,13 +72,24 @@ OPENS = [
     ("open-chroot", "$A chroot /opt read /secret", "no-secret"),
     ("uring", "$A uring", "no-secret"),
     ("getfd", "$A getfd /etc/plain", "no-secret"),
-    ("write-reopen", "$A reopen /etc/ce-protected w", "protect"),
+]
+# changes made inside the call, before any kill could come: refused by the file's immutable
+# attribute (the agent set it for the write deny), whatever the name (status 1, errno 1)
+WRITES = [
+    ("truncate", "$A truncate /etc/ce-protected"),
+    ("truncate-link", "$A truncate /tmp/pl"),
+    ("truncate-spelling", "$A truncate /etc/./ce-protected"),
+    ("trunc-open", "$A trunc /etc/ce-protected"),
+    ("rename-over", "$A rename /tmp/evil /etc/ce-protected"),
+    ("unlink", "rm -f /etc/ce-protected"),
+    ("chmod", "chmod 666 /etc/ce-protected"),
 ]
 SETUP = """
 A=/bin/attack
 t() { name=$1; shift; out=$(eval "$@" 2>&1); echo "$name $? $out" | tr '\\n' ' '; echo; }
 ln /opt/forbidden /opt/hl; ln -s /opt/forbidden /opt/sl; ln /opt/secret /opt/secret-hl
 ln -s /opt/secret /opt/secret-sl; mkdir /tmp/drop; cp /opt/forbidden /tmp/drop/x
+ln -s /etc/ce-protected /tmp/pl; echo evil > /tmp/evil
 printf '#!/opt/forbidden hello\\n' > /opt/script; chmod +x /opt/script
 """
 AFTER = """
@@ -109,12 +118,11 @@ def image_extra(tmp_path_factory):
 async def test_every_way_to_the_forbidden_file_is_killed_and_reported(runtime, enforcement):
     tag = uuid.uuid4().hex[:6]
     name = f"bypass-{tag}"
-    node = await sync_to_async(Node.objects.create)(name=f"bp-{tag}", token_hash=uuid.uuid4().hex * 2)
     enforcer = enforcement.enforcer
-    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
-    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
-    agent.set_policy(1, POLICY)
+    node, agent = await runtime_agent(runtime, enforcement, "bp", POLICY)
     script = SETUP + "".join(f"t {n} {cmd}\n" for n, cmd, _ in EXECS + OPENS) + AFTER
+    script += "".join(f"t {n} {cmd}\n" for n, cmd in WRITES + [("write-reopen", "$A reopen /etc/ce-protected w")])
+    script += 'echo "protected $(cat /etc/ce-protected)"\n'  # unchanged, still there
     with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
         runner = await run_agent(agent)
         try:
@@ -123,9 +131,10 @@ async def test_every_way_to_the_forbidden_file_is_killed_and_reported(runtime, e
             out = done.stdout.decode()
             lines = {line.split(" ", 1)[0]: line for line in out.splitlines()}
             expected = [n for n, _, _ in EXECS + OPENS] + ["relative", "open-relative"]
+            refused = [n for n, _ in WRITES] + ["write-reopen"]
 
             def violations():
-                return Violation.objects.filter(container__name=name).count() >= len(expected)
+                return Violation.objects.filter(container__name=name).count() >= len(expected) + len(refused)
 
             print(out, done.stderr.decode(), "DEBUG", enforcer.identities, enforcer.id_looked, agent.health()["holds"])
             try:
@@ -153,7 +162,9 @@ async def test_every_way_to_the_forbidden_file_is_killed_and_reported(runtime, e
         assert lines.get(technique, "").startswith(f"{technique} 137 "), f"{technique} not killed:\n{out}"
     assert lines["clonefiles"].startswith("clonefiles 0 child killed 9"), out  # the sharing child, at clone
     assert lines["copy"].startswith("copy 0 RAN"), out  # a copy is another file: for allow-lists and hashes
-    assert "protected original" in out, out
+    for technique in refused:
+        assert lines.get(technique, "").startswith(f"{technique} 1 "), f"{technique} not refused:\n{out}"
+    assert out.count("protected original") == 2, out  # before the writes and after them
 
     def check():
         found = {(v.rule_id, v.kind): v for v in Violation.objects.filter(container__name=name)}
@@ -164,6 +175,12 @@ async def test_every_way_to_the_forbidden_file_is_killed_and_reported(runtime, e
         rows = Violation.objects.filter(container__name=name)
         assert rows.filter(enforced=True).count() == rows.count(), [v.unenforced for v in rows]
         assert rows.filter(kind="call").count() >= 3  # io_uring_setup, clone(CLONE_FILES), pidfd_getfd
+        writes = rows.filter(rule_id="protect")
+        assert writes.count() >= len(refused) and {v.target.split(" ")[0] for v in writes} == {"/etc/ce-protected"}
+        calls = set(
+            ProcessEvent.objects.filter(container__name=name, rule_id="protect").values_list("given", flat=True)
+        )
+        assert {c.split("(")[0] for c in calls} >= {"truncate", "rename", "unlink", "chmod", "open"}, calls
         memfd = ProcessEvent.objects.get(container__name=name, kind="exec", fileless=True)
         assert memfd.verdict == "deny" and memfd.binary.startswith("/memfd:payload")
         loader = ProcessEvent.objects.get(container__name=name, kind="exec", rule_id="no-forbidden-dyn")
@@ -179,11 +196,8 @@ async def test_an_allow_list_kills_a_copy_under_any_name_and_lets_the_listed_run
     under another name is another file, and killed; the listed binaries run."""
     tag = uuid.uuid4().hex[:6]
     name = f"listed-{tag}"
-    node = await sync_to_async(Node.objects.create)(name=f"al-{tag}", token_hash=uuid.uuid4().hex * 2)
     enforcer = enforcement.enforcer
-    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
-    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
-    agent.set_policy(1, [
+    node, agent = await runtime_agent(runtime, enforcement, "al", [
         {"id": "may-run", "priority": 10, "match": {"container": "listed-*", "binary": "/bin/busybox"},
          "action": "allow"},
         {"id": "may-attack", "priority": 10, "match": {"container": "listed-*", "binary": "*/attack"},

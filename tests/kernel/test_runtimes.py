@@ -17,13 +17,11 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from dashboard.events.models import ConnectionEvent, ProcessEvent, Violation
-from dashboard.fleet.models import Node
 from monitor import agent as agent_module
-from monitor.agent import Agent
 from monitor.files import DEFAULT_WATCHES
 
 from . import runtimes
-from .conftest import DNS_SERVER, deliver_until
+from .conftest import DNS_SERVER, deliver_until, runtime_agent
 from .test_enforce_agent import run_agent, stop
 from .test_first_call import cgroups_made
 
@@ -56,11 +54,8 @@ async def test_a_containers_first_call_is_refused_and_reported_with_its_name_and
         {"id": "deny-web", "match": {"container": "web-*", "dest_port": targets.port}, "action": "deny"},
         {"id": "deny-dns", "match": {"dest_ip": "127.53.0.0/16", "dest_port": 53}, "action": "deny"},
     ]
-    node = await sync_to_async(Node.objects.create)(name=f"rt-{tag}", token_hash=uuid.uuid4().hex * 2)
     enforcer = enforcement.enforcer
-    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
-    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
-    agent.set_policy(1, policy)
+    node, agent = await runtime_agent(runtime, enforcement, "rt", policy)
     calls = [
         (first, ["connect", "127.99.1.1", "443"], EPERM),
         (web, ["connect", "127.8.8.8", str(targets.port)], EPERM),
@@ -109,12 +104,9 @@ async def test_a_containers_processes_are_reported_and_a_forbidden_binary_is_kil
     then a binary an exec rule forbids, which is killed before it runs: the shell sees 137."""
     tag = uuid.uuid4().hex[:6]
     name = f"proc-{tag}"
-    node = await sync_to_async(Node.objects.create)(name=f"rtp-{tag}", token_hash=uuid.uuid4().hex * 2)
     enforcer = enforcement.enforcer
-    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
-    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
-    agent.set_policy(1, [{"id": "no-probe", "match": {"container": "proc-*", "binary": "/bin/netprobe"},
-                          "action": "deny"}])  # fmt: skip
+    policy = [{"id": "no-probe", "match": {"container": "proc-*", "binary": "/bin/netprobe"}, "action": "deny"}]
+    node, agent = await runtime_agent(runtime, enforcement, "rtp", policy)
     script = "/bin/sh -c 'exit 3'; echo shell $?; /bin/netprobe connect 127.8.8.8 1; echo probe $?"
     with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
         runner = await run_agent(agent)
@@ -148,13 +140,11 @@ async def test_a_containers_file_opens_are_reported_and_a_forbidden_read_is_kill
     the file relative to its working directory."""
     tag = uuid.uuid4().hex[:6]
     name = f"files-{tag}"
-    node = await sync_to_async(Node.objects.create)(name=f"rtf-{tag}", token_hash=uuid.uuid4().hex * 2)
     enforcer = enforcement.enforcer
-    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
     enforcer.watches = DEFAULT_WATCHES
-    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
-    agent.set_policy(1, [{"id": "no-secret", "match": {"container": "files-*", "path": "/etc/crossedge-secret",
-                                                       "access": ["read"]}, "action": "deny"}])  # fmt: skip
+    node, agent = await runtime_agent(runtime, enforcement, "rtf", [
+        {"id": "no-secret", "match": {"container": "files-*", "path": "/etc/crossedge-secret", "access": ["read"]},
+         "action": "deny"}])  # fmt: skip
     script = (
         "/bin/busybox cat /etc/shadow; echo shadow $?; echo top > /etc/crossedge-secret; echo wrote $?; "
         "/bin/busybox cat /etc/crossedge-secret; echo cat $?; cd /etc; /bin/busybox cat crossedge-secret; echo rel $?"
@@ -198,11 +188,10 @@ async def test_a_container_that_resolves_a_denied_name_is_refused_and_its_calls_
     through, and both connections are stored with the names the container resolved."""
     tag = uuid.uuid4().hex[:6]
     name = f"dns-{tag}"
-    node = await sync_to_async(Node.objects.create)(name=f"rtd-{tag}", token_hash=uuid.uuid4().hex * 2)
     enforcer = enforcement.enforcer
-    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
-    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
-    agent.set_policy(1, [{"id": "no-blocked", "match": {"dest_fqdn": "blocked.test"}, "action": "deny"}])
+    node, agent = await runtime_agent(
+        runtime, enforcement, "rtd", [{"id": "no-blocked", "match": {"dest_fqdn": "blocked.test"}, "action": "deny"}]
+    )
     script = "; ".join(
         f"/bin/busybox nslookup {host} {DNS_SERVER} > /dev/null; /bin/netprobe connect {ip} {resolver.port}"
         for host, ip in (("blocked.test", "127.20.0.2"), ("ok.test", "127.20.0.3"))
@@ -233,12 +222,9 @@ async def test_a_container_that_scans_as_it_starts_is_held_and_reported_once(run
     the rest in the kernel; the agent stores one scan violation and rows counting every call."""
     tag = uuid.uuid4().hex[:6]
     name = f"scan-{tag}"
-    node = await sync_to_async(Node.objects.create)(name=f"rts-{tag}", token_hash=uuid.uuid4().hex * 2)
     enforcer = enforcement.enforcer
-    enforcer.docker_roots = enforcer.podman_roots = (runtime.data_root,)
-    agent = Agent(backends=(), docker_roots=(runtime.data_root,), podman_roots=(runtime.data_root,), enforcer=enforcer)
-    agent.set_policy(1, [{"id": "scan-guard", "match": {}, "limit": {"new_destinations": 50}, "action": "deny",
-                          "hold": 30}])  # fmt: skip
+    policy = [{"id": "scan-guard", "match": {}, "limit": {"new_destinations": 50}, "action": "deny", "hold": 30}]
+    node, agent = await runtime_agent(runtime, enforcement, "rts", policy)
     script = "for p in $(/bin/busybox seq 20000 20199); do /bin/netprobe connect 127.77.0.1 $p; done"
     with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
         runner = await run_agent(agent)

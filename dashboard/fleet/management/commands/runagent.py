@@ -183,6 +183,7 @@ class Command(BaseCommand):
                 xdp_ifaces=tuple(opts["xdp_iface"]),
                 scan_summary=opts["scan_summary"],
                 io_uring=opts["io_uring"] == "refuse",
+                guard_state=str(settings.VAR_DIR / "immutable.json"),  # node-wide: what to clear when rules go
             )
         if opts["status"]:
             try:
