@@ -141,6 +141,17 @@ struct ce_lifecycle {
 #define CE_HOW_CHMOD 12
 #define CE_HOW_CHOWN 13
 
+/* A file as it was when the kernel saw it: a content hash the agent computed for it holds
+ * while all of these stay (a write changes ctime). `exec_hashes` keys on it. */
+struct ce_hash_key {
+	__u64 dev; /* as the kernel encodes it */
+	__u64 ino;
+	__u64 size;
+	__s64 ctime_sec;
+	__u32 ctime_nsec;
+	__u32 pad;
+};
+
 /* Sent with only the bytes of `data` it uses (the record's size is the pipeline's cost). */
 struct ce_proc {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
@@ -161,11 +172,13 @@ struct ce_proc {
 	__u8 verdict; /* exec, open: CE_V_* */
 	__u8 cut; /* 1: the path or argv was longer than its share of data */
 	__u8 access; /* open: CE_ACC_* bits */
-	__u8 held; /* exec: stopped (SIGSTOP) until the agent has listed its new container (bit 1) and has
-		    * looked up the files of the rules' exact paths as this new mount namespace sees them (2) */
+	__u8 held; /* exec: stopped (SIGSTOP) until the agent has listed its new container (bit 1), has
+		    * looked up the files of the rules' exact paths as this new mount namespace sees them (2),
+		    * has hashed the file (4: a content hash rule decides it, and the file is new to it) */
 	__u16 given_len; /* bytes of data after argv: the name as given (execve's, a failed open's), NUL included */
 	__u8 fileless; /* the file has no name left (memfd, a deleted file): nothing on disk to look at */
 	__u8 how; /* CE_HOW_*, 0 for an ordinary exec or open */
+	struct ce_hash_key file; /* exec: the file that runs */
 	char comm[16];
 	char pcomm[16]; /* the parent's task name */
 	char data[CE_DATA_LEN]; /* path, then argv, then the name as given */
@@ -260,12 +273,18 @@ struct ce_pconfig {
 	__u64 every[2]; /* by kind: rules for every monitored container (others: `pscope`) */
 	__u64 access[CE_ACCESSES]; /* open rules naming each access */
 	__u64 fileless; /* exec rules for files with no name (memfd, deleted) only */
+	__u64 sha; /* exec rules naming content hashes: they match a file `exec_hashes` has their bit for */
 	__u64 denies[2]; /* by kind: rules that deny, enforcing */
 	__u32 flags; /* CE_PC_* */
 	__u32 host_mnt_ns; /* the host's mount namespace (inode number): its processes are the runtime's, not judged */
 	__u8 suffix_len[CE_FIELDS]; /* the longest suffix a rule names in the field (0: none) */
 	__u8 pad[3];
 	struct ce_prule rules[2][CE_PRULES];
+};
+
+/* exec_hashes' value: the content hash rules (bits) whose digests the file has. */
+struct ce_hash {
+	__u64 mask;
 };
 
 /* `pscope`: per container, the rules naming containers that apply to it, by kind. */

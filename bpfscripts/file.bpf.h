@@ -254,7 +254,7 @@ static __always_inline int open_exit(void *ctx, long ret, __u32 call)
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 		if (bpf_map_lookup_elem(&loader_pending, &tgid)) {
 			bpf_map_delete_elem(&loader_pending, &tgid);
-			return loader_exec(ctx, cfg, task, file, cgid, *mon);
+			return loader_exec(ctx, cfg, task, file, ret, cgid, *mon);
 		}
 	}
 	if (!(cfg->flags & CE_PC_OPENS))

@@ -40,6 +40,14 @@ struct {
 	__type(value, struct ce_proc);
 } proc_scratch SEC(".maps");
 
+/* Files the agent hashed, by what they were when it did: the content hash rules they match. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CE_MAX_FLOWS);
+	__type(key, struct ce_hash_key);
+	__type(value, struct ce_hash);
+} exec_hashes SEC(".maps");
+
 /* Processes that exec'd a bare dynamic loader, until their first open (its program). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -188,13 +196,34 @@ static __always_inline void proc_common(struct ce_proc *ev, struct task_struct *
 	ev->given_len = 0;
 	ev->fileless = 0;
 	ev->how = 0;
+	__builtin_memset(&ev->file, 0, sizeof(ev->file));
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	bpf_probe_read_kernel_str(ev->pcomm, sizeof(ev->pcomm), BPF_CORE_READ(parent, comm));
 }
 
-/* Judge an exec of `file` (resolved in p) by the exec rules: the first match's bit, or -1. */
+/* What a file is now (ce_hash_key), for exec_hashes. */
+static __always_inline void hash_key(struct file *file, struct ce_hash_key *key)
+{
+	if (!file || !bpf_rdonly_cast)
+		return;
+	file = bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
+	struct inode *inode = file->f_inode;
+	if (!inode)
+		return;
+	key->dev = inode->i_sb->s_dev;
+	key->ino = inode->i_ino;
+	key->size = inode->i_size;
+	if (bpf_core_field_exists(inode->i_ctime_sec)) {
+		key->ctime_sec = BPF_CORE_READ(inode, i_ctime_sec);
+		key->ctime_nsec = BPF_CORE_READ(inode, i_ctime_nsec);
+	}
+}
+
+/* Judge an exec of `file` (resolved in p) by the exec rules: the first match's bit, or -1;
+ * *unhashed is set when that is a content hash rule and the file is new to exec_hashes (the
+ * agent decides, once it has hashed it). */
 static __always_inline int exec_judge(struct ce_pconfig *cfg, __u64 cgid, __u8 mon, struct file *file,
-				      struct ce_rpath *p, struct task_struct *task, __u8 nameless)
+				      struct ce_rpath *p, struct task_struct *task, struct ce_proc *ev, int *unhashed)
 {
 	__u32 lens[3] = {p->len - 1, 0, 0};
 	__u64 cand = scope_mask(cfg, CE_K_EXEC, cgid, mon);
@@ -202,10 +231,23 @@ static __always_inline int exec_judge(struct ce_pconfig *cfg, __u64 cgid, __u8 m
 	if (!cand)
 		return -1;
 	cand &= field_mask(cfg, CE_F_EXEC, p, (cfg->flags & CE_PC_IDS) ? identity(file) : NULL, NULL);
-	if (!nameless)
+	if (!ev->fileless)
 		cand &= ~cfg->fileless;
 	struct task_struct *parent = task ? task->real_parent : NULL;
 	cand = by_binary(cfg, cand, CE_F_EXEC_PARENT, parent, CE_W_PARENT, lens, 1);
+	if (cand & cfg->sha) { /* a content hash rule is in play: is the file one the agent hashed? */
+		struct ce_hash *known = bpf_map_lookup_elem(&exec_hashes, &ev->file);
+		if (known) {
+			cand &= known->mask | ~cfg->sha;
+		} else {
+			int bit = first_rule(cfg, CE_K_EXEC, cand, lens);
+			if (bit >= 0 && bit < CE_PRULES && ((cfg->sha >> bit) & 1)) {
+				*unhashed = 1; /* the hash decides: the agent, after hashing it */
+				return -1;
+			}
+			cand &= ~cfg->sha;
+		}
+	}
 	return first_rule(cfg, CE_K_EXEC, cand, lens);
 }
 
@@ -301,14 +343,15 @@ static __always_inline void proc_exec(void *ctx, struct task_struct *task, struc
 		return;
 	proc_common(ev, task, cgid, CE_PROC_EXEC);
 	struct file *file = bprm->file;
-	int runtime = runtime_task(cfg, task);
+	int runtime = runtime_task(cfg, task), unhashed = 0;
 	if (runtime)
 		ev->how = CE_HOW_RUNTIME;
+	hash_key(file, &ev->file);
 	if (resolve(file, CE_W_MAIN, &p) == 0) {
 		ev->path_len = path_out(&p, ev->data, &ev->cut);
 		ev->fileless = fileless(file);
 		if ((cfg->flags & CE_PC_ON) && !runtime)
-			killed = decide_rule(cfg, CE_K_EXEC, exec_judge(cfg, cgid, mon, file, &p, task, ev->fileless), ev);
+			killed = decide_rule(cfg, CE_K_EXEC, exec_judge(cfg, cgid, mon, file, &p, task, ev, &unhashed), ev);
 		if (!killed && (cfg->flags & CE_PC_LOADER) && loader_named(&p)) {
 			__u32 tgid = ev->pid;
 			__u8 yes = 1;
@@ -323,14 +366,14 @@ static __always_inline void proc_exec(void *ctx, struct task_struct *task, struc
 	}
 	int pending_here = bpf_map_lookup_elem(&pending, &cgid) != NULL;
 	int new_ns = !killed && (cfg->flags & CE_PC_NS_HOLD) && new_namespace(task, cgid);
-	ev->held = killed ? 0 : (pending_here ? 1 : 0) | (new_ns ? 2 : 0);
+	ev->held = killed ? 0 : (pending_here ? 1 : 0) | (new_ns ? 2 : 0) | (unhashed ? 4 : 0);
 	if (proc_send(ctx, ev, ev->verdict != CE_V_ALLOW || ev->held) == 0 && ev->held)
 		bpf_send_signal(CE_SIGSTOP);
 }
 
 /* The first file a bare dynamic loader opened is its program: judged as an exec of it. */
 static __always_inline int loader_exec(void *ctx, struct ce_pconfig *cfg, struct task_struct *task, struct file *file,
-				       __u64 cgid, __u8 mon)
+				       long fd, __u64 cgid, __u8 mon)
 {
 	__u32 zero = 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
@@ -342,7 +385,11 @@ static __always_inline int loader_exec(void *ctx, struct ce_pconfig *cfg, struct
 	ev->how = CE_HOW_LOADER;
 	ev->path_len = path_out(&p, ev->data, &ev->cut);
 	ev->fileless = fileless(file);
-	decide_rule(cfg, CE_K_EXEC, exec_judge(cfg, cgid, mon, file, &p, task, ev->fileless), ev);
+	hash_key(file, &ev->file);
+	int unhashed = 0;
+	decide_rule(cfg, CE_K_EXEC, exec_judge(cfg, cgid, mon, file, &p, task, ev, &unhashed), ev);
+	ev->held = unhashed ? 4 : 0; /* held until the agent has hashed its program (its descriptor: exit_code) */
+	ev->exit_code = fd;
 	args_out(ev, task);
 	struct ce_rpath lp = {};
 	struct file *exe = exe_of(task);
@@ -351,7 +398,8 @@ static __always_inline int loader_exec(void *ctx, struct ce_pconfig *cfg, struct
 		if (buf)
 			given_out(ev, buf + (lp.pos & (CE_WALK_LEN - 1)), 0);
 	}
-	proc_send(ctx, ev, 1);
+	if (proc_send(ctx, ev, 1) == 0 && ev->held)
+		bpf_send_signal(CE_SIGSTOP);
 	return 0;
 }
 

@@ -34,6 +34,7 @@ from .dns import Names
 from .files import watched
 from .flowcounts import FlowCounts, KernelFlows
 from .guard import AT_FDCWD, refused_file
+from .hashing import hash_file
 from .kernel import processes as kernel_processes
 from .kernel.bpftool import BpftoolError
 from .kernel.enforcer import Enforcer, EnforcerError
@@ -140,6 +141,7 @@ class Agent:
         self.limit_reports = LimitReports()  # what the rate limits held back
         self.kernel_reports = collections.Counter()  # scans and floods raised, calls summed, limit reports
         self._sync_retry_at, self._sync_backoff = 0.0, SYNC_RETRY
+        self._tasks: set[asyncio.Task] = set()  # hashing a held exec's file
 
     # -- events ---------------------------------------------------------------
     def handle(self, backend: str, event: dict) -> None:
@@ -235,6 +237,12 @@ class Agent:
     def handle_proc(self, _backend: str, event: dict) -> None:
         """An exec, exit, open or refused call in a monitored container: attributed and judged
         like a connection."""
+        if event.pop("hash_due", False):  # a content hash rule decides it: hashed first, held meanwhile
+            self._hash_then_judge(_backend, event)
+            return
+        known = self.enforcer.hashes.get(event.pop("file", None), "") if event["event"] == "exec" else ""
+        event["sha256"] = event.get("sha256") or known  # a file hashed before: its content's hash
+        event.pop("loader_fd", None)
         event["source"] = KERNEL
         event["kind"] = event.pop("event")
         how = event.get("how", "")
@@ -391,6 +399,27 @@ class Agent:
         self.enforcer.classified(cgid)
         self.pending.setdefault(cgid, time.monotonic())
         self._kernel_wakeup.set()
+
+    def _hash_then_judge(self, backend: str, event: dict) -> None:
+        """Hash the file a held exec runs (in a thread), teach the kernel its hash, then judge the
+        exec as a held one: the agent applies the rules and kills it before it ran if one denies."""
+        cgid, enforcer = event["cgroup_id"], self.enforcer
+        enforcer.hashing[cgid] = enforcer.hashing.get(cgid, 0) + 1
+
+        async def hash_then_judge():
+            try:
+                digest = await asyncio.to_thread(hash_file, event["pid"], event.get("loader_fd"))
+            finally:
+                enforcer.hashing[cgid] -= 1
+            if digest:
+                enforcer.learn_hash(event["file"], digest)
+                self._kernel_wakeup.set()
+            event.update(sha256=digest or "", listing=True)
+            self.handle_proc(backend, event)
+
+        task = asyncio.get_running_loop().create_task(hash_then_judge())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _refused_write(self, event: dict, how: str) -> bool:
         """A call refused with EPERM where files are immutable for write denies: if it named one

@@ -149,7 +149,8 @@ def judge(
         found = Open(event["path"], event["access"], event["binary"], parents, **scope)
         rule = next((r for r in _agent_rules(ruleset, "open", in_kernel) if r.matches_open(found)), None)
     else:
-        found = Exec(event["binary"], parents, **scope, fileless=event.get("fileless", False))
+        found = Exec(event["binary"], parents, **scope, fileless=event.get("fileless", False),
+                     sha256=event.get("sha256", ""))  # fmt: skip
         rule = next((r for r in _agent_rules(ruleset, "exec", in_kernel) if r.matches_exec(found)), None)
     event.update(
         verdict=rule.action if rule else "allow",

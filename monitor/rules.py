@@ -22,10 +22,12 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode", "expires", "limit",
              "hold")  # fmt: skip
 MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_fqdn", "dest_port", "binary", "parent", "path",
-              "access", "source_ip", "fileless")  # fmt: skip
+              "access", "source_ip", "fileless", "sha256")  # fmt: skip
 SOURCE_KEYS = ("source_ip",)  # a rule with it judges packets arriving at the node's XDP interfaces
 CONNECT_KEYS = ("dest_ip", "dest_fqdn", "dest_port")
-EXEC_KEYS = ("binary", "parent", "fileless")  # a rule with one of these judges execs, not connections
+EXEC_KEYS = ("binary", "parent", "fileless", "sha256")  # a rule with one of these judges execs, not connections
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_HASHES = 1000  # content hashes one rule names
 FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
 ACCESSES = ("read", "write", "create", "truncate")  # what an open asks for
 SCOPE_KEYS = ("cgroup_id", "cgroup_path", "container")
@@ -129,6 +131,7 @@ class Rule:
     binary: str | None = None  # glob on the exec'd path
     parent: str | None = None  # glob on the parent's binary
     fileless: bool = False  # exec: only a file with no name left (memfd_create, a deleted file)
+    sha256: tuple[str, ...] | None = None  # exec: the file's content is one of these (SHA-256, hex)
     path: str | None = None  # glob on an opened file's path
     access: tuple[str, ...] | None = None  # the accesses an open rule applies to (None: any)
     source_net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None  # ingress: packets from here
@@ -159,7 +162,9 @@ class Rule:
             return "ingress"
         if self.path is not None:
             return "open"
-        return "exec" if self.binary is not None or self.parent is not None or self.fileless else "connect"
+        if self.binary is not None or self.parent is not None or self.fileless or self.sha256 is not None:
+            return "exec"
+        return "connect"
 
     def matches_scope(self, cgroup_id: int | None, cgroup_path: str | None, container: str | None) -> bool:
         if self.cgroup_id is not None and cgroup_id != self.cgroup_id:
@@ -176,6 +181,8 @@ class Rule:
         if self.binary is not None and not glob_match(proc.binary, self.binary):
             return False
         if self.fileless and not proc.fileless:
+            return False
+        if self.sha256 is not None and proc.sha256 not in self.sha256:
             return False
         if self.parent is not None and not (
             proc.parents and proc.parents[0] and glob_match(proc.parents[0], self.parent)
@@ -234,6 +241,8 @@ class Rule:
             match["parent"] = self.parent
         if self.fileless:
             match["fileless"] = True
+        if self.sha256 is not None:
+            match["sha256"] = list(self.sha256)
         if self.path is not None:
             match["path"] = self.path
         if self.access is not None:
@@ -309,6 +318,20 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
     if "fileless" in match and match["fileless"] is not True:
         raise RuleError(rule_id, "match.fileless", "must be true (an exec of a file with no name: memfd_create, a "
                         "deleted file); leave it out otherwise")  # fmt: skip
+    sha256 = match.get("sha256")
+    if sha256 is not None:
+        sha256 = [sha256] if isinstance(sha256, str) else sha256
+        if (
+            not isinstance(sha256, list)
+            or not sha256
+            or len(sha256) > MAX_HASHES
+            or not all(isinstance(h, str) and SHA256_RE.match(h.lower()) for h in sha256)
+        ):
+            raise RuleError(rule_id, "match.sha256", f"must be a SHA-256 (64 hex digits) or a list of at most "
+                            f"{MAX_HASHES} of them: the content of the file that runs")  # fmt: skip
+        sha256 = tuple(dict.fromkeys(h.lower() for h in sha256))
+        if "path" in match:
+            raise RuleError(rule_id, "match.sha256", "applies to exec rules (the file that runs), not to opens")
     if "fileless" in match and "path" in match:
         raise RuleError(rule_id, "match.fileless", "applies to exec rules (with binary or parent), not to opens")
     if "path" in match:
@@ -380,6 +403,7 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         binary=match.get("binary"),
         parent=match.get("parent"),
         fileless=bool(match.get("fileless")),
+        sha256=sha256,
         path=match.get("path"),
         access=access,
         source_net=source_net,
@@ -480,6 +504,7 @@ class Exec:
     cgroup_path: str | None = None
     container: str | None = None
     fileless: bool = False
+    sha256: str = ""  # its content's hash, when known
 
 
 @dataclass(slots=True)

@@ -296,6 +296,7 @@ def _process_row(node: Node, e: dict, container: Container | None) -> SimpleName
         binary=e["binary"],
         given=e["given"],
         fileless=e["fileless"],
+        sha256=e["sha256"],
         args=e["args"],
         cut=e["cut"],
         exit_code=e.get("exit_code"),

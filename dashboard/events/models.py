@@ -115,6 +115,9 @@ class ProcessEvent(models.Model):
         "open: the name a failed open gave (there is no file)",
     )  # fmt: skip
     fileless = models.BooleanField(default=False, help_text="The file has no name left: memfd_create, deleted")
+    sha256 = models.CharField(
+        max_length=64, blank=True, help_text="exec: the content's SHA-256, where a content hash rule had it hashed"
+    )
     path = models.CharField(
         max_length=1024, blank=True, help_text="open: the opened file's path, as resolved; call: the call refused"
     )

@@ -4,6 +4,7 @@ with a reason; the rest of its batch is still stored."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 INT64 = (0, (1 << 63) - 1)
 FIELDS = {
@@ -194,6 +195,9 @@ def check_event(event) -> dict:
         given = event.setdefault("given", "")
         if not isinstance(given, str) or len(given) > 1024:
             raise EventError("given: must be a string of at most 1024 characters")
+        digest = event.setdefault("sha256", "")
+        if not isinstance(digest, str) or (digest and not re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise EventError("sha256: must be 64 lower-case hex digits, or empty")
     _check_container(event)
     return event
 

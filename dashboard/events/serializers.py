@@ -74,6 +74,7 @@ def process_row(p) -> dict:
         "binary": p.binary,
         "given": p.given,
         "fileless": p.fileless,
+        "sha256": p.sha256,
         "args": p.args,
         "cut": p.cut,
         "exit": p.exit_text,

@@ -136,6 +136,13 @@ def bearer_token(scope) -> str | None:
 
 
 class AgentConsumer(AsyncWebsocketConsumer):
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # (a server that stops cancels the consumer without a disconnect: its acker goes too)
+            if getattr(self, "acker", None):
+                self.acker.cancel()
+
     async def connect(self):
         self.node = await agents_db(Node.authenticate)(bearer_token(self.scope))
         if self.node is None:

@@ -49,7 +49,7 @@ class RuleAdmin(admin.ModelAdmin):
         ),
         (
             "Or processes: a binary run in the container (a rule judges connections, execs or opens)",
-            {"fields": ("binary", "parent", "fileless")},
+            {"fields": ("binary", "parent", "fileless", "sha256")},
         ),
         (
             "Or files: a path opened in the container (binary and parent then name the opener)",

@@ -63,6 +63,13 @@ class Rule(models.Model):
     fileless = models.BooleanField(
         default=False, help_text="exec rule: only a file with no name left (memfd_create, a deleted file)"
     )
+    sha256 = models.JSONField(
+        "content SHA-256",
+        null=True,
+        blank=True,
+        help_text='exec rule: the file\'s content is one of these, e.g. ["9f86d0…"] (a copy under any name; a file '
+        "new to the node is held at its exec until hashed)",
+    )
     path = models.CharField(
         max_length=1024,
         blank=True,
@@ -148,8 +155,9 @@ class Rule(models.Model):
             return f"packets from {self.source_ip}{until}"
         if self.path:
             return f"open {self.path}" + (f" ({', '.join(self.access)})" if self.access else "") + opener
-        if self.binary or self.parent or self.fileless:
+        if self.binary or self.parent or self.fileless or self.sha256:
             what = f"exec {self.binary or 'any'}" + (" (fileless)" if self.fileless else "")
+            what += f" with content {', '.join(h[:12] + '…' for h in self.sha256[:3])}" if self.sha256 else ""
             return what + (f" from {self.parent}" if self.parent else "")
         return f"{self.dest_fqdn or self.dest_ip or 'any'} port {self.dest_port or 'any'}"
 
@@ -165,6 +173,8 @@ class Rule(models.Model):
             match["dest_port"] = int(self.dest_port) if self.dest_port.isdigit() else self.dest_port
         if self.fileless:
             match["fileless"] = True
+        if self.sha256:
+            match["sha256"] = self.sha256
         extra = {"expires": self.expires.isoformat()} if self.expires else {}
         limit = {k: getattr(self, k) for k in engine.LIMITS if getattr(self, k) is not None}
         if limit:
@@ -200,6 +210,7 @@ class Rule(models.Model):
         self.binary = rule.binary or ""
         self.parent = rule.parent or ""
         self.fileless = rule.fileless
+        self.sha256 = list(rule.sha256) if rule.sha256 is not None else None
         self.path = rule.path or ""
         self.access = list(rule.access or ())
         self.source_ip = str(rule.source_net) if rule.source_net else ""

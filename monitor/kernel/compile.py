@@ -30,6 +30,8 @@ from .layout import (
     CGROUP,
     FIELDS,
     FQDN_RULES_LEN,
+    HASH,
+    HASH_KEY,
     ID,
     ID_KEY,
     MAX_SLOTS,
@@ -66,6 +68,7 @@ REV_MAP = "pat_rev"  # ...their suffixes, reversed
 IDS_MAP = "pat_ids"  # ...their exact paths' files by identity, per container
 CONFIG_MAP = "pconfig"  # ...and the rest: one array entry
 PSCOPE_MAP = "pscope"  # containers -> the rules naming containers that apply to them
+HASHES_MAP = "exec_hashes"  # files the agent hashed -> the content hash rules they match
 FQDN_MAP = "fqdn_rules"  # name patterns -> their rules (dns.bpf.h)
 UNNAMED_MAP = "fqdn_unnamed"  # every container's rules for addresses never resolved: one array entry
 BLOCK_MAPS = {4: "block4", 6: "block6"}  # source networks -> their rule (xdp.bpf.h)
@@ -73,7 +76,7 @@ SCAN_MAP = "scan_limits"  # containers -> the summing threshold and their scan r
 SCAN_EVERY_MAP = "scan_every"  # ...and every container's: one array entry
 FLOOD_MAP = "flood_limits"  # the SYN flood rules (xdp.bpf.h): one array entry
 LIMIT_MAP = "limits"  # containers -> their egress and connection rates (limits.bpf.h)
-POLICY_MAPS = (*MAPS.values(), FWD_MAP, REV_MAP, IDS_MAP, CONFIG_MAP, PSCOPE_MAP, FQDN_MAP, UNNAMED_MAP,
+POLICY_MAPS = (*MAPS.values(), FWD_MAP, REV_MAP, IDS_MAP, CONFIG_MAP, PSCOPE_MAP, HASHES_MAP, FQDN_MAP, UNNAMED_MAP,
                *BLOCK_MAPS.values(), SCAN_MAP, SCAN_EVERY_MAP, FLOOD_MAP, LIMIT_MAP)  # fmt: skip
 MIN_BURST_NS = 100_000_000  # a rate limit lets this much time's worth through at once, at least...
 MIN_BURST_BYTES = 128 << 10  # ...and for egress at least this (two 64 KiB GSO packets)
@@ -113,6 +116,7 @@ def compile_rules(
     identities: dict[tuple[int, str], tuple[int, int]] | None = None,
     io_uring: bool = True,
     host_mnt_ns: int = 0,
+    hashes: dict[tuple, str] | None = None,
 ) -> Compiled:
     """`slots` is the previous rule id -> slot assignment, kept so counters stay with their
     rule; `watches` the node's file watches (monitor.files); `summarise` the new destinations
@@ -120,7 +124,8 @@ def compile_rules(
     `identities` (cgroup, path) -> (dev, inode) of the exact paths the rules name, as found in
     each container (the kernel's dev_t encoding); `io_uring` False lets io_uring_setup() be
     where an open deny applies; `host_mnt_ns` the host's mount namespace, whose processes in
-    a container's cgroup (the runtime's) are not judged."""
+    a container's cgroup (the runtime's) are not judged; `hashes` the files the agent hashed
+    (layout.HASH_KEY's fields -> SHA-256 hex)."""
     out = Compiled()
     out.slots = _assign_slots([r.id for r in ruleset.rules], slots or {})
     # bucket (family, cgroup_id, port) -> {network: (rank, rule)}
@@ -147,6 +152,7 @@ def compile_rules(
             value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
             target[encode_key(net, cgid, port)] = value.encode()
     _path_entries(ruleset, scopes, watches, identities or {}, io_uring, host_mnt_ns, out)
+    _hash_entries(ruleset, hashes or {}, out)
     _fqdn_entries(ruleset, scopes, out)
     _block_entries(ruleset, out)
     _scan_entries(ruleset, scopes, summarise, out)
@@ -307,7 +313,7 @@ def _path_entries(
     their glob's literal prefix reported. A kernel rule is judged in the kernel even below a
     rule needing the agent: where both match, the kernel's decides (a note says so)."""
     config = {"def_fwd": [0] * FIELDS, "def_rev": [0] * FIELDS, "every": [0, 0], "access": [0] * len(ACCESSES),
-              "fileless": 0, "denies": [0, 0], "flags": PC_ON | (PC_IO_URING if io_uring else 0),
+              "fileless": 0, "sha": 0, "denies": [0, 0], "flags": PC_ON | (PC_IO_URING if io_uring else 0),
               "host_mnt_ns": host_mnt_ns, "suffix_len": [0] * FIELDS, "rules": [{}, {}]}  # fmt: skip
     fwd: dict[tuple[int, bytes], list] = defaultdict(lambda: [0, 0])  # (fld, key bytes) -> [mask, watch bits]
     rev: dict[tuple[int, bytes], int] = defaultdict(int)
@@ -366,6 +372,8 @@ def _path_entries(
             config["flags"] |= PC_LOADER
             if rule.fileless:
                 config["fileless"] |= flag
+            if rule.sha256 is not None:
+                config["sha"] |= flag
         cgroup_ids = _cgroup_ids(rule, scopes, out) or []
         if rule.action == "deny" and not rule.audit:
             config["denies"][kind] |= flag
@@ -400,6 +408,22 @@ def _path_entries(
         out.entries[PSCOPE_MAP][CGROUP.pack(cgid)] = PSCOPE.pack(*masks)
         out.own.add(cgid)
     out.entries[CONFIG_MAP][SLOT.pack(0)] = encode_pconfig(config)
+
+
+def _hash_entries(ruleset: RuleSet, hashes: dict[tuple, str], out: Compiled) -> None:
+    """Every file the agent hashed into `exec_hashes`, with the content hash rules (their bits)
+    its digest is in; one matching none is there too, so its next exec is not held again."""
+    bits = {}
+    for rule in ruleset.rules:
+        if rule.kind == "exec" and rule.id in out.kernel_rules:
+            bits[rule.id] = len(bits)
+    digests: dict[str, int] = defaultdict(int)
+    for rule in ruleset.rules:
+        if rule.id in bits and rule.sha256 is not None:
+            for digest in rule.sha256:
+                digests[digest] |= 1 << bits[rule.id]
+    for key, digest in hashes.items():
+        out.entries[HASHES_MAP][HASH_KEY.pack(*key)] = HASH.pack(digests.get(digest, 0))
 
 
 def _guard(rule: Rule, fields: dict, scopes: list[Scope], cgroup_ids: list[int], out: Compiled) -> None:

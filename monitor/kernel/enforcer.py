@@ -30,6 +30,7 @@ Every method is blocking (bpftool runs as a child); the agent calls them from a 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fnmatch
 import hashlib
@@ -187,6 +188,7 @@ def _choice(name: str, patterns: dict[int, frozenset], cgid: int) -> tuple[int, 
     return (cgid, own) if own else (0, dns.best_pattern(name, patterns.get(0, frozenset())))
 
 
+MAX_HASHES = 60_000  # files remembered hashed (exec_hashes holds 65,536, least recently used go)
 PRUNE_IDLE_NS = 60 * 10**9  # flows idle this long may be forgotten when the table fills up
 
 
@@ -261,6 +263,9 @@ class Enforcer:
         self.id_paths: frozenset[str] = frozenset()  # the exact paths the identities are of
         self.id_looked: set[int] = set()  # cgroups whose files were looked up (through one of their processes)
         self.files_due: dict[int, set[int]] = {}  # cgroup -> processes held to look its files up through
+        self.hashes: collections.OrderedDict[tuple, str] = collections.OrderedDict()  # files hashed -> SHA-256
+        self.hashing: dict[int, int] = {}  # cgroup -> execs held there until their file is hashed
+        self.hashes_new = False  # learned since the last write
         self.scan_summary = scan_summary  # new destinations per second from which calls are summed (a scan)
         self.watches = tuple(watches)  # file watches besides the file rules (monitor.files)
         self.files = files  # attach the open() programs
@@ -454,7 +459,7 @@ class Enforcer:
         self.walked_at = started
         points = self.attach_points(containers)
         changed = force or scopes != self.scopes
-        resync = changed or self._identities_due()
+        resync = changed or self._identities_due() or self.hashes_new
         for rel in points:
             if rel not in self.targets or force:
                 self._attach(rel)
@@ -516,8 +521,8 @@ class Enforcer:
         """Whether a walk made after the kernel classified this cgroup has settled it (in
         scope, with the policy written, or out of scope): a held process there may go on."""
         if cgid in self.scope_ids:
-            if cgid in self.files_due:
-                return False  # a held process waits for the container's files to be looked up
+            if cgid in self.files_due or self.hashing.get(cgid):
+                return False  # a held process waits for the container's files to be looked up, or hashed
             return self.ruleset is None or self.policy_version == self.ruleset.version
         return self.heard.get(cgid, float("inf")) < self.walked_at
 
@@ -642,8 +647,9 @@ class Enforcer:
         cannot hold is refused whole (the previous one keeps enforcing) and shown in health."""
         self.ruleset = ruleset
         self._find_identities(ruleset)
+        self.hashes_new = False
         compiled = compile_rules(ruleset, self.scopes, self.slots, self.watches, self.scan_summary, self.identities,
-                                 self.io_uring, host_mount_namespace())  # fmt: skip
+                                 self.io_uring, host_mount_namespace(), dict(self.hashes))  # fmt: skip
         for name, entries in compiled.entries.items():
             if len(entries) > MAX_ENTRIES:
                 self.error = (
@@ -766,6 +772,15 @@ class Enforcer:
     def _identities_due(self) -> bool:
         """A held process waits for its container's files to be looked up."""
         return bool(self.files_due)
+
+    def learn_hash(self, key: tuple, digest: str) -> None:
+        """A file hashed (monitor.hashing): written to `exec_hashes` with the next write, so the
+        kernel decides its next exec itself (the oldest are forgotten past MAX_HASHES)."""
+        self.hashes.pop(key, None)
+        self.hashes[key] = digest
+        while len(self.hashes) > MAX_HASHES:
+            self.hashes.popitem(last=False)
+        self.hashes_new = True
 
     def hold_for_files(self, cgid: int, pid: int) -> None:
         """The kernel held this exec, its cgroup's first in a mount namespace: look the rules'

@@ -42,7 +42,9 @@ EVENT = struct.Struct(f"{EVENT_V1.format}Q")
 FLOW_KEY = struct.Struct("<QIHBB16sB7xQ")
 LIFECYCLE = struct.Struct("<QQQI4x")
 FLOW = struct.Struct("<QQ")
-PROC_HEAD = struct.Struct("<QQQQQIIIIIiIHHBBBBHBB16s16s")  # a ce_proc up to its data, which is sent as used
+HASH_KEY = struct.Struct("<QQQqI4x")  # dev, inode, size, ctime (s, ns): a file as the kernel saw it
+HASH = struct.Struct("<Q")
+PROC_HEAD = struct.Struct(f"<QQQQQIIIIIiIHHBBBBHBB{HASH_KEY.size}s16s16s")  # a ce_proc up to its data (sent as used)
 PROC_KEY = struct.Struct("<QQIIiI")
 PROC = struct.Struct(f"{PROC_HEAD.format}{DATA_LEN}s")
 PAT_KEY = struct.Struct(f"<IB{MATCH_LEN - 1}s")  # packed: the field, then the path
@@ -50,7 +52,7 @@ PAT = struct.Struct("<QB7x")
 ID_KEY = struct.Struct("<QQ")
 ID = struct.Struct(f"<{FIELDS}Q")
 PRULE = struct.Struct("<IBB3H")
-PCONFIG = struct.Struct(f"<{FIELDS}Q{FIELDS}Q2Q4QQ2QII{FIELDS}B3x{PRULE.size * 2 * PRULES}s")
+PCONFIG = struct.Struct(f"<{FIELDS}Q{FIELDS}Q2Q4QQQ2QII{FIELDS}B3x{PRULE.size * 2 * PRULES}s")
 PSCOPE = struct.Struct("<2Q")
 FQDN_KEY = struct.Struct("<QQB7x")
 FQDN_RULE = struct.Struct("<IIHBB")
@@ -84,6 +86,7 @@ CGROUP = struct.Struct("<Q")
 STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT, "ce_flow_key": FLOW_KEY,
            "ce_flow": FLOW, "ce_lifecycle": LIFECYCLE, "ce_proc": PROC, "ce_pat_key": PAT_KEY, "ce_pat": PAT,
            "ce_id_key": ID_KEY, "ce_id": ID, "ce_prule": PRULE, "ce_pconfig": PCONFIG, "ce_pscope": PSCOPE,
+           "ce_hash_key": HASH_KEY, "ce_hash": HASH,
            "ce_proc_key": PROC_KEY, "ce_fqdn_key": FQDN_KEY,
            "ce_fqdn_rule": FQDN_RULE, "ce_fqdn_rules": FQDN_RULES, "ce_addr_key": ADDR_KEY,
            "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_traffic_key": TRAFFIC_KEY,
@@ -310,7 +313,7 @@ def decode_proc(data: bytes) -> dict:
     if len(data) < PROC_HEAD.size:
         raise ValueError(f"process record is {len(data)} bytes, expected at least {PROC_HEAD.size}")
     (ts_ns, cgroup_id, start_ns, lifetime_ns, folded, kind, pid, ppid, uid, gid, exit_code, slot, path_len, args_len,
-     verdict, cut, access, held, given_len, fileless, how, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
+     verdict, cut, access, held, given_len, fileless, how, file, comm, pcomm) = PROC_HEAD.unpack_from(data)  # fmt: skip
     if kind not in PROC_TYPES:
         raise ValueError(f"process record has type {kind}")
     if verdict not in VERDICT_NAMES:
@@ -356,9 +359,12 @@ def decode_proc(data: bytes) -> dict:
             "binary": _cstr(body[:path_len]),
             "held": bool(held),  # stopped until the agent has listed its new container...
             "listing": bool(held & 1),
-            "files_due": bool(held & 2),  # ...or looked up the rules' files through this process
+            "files_due": bool(held & 2),  # ...or looked up the rules' files through this process...
+            "hash_due": bool(held & 4),  # ...or hashed the file (a content hash rule decides it)
+            "file": HASH_KEY.unpack(file),  # the file that ran, as exec_hashes keys it
             "args": argv[:-1] if argv and argv[-1] == "" else argv,
             "exit_code": exit_code if kind == 2 else None,
+            "loader_fd": exit_code if HOWS.get(how) == "loader" else None,  # the descriptor of the loader's program
             "lifetime_ns": lifetime_ns if kind == 2 else None,
             "group": proc_group(cgroup_id, kind, ppid, exit_code, body[:path_len] if kind == 1 else comm),
         }
@@ -417,8 +423,8 @@ def encode_pconfig(config: dict) -> bytes:
         for slot, action, audit, lens in (config["rules"][kind].get(bit, empty) for bit in range(PRULES))
     )
     c = config
-    return PCONFIG.pack(*c["def_fwd"], *c["def_rev"], *c["every"], *c["access"], c["fileless"], *c["denies"],
-                        c["flags"], c["host_mnt_ns"], *c["suffix_len"], rules)  # fmt: skip
+    return PCONFIG.pack(*c["def_fwd"], *c["def_rev"], *c["every"], *c["access"], c["fileless"], c["sha"],
+                        *c["denies"], c["flags"], c["host_mnt_ns"], *c["suffix_len"], rules)  # fmt: skip
 
 
 def decode_pconfig(data: bytes) -> dict:
@@ -426,9 +432,9 @@ def decode_pconfig(data: bytes) -> dict:
     f = FIELDS
     rules = values[-1]
     config = {"def_fwd": values[0:f], "def_rev": values[f : 2 * f], "every": values[2 * f : 2 * f + 2],
-              "access": values[2 * f + 2 : 2 * f + 6], "fileless": values[2 * f + 6],
-              "denies": values[2 * f + 7 : 2 * f + 9], "flags": values[2 * f + 9], "host_mnt_ns": values[2 * f + 10],
-              "suffix_len": values[2 * f + 11 : 3 * f + 11], "rules": [{}, {}]}  # fmt: skip
+              "access": values[2 * f + 2 : 2 * f + 6], "fileless": values[2 * f + 6], "sha": values[2 * f + 7],
+              "denies": values[2 * f + 8 : 2 * f + 10], "flags": values[2 * f + 10], "host_mnt_ns": values[2 * f + 11],
+              "suffix_len": values[2 * f + 12 : 3 * f + 12], "rules": [{}, {}]}  # fmt: skip
     for i, (slot, action, audit, *lens) in enumerate(PRULE.iter_unpack(rules)):
         if slot or action or audit or any(lens):
             config["rules"][i // PRULES][i % PRULES] = (

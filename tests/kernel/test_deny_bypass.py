@@ -10,6 +10,7 @@ be killed before the program prints a byte and be stored as a violation naming t
 """
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import uuid
@@ -83,6 +84,8 @@ WRITES = [
     ("rename-over", "$A rename /tmp/evil /etc/ce-protected"),
     ("unlink", "rm -f /etc/ce-protected"),
     ("chmod", "chmod 666 /etc/ce-protected"),
+    ("chown", "chown 1:1 /etc/ce-protected"),
+    ("hardlink-it", "ln /etc/ce-protected /tmp/p2"),
 ]
 SETUP = """
 A=/bin/attack
@@ -180,7 +183,8 @@ async def test_every_way_to_the_forbidden_file_is_killed_and_reported(runtime, e
         calls = set(
             ProcessEvent.objects.filter(container__name=name, rule_id="protect").values_list("given", flat=True)
         )
-        assert {c.split("(")[0] for c in calls} >= {"truncate", "rename", "unlink", "chmod", "open"}, calls
+        named = {c.split("(")[0] for c in calls}
+        assert named >= {"truncate", "rename", "unlink", "chmod", "chown", "link", "open"}, calls
         memfd = ProcessEvent.objects.get(container__name=name, kind="exec", fileless=True)
         assert memfd.verdict == "deny" and memfd.binary.startswith("/memfd:payload")
         loader = ProcessEvent.objects.get(container__name=name, kind="exec", rule_id="no-forbidden-dyn")
@@ -218,5 +222,40 @@ async def test_an_allow_list_kills_a_copy_under_any_name_and_lets_the_listed_run
     def check():
         v = Violation.objects.get(rule_id="nothing-else")
         assert (v.target, v.enforced, v.container.name) == ("/tmp/renamed", True, name)
+
+    await sync_to_async(check)()
+
+
+async def test_a_content_hash_deny_kills_a_copy_under_any_name_and_the_kernel_learns_it(runtime, enforcement, netprobe):
+    """`{sha256: ...}` deny on netprobe's content: a renamed copy is held at its first exec,
+    hashed and killed before it runs; its second exec the kernel kills by itself (it learned
+    the file); a memfd copy too; another binary is hashed once and runs."""
+    digest = hashlib.sha256(netprobe.read_bytes()).hexdigest()
+    name = f"hashed-{uuid.uuid4().hex[:6]}"
+    enforcer = enforcement.enforcer
+    policy = [{"id": "no-probe-content", "match": {"container": "hashed-*", "sha256": digest}, "action": "deny"}]
+    node, agent = await runtime_agent(runtime, enforcement, "hs", policy)
+    script = ("cp /bin/netprobe /tmp/np; /tmp/np connect 127.8.8.8 1; echo first $?; /tmp/np connect 127.8.8.8 1; "
+              "echo again $?; /bin/attack memfd /bin/netprobe; echo memfd $?; /bin/attack hello; "
+              "echo other $?")  # fmt: skip
+    with cgroups_made(enforcer.cgroup_root, [enforcement.parent]):
+        runner = await run_agent(agent)
+        try:
+            done = await asyncio.to_thread(runtime.run, name, ["/bin/sh", "-c", script], 60)
+            out = done.stdout.decode()
+            rows = Violation.objects.filter(rule_id="no-probe-content")
+            other = ProcessEvent.objects.filter(container__name=name, kind="exec", binary="/bin/attack")
+            await deliver_until(agent, node, lambda: rows.count() >= 3 and other.exists(), 10)
+        finally:
+            await stop(runner)
+    assert out.split("\n")[:5] == ["first 137", "again 137", "memfd 137", "RAN", "other 0"], out + done.stderr.decode()
+    assert agent.health()["holds"].get("expired", 0) == 0
+
+    def check():
+        killed = ProcessEvent.objects.filter(container__name=name, rule_id="no-probe-content").order_by("ts")
+        assert [(p.binary, p.enforced, p.sha256) for p in killed[:2]] == [("/tmp/np", True, digest)] * 2
+        assert killed[2].fileless and killed[2].binary.startswith("/memfd:")
+        ran = other.latest("ts")  # (the one that printed RAN; the memfd one ran attack first)
+        assert ran.verdict == "allow" and len(ran.sha256) == 64 and ran.sha256 != digest
 
     await sync_to_async(check)()
