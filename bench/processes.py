@@ -61,7 +61,8 @@ COUNT = (
     "from django.db.models import Sum; from dashboard.events.models import ProcessEvent as P; "
     "q = P.objects.filter(container__name={name!r}); "
     "n = lambda qs: qs.aggregate(n=Sum('count'))['n'] or 0; "  # a row folded in a storm stands for `count`
-    "print(n(q.filter(kind='exec', binary='/bin/true')), n(q.filter(kind='exit')), q.count())"
+    f"print(n(q.filter(kind='exec', binary={os.path.realpath('/bin/true')!r})), n(q.filter(kind='exit')), "
+    "q.count())"
 )
 
 

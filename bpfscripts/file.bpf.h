@@ -63,14 +63,16 @@ static __always_inline __u64 call_flags(struct task_struct *task, __u32 call)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	__u64 flags = 0;
 
-	switch (call) {
+	if (!regs)
+		return 0;
+	switch (call) { /* (saved registers read directly: the first three are the syscall's on every arch) */
 	case CE_CALL_OPEN:
-		return PT_REGS_PARM2_CORE_SYSCALL(regs);
+		return PT_REGS_PARM2(regs);
 	case CE_CALL_OPENAT:
 	case CE_CALL_BY_HANDLE:
-		return PT_REGS_PARM3_CORE_SYSCALL(regs);
+		return PT_REGS_PARM3(regs);
 	case CE_CALL_OPENAT2: /* struct open_how starts with its flags */
-		bpf_probe_read_user(&flags, sizeof(flags), (void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)PT_REGS_PARM3(regs));
 		return flags;
 	default:
 		return CE_O_CREAT | CE_O_WRONLY | CE_O_TRUNC; /* creat() */

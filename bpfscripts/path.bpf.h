@@ -328,7 +328,9 @@ static __always_inline __u64 naming(struct ce_pconfig *cfg, __u32 field)
  * the host. Containers have mount namespaces of their own; rules are for what runs there. */
 static __always_inline int runtime_task(struct ce_pconfig *cfg, struct task_struct *task)
 {
-	return cfg->host_mnt_ns && BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == cfg->host_mnt_ns;
+	struct nsproxy *ns = task->nsproxy; /* (a trusted task: its pointers are followed directly) */
+
+	return cfg->host_mnt_ns && ns && ns->mnt_ns && ns->mnt_ns->ns.inum == cfg->host_mnt_ns;
 }
 
 /* A process's binary (exe), or NULL. */
