@@ -1,7 +1,7 @@
 """File monitoring under open() load: what it costs, and whether every watched open is
 accounted for.
 
-    sudo .venv/bin/python -m bench.files [--rounds 5] [--seconds 3] [--rates 1000,10000,0] [--json FILE]
+    sudo .venv/bin/python -m bench.files [--rounds 5] [--seconds 3] [--rates 1000,10000,0] [--deny] [--json FILE]
 
 Runs the product as `make run` does (daphne + the local agent with the default watches;
 SQLite). bench/openloop.c (built here with clang) open()s and close()s a file as fast as
@@ -12,6 +12,9 @@ it can, two workers, one per core:
               cost the rest of the machine
   floor       the same from the container, with an empty program on the same tracepoint
               instead of CrossEdge: what this kernel charges for any open() hook at all
+              (every syscall of every process takes the slow path while one is attached);
+              the container and host arms are also given as a share of it: CrossEdge's
+              own work
 
 each as opens/s with / without, the arms interleaved over --rounds (without, with, ...,
 without), medians compared. Then, for each rate (0 = flat out), a container reads a watched
@@ -120,6 +123,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rates", default="1000,10000,0", help="watched opens/s, comma separated; 0 = flat out")
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--deny", action="store_true",
+                        help="also an open deny (of a file no arm opens) in force: 32-bit calls are then refused, "
+                        "by a program at every system call")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: it runs the agent, loads programs and makes cgroups")
@@ -134,6 +140,9 @@ def main(argv=None) -> int:
         f.write_text("x")
     policy = tmp / "policy.yaml"
     policy.write_text(f"rules:\n  - id: bench-watch\n    match: {{path: '{watched.parent}/*'}}\n    action: allow\n")
+    if args.deny:
+        deny = f"  - id: bench-deny\n    match: {{path: '{tmp}/never'}}\n    action: deny\n"
+        policy.write_text(policy.read_text() + deny)
     floor = Floor(floor_obj, Path(f"/sys/fs/bpf/{parent.removesuffix('.slice')}-floor"))
     made: list[SimulatedContainer] = []
 
@@ -187,6 +196,12 @@ def main(argv=None) -> int:
                 "floor": "an empty program on the same tracepoint"}[name]  # fmt: skip
         print(f"  {what:<40} {statistics.median(with_):>10,.0f} / {statistics.median(without):>10,.0f} per s = "
               f"{ratios[name]:.3f}{targets[name]}")  # fmt: skip
+    floor = statistics.median(arms["floor"][1])
+    print("\nCrossEdge's own work, beyond what any program on the tracepoint costs (with / the floor's with):")
+    for name in ("container", "host"):
+        ratios[f"{name}_of_floor"] = statistics.median(arms[name][1]) / floor
+        print(f"  {name:<40} {statistics.median(arms[name][1]):>10,.0f} / {floor:>10,.0f} per s = "
+              f"{ratios[f'{name}_of_floor']:.3f}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"steps": steps, "ratios": ratios, "arms": arms}, indent=2))
     return 0

@@ -411,6 +411,7 @@ int crossedge_out(struct __sk_buff *skb)
 #define CE_SIGKILL 9
 
 #include "path.bpf.h"
+#include "quiet.bpf.h"
 #include "process.bpf.h"
 #include "file.bpf.h"
 

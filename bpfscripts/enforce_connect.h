@@ -140,6 +140,7 @@ struct ce_lifecycle {
 #define CE_HOW_LINK 11
 #define CE_HOW_CHMOD 12
 #define CE_HOW_CHOWN 13
+#define CE_HOW_COMPAT 14 /* refuse: a 32-bit (or x32) system call, which no syscall tracepoint sees */
 
 /* A file as it was when the kernel saw it: a content hash the agent computed for it holds
  * while all of these stay (a write changes ctime). `exec_hashes` keys on it. */

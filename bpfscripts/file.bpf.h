@@ -130,12 +130,13 @@ static __always_inline __u64 access_mask(struct ce_pconfig *cfg, __u8 acc)
 /* Judge an open of the path in p (and, if known, its file): the rule's bit or -1; *watch
  * gets the accesses watches report there. */
 static __always_inline int open_judge(struct ce_pconfig *cfg, __u64 cgid, __u8 mon, struct ce_rpath *p,
-				      struct file *file, struct task_struct *task, __u8 acc, __u8 *watch)
+				      struct file *file, struct task_struct *task, __u8 acc, __u8 *watch, __u64 *named)
 {
 	__u32 lens[3] = {p->len - 1, 0, 0};
 	__u64 cand = scope_mask(cfg, CE_K_OPEN, cgid, mon) & access_mask(cfg, acc);
 
-	cand &= field_mask(cfg, CE_F_OPEN, p, file && (cfg->flags & CE_PC_IDS) ? identity(file) : NULL, watch);
+	*named = field_mask(cfg, CE_F_OPEN, p, file && (cfg->flags & CE_PC_IDS) ? identity(file) : NULL, watch);
+	cand &= *named;
 	cand = by_binary(cfg, cand, CE_F_OPEN_BINARY, task, CE_W_BINARY, lens, 1);
 	cand = by_binary(cfg, cand, CE_F_OPEN_PARENT, task->real_parent, CE_W_PARENT, lens, 2);
 	return first_rule(cfg, CE_K_OPEN, cand, lens);
@@ -206,7 +207,8 @@ static __always_inline int failed_open(void *ctx, struct ce_pconfig *cfg, struct
 		p.pos = CE_WALK_LEN - CE_PATH_LEN;
 	}
 	__u8 watch = 0, acc = asked_for(call_flags(task, call));
-	int bit = open_judge(cfg, cgid, mon, &p, file, task, acc, &watch);
+	__u64 named;
+	int bit = open_judge(cfg, cgid, mon, &p, file, task, acc, &watch, &named);
 	int refused = ret == -CE_EPERM && (cfg->flags & CE_PC_GUARD); /* maybe an immutable file: the agent looks */
 	if (bit < 0 && !(watch & acc) && !refused)
 		return 0;
@@ -261,12 +263,19 @@ static __always_inline int open_exit(void *ctx, long ret, __u32 call)
 	}
 	if (!(cfg->flags & CE_PC_OPENS))
 		return 0;
+	struct ce_quiet quiet_as = {};
+	int describable = quiet_describe(file, &quiet_as) == 0;
+	if (describable && quiet_before(&quiet_as))
+		return 0; /* a file no rule names, unchanged since (quiet.bpf.h) */
 	__u8 acc = access_of(file, call_flags(task, call));
 	struct ce_rpath p = {};
 	if (!acc || resolve(file, CE_W_MAIN, &p) != 0)
 		return 0; /* (an O_PATH descriptor reads and writes nothing) */
 	__u8 watch = 0;
-	int bit = open_judge(cfg, cgid, *mon, &p, file, task, acc, &watch);
+	__u64 named = 0;
+	int bit = open_judge(cfg, cgid, *mon, &p, file, task, acc, &watch, &named);
+	if (describable && !named && !watch && p.rooted)
+		quiet_remember(&quiet_as);
 	if (bit < 0 && !(watch & acc))
 		return 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
@@ -325,6 +334,8 @@ static __always_inline int write_refused(void *ctx, long ret, __u8 how, int name
 	__u32 zero = 0;
 	__u64 cgid = bpf_get_current_cgroup_id();
 
+	if (how == CE_HOW_RENAME)
+		quiet_renaming(-1); /* (quiet.bpf.h: done, whatever it did) */
 	if (ret != -CE_EPERM || !bpf_map_lookup_elem(&monitored, &cgid))
 		return 0;
 	struct ce_pconfig *cfg = bpf_map_lookup_elem(&pconfig, &zero);
@@ -378,3 +389,17 @@ CE_REFUSED(chown, CE_HOW_CHOWN, 0, -1, -1, -1)
 CE_REFUSED(lchown, CE_HOW_CHOWN, 0, -1, -1, -1)
 CE_REFUSED(fchown, CE_HOW_CHOWN, -1, -1, -1, 0)
 CE_REFUSED(fchownat, CE_HOW_CHOWN, 1, -1, 0, -1)
+
+/* A rename's entry: nothing the kernel remembers of files no rule names is believed until
+ * its exit (quiet.bpf.h). */
+#define CE_RENAMING(call)                                                              \
+	SEC("tracepoint/syscalls/sys_enter_" #call)                                    \
+	int crossedge_r_##call(void *ctx)                                              \
+	{                                                                              \
+		quiet_renaming(1);                                                     \
+		return 0;                                                              \
+	}
+
+CE_RENAMING(rename)
+CE_RENAMING(renameat)
+CE_RENAMING(renameat2)

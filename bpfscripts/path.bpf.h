@@ -96,6 +96,7 @@ struct ce_rpath {
 	__u32 leaf; /* where the last component's name starts */
 	__u32 which;
 	__u8 cut; /* longer than the buffer: only its end is here */
+	__u8 rooted; /* walked up to the mount namespace's root (not a detached tree, not cut short) */
 };
 
 struct ce_walk {
@@ -106,6 +107,7 @@ struct ce_walk {
 	__u32 which;
 	__u32 leaf; /* where the first name added (the file's own) starts; 0 until then */
 	__u8 cut;
+	__u8 rooted;
 };
 
 /* One step up (bpf_loop's callback): prepend this dentry's name, or cross to where its
@@ -121,8 +123,10 @@ static long walk_step(__u32 index, struct ce_walk *w)
 		return 1;
 	if (dentry == w->vfsmnt->mnt_root) { /* the top of a mount */
 		struct mount *parent = mnt->mnt_parent;
-		if (parent == mnt || !parent)
+		if (parent == mnt || !parent) {
+			w->rooted = 1;
 			return 1; /* the namespace's root: a chroot does not stop the walk */
+		}
 		w->dentry = mnt->mnt_mountpoint;
 		w->mnt = parent;
 		w->vfsmnt = &parent->mnt;
@@ -170,6 +174,7 @@ static __always_inline int resolve(struct file *file, __u32 which, struct ce_rpa
 	out->len = CE_WALK_LEN - pos;
 	out->which = which;
 	out->cut = w.cut;
+	out->rooted = w.rooted && !w.cut;
 	out->leaf = w.leaf ?: CE_WALK_LEN - 1;
 	return 0;
 }

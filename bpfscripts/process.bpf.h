@@ -495,6 +495,27 @@ int crossedge_uring(struct trace_event_raw_sys_enter *ctx)
 	return refuse_call(ctx, CE_PC_ON | CE_PC_IO_URING, CE_HOW_IO_URING);
 }
 
+#define CE_TS_COMPAT 0x0002 /* x86 thread_info.status: in a 32-bit system call */
+#define CE_X32_BIT 0x40000000 /* x32 system calls' numbers */
+
+/* 32-bit and x32 system calls: the kernel hides them from every syscall tracepoint, so an
+ * open, rename, io_uring_setup() or pidfd_getfd() made that way would pass unjudged. The
+ * raw sys_enter sees them: where an open deny applies the caller is killed (like
+ * io_uring_setup()'s), and a 32-bit rename anywhere turns the memory of files no rule
+ * names off (quiet.bpf.h: counted in flight, never ended, until the agent attaches anew). */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(crossedge_compat, struct pt_regs *regs, long id)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	if (!(task->thread_info.status & CE_TS_COMPAT) && !(id & CE_X32_BIT))
+		return 0;
+	if (id == 38 || id == 302 || id == 353 || id == (CE_X32_BIT | 82) || id == (CE_X32_BIT | 264) ||
+	    id == (CE_X32_BIT | 316)) /* rename, renameat, renameat2 */
+		quiet_renaming(1);
+	return refuse_call(ctx, CE_PC_ON, CE_HOW_COMPAT);
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(crossedge_exit, struct task_struct *task, bool group_dead)
 {

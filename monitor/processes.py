@@ -120,6 +120,7 @@ CALLS = {
     "clone_files": "clone(CLONE_FILES)",
     "clone_files_parent": "clone(CLONE_FILES)",
     "pidfd_getfd": "pidfd_getfd",
+    "compat": "a 32-bit system call",
 }  # a refused call's name
 
 

@@ -71,6 +71,7 @@ from .compile import (
 from .layout import (
     ADDR_KEY,
     CGROUP,
+    COUNTER,
     FQDN_KEY,
     FQDN_NOTHING,
     ID,
@@ -122,6 +123,9 @@ XDP_SHOWN = {"driver": "xdpdrv", "generic": "xdpgeneric", "offload": "xdpoffload
 TRAFFIC_GRACE = 0.05  # seconds after an epoch flip before the old table is read (programs run for µs)
 # tp_btf programs (links.attach_tracing)
 TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit", "crossedge_fork")
+# ...and the one that sees the 32-bit calls no syscall tracepoint does (process.bpf.h): it runs at
+# every system call of the node, so it is attached only while an open deny is in force
+COMPAT = "crossedge_compat"
 # syscall tracepoint programs (links.attach_tracepoint) -> their tracepoint: the opens judged at
 # their exit (file.bpf.h), and the calls refused where an open deny applies (process.bpf.h)
 TRACEPOINTS = {
@@ -130,6 +134,8 @@ TRACEPOINTS = {
                           ("handle", "open_by_handle_at"))},
     "crossedge_getfd": "syscalls/sys_enter_pidfd_getfd",
     "crossedge_uring": "syscalls/sys_enter_io_uring_setup",
+    # renames' entries, before their exits: while one is in flight, no file is believed unnamed (quiet.bpf.h)
+    **{f"crossedge_r_{call}": f"syscalls/sys_enter_{call}" for call in ("rename", "renameat", "renameat2")},
     # calls that change a file in place: their refusals by an immutable file (monitor/guard.py)
     **{f"crossedge_w_{call}": f"syscalls/sys_exit_{call}"
        for call in ("truncate", "ftruncate", "rename", "renameat", "renameat2", "unlink", "unlinkat", "link", "linkat",
@@ -215,6 +221,20 @@ def host_mount_namespace() -> int:
         return os.stat("/proc/self/ns/mnt").st_ino
 
 
+def runs_32_bit_calls(proc: str = "/proc") -> bool:
+    """Whether this kernel takes 32-bit system calls: x86-64 built with IA32 emulation
+    (abi.vsyscall32 exists) and not booted with it off (ia32_emulation=0). Where it does
+    not, nothing needs refusing them."""
+    if not os.path.exists(f"{proc}/sys/abi/vsyscall32"):
+        return False
+    with open(f"{proc}/cmdline") as fh:
+        for arg in fh.read().split("--")[0].split():
+            name, _, value = arg.partition("=")
+            if name == "ia32_emulation":
+                return value.lower() in ("1", "y", "yes", "on", "true")
+    return True  # (a kernel built with it off by default is taken to have it on: the safe side)
+
+
 class EnforcerError(RuntimeError):
     pass
 
@@ -235,7 +255,7 @@ class Layout:
         return str(self.root / "links" / name)
 
     def complete(self) -> bool:
-        progs = [*PROGRAMS, *TRACING, *TRACEPOINTS]
+        progs = [*PROGRAMS, *TRACING, COMPAT, *TRACEPOINTS]
         return all(os.path.exists(self.prog(p)) for p in progs) and os.path.exists(self.map("lifecycle"))
 
 
@@ -253,11 +273,14 @@ class Enforcer:
         xdp_ifaces: tuple[str, ...] = (),
         scan_summary: int = SUMMARISE,
         io_uring: bool = True,
+        compat: bool = True,
         guard_state: str | None = None,
     ):
         self.obj = Path(obj)
         self.guard = Guard(guard_state)  # files made immutable for write denies
         self.io_uring = io_uring  # refuse io_uring_setup() where an open deny applies
+        self.compat = compat  # ...and 32-bit system calls
+        self.compat_error = ""
         self.kernel_rules: frozenset[str] = frozenset()  # exec and open rules the kernel judges (by id)
         self.identities: dict[tuple[int, str], tuple[int, int]] = {}  # (cgroup, exact path) -> its file (dev, inode)
         self.id_paths: frozenset[str] = frozenset()  # the exact paths the identities are of
@@ -299,6 +322,8 @@ class Enforcer:
         self.adopted = False
         self.lifecycle_error = ""  # the container lifecycle programs could not be attached
         self.files_error = ""  # the open() programs could not be attached
+        self.quiet_sound = False  # every rename hook attached: the kernel may remember files no rule names
+        self.synced = False  # this agent wrote a policy whole (the pattern maps are consistent)
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -331,6 +356,10 @@ class Enforcer:
         """Attach the open() tracepoint programs (pinned links), or detach them: while any is
         attached every syscall of the machine takes the slow path."""
         self.files_error = ""
+        self.quiet_sound = False
+        bpftool.batch([self._quiet_command(0)])  # nothing remembered while the rename hooks come and go
+        if not on:
+            self._set_compat_hook(False)
         for name, tracepoint in TRACEPOINTS.items():
             if not on:
                 with contextlib.suppress(FileNotFoundError):
@@ -341,6 +370,39 @@ class Enforcer:
             except links.LinkError as exc:  # degrade: connections and processes are still watched
                 self.files_error = f"{name} not attached ({exc}): file opens are not watched"
                 log.error(self.files_error)
+        self.quiet_sound = on and not self.files_error
+        # renames in flight counted from here (one under way now may leave it off: never stale)
+        in_flight = bpftool.update_command(self.layout.map("pgen"), hex_bytes(SLOT.pack(2)), hex_bytes(COUNTER.pack(0)))
+        bpftool.batch([in_flight, self._quiet_command(self._quiet_version(self.synced))])
+
+    def _set_compat_hook(self, on: bool) -> None:
+        """Attach the program that kills a 32-bit system call's caller where an open deny
+        applies, or detach it. 32-bit calls are hidden from the open programs, so under an
+        open deny they must be refused; but the program runs at every system call of the
+        node (BENCHMARKS.md), so only while some open deny is in force."""
+        link = self.layout.link(COMPAT)
+        self.compat_error = ""
+        if not on:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+            return
+        try:
+            links.attach_tracing(self.layout.prog(COMPAT), link)
+        except links.LinkError as exc:
+            self.compat_error = f"{COMPAT} not attached ({exc}): 32-bit system calls can open files unjudged"
+            log.error(self.compat_error)
+
+    def _quiet_command(self, version: int) -> str:
+        """Set the policy version the kernel's memory of files no rule names is valid for
+        (quiet.bpf.h); 0 turns that memory off."""
+        key, value = hex_bytes(SLOT.pack(1)), hex_bytes(COUNTER.pack(version))
+        return bpftool.update_command(self.layout.map("pgen"), key, value)
+
+    def _quiet_version(self, synced: bool) -> int:
+        """A version never used before, or 0 (nothing remembered) while a rename hook is
+        missing (a rename it missed would leave a remembered path stale) or the pattern
+        maps may be half-written (no policy written whole by this agent yet)."""
+        return time.monotonic_ns() if self.quiet_sound and synced else 0
 
     def open(self) -> bool:
         """Look at what is pinned without changing anything (for status); False if nothing is."""
@@ -365,7 +427,7 @@ class Enforcer:
             "entries": {name: len(entries) for name, entries in self.mirror.items()},
             "counters": self.counters(),
             "lifecycle": sorted(name for name in TRACING if os.path.exists(self.layout.link(name))),
-            "files": sorted(name for name in TRACEPOINTS if os.path.exists(self.layout.link(name))),
+            "files": sorted(name for name in [*TRACEPOINTS, COMPAT] if os.path.exists(self.layout.link(name))),
             "pending": len(self.pending()),  # new containers whose first exec would be held
         }
 
@@ -661,7 +723,8 @@ class Enforcer:
                 return
         counters = self.layout.map("counters")
         new_slots = set(compiled.slots.values()) - set(self.slots.values())
-        commands = [bpftool.update_command(counters, hex_bytes(SLOT.pack(s)), "00 " * 8) for s in sorted(new_slots)]
+        commands = [self._quiet_command(0)]  # what the kernel remembered was judged by the patterns of before
+        commands += [bpftool.update_command(counters, hex_bytes(SLOT.pack(s)), "00 " * 8) for s in sorted(new_slots)]
         deletes = []
         for name, want in compiled.entries.items():
             have, pin = self.mirror[name], self.layout.map(name)
@@ -673,11 +736,13 @@ class Enforcer:
         monitored = self.layout.map("monitored")
         commands += [self._monitored_command(monitored, i, i in own) for i in sorted(own ^ self.own)]
         commands += deletes  # (a freed slot's counter stays: an array; it is zeroed when reused)
+        commands.append(self._quiet_command(self._quiet_version(True)))  # last: on a failure it stays off
         try:
             bpftool.batch(commands)
         except bpftool.BpftoolError as exc:
             self.error = f"writing policy {ruleset.version} to the kernel failed ({exc}); the kernel holds part of it"
             self.policy_version = None
+            self.synced = False
             log.error(self.error)
             self._read_maps()
             return
@@ -690,6 +755,9 @@ class Enforcer:
         self.patterns = compiled.patterns
         self.next_expiry = compiled.next_expiry
         self.policy_version = ruleset.version
+        self.synced = True
+        open_denies = decode_pconfig(compiled.entries[CONFIG_MAP][SLOT.pack(0)])["denies"][patterns.KINDS["open"]]
+        self._set_compat_hook(bool(self.compat and self.files and open_denies and runs_32_bit_calls()))
         self.error = ""
         log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))
 
@@ -883,8 +951,9 @@ class Enforcer:
             "error": self.error,
             "lifecycle_error": self.lifecycle_error,
             "xdp": dict(self.xdp_state),
-            "files_error": self.files_error,
+            "files_error": self.files_error or self.compat_error,
             "files": self.files_hook(),
+            "compat_refused": self.layout is not None and os.path.exists(self.layout.link(COMPAT)),
             "immutable": {
                 "files": len(self.guard.held),
                 "restored": self.guard.restored,

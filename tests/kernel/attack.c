@@ -18,6 +18,8 @@
  *   attack uring                      io_uring_setup()
  *   attack clonefiles PATH            clone(CLONE_FILES) a child that reads fd 3 while the parent opens PATH
  *   attack getfd PATH                 a child opens PATH; pidfd_getfd() takes its descriptor, prints the file
+ *   attack int80read PATH             open(PATH) as a 32-bit system call (int 0x80), then print the file
+ *   attack int80rename FROM TO        rename(FROM, TO) as a 32-bit system call
  *
  * Prints what it got (a file's bytes, "RAN", "ring", "child ...") on stdout; a call that
  * fails prints "errno N" and exits 1. A deny kills it before it prints anything. */
@@ -150,6 +152,22 @@ static int reopen(const char *path, const char *mode)
 	return write(fd, "x", 1) == 1 ? (puts("wrote"), 0) : fail("write");
 }
 
+/* A 32-bit system call (int 0x80: the i386 table, 32-bit arguments) with two names, copied
+ * below 4 GiB where its pointers can reach them. */
+static long int80(long nr, const char *a, const char *b)
+{
+	char *low = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+	long ret;
+
+	if (low == MAP_FAILED)
+		return -errno;
+	strncpy(low, a, 4095);
+	strncpy(low + 4096, b, 4095);
+	__asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"((long)low), "c"(nr == 5 ? 0L : (long)(low + 4096)), "d"(0L)
+			 : "memory");
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -217,5 +235,13 @@ int main(int argc, char **argv)
 		return clone_files(a);
 	if (!strcmp(op, "getfd"))
 		return get_fd(a);
+	if (!strcmp(op, "int80read")) { /* i386 open */
+		long fd = int80(5, a, "");
+		return fd < 0 ? (errno = -fd, fail("int 0x80 open")) : cat(fd);
+	}
+	if (!strcmp(op, "int80rename")) { /* i386 rename */
+		long ret = int80(38, a, b);
+		return ret < 0 ? (errno = -ret, fail("int 0x80 rename")) : (puts("renamed"), 0);
+	}
 	return 2;
 }

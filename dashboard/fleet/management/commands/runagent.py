@@ -132,6 +132,15 @@ class Command(BaseCommand):
             "opens never reach the open programs) or allow (env CROSSEDGE_IO_URING; default refuse)",
         )
         parser.add_argument(
+            "--compat-syscalls",
+            choices=("refuse", "allow"),
+            default=os.environ.get("CROSSEDGE_COMPAT_SYSCALLS", "refuse"),
+            help="32-bit (int 0x80) and x32 system calls in a container an open deny applies to: refuse (the caller "
+            "is killed: no syscall tracepoint sees them; costs every system call of the node while an open deny is "
+            "in force, see BENCHMARKS.md) or allow, e.g. on a kernel booted with ia32_emulation=0 "
+            "(env CROSSEDGE_COMPAT_SYSCALLS; default refuse)",
+        )
+        parser.add_argument(
             "--xdp-iface",
             action="append",
             default=os.environ.get("CROSSEDGE_XDP_IFACES", "").split(),
@@ -168,8 +177,9 @@ class Command(BaseCommand):
                 "CAP_SYS_ADMIN); try: sudo python manage.py runagent"
             )
         enforcer = None
-        if opts["io_uring"] not in ("refuse", "allow"):  # (argparse checks a choice given, not the env's)
-            raise CommandError(f"CROSSEDGE_IO_URING={opts['io_uring']!r}: use refuse or allow")
+        for opt, env in (("io_uring", "CROSSEDGE_IO_URING"), ("compat_syscalls", "CROSSEDGE_COMPAT_SYSCALLS")):
+            if opts[opt] not in ("refuse", "allow"):  # (argparse checks a choice given, not the env's)
+                raise CommandError(f"{env}={opts[opt]!r}: use refuse or allow")
         try:
             watches = parse_watches(opts["file_watch"])
         except WatchError as exc:
@@ -183,6 +193,7 @@ class Command(BaseCommand):
                 xdp_ifaces=tuple(opts["xdp_iface"]),
                 scan_summary=opts["scan_summary"],
                 io_uring=opts["io_uring"] == "refuse",
+                compat=opts["compat_syscalls"] == "refuse",
                 guard_state=str(settings.VAR_DIR / "immutable.json"),  # node-wide: what to clear when rules go
             )
         if opts["status"]:
