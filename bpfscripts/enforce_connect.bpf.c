@@ -24,7 +24,8 @@
  * 100 ms window; the rest only add one to the flow's `folded` counter, which is never
  * reset (the agent turns its growth into events with a count). A call that can be neither
  * sent nor counted (table full and perf buffer full) is counted in `lost`.
- * IPv4-mapped IPv6 destinations are judged by the IPv4 rules, as the rule engine does.
+ * IPv4-mapped IPv6 destinations are judged by the IPv4 rules, as the rule engine does;
+ * 0.0.0.0 and :: (which the kernel connects to this host) as 127.0.0.1 and ::1.
  *
  * A new container is judged from its first call without waiting for the agent:
  * crossedge_mkdir (tp_btf/cgroup_mkdir) runs inside the runtime's mkdir, before any
@@ -280,6 +281,8 @@ static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 po
 	__u64 scopes[2] = {cgid, 0};
 	__u16 ports[2] = {port, 0};
 
+	if (ip4 == 0)
+		ip4 = bpf_htonl(0x7f000001); /* 0.0.0.0 reaches this host: judged as 127.0.0.1 */
 	__builtin_memcpy(key.addr, &ip4, 4);
 	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
 	if (!mon)
@@ -314,6 +317,8 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 
 	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff))
 		return judge4(ctx, w3, port, op);
+	if (w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0)
+		w3 = bpf_htonl(1); /* :: reaches this host: judged as ::1 */
 
 	__u64 cgid = bpf_get_current_cgroup_id();
 	__u64 scopes[2] = {cgid, 0};

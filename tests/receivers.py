@@ -24,10 +24,12 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 
 
 class Webhook:
-    """POSTs received, as (arrived, path, json body); `delay` seconds before each answer."""
+    """POSTs received, as (arrived, path, json body); `delay` seconds before each answer;
+    `status` for each, or `status_of(body)`."""
 
-    def __init__(self, port: int | None = None, delay: float = 0.0, status: int = 200):
+    def __init__(self, port: int | None = None, delay: float = 0.0, status: int = 200, status_of=None):
         self.port, self.delay, self.status = port or free_port(), delay, status
+        self.status_of = status_of
         self.received: list[tuple[float, str, object]] = []
         self.server = None
 
@@ -43,7 +45,7 @@ class Webhook:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 owner.received.append((time.monotonic(), self.path, json.loads(body)))
                 time.sleep(owner.delay)
-                self.send_response(owner.status)
+                self.send_response(owner.status_of(json.loads(body)) if owner.status_of else owner.status)
                 self.end_headers()
                 self.wfile.write(b"ok")
 

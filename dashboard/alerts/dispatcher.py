@@ -4,7 +4,8 @@ A process of its own, reading the violation table by id: ingest and the feeds ne
 for an output, and what is queued survives a restart (notifications are rows). Each output
 is delivered by one worker thread at a time, oldest first; a failure holds that output's
 queue (not the others') and is retried with backoff until it succeeds or is older than
-CROSSEDGE_ALERT_GIVE_UP_HOURS.
+CROSSEDGE_ALERT_GIVE_UP_HOURS. A notification the output refused for good (an HTTP 4xx, a
+header it cannot carry, an SMTP 5xx) is given up at once, and the queue goes on.
 
 Dedupe: the first violation of a key (routing.dedupe_key) is sent at once and opens a
 window of the output's dedupe_seconds; the violations after it in the window are counted
@@ -247,13 +248,13 @@ class Dispatcher:
                 for notification in batch:
                     if notification.next_try_at > now or time.monotonic() - began > SEND_RECORD_EVERY:
                         break
-                    error = send(output, notification)
+                    error, permanent = send(output, notification)
                     if error:
                         failed = (notification, error)
                         break
                     sent.append(notification)
-                record(output, sent, failed)
-                if failed or not sent:
+                record(output, sent, failed, retry=not (failed and permanent))
+                if (failed and not permanent) or not (sent or failed):
                     return
         except Exception:
             log.exception("alerts: delivering to output %s failed unexpectedly", pk)
@@ -261,15 +262,15 @@ class Dispatcher:
             close_old_connections()
 
 
-def send(output: Output, notification: Notification) -> str:
-    """Deliver one notification now: "" or why it failed."""
+def send(output: Output, notification: Notification) -> tuple[str, bool]:
+    """Deliver one notification now: ("", False), or why it failed and whether for good."""
     notification.attempts += 1
     try:
         deliver(output, notification)
     except DeliveryError as exc:
-        return str(exc)[:500] or "delivery failed"
+        return str(exc)[:500] or "delivery failed", exc.permanent
     notification.sent_at = timezone.now()
-    return ""
+    return "", False
 
 
 def record(output: Output, sent: list[Notification], failed: tuple[Notification, str] | None, retry=True) -> None:
@@ -330,7 +331,7 @@ def send_test(output: Output, user: str) -> Notification:
     notification = Notification.objects.create(
         output=output, key="test", count=1, first_ts=now, last_ts=now, summary=summary, test=True
     )
-    error = send(output, notification)
+    error, _ = send(output, notification)
     record(output, [] if error else [notification], (notification, error) if error else None, retry=False)
     audit("test_alert", output.name, delivered=not error, **({"error": error} if error else {}))
     return notification

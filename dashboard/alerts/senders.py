@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import smtplib
 import socket
 import urllib.error
 import urllib.request
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.conf import settings
-from django.core.mail import get_connection, send_mail
+from django.core.mail import BadHeaderError, get_connection, send_mail
 
 from .models import SYSLOG_FACILITIES, Output, split
 
@@ -28,7 +29,30 @@ USER_AGENT = "CrossEdge-alerts/1"
 
 
 class DeliveryError(Exception):
-    pass
+    """A delivery failed; `permanent` when the output refused it for good (an HTTP 4xx, a
+    header it cannot carry, an SMTP 5xx): retrying would only hold up the ones behind it."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+RETRYABLE_4XX = (408, 425, 429)  # timeout, too early, too many requests: worth another try
+
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: in a name
+# from a container they could end a header or a line, or start a new one.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+_CONTROL |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+
+
+def inert(value) -> str:
+    """One line whatever a container put in it: control characters written as escapes."""
+    return str(value).translate(_CONTROL)
+
+
+def slack_escaped(text: str) -> str:
+    """Slack's and Mattermost's three escapes: `<!channel>`, `<url|text>` shown, not acted on."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def message(notification) -> dict:
@@ -38,7 +62,7 @@ def message(notification) -> dict:
     alert["first_ts"] = notification.first_ts.isoformat()
     alert["last_ts"] = notification.last_ts.isoformat()
     alert["test"] = notification.test
-    alert["text"] = text(alert)
+    alert["text"] = inert(text(alert))
     alert["url"] = settings.PUBLIC_URL.rstrip("/") + "/events/?" + urlencode({"rule": alert.get("rule_id", "")})
     return alert
 
@@ -81,7 +105,10 @@ def _post(url: str, body, timeout: float) -> None:
             response.read(65536)
     except urllib.error.HTTPError as exc:
         detail = exc.read(200).decode(errors="replace").strip()
-        raise DeliveryError(f"HTTP {exc.code} from {urlsplit(url).netloc}: {detail or exc.reason}") from None
+        permanent = 400 <= exc.code < 500 and exc.code not in RETRYABLE_4XX
+        raise DeliveryError(
+            f"HTTP {exc.code} from {urlsplit(url).netloc}: {inert(detail or exc.reason)}", permanent
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"{urlsplit(url).netloc}: {reason}") from None
@@ -90,7 +117,7 @@ def _post(url: str, body, timeout: float) -> None:
 def webhook(output: Output, alert: dict) -> None:
     """JSON with a top-level `text` (what Slack and Mattermost incoming webhooks show) and the
     whole alert under `crossedge` for anything that reads fields."""
-    _post(output.target, {"text": alert["text"], "crossedge": alert}, output.timeout_seconds)
+    _post(output.target, {"text": slack_escaped(alert["text"]), "crossedge": alert}, output.timeout_seconds)
 
 
 def alertmanager(output: Output, alert: dict) -> None:
@@ -107,12 +134,12 @@ def alertmanager(output: Output, alert: dict) -> None:
     }
     body = [
         {
-            "labels": {k: v for k, v in labels.items() if v},
+            "labels": {k: inert(v) for k, v in labels.items() if v},
             "annotations": {
                 "summary": alert["text"],
-                "description": alert.get("description", ""),
+                "description": inert(alert.get("description", "")),
                 "count": str(alert["count"]),
-                "target": alert.get("target", ""),
+                "target": inert(alert.get("target", "")),
             },
             "startsAt": alert["first_ts"],
             "generatorURL": alert["url"],
@@ -122,7 +149,7 @@ def alertmanager(output: Output, alert: dict) -> None:
 
 
 def _sd_value(value) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    return inert(value).replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
 def syslog_line(output: Output, alert: dict, now: dt.datetime | None = None) -> bytes:
@@ -156,12 +183,19 @@ def syslog(output: Output, alert: dict) -> None:
 
 def email(output: Output, alert: dict) -> None:
     subject = alert["text"][:150]
-    lines = [alert["text"], ""] + [f"{k}: {alert[k]}" for k in sorted(alert) if k not in ("text", "container")]
+    lines = [alert["text"], ""] + [f"{k}: {inert(alert[k])}" for k in sorted(alert) if k not in ("text", "container")]
     try:
         connection = get_connection(timeout=output.timeout_seconds)
         send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, split(output.target), connection=connection)
-    except Exception as exc:  # smtplib's errors, socket errors, a backend's own
-        raise DeliveryError(f"email: {exc}") from None
+    except (BadHeaderError, ValueError) as exc:  # a header it cannot carry: it never will
+        raise DeliveryError(f"email: {inert(exc)}", permanent=True) from None
+    except smtplib.SMTPResponseException as exc:  # 5xx: refused for good; 4xx: try again
+        raise DeliveryError(f"email: {exc.smtp_code} {inert(exc.smtp_error)}", permanent=exc.smtp_code >= 500) from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        raise DeliveryError(f"email: recipients refused {codes}", permanent=all(c >= 500 for c in codes)) from None
+    except Exception as exc:  # socket errors, a backend's own
+        raise DeliveryError(f"email: {inert(exc)}") from None
 
 
 SENDERS = {"webhook": webhook, "syslog": syslog, "alertmanager": alertmanager, "email": email}

@@ -5,6 +5,8 @@ the page, the test button and /metrics."""
 
 import contextlib
 import datetime as dt
+import email
+import email.policy
 import hashlib
 import os
 import re
@@ -229,6 +231,52 @@ def test_an_output_that_keeps_failing_gives_up_after_its_time_and_says_why(node,
             wait_for(lambda: Notification.objects.filter(state="given_up").exists(), what="given up")
         status = OutputStatus.objects.get(output__name="broken")
         assert status.given_up == 1 and status.failures == 1 and status.last_error.startswith("HTTP 500 from 127.0.0.1")
+    finally:
+        hook.stop()
+
+
+LADEN = "web\r\nBcc: all@example.test\n<!channel> <http://x.test|click> & \u2028\x1b[2J"  # a container's own name
+
+
+def test_a_name_laden_with_newlines_and_markup_reaches_every_output_as_one_inert_line(node, rules, settings):
+    hook, udp, smtp = Webhook().start(), Syslog("udp").start(), Smtp().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
+    try:
+        output("hook", "webhook", hook.url, dedupe_seconds=0)
+        output("siem", "syslog", udp.url, dedupe_seconds=0)
+        output("mail", "email", "oncall@example.test", dedupe_seconds=0)
+        with dispatching():
+            ingest_batch(node, [violation(1, container=LADEN)])
+            wait_for(lambda: Notification.objects.filter(state="sent").count() == 3, what="three deliveries")
+        [body] = hook.bodies()
+        assert "\n" not in body["text"] and "<!channel>" not in body["text"] and "<http" not in body["text"]
+        assert "&lt;!channel&gt; &lt;http://x.test|click&gt; &amp;" in body["text"]  # shown, not acted on
+        assert body["crossedge"]["container_name"] == LADEN  # the fields themselves: exact, in JSON
+        [line] = udp.messages()
+        assert not any(c in line for c in "\r\n\u2028\x1b") and "web\\r\\nBcc: all@example.test\\n" in line
+        [(_, rcpt, mail)] = smtp.received
+        assert rcpt == ["oncall@example.test"]  # no Bcc smuggled in
+        parsed = email.message_from_string(mail, policy=email.policy.default)
+        assert "web\\r\\nBcc: all@example.test" in parsed["Subject"] and parsed["Bcc"] is None
+    finally:
+        hook.stop(), udp.stop(), smtp.stop()
+
+
+def test_a_notification_refused_for_good_is_given_up_at_once_and_holds_up_nothing(node, rules):
+    """An HTTP 400 is not retried (the output would refuse it again, and every notification
+    behind it would wait); a 500 is."""
+    hook = Webhook(status_of=lambda body: 400 if "web-1" in body["text"] else 200).start()
+    try:
+        output("picky", "webhook", hook.url, dedupe_seconds=0)
+        with dispatching():
+            ingest_batch(node, [violation(1, container="web-1"), violation(2, container="web-2")])
+            wait_for(lambda: Notification.objects.filter(state="sent").exists(), 5, "the second one delivered")
+        states = dict(Notification.objects.values_list("summary__container_name", "state"))
+        assert states == {"web-1": "given_up", "web-2": "sent"}
+        status = OutputStatus.objects.get(output__name="picky")
+        assert (status.given_up, status.failures, status.sent) == (1, 1, 1) and "HTTP 400" in status.last_error
+        assert len(hook.received) == 2  # one try each
     finally:
         hook.stop()
 

@@ -11,6 +11,7 @@ from monitor.kernel import batch, bpftool
 from monitor.kernel.enforcer import OBJECT
 from monitor.kernel.layout import CGROUP, MAX_FLOWS, MON_OWN
 from monitor.rules import MAX_LIMIT, RuleSet
+from monitor.testbed import listen
 
 from .conftest import ROOT, connect_from
 
@@ -31,6 +32,28 @@ def test_ipv4_deny_refuses_only_its_address(enforcement, targets):
     assert connect_from(app, "::ffff:127.10.10.5", targets.port) == EPERM  # v4-mapped is still IPv4
     counters = enforcement.enforcer.counters()
     assert counters["deny-5"] == 2 and counters["(no rule)"] == 1
+
+
+def test_the_any_address_is_judged_as_this_host(enforcement, targets):
+    """connect() to 0.0.0.0 reaches 127.0.0.1, and to :: reaches ::1: a deny of them holds
+    for the any address too."""
+    app = enforcement.container("app-a")
+    local = listen("127.0.0.1", 0)
+    port, (denied, other) = local.getsockname()[1], targets.v6_ports
+    try:
+        enforcement.enforcer.start()
+        assert connect_from(app, "0.0.0.0", port) == 0  # reached, before any rule
+        enforcement.enforcer.sync(policy(
+            1,
+            {"id": "no-local", "match": {"dest_ip": "127.0.0.1/32"}, "action": "deny"},
+            {"id": "no-v6-local", "match": {"dest_ip": "::1/128", "dest_port": denied}, "action": "deny"},
+        ))  # fmt: skip
+        assert connect_from(app, "0.0.0.0", port) == EPERM
+        assert connect_from(app, "::ffff:0.0.0.0", port) == EPERM
+        assert connect_from(app, "::", denied) == EPERM
+        assert connect_from(app, "::", other) == 0  # another port: reached
+    finally:
+        local.close()
 
 
 def test_a_reused_counter_slot_starts_from_zero(enforcement, targets):

@@ -198,6 +198,15 @@ def test_three_nodes_lose_nothing_when_the_dashboard_dies(kernel, tmp_path, scal
             "the new policy acked by all three nodes",
         )
         assert time.monotonic() - started <= 2.0, versions
+        # ...and is in each node's kernel (what its heartbeat says) before the load: an agent
+        # still loading its programs would not see the first calls at all
+        wait_for(
+            lambda: all(
+                n["kernel_policy_version"] == versions[n["name"]] for n in stack.api("/api/nodes/", key)["results"]
+            ),
+            30,
+            "the new policy in every node's kernel",
+        )
 
         for _, _, container in nodes:
             loads.append(
