@@ -240,6 +240,8 @@ static long answer_step(__u32 index, void *unused)
 				ak.addr[k] = msg_at(s, rd + k);
 		}
 		__u64 ttl_ns = (__u64)ttl * 1000000000ULL;
+		if (ttl_ns > CE_DNS_MAX_TTL_NS)
+			ttl_ns = CE_DNS_MAX_TTL_NS;
 		struct ce_resolved r = {
 			.expires_ns = w->now + (ttl_ns < CE_DNS_MIN_TTL_NS ? CE_DNS_MIN_TTL_NS : ttl_ns),
 			.name_hash = w->hash,

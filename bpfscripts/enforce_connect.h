@@ -301,6 +301,7 @@ struct ce_pscope {
 #define CE_DNS_LEN 1024 /* bytes of a DNS message read (a longer one is parsed that far, flagged) */
 #define CE_MAX_RESOLVED 65536 /* (cgroup, address) pairs remembered (least recently used go) */
 #define CE_DNS_MIN_TTL_NS 1000000000ULL /* a TTL of 0 still covers the connect() that follows */
+#define CE_DNS_MAX_TTL_NS 3600000000000ULL /* an hour at most: a TTL of 2^31 s is not taken as given */
 #define CE_FQDN_RULES 8 /* rules per name pattern (the agent flattens them, in rank order) */
 #define CE_FQDN_EXACT 0 /* ce_fqdn_key.kind: the name itself */
 #define CE_FQDN_WILD 1 /* every name below this suffix ("*.example.com") */

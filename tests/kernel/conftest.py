@@ -126,6 +126,7 @@ def resolver():
         server.set("deep.evil.test", "127.20.0.4")
         server.set("short.test", "127.20.0.5", ttl=1)
         server.set("late.test", "127.20.0.6")
+        server.set("forever.test", "127.20.0.8", ttl=2**31 - 1)
         yield SimpleNamespace(server=server, port=port)
     for s in socks:
         s.close()

@@ -15,6 +15,8 @@ from asgiref.sync import sync_to_async
 from dashboard.events.models import ConnectionEvent, Violation
 from dashboard.fleet.models import Node
 from monitor.agent import Agent
+from monitor.kernel import batch
+from monitor.kernel.layout import ADDR_KEY, RESOLVED
 from monitor.rules import RuleSet
 from monitor.testbed import DnsServer
 
@@ -88,6 +90,22 @@ def test_ttl_ends_the_name(enforcement, resolver):
     time.sleep(1.5)
     assert connect_in(app, "127.20.0.5", port) == 0, "past its TTL the address no longer carries the name"
     assert resolve_in(app, port, "short.test") == [("127.20.0.5", EPERM)]  # asked again: named again
+
+
+def test_a_ttl_is_taken_for_an_hour_at_most(enforcement, resolver):
+    """An answer saying 2^31 - 1 s (68 years) names its address for an hour, not for good."""
+    app = enforcement.container("dns-forever")
+    enforcement.enforcer.start()
+    rule = {"id": "deny-forever", "match": {"dest_fqdn": "forever.test"}, "action": "deny"}
+    enforcement.enforcer.sync(RuleSet.from_specs([rule], 1))
+    assert resolve_in(app, resolver.port, "forever.test") == [("127.20.0.8", EPERM)]
+    now = time.monotonic_ns()  # (the kernel's expiry is CLOCK_MONOTONIC too)
+    [left] = [
+        RESOLVED.unpack(value)[0] - now
+        for key, value in batch.dump(enforcement.enforcer.layout.map("resolved"))
+        if ADDR_KEY.unpack(key)[0] == app.cgroup_id
+    ]
+    assert 3590e9 < left <= 3600e9, left / 1e9
 
 
 @pytest.mark.parametrize("scope", [{"container": "dns-none"}, {}], ids=["its-own", "every-container"])
