@@ -102,6 +102,7 @@ class Compiled:
     own: set[int] = field(default_factory=set)  # cgroups with entries keyed by their own id (`monitored`: MON_OWN)
     kernel_rules: set[str] = field(default_factory=set)  # exec and open rules the kernel judges (by id)
     guard: set[tuple[int, str]] = field(default_factory=set)  # (cgroup, path) to make immutable (monitor.guard)
+    open_denies: bool = False  # some open rule denies in the kernel (then 32-bit calls are refused)
 
     def note(self, rule: Rule, message: str) -> None:
         self.notes.append({"rule_id": rule.id, "message": message})
@@ -377,6 +378,7 @@ def _path_entries(
         cgroup_ids = _cgroup_ids(rule, scopes, out) or []
         if rule.action == "deny" and not rule.audit:
             config["denies"][kind] |= flag
+            out.open_denies |= rule.kind == "open"
             _guard(rule, fields, scopes, cgroup_ids, out)
         config["rules"][kind][bit] = (out.slots.get(rule.id, 0), ACTION_CODES[rule.action], int(rule.audit), lens)
         for cgid in cgroup_ids:

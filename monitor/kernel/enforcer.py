@@ -195,6 +195,7 @@ def _choice(name: str, patterns: dict[int, frozenset], cgid: int) -> tuple[int, 
 
 
 MAX_HASHES = 60_000  # files remembered hashed (exec_hashes holds 65,536, least recently used go)
+POLICY_VERSION, IN_FLIGHT = 1, 2  # pgen's slots the agent writes (CE_GEN_POLICY, CE_GEN_RENAMING)
 PRUNE_IDLE_NS = 60 * 10**9  # flows idle this long may be forgotten when the table fills up
 
 
@@ -372,8 +373,7 @@ class Enforcer:
                 log.error(self.files_error)
         self.quiet_sound = on and not self.files_error
         # renames in flight counted from here (one under way now may leave it off: never stale)
-        in_flight = bpftool.update_command(self.layout.map("pgen"), hex_bytes(SLOT.pack(2)), hex_bytes(COUNTER.pack(0)))
-        bpftool.batch([in_flight, self._quiet_command(self._quiet_version(self.synced))])
+        bpftool.batch([self._quiet_command(0, IN_FLIGHT), self._quiet_command(self._quiet_version(self.synced))])
 
     def _set_compat_hook(self, on: bool) -> None:
         """Attach the program that kills a 32-bit system call's caller where an open deny
@@ -392,11 +392,12 @@ class Enforcer:
             self.compat_error = f"{COMPAT} not attached ({exc}): 32-bit system calls can open files unjudged"
             log.error(self.compat_error)
 
-    def _quiet_command(self, version: int) -> str:
-        """Set the policy version the kernel's memory of files no rule names is valid for
-        (quiet.bpf.h); 0 turns that memory off."""
-        key, value = hex_bytes(SLOT.pack(1)), hex_bytes(COUNTER.pack(version))
-        return bpftool.update_command(self.layout.map("pgen"), key, value)
+    def _quiet_command(self, value: int, slot: int = POLICY_VERSION) -> str:
+        """Set one of `pgen` (quiet.bpf.h): the policy version the kernel's memory of files no
+        rule names is valid for (0 turns that memory off), or the renames in flight."""
+        return bpftool.update_command(
+            self.layout.map("pgen"), hex_bytes(SLOT.pack(slot)), hex_bytes(COUNTER.pack(value))
+        )
 
     def _quiet_version(self, synced: bool) -> int:
         """A version never used before, or 0 (nothing remembered) while a rename hook is
@@ -756,8 +757,7 @@ class Enforcer:
         self.next_expiry = compiled.next_expiry
         self.policy_version = ruleset.version
         self.synced = True
-        open_denies = decode_pconfig(compiled.entries[CONFIG_MAP][SLOT.pack(0)])["denies"][patterns.KINDS["open"]]
-        self._set_compat_hook(bool(self.compat and self.files and open_denies and runs_32_bit_calls()))
+        self._set_compat_hook(self.compat and self.files and compiled.open_denies and runs_32_bit_calls())
         self.error = ""
         log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))
 
