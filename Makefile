@@ -23,7 +23,7 @@ test: setup lint check pytest
 setup: apt venv mounts bpf
 
 # The enforcement programs, compiled CO-RE against this kernel's BTF.
-BPF_OBJECTS := bpfscripts/enforce_connect.bpf.o
+BPF_OBJECTS := bpfscripts/enforce_connect.bpf.o bpfscripts/unix_connect.bpf.o
 bpf: $(BPF_OBJECTS)
 
 bpfscripts/vmlinux.h:
@@ -31,6 +31,10 @@ bpfscripts/vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
 
 bpfscripts/%.bpf.o: bpfscripts/%.bpf.c bpfscripts/%.h $(wildcard bpfscripts/*.bpf.h) bpfscripts/vmlinux.h
+	clang -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibpfscripts -c $< -o $@
+
+# (loaded apart, with libbpf itself: monitor/kernel/unix_hook.py)
+bpfscripts/unix_connect.bpf.o: bpfscripts/unix_connect.bpf.c bpfscripts/enforce_connect.h bpfscripts/shared_maps.bpf.h bpfscripts/vmlinux.h
 	clang -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_x86 -Ibpfscripts -c $< -o $@
 
 apt:

@@ -16,15 +16,17 @@ from monitor.testbed import SimulatedContainer
 
 
 @contextlib.contextmanager
-def programs_on_one_container(name: str, obj=OBJECT):
-    """(container, enforcer), started with the programs of `obj`; everything made is removed
-    afterwards, even on failure."""
+def programs_on_one_container(name: str, obj=OBJECT, dns_resolvers: tuple[str, ...] = ()):
+    """(container, enforcer), started with the programs of `obj` (trusting `dns_resolvers`
+    besides the host's); everything made is removed afterwards, even on failure."""
     tag = uuid.uuid4().hex[:8]
     parent = f"crossedge-bench-{tag}.slice"
     meta = tempfile.mkdtemp(prefix="crossedge-bench-")
     app = SimulatedContainer(name, parent, meta)
     pin_root = f"/sys/fs/bpf/crossedge-bench-{tag}"
-    enforcer = Enforcer(obj=obj, pin_root=pin_root, scope=f"/{parent}/*", docker_roots=(meta,))
+    enforcer = Enforcer(
+        obj=obj, pin_root=pin_root, scope=f"/{parent}/*", docker_roots=(meta,), dns_resolvers=dns_resolvers
+    )
     try:
         app.create()
         enforcer.start()

@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         parser.error("run as root: it makes cgroups and loads eBPF programs")
     server = listener = None
     stats = program_stats() if args.prog_stats else contextlib.nullcontext()
-    with programs_on_one_container("dns-storm") as (app, enforcer), stats:
+    with programs_on_one_container("dns-storm", dns_resolvers=(SERVER,)) as (app, enforcer), stats:
         try:
             server = subprocess.Popen([sys.executable, "-c", SERVE], stdout=subprocess.PIPE, cwd=ROOT, text=True)
             if server.stdout.readline().strip() != "ready":

@@ -16,6 +16,18 @@
  *
  * Owners of answer records are not compared with the question: an answer's addresses
  * (after any CNAME chain) are the question's, as a resolver returns them.
+ *
+ * Only an answer to a query is learned. crossedge_out hands dns_sent() every packet a
+ * monitored container sends to or from port 53: a query to a resolver the node trusts
+ * (`dns_resolvers`, written by the agent) is remembered with its socket (`dns_asked`,
+ * socket storage: no table the containers share, freed with the socket) by id, resolver
+ * and question; an answer is learned only if it reaches that socket from that resolver
+ * with that id and question, which then is forgotten (one answer per query). Any other
+ * answer (a forged one, one from a resolver the node does not trust, one a neighbour sent
+ * at any port) teaches nothing and is sent to the agent flagged, which raises a violation.
+ * A container cannot answer for a trusted resolver either: a DNS response a monitored
+ * container sends from a trusted resolver's address (a socket bound there in its own
+ * network namespace, a raw socket) is dropped before it leaves, and reported.
  */
 
 #define CE_DNS_MASK (CE_DNS_LEN - 1)
@@ -30,7 +42,12 @@
 #define CE_DNS_STAT_ANSWERS 0 /* responses parsed */
 #define CE_DNS_STAT_LOST 1 /* ... that could not be sent to the agent (its buffer was full) */
 #define CE_DNS_STAT_BAD 2 /* packets from port 53 that were no parseable response */
-#define CE_DNS_STATS 3
+#define CE_DNS_STAT_UNMATCHED 3 /* answers that matched no query of the socket: learned from nothing */
+#define CE_DNS_STAT_FORGED 4 /* responses a container sent as a trusted resolver: dropped */
+#define CE_DNS_STAT_QUERIES 5 /* queries to trusted resolvers remembered */
+#define CE_DNS_STATS 6
+#define CE_DNS_ANSWERS 0 /* dns_scratch: the entry crossedge_in's answers use */
+#define CE_DNS_SENT 1 /* ... crossedge_out's (egress may be interrupted by ingress on its CPU) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -64,6 +81,21 @@ struct {
 } dns SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 256);
+	__type(key, struct ce_resolver_key);
+	__type(value, __u8);
+} dns_resolvers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ce_dns_asked);
+} dns_asked SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CE_DNS_STATS);
 	__type(key, __u32);
@@ -85,7 +117,8 @@ struct dns_walk {
 	__u8 written;
 	__u8 found_cg;
 	__u8 found_all;
-	__u8 pad[3];
+	__u8 query; /* 1: hashing a query's name (no rules looked up) */
+	__u8 pad[2];
 	struct ce_fqdn_key best_cg; /* most specific pattern with rules for this cgroup */
 	struct ce_fqdn_key best_all; /* ... for every container */
 	struct ce_fqdn_key pattern; /* the one chosen */
@@ -99,7 +132,7 @@ struct dns_scratch {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2); /* CE_DNS_ANSWERS, CE_DNS_SENT */
 	__type(key, __u32);
 	__type(value, struct dns_scratch);
 } dns_scratch SEC(".maps");
@@ -112,10 +145,10 @@ static __always_inline void dns_stat(__u32 which)
 		*n += 1;
 }
 
-static __always_inline struct dns_scratch *scratch(void)
+/* which: CE_DNS_ANSWERS or CE_DNS_SENT (the bpf_loop callbacks get it as their ctx). */
+static __always_inline struct dns_scratch *scratch(const void *which)
 {
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&dns_scratch, &zero);
+	return bpf_map_lookup_elem(&dns_scratch, which);
 }
 
 static __always_inline __u8 msg_at(struct dns_scratch *s, __u32 off)
@@ -133,9 +166,9 @@ static __always_inline __u64 *start_word(struct dns_scratch *s, __u32 off)
 }
 
 /* The question's name, a label per step: mark where each label starts. */
-static long qname_step(__u32 index, void *unused)
+static long qname_step(__u32 index, void *which)
 {
-	struct dns_scratch *s = scratch();
+	struct dns_scratch *s = scratch(which);
 	if (!s)
 		return 1;
 	struct dns_walk *w = &s->w;
@@ -160,9 +193,9 @@ static long qname_step(__u32 index, void *unused)
 }
 
 /* The name backwards, a byte per step: at each label start look its suffix up. */
-static long hash_step(__u32 index, void *unused)
+static long hash_step(__u32 index, void *which)
 {
-	struct dns_scratch *s = scratch();
+	struct dns_scratch *s = scratch(which);
 	if (!s)
 		return 1;
 	struct dns_walk *w = &s->w;
@@ -174,7 +207,7 @@ static long hash_step(__u32 index, void *unused)
 	if (c >= 'A' && c <= 'Z')
 		c += 'a' - 'A';
 	w->hash = (w->hash ^ c) * CE_FNV_PRIME;
-	if (!(*start_word(s, j) & (1ULL << (j & 63))))
+	if (w->query || !(*start_word(s, j) & (1ULL << (j & 63))))
 		return 0;
 	/* "*.example.com" covers the names below example.com, never example.com itself */
 	struct ce_fqdn_key key = {.hash = w->hash, .kind = j == CE_DNS_HEADER ? CE_FQDN_EXACT : CE_FQDN_WILD};
@@ -192,9 +225,9 @@ static long hash_step(__u32 index, void *unused)
 }
 
 /* The answer section: an owner label, or a record's fixed part and data, per step. */
-static long answer_step(__u32 index, void *unused)
+static long answer_step(__u32 index, void *which)
 {
-	struct dns_scratch *s = scratch();
+	struct dns_scratch *s = scratch(which);
 	if (!s)
 		return 1;
 	struct dns_walk *w = &s->w;
@@ -256,37 +289,35 @@ static long answer_step(__u32 index, void *unused)
 	return w->left == 0;
 }
 
-/* A packet from port 53 to a monitored cgroup (crossedge_in): if it holds a DNS response,
- * learn its addresses and tell the agent. */
-static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pkt *p, __u64 cgid)
+/* The DNS message in a packet (after TCP's length prefix) read into s->rec.msg: its length,
+ * 0 if the packet holds none (a handshake, an ACK, another protocol). */
+static __always_inline __u32 dns_read(struct __sk_buff *skb, const struct ce_pkt *p, struct dns_scratch *s,
+				      __u8 *flags)
 {
 	__u32 poff = p->payload;
-	__u8 flags = 0;
 
 	if (p->proto == CE_IPPROTO_TCP) {
 		poff += 2; /* DNS over TCP: a message starts with its length */
-		flags |= CE_DNS_TCP;
+		*flags |= CE_DNS_TCP;
 	} else if (p->proto != CE_IPPROTO_UDP) {
-		return;
+		return 0;
 	}
 	if (skb->len < poff + CE_DNS_HEADER)
-		return; /* a handshake, an ACK */
-	struct dns_scratch *s = scratch();
-	if (!s)
-		return;
+		return 0;
 	__u64 len = (__u64)skb->len - poff; /* 64 bits: the clamp below bounds the register passed on */
 	if (len > CE_DNS_LEN) {
 		len = CE_DNS_LEN;
-		flags |= CE_DNS_CUT;
+		*flags |= CE_DNS_CUT;
 	}
 	if (len < CE_DNS_HEADER || bpf_skb_load_bytes(skb, poff, s->rec.msg, len))
-		return;
-	__u8 *m = s->rec.msg;
-	__u16 qdcount = (__u16)m[4] << 8 | m[5];
-	if (!(m[2] & 0x80) || (m[2] & 0x78) || qdcount != 1) { /* a response to a standard query */
-		dns_stat(CE_DNS_STAT_BAD);
-		return;
-	}
+		return 0;
+	return len;
+}
+
+/* The question's name walked and hashed (an answer's: its patterns looked up on the way):
+ * the offset of its root label, 0 if it has no readable name. */
+static __always_inline __u32 dns_question(struct dns_scratch *s, __u32 *which, __u64 cgid, __u32 len, __u8 query)
+{
 #pragma unroll
 	for (int i = 0; i < CE_DNS_WORDS; i++)
 		s->starts[i] = 0;
@@ -298,34 +329,82 @@ static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pk
 	w->off = CE_DNS_HEADER;
 	w->end = len;
 	w->owner = 1;
-	bpf_loop(CE_DNS_MAX_LABELS, qname_step, NULL, 0);
+	w->query = query;
+	bpf_loop(CE_DNS_MAX_LABELS, qname_step, which, 0);
 	__u32 qend = w->qend;
-	if (w->bad || qend <= CE_DNS_HEADER || qend > CE_DNS_HEADER + CE_DNS_MAX_NAME) {
-		dns_stat(CE_DNS_STAT_BAD); /* (the root's own name is no destination) */
-		return;
-	}
-	bpf_loop(qend - CE_DNS_HEADER, hash_step, NULL, 0);
-	w->pattern.kind = CE_FQDN_NOTHING;
-	if (w->found_cg)
-		w->pattern = w->best_cg; /* a container's entries include every container's patterns */
-	else if (w->found_all)
-		w->pattern = w->best_all;
-	w->left = (__u16)m[6] << 8 | m[7];
-	w->off = qend + 1 + 4; /* the root label, QTYPE, QCLASS */
-	struct ce_scan *entry = scan_entry(cgid);
-	if (entry && !entry->named)
-		entry->named = 1; /* before its addresses are written: a call that finds one looks */
-	if ((m[3] & 0x0f) == 0 && w->left) /* NOERROR */
-		bpf_loop(CE_DNS_MAX_STEPS, answer_step, NULL, 0);
+	if (w->bad || qend <= CE_DNS_HEADER || qend > CE_DNS_HEADER + CE_DNS_MAX_NAME)
+		return 0; /* (the root's own name is no destination) */
+	bpf_loop(qend - CE_DNS_HEADER, hash_step, which, 0);
+	return qend;
+}
 
-	s->rec.ts_ns = w->now;
+static __always_inline int same_addr(const __u8 *a, const __u8 *b)
+{
+	__u64 a0, a1, b0, b1;
+
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
+}
+
+static __always_inline int trusted(__u8 family, const __u8 *addr)
+{
+	struct ce_resolver_key rk = {.family = family};
+
+	__builtin_memcpy(rk.addr, addr, 16);
+	return bpf_map_lookup_elem(&dns_resolvers, &rk) != NULL;
+}
+
+/* The queries the packet's socket sent (NULL if none, or if it is no full socket). */
+static __always_inline struct ce_dns_asked *asked_of(struct __sk_buff *skb, __u64 create)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return NULL;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&dns_asked, sk, NULL, create);
+}
+
+/* Whether the answer in s matches a query its socket sent (id, resolver, question), which is
+ * forgotten then: one answer per query. */
+static __always_inline int dns_matched(struct __sk_buff *skb, const struct ce_pkt *p, struct dns_scratch *s)
+{
+	struct ce_dns_asked *asked = asked_of(skb, 0);
+
+	if (!asked)
+		return 0;
+	__u16 id = (__u16)s->rec.msg[0] << 8 | s->rec.msg[1];
+	__u64 hash = s->w.hash;
+#pragma unroll
+	for (int i = 0; i < CE_DNS_ASKED; i++) {
+		struct ce_dns_query *q = &asked->q[i];
+		if (q->used && q->id == id && q->name_hash == hash && q->family == p->family &&
+		    same_addr(q->addr, p->saddr)) {
+			q->used = 0;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* The record in s to the agent: its header, the question (or, where the name was not walked,
+ * as much of the message as a question can take) and the peer's address. */
+static __always_inline void dns_tell(struct __sk_buff *skb, struct dns_scratch *s, const struct ce_pkt *p,
+				     const __u8 *peer, __u64 cgid, __u8 flags, __u32 size, __u32 len)
+{
+	s->rec.ts_ns = bpf_ktime_get_ns();
 	s->rec.cgroup_id = cgid;
-	s->rec.name_hash = w->hash;
+	s->rec.name_hash = s->w.hash;
 	s->rec.flags = flags;
-	s->rec.written = w->written;
-	s->rec.pattern_kind = w->pattern.kind;
-	dns_stat(CE_DNS_STAT_ANSWERS);
-	__u32 size = qend + 5; /* the agent needs the header and the question: the name */
+	s->rec.written = s->w.written;
+	s->rec.pattern_kind = s->w.pattern.kind;
+	s->rec.family = p->family;
+	__builtin_memcpy(s->rec.peer, peer, 16);
 	if (size > len)
 		size = len;
 	if (size > CE_DNS_LEN)
@@ -333,6 +412,96 @@ static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pk
 	s->rec.len = size;
 	if (bpf_perf_event_output(skb, &dns, BPF_F_CURRENT_CPU, &s->rec, offsetof(struct ce_dns, msg) + size))
 		dns_stat(CE_DNS_STAT_LOST);
+}
+
+/* A packet from port 53 to a monitored cgroup (crossedge_in): if it holds a DNS response,
+ * learn its addresses if it answers a query its socket sent, and tell the agent. */
+static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pkt *p, __u64 cgid)
+{
+	__u32 which = CE_DNS_ANSWERS;
+	__u8 flags = 0;
+	struct dns_scratch *s = scratch(&which);
+
+	if (!s)
+		return;
+	__u32 len = dns_read(skb, p, s, &flags);
+	if (!len)
+		return;
+	__u8 *m = s->rec.msg;
+	__u16 qdcount = (__u16)m[4] << 8 | m[5];
+	if (!(m[2] & 0x80) || (m[2] & 0x78) || qdcount != 1) { /* a response to a standard query */
+		dns_stat(CE_DNS_STAT_BAD);
+		return;
+	}
+	__u32 qend = dns_question(s, &which, cgid, len, 0);
+	if (!qend) {
+		dns_stat(CE_DNS_STAT_BAD);
+		return;
+	}
+	struct dns_walk *w = &s->w;
+	w->pattern.kind = CE_FQDN_NOTHING;
+	if (w->found_cg)
+		w->pattern = w->best_cg; /* a container's entries include every container's patterns */
+	else if (w->found_all)
+		w->pattern = w->best_all;
+	w->left = (__u16)m[6] << 8 | m[7];
+	w->off = qend + 1 + 4; /* the root label, QTYPE, QCLASS */
+	if (dns_matched(skb, p, s)) {
+		struct ce_scan *entry = scan_entry(cgid);
+		if (entry && !entry->named)
+			entry->named = 1; /* before its addresses are written: a call that finds one looks */
+		if ((m[3] & 0x0f) == 0 && w->left) /* NOERROR */
+			bpf_loop(CE_DNS_MAX_STEPS, answer_step, &which, 0);
+	} else {
+		flags |= CE_DNS_UNMATCHED | (trusted(p->family, p->saddr) ? 0 : CE_DNS_UNTRUSTED);
+		dns_stat(CE_DNS_STAT_UNMATCHED);
+	}
+	dns_stat(CE_DNS_STAT_ANSWERS);
+	dns_tell(skb, s, p, p->saddr, cgid, flags, qend + 5, len); /* the header and the question */
+}
+
+/* A packet a monitored container sends to or from port 53 (crossedge_out): a query to a
+ * trusted resolver is remembered with its socket; a response sent as a trusted resolver is
+ * dropped (0) and reported. */
+static __always_inline int dns_sent(struct __sk_buff *skb, const struct ce_pkt *p, __u64 cgid)
+{
+	int as_resolver = p->sport == bpf_htons(CE_DNS_PORT) && trusted(p->family, p->saddr);
+	int to_resolver = p->dport == bpf_htons(CE_DNS_PORT) && trusted(p->family, p->daddr);
+	__u32 which = CE_DNS_SENT;
+	__u8 flags = 0;
+
+	if (!as_resolver && !to_resolver)
+		return 1;
+	struct dns_scratch *s = scratch(&which);
+	if (!s)
+		return 1;
+	__u32 len = dns_read(skb, p, s, &flags);
+	if (!len)
+		return 1;
+	__u8 *m = s->rec.msg;
+	if (m[2] & 0x80) { /* a response */
+		if (!as_resolver)
+			return 1;
+		__builtin_memset(&s->w, 0, sizeof(s->w));
+		dns_stat(CE_DNS_STAT_FORGED);
+		dns_tell(skb, s, p, p->saddr, cgid, flags | CE_DNS_FORGED, CE_DNS_HEADER + CE_DNS_MAX_NAME + 5, len);
+		return 0;
+	}
+	__u16 qdcount = (__u16)m[4] << 8 | m[5];
+	if (!to_resolver || (m[2] & 0x78) || qdcount != 1 || !dns_question(s, &which, cgid, len, 1))
+		return 1; /* no standard query with one question: nothing to answer */
+	struct ce_dns_asked *asked = asked_of(skb, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!asked)
+		return 1;
+	struct ce_dns_query *q = &asked->q[asked->next & (CE_DNS_ASKED - 1)];
+	asked->next++;
+	q->name_hash = s->w.hash;
+	__builtin_memcpy(q->addr, p->daddr, 16);
+	q->id = (__u16)m[0] << 8 | m[1];
+	q->family = p->family;
+	q->used = 1;
+	dns_stat(CE_DNS_STAT_QUERIES);
+	return 1;
 }
 
 /* The name rules' decision for a call to addr by cgid, or NULL: the first rule of the

@@ -43,7 +43,9 @@
  * programs in process.bpf.h, their opens of watched paths (file rules) by those in
  * file.bpf.h, both included below. Their packets are counted by crossedge_in and
  * crossedge_out (traffic.bpf.h); the DNS answers they receive, and the rules naming
- * destinations by name (a fifth lookup, in `resolved`, per judged call), are dns.bpf.h's.
+ * destinations by name (a fifth lookup, in `resolved`, per judged call), are dns.bpf.h's, and
+ * so are the queries they send (remembered to match answers with) and the DNS responses
+ * they would send as a trusted resolver (dropped).
  *
  * Loaded, attached and fed by monitor/kernel/enforcer.py; the struct layouts are mirrored
  * in monitor/kernel/layout.py (a test checks them against this object's BTF).
@@ -56,6 +58,8 @@
 #include "enforce_connect.h"
 
 char LICENSE[] SEC("license") = "GPL";
+
+#include "shared_maps.bpf.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -73,27 +77,7 @@ struct {
 	__type(value, struct ce_rule);
 } rules6 SEC(".maps");
 
-/* Per-rule decision counts, by slot. An array, so the lookup every call makes is inlined
- * (a hash cost ~20 ns more a call); the agent zeroes a slot before a rule takes it and
- * reads the slots its rules hold. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CE_MAX_SLOTS);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
 
-/* Cgroups the rules apply to: container cgroups in scope and the cgroups below them. The
- * value is CE_MON, with CE_MON_OWN when the agent wrote entries keyed by the cgroup's own id
- * (its own rules or limits): without it the programs look only at every container's
- * entries, a third fewer lookups per connect() for a container with no rules of its own. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, CE_MAX_MONITORED);
-	__type(key, __u64);
-	__type(value, __u8);
-} monitored SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -140,6 +124,16 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } lifecycle SEC(".maps");
 
+/* A call or packet that could be neither sent nor counted. */
+static __always_inline void lost_one(void)
+{
+	__u32 zero = 0;
+	__u64 *missed = bpf_map_lookup_elem(&lost, &zero);
+
+	if (missed)
+		*missed += 1;
+}
+
 /* One more decision by a rule (slot 0: none matched). */
 static __always_inline void count_slot(__u32 slot)
 {
@@ -155,13 +149,6 @@ static __always_inline void count_slot(__u32 slot)
 #include "dns.bpf.h"
 #include "xdp.bpf.h"
 
-static __always_inline struct ce_rule *better(struct ce_rule *best, struct ce_rule *hit)
-{
-	if (hit && (!best || hit->rank < best->rank))
-		return hit;
-	return best;
-}
-
 static __always_inline __u8 verdict_of(struct ce_rule *rule)
 {
 	if (rule && rule->action == CE_DENY)
@@ -171,7 +158,7 @@ static __always_inline __u8 verdict_of(struct ce_rule *rule)
 
 /* scan: the container's entry (monitored containers only), which may refuse the call
  * (a scan rule's hold) or sum it (a new destination in a scan). */
-static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rule, __u64 cgid, __u8 family,
+static __always_inline int decide(void *ctx, struct ce_rule *rule, __u64 cgid, __u8 family,
 				  const __u8 *addr, __u16 port, __u8 op, __u64 name_hash, struct ce_scan *scan, int own)
 {
 	__u64 now = bpf_ktime_get_ns();
@@ -180,7 +167,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	int held = scan && scan->blocked_ns > now; /* refused by a hold or a limit: reported by those */
 	if (held) {
 		rule = &scan->rule;
-	} else if (scan && own) {
+	} else if (scan && own && op != CE_OP_PACKET) { /* a packet is no connection */
 		struct ce_rule *over = conn_limit(cgid, now);
 		if (over) {
 			rule = over;
@@ -198,7 +185,10 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	fk.verdict = verdict;
 	fk.op = op;
 	fk.name_hash = name_hash;
-	__builtin_memcpy(fk.addr, addr, family == 4 ? 4 : 16);
+	if (family == 4) /* (constant sizes: a packet's family is known only when it runs) */
+		__builtin_memcpy(fk.addr, addr, 4);
+	else
+		__builtin_memcpy(fk.addr, addr, 16);
 
 	/* the container's filter: a destination that never had a flow is not looked for */
 	__u32 bit = scan ? seen_bit(family, addr, port) : 0;
@@ -252,7 +242,10 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	ev.op = op;
 	ev.name_hash = name_hash;
 	ev.scan = crossed;
-	__builtin_memcpy(ev.addr, addr, family == 4 ? 4 : 16);
+	if (family == 4)
+		__builtin_memcpy(ev.addr, addr, 4);
+	else
+		__builtin_memcpy(ev.addr, addr, 16);
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
 	if (rule)
 		__builtin_memcpy(ev.rule_id, rule->rule_id, CE_RULE_ID_LEN);
@@ -262,56 +255,75 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct ce_rule *rul
 	/* The perf buffer is full: count the call with its flow instead. */
 	if (!flow)
 		flow = bpf_map_lookup_elem(&flows, &fk);
-	if (flow) {
+	if (flow)
 		__sync_fetch_and_add(&flow->folded, 1);
-	} else {
-		__u32 zero = 0;
-		__u64 *missed = bpf_map_lookup_elem(&lost, &zero);
-		if (missed)
-			*missed += 1;
-	}
+	else
+		lost_one();
 	return ret;
+}
+
+/* The best-ranked address rule for a call or packet to addr:port (network byte order) by
+ * cgid, from `map` with `key` (its prefix length and address set): (this cgroup | every
+ * container) x (this port | any port), the first only for a cgroup with rules of its own. */
+#define ADDR_RULE(map, key, cgid, own, port)                                              \
+	({                                                                                 \
+		struct ce_rule *best_ = NULL;                                              \
+		__u64 scopes_[2] = {cgid, 0};                                              \
+		__u16 ports_[2] = {port, 0};                                               \
+		_Pragma("unroll") for (int s = 0; s < 2; s++)                              \
+		{                                                                          \
+			_Pragma("unroll") for (int p = 0; p < 2; p++)                      \
+			{                                                                  \
+				key.cgroup_id = scopes_[s];                                \
+				key.port = ports_[p];                                      \
+				if (s == 0 && !(own))                                      \
+					continue; /* no rules of its own */                \
+				best_ = better(best_, bpf_map_lookup_elem(&map, &key));    \
+			}                                                                  \
+		}                                                                          \
+		best_;                                                                     \
+	})
+
+static __always_inline struct ce_rule *addr_rule4(__u64 cgid, int own, const __u8 *addr, __u16 port)
+{
+	struct ce_key4 key = {.prefixlen = 64 + 16 + 32};
+
+	__builtin_memcpy(key.addr, addr, 4);
+	return ADDR_RULE(rules4, key, cgid, own, port);
+}
+
+static __always_inline struct ce_rule *addr_rule6(__u64 cgid, int own, const __u8 *addr, __u16 port)
+{
+	struct ce_key6 key = {.prefixlen = 64 + 16 + 128};
+
+	__builtin_memcpy(key.addr, addr, 16);
+	return ADDR_RULE(rules6, key, cgid, own, port);
 }
 
 static __always_inline int judge4(struct bpf_sock_addr *ctx, __u32 ip4, __u16 port, __u8 op)
 {
-	struct ce_key4 key = {};
-	struct ce_rule *best = NULL;
+	__u8 addr[4];
 	__u64 cgid = bpf_get_current_cgroup_id();
-	__u64 scopes[2] = {cgid, 0};
-	__u16 ports[2] = {port, 0};
 
 	if (ip4 == 0)
 		ip4 = bpf_htonl(0x7f000001); /* 0.0.0.0 reaches this host: judged as 127.0.0.1 */
-	__builtin_memcpy(key.addr, &ip4, 4);
+	__builtin_memcpy(addr, &ip4, 4);
 	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
 	if (!mon)
-		return decide(ctx, NULL, cgid, 4, key.addr, port, op, 0, NULL, 0);
+		return decide(ctx, NULL, cgid, 4, addr, port, op, 0, NULL, 0);
 	int own = *mon & CE_MON_OWN;
-	key.prefixlen = 64 + 16 + 32;
-#pragma unroll
-	for (int s = 0; s < 2; s++) {
-#pragma unroll
-		for (int p = 0; p < 2; p++) {
-			key.cgroup_id = scopes[s];
-			key.port = ports[p];
-			if (s == 0 && !own)
-				continue; /* no rules of its own */
-			best = better(best, bpf_map_lookup_elem(&rules4, &key));
-		}
-	}
+	struct ce_rule *best = addr_rule4(cgid, own, addr, port);
 	struct ce_rule by_name = {};
 	__u64 name_hash = 0;
 	struct ce_scan *scan = scan_entry(cgid);
-	best = better(best, fqdn_rule(cgid, own, 4, key.addr, port, scan, &name_hash, &by_name));
+	best = better(best, fqdn_rule(cgid, own, 4, addr, port, scan, &name_hash, &by_name));
 	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
-	return decide(ctx, best, cgid, 4, key.addr, port, op, name_hash, scan, own);
+	return decide(ctx, best, cgid, 4, addr, port, op, name_hash, scan, own);
 }
 
 static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 {
-	struct ce_key6 key = {};
-	struct ce_rule *best = NULL;
+	__u8 addr[16];
 	__u16 port = (__u16)ctx->user_port;
 	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
 
@@ -321,35 +333,51 @@ static __always_inline int judge6(struct bpf_sock_addr *ctx, __u8 op)
 		w3 = bpf_htonl(1); /* :: reaches this host: judged as ::1 */
 
 	__u64 cgid = bpf_get_current_cgroup_id();
-	__u64 scopes[2] = {cgid, 0};
-	__u16 ports[2] = {port, 0};
 
-	__builtin_memcpy(&key.addr[0], &w0, 4);
-	__builtin_memcpy(&key.addr[4], &w1, 4);
-	__builtin_memcpy(&key.addr[8], &w2, 4);
-	__builtin_memcpy(&key.addr[12], &w3, 4);
+	__builtin_memcpy(&addr[0], &w0, 4);
+	__builtin_memcpy(&addr[4], &w1, 4);
+	__builtin_memcpy(&addr[8], &w2, 4);
+	__builtin_memcpy(&addr[12], &w3, 4);
 	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
 	if (!mon)
-		return decide(ctx, NULL, cgid, 6, key.addr, port, op, 0, NULL, 0);
+		return decide(ctx, NULL, cgid, 6, addr, port, op, 0, NULL, 0);
 	int own = *mon & CE_MON_OWN;
-	key.prefixlen = 64 + 16 + 128;
-#pragma unroll
-	for (int s = 0; s < 2; s++) {
-#pragma unroll
-		for (int p = 0; p < 2; p++) {
-			key.cgroup_id = scopes[s];
-			key.port = ports[p];
-			if (s == 0 && !own)
-				continue; /* no rules of its own */
-			best = better(best, bpf_map_lookup_elem(&rules6, &key));
-		}
-	}
+	struct ce_rule *best = addr_rule6(cgid, own, addr, port);
 	struct ce_rule by_name = {};
 	__u64 name_hash = 0;
 	struct ce_scan *scan = scan_entry(cgid);
-	best = better(best, fqdn_rule(cgid, own, 6, key.addr, port, scan, &name_hash, &by_name));
+	best = better(best, fqdn_rule(cgid, own, 6, addr, port, scan, &name_hash, &by_name));
 	barrier_var(best); /* a stack or map pointer from here: no arithmetic before decide's check */
-	return decide(ctx, best, cgid, 6, key.addr, port, op, name_hash, scan, own);
+	return decide(ctx, best, cgid, 6, addr, port, op, name_hash, scan, own);
+}
+
+/* A packet of a monitored container that no connect() or sendto() judge saw: any protocol
+ * but TCP and UDP (ICMP, SCTP, a raw socket's own), and a raw socket's TCP or UDP. Judged
+ * by its destination like a call (a port only where its header is read), so a deny drops it
+ * (0); reported and folded per flow like calls (op CE_OP_PACKET). */
+static __always_inline int judge_packet(struct __sk_buff *skb, const struct ce_pkt *p, __u64 cgid, __u8 mon)
+{
+	int own = mon & CE_MON_OWN;
+	__u64 name_hash = 0;
+	struct ce_rule by_name = {};
+	struct ce_scan *scan = scan_entry(cgid);
+	struct ce_rule *best = p->family == 4 ? addr_rule4(cgid, own, p->daddr, p->dport)
+					      : addr_rule6(cgid, own, p->daddr, p->dport);
+	best = better(best, fqdn_rule(cgid, own, p->family, p->daddr, p->dport, scan, &name_hash, &by_name));
+	barrier_var(best);
+	return decide(skb, best, cgid, p->family, p->daddr, p->dport, CE_OP_PACKET, name_hash, scan, own);
+}
+
+/* Whether a TCP or UDP packet comes from a raw socket (which no connect() or sendto() judge
+ * sees); any other protocol is judged at egress whatever its socket. */
+static __always_inline int unjudged(struct __sk_buff *skb, const struct ce_pkt *p)
+{
+	if (p->proto != CE_IPPROTO_TCP && p->proto != CE_IPPROTO_UDP)
+		return 1;
+	struct bpf_sock *sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	return sk && sk->type == CE_SOCK_RAW_TYPE;
 }
 
 SEC("cgroup/connect4")
@@ -390,6 +418,34 @@ int crossedge_in(struct __sk_buff *skb)
 	return 1;
 }
 
+/* What egress does with a packet it lets through: its container's rate limit, and counting. */
+static __always_inline int egress_rest(struct __sk_buff *skb, const struct ce_pkt *p, __u64 cgid, __u8 mon)
+{
+	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	int verdict = CE_SKB_PASS;
+	if (mon & CE_MON_OWN) /* limits are entries of the container's own */
+		verdict = egress_limit(cgid, skb->len + (segs - 1) * p->payload, segs);
+	if (verdict != CE_SKB_DROP_CN)
+		account(skb, p, cgid, 0); /* what left: a dropped packet is counted as held back */
+	return verdict;
+}
+
+/* crossedge_pkt's slot in `packet_judge` (below). */
+#define CE_PACKET_JUDGE 0
+
+/* The packets crossedge_out does not judge itself go on to crossedge_pkt, by a tail call:
+ * judging one takes a call's stack (decide's event), more than fits beside crossedge_out's
+ * own. Filled at load (libbpf), kept while the map is pinned. */
+int crossedge_pkt(struct __sk_buff *skb);
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32)); /* (sizes, not types: a program array takes no BTF) */
+	__array(values, int(struct __sk_buff *));
+} packet_judge SEC(".maps") = {
+	.values = {[CE_PACKET_JUDGE] = (void *)&crossedge_pkt},
+};
+
 SEC("cgroup_skb/egress")
 int crossedge_out(struct __sk_buff *skb)
 {
@@ -399,13 +455,29 @@ int crossedge_out(struct __sk_buff *skb)
 	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
 	if (!mon || pkt_parse(skb, &p))
 		return 1;
-	__u64 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
-	int verdict = CE_SKB_PASS;
-	if (*mon & CE_MON_OWN) /* limits are entries of the container's own */
-		verdict = egress_limit(cgid, skb->len + (segs - 1) * p.payload, segs);
-	if (verdict != CE_SKB_DROP_CN)
-		account(skb, &p, cgid, 0); /* what left: a dropped packet is counted as held back */
-	return verdict;
+	if ((p.sport == bpf_htons(CE_DNS_PORT) || p.dport == bpf_htons(CE_DNS_PORT)) && !p.fragment &&
+	    !dns_sent(skb, &p, cgid))
+		return 0; /* a response sent as a trusted resolver: forged */
+	if (unjudged(skb, &p)) {
+		bpf_tail_call(skb, &packet_judge, CE_PACKET_JUDGE);
+		lost_one(); /* (only if the slot were empty: let through, counted) */
+	}
+	return egress_rest(skb, &p, cgid, *mon);
+}
+
+/* Not attached: crossedge_out's tail call for the packets it does not judge itself. */
+SEC("cgroup_skb/egress")
+int crossedge_pkt(struct __sk_buff *skb)
+{
+	struct ce_pkt p = {};
+	__u64 cgid = bpf_skb_cgroup_id(skb);
+
+	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
+	if (!mon || pkt_parse(skb, &p))
+		return 1;
+	if (!judge_packet(skb, &p, cgid, *mon))
+		return 0; /* to a denied destination */
+	return egress_rest(skb, &p, cgid, *mon);
 }
 
 /* -- container lifecycle ------------------------------------------------------------- */
@@ -419,6 +491,7 @@ int crossedge_out(struct __sk_buff *skb)
 #include "quiet.bpf.h"
 #include "process.bpf.h"
 #include "file.bpf.h"
+#include "sock.bpf.h"
 
 static __always_inline int is_hex(char c)
 {

@@ -24,6 +24,7 @@
 /* Which call the programs judged (ce_event.op, ce_flow_key.op). */
 #define CE_OP_CONNECT 0 /* connect(): TCP, or a UDP socket being connected */
 #define CE_OP_SENDMSG 1 /* sendto()/sendmsg() with an address on an unconnected UDP socket */
+#define CE_OP_PACKET 3 /* a packet no connect() or sendto() judge saw (a raw, ping or SCTP socket's), at egress */
 #define CE_OP_FLOOD 2 /* not a call: a source's TCP SYNs at XDP reached a flood rule's threshold
 		       * (ce_event: addr the source, port the last SYN's destination port, scan the
 		       * SYNs counted in the window; cgroup_id 0) */
@@ -118,6 +119,8 @@ struct ce_lifecycle {
 #define CE_PROC_EXIT 2
 #define CE_PROC_OPEN 3
 #define CE_PROC_REFUSE 4 /* a call refused (the caller, or the child it made, killed): ce_proc.how says which */
+#define CE_PROC_SOCKET 5 /* a raw, packet, ICMP or SCTP socket made (sock.bpf.h): ce_proc.how is its CE_SOCK_*,
+			  * exit_code the result (0 or -EPERM), lifetime_ns family << 32 | type << 16 | protocol */
 #define CE_PATH_LEN 256 /* a path as resolved (longer ones are cut, flagged) */
 #define CE_ARGS_LEN 256 /* argv, NUL separated, cut at this length */
 #define CE_MATCH_LEN 128 /* a pattern key's bytes: the field, then up to 127 bytes of path */
@@ -309,6 +312,10 @@ struct ce_pscope {
 #define CE_FQDN_NOTHING 255 /* ce_resolved.pattern.kind: no pattern matched the name */
 #define CE_DNS_CUT 1 /* ce_dns.flags: the message was longer than CE_DNS_LEN */
 #define CE_DNS_TCP 2 /* ... it came over TCP */
+#define CE_DNS_UNMATCHED 4 /* ... it answered no query the receiving socket sent: it taught nothing */
+#define CE_DNS_UNTRUSTED 8 /* ... it came from no resolver the node trusts (with CE_DNS_UNMATCHED) */
+#define CE_DNS_FORGED 16 /* a monitored container sent it from a trusted resolver's address: dropped */
+#define CE_DNS_ASKED 16 /* queries remembered per socket (the oldest make way) */
 
 /* The rules of one name pattern in one scope (cgroup_id 0: every monitored container; a
  * container's own entries include every-container rules, flattened by the agent). */
@@ -351,14 +358,62 @@ struct ce_resolved {
 /* One answer, sent on the `dns` perf array with the bytes of msg it holds. */
 struct ce_dns {
 	__u64 ts_ns; /* CLOCK_MONOTONIC */
-	__u64 cgroup_id; /* the receiving socket's */
+	__u64 cgroup_id; /* the receiving socket's (CE_DNS_FORGED: the sending socket's) */
 	__u64 name_hash;
 	__u16 len; /* bytes of msg sent: the header and the question */
 	__u8 flags; /* CE_DNS_* */
 	__u8 written; /* addresses written to `resolved` */
 	__u8 pattern_kind;
-	__u8 pad[3];
+	__u8 family; /* of peer */
+	__u8 pad[2];
+	__u8 peer[16]; /* the address it came from (CE_DNS_FORGED: the one it claimed) */
 	__u8 msg[CE_DNS_LEN];
+};
+
+/* Sockets that send past the connect() and sendto() judges (sock.bpf.h), by kind. */
+#define CE_SOCK_RAW 1 /* AF_INET/AF_INET6 SOCK_RAW */
+#define CE_SOCK_PACKET 2 /* AF_PACKET */
+#define CE_SOCK_ICMP 3 /* ICMP "ping" sockets (SOCK_DGRAM, IPPROTO_ICMP/ICMPV6) */
+#define CE_SOCK_SCTP 4 /* IPPROTO_SCTP */
+#define CE_SOCK_UNIX 5 /* a unix socket connected to (or sent to) by path (unix_connect.bpf.c) */
+#define CE_SOCK_RAW_TYPE 3 /* SOCK_RAW */
+
+/* `unix_rules`: a scope's best-ranked rule for a unix socket path (FNV-1a 64 of the path as
+ * written; an abstract name as "@name"). */
+struct ce_unix_key {
+	__u64 cgroup_id;
+	__u64 hash;
+};
+
+/* `sock_rules`: a scope's (cgroup_id 0: every container) best-ranked rule for a kind of socket. */
+struct ce_sock_key {
+	__u64 cgroup_id;
+	__u32 kind; /* CE_SOCK_* */
+	__u32 pad;
+};
+
+/* A resolver the node trusts (`dns_resolvers`, written by the agent). */
+struct ce_resolver_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+/* A query a socket sent to a trusted resolver, kept with the socket (`dns_asked`) until its
+ * answer comes: an answer is learned only if it matches one (id, resolver, question). */
+struct ce_dns_query {
+	__u64 name_hash;
+	__u8 addr[16]; /* the resolver asked */
+	__u16 id;
+	__u8 family;
+	__u8 used;
+	__u32 pad;
+};
+
+struct ce_dns_asked {
+	__u32 next; /* the slot the next query takes */
+	__u32 pad;
+	struct ce_dns_query q[CE_DNS_ASKED];
 };
 
 /* Scans (scan.bpf.h): per container, the calls to destinations it has no flow for yet

@@ -26,11 +26,6 @@
  * tracepoints; Docker 25's default seccomp profile refuses it too).
  */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, sizeof(__u32));
-} procs SEC(".maps");
 
 /* A ce_proc is larger than the BPF stack: it is built here. */
 struct {
@@ -83,13 +78,6 @@ struct {
 	__type(value, struct ce_flow);
 } proc_flows SEC(".maps");
 
-/* Records that could be neither sent nor counted: [0] execs, [1] exits, [2] opens, [3] refusals. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 4);
-	__type(key, __u32);
-	__type(value, __u64);
-} proc_lost SEC(".maps");
 
 static __always_inline __u64 fnv1a(const char *bytes, __u32 len)
 {
@@ -145,6 +133,8 @@ static __always_inline int proc_send(void *ctx, struct ce_proc *ev, int alone)
 		key.exit_code = ev->exit_code < 0 ? ev->exit_code : 0;
 	} else {
 		key.hash = fnv1a(ev->comm, sizeof(ev->comm));
+		if (ev->type == CE_PROC_SOCKET)
+			key.hash += ev->how; /* sockets of one kind */
 		key.exit_code = ev->exit_code;
 	}
 	__u64 now = ev->ts_ns;
@@ -489,9 +479,13 @@ int crossedge_getfd(struct trace_event_raw_sys_enter *ctx)
 	return refuse_call(ctx, CE_PC_ON, CE_HOW_PIDFD_GETFD);
 }
 
+static __always_inline int uring_packet_refused(void *ctx); /* sock.bpf.h */
+
 SEC("tracepoint/syscalls/sys_enter_io_uring_setup")
 int crossedge_uring(struct trace_event_raw_sys_enter *ctx)
 {
+	if (uring_packet_refused(ctx))
+		return 0;
 	return refuse_call(ctx, CE_PC_ON | CE_PC_IO_URING, CE_HOW_IO_URING);
 }
 

@@ -30,7 +30,7 @@ from . import AGENT_VERSION, folding
 from .backends import BACKENDS, perf_pipe
 from .cgroups import CgroupIndex
 from .containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify
-from .dns import Names
+from .dns import FORGED, Names, RefusedAnswers, refused_reason
 from .files import watched
 from .flowcounts import FlowCounts, KernelFlows
 from .guard import AT_FDCWD, refused_file
@@ -41,7 +41,7 @@ from .kernel.enforcer import Enforcer, EnforcerError
 from .kernel.layout import WRITE_CALLS
 from .limits import LimitReports
 from .parsers import perf_lines
-from .processes import CALLS, ProcessTable, ProcGroups, judge, state
+from .processes import CALLS, ProcessTable, ProcGroups, judge, socket_text, state
 from .rules import Flow, RuleError, RuleSet, glob_match
 from .scans import ScanSums
 from .supervisor import Supervisor
@@ -135,6 +135,7 @@ class Agent:
         self.names = Names()  # what the containers resolved (monitor.dns)
         self.unnamed: collections.deque[tuple[float, dict]] = collections.deque()  # calls awaiting their name
         self.dns_stats: dict[str, int] = {}  # the DNS program's counts
+        self.refused_answers = RefusedAnswers()  # DNS answers the kernel learned nothing from
         self.traffic = TrafficMinutes()  # what the packet programs counted, per minute and flow
         self.traffic_lost = 0  # bytes the packet programs could count nowhere
         self.scan_sums = ScanSums()  # the calls the programs summed in scans
@@ -212,7 +213,13 @@ class Agent:
 
     def handle_dns(self, _backend: str, record: dict) -> None:
         """A DNS response a container received: learn its names, then let the calls waiting
-        for one of them go on."""
+        for one of them go on. One the kernel learned nothing from (it answered no query the
+        socket sent, or a container sent it as a trusted resolver) is reported instead."""
+        if reason := refused_reason(record):
+            self.names.counts[f"refused_{reason}"] += 1
+            if report := self.refused_answers.add(record, reason, time.monotonic()):
+                self._refused_report(report)
+            return
         try:
             self.names.heard(record["name_hash"], record["message"])
         except ValueError as exc:
@@ -248,6 +255,10 @@ class Agent:
         how = event.get("how", "")
         if event["kind"] == "refuse":  # a call refused to keep an open deny whole (process.bpf.h)
             event.update(kind="call", path=CALLS[how])
+        elif event["kind"] == "socket":  # a raw, packet, ping or SCTP socket made (sock.bpf.h)
+            event["path"] = socket_text(
+                event["socket"], event.pop("family"), event.pop("type"), event.pop("protocol"), event["unix_path"]
+            )
         group = event.pop("group")
         grown = self.proc_groups.growth(group, event.pop("folded"))
         event["ts_ns"] = event.pop("mono_ns") + time.time_ns() - time.monotonic_ns()
@@ -268,7 +279,7 @@ class Agent:
         event["container"] = ref.as_event() if ref else None
         pid = event["pid"]
         event["parent_binary"] = self.processes.binary(event["ppid"])
-        if event["kind"] in ("open", "call"):
+        if event["kind"] in ("open", "call", "socket"):
             event["binary"] = self.processes.binary(pid, event["ppid"], event["comm"])
         elif event["kind"] == "exec":
             self.processes.exec(pid, event["binary"], event["ppid"], event["comm"])
@@ -294,6 +305,8 @@ class Agent:
         if refused and event["verdict"] == "deny" and not event["audit"]:
             event["enforced"] = True  # refused by the file's immutable attribute: nothing was changed
         event.pop("how", None)
+        event.pop("socket", None)
+        event.pop("unix_path", None)
         event.pop("dirfd", None)
         if event["kind"] == "open" and event["verdict"] == "allow" and not event["rule_id"]:
             if not watched(event["path"], event["access"], self.enforcer.watches):
@@ -667,6 +680,8 @@ class Agent:
             await asyncio.to_thread(self.enforcer.forget_scans, gone)
         for cgid, entry, held, window in self.limit_reports.add(limits):
             self._limit_report(cgid, entry, held, window)
+        for report in self.refused_answers.due(time.monotonic(), force=final):
+            self._refused_report(report)
         for event in self.proc_groups.dump(groups):
             self.proc_counts[event["kind"]] += event["count"]
             self._emit(event)
@@ -709,6 +724,18 @@ class Agent:
                          "held_packets": held["held_packets"] if what == "egress" else 0,
                          "refused": held["refused"] if what == "connections" else 0, "window_s": round(window),
                          "policy_version": self.enforcer.policy_version or 0})  # fmt: skip
+
+    def _refused_report(self, report: dict) -> None:
+        """DNS answers a container got that taught the kernel nothing, or responses it tried to
+        send as a trusted resolver (dropped): one violation for those of a window."""
+        if (where := self._where(report["cgroup_id"])) is None:
+            return
+        forged = report["reason"] == FORGED
+        self.kernel_reports[f"dns_{report['reason']}_reports"] += 1
+        self._queue({"kind": "dns", "ts_ns": time.time_ns(), **report, **where, "rule_id": f"dns-{report['reason']}",
+                     "verdict": "deny" if forged else "alert", "severity": "high", "enforced": forged,
+                     "audit": False, "family": 6 if ":" in report["peer"] else 4,
+                     "policy_version": self.enforcer.policy_version or 0})  # fmt: skip
 
     async def read_traffic(self, force: bool = False) -> None:
         """Drain the packet programs' table; each minute that is over goes out as one record

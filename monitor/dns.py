@@ -165,3 +165,56 @@ class Names:
                 del self.by_hash[name_hash]
                 return None
         return known
+
+
+UNSOLICITED, UNTRUSTED, FORGED = "unsolicited", "untrusted", "forged"
+REPORT_EVERY = 10.0  # seconds: after a container's first report of a kind, the rest are summed this long
+
+
+def refused_reason(record: dict) -> str | None:
+    """Why the kernel learned nothing from a DNS record (None: it was learned from)."""
+    if record.get("forged"):
+        return FORGED
+    if record.get("unmatched"):
+        return UNTRUSTED if record.get("untrusted") else UNSOLICITED
+    return None
+
+
+class RefusedAnswers:
+    """DNS answers the kernel learned nothing from, and responses it dropped as forged, as
+    reports: a container's first of each reason at once, then one per REPORT_EVERY with the
+    count since (a flood of forged answers is one row every ten seconds, not one a packet)."""
+
+    def __init__(self, every: float = REPORT_EVERY):
+        self.every = every
+        self.waiting: dict[tuple[int, str], dict] = {}  # summed, not reported yet
+        self.reported: dict[tuple[int, str], float] = {}  # last report (monotonic)
+
+    def add(self, record: dict, reason: str, now: float) -> dict | None:
+        """Count one; the report due now, if it is."""
+        key = (record["cgroup_id"], reason)
+        last = self.waiting.get(key)
+        if last is None:
+            last = self.waiting[key] = {"cgroup_id": key[0], "reason": reason, "count": 0, "since": now}
+        last.update(count=last["count"] + 1, peer=record["peer"], message=record["message"])
+        return self._due(key, now)
+
+    def due(self, now: float, force: bool = False) -> list[dict]:
+        """The reports whose quiet time is over (force: all of them: the agent stops)."""
+        out = [self._due(key, now, force) for key in list(self.waiting)]
+        for key, at in list(self.reported.items()):
+            if now - at >= self.every and key not in self.waiting:
+                del self.reported[key]  # quiet for a while: the next one goes out at once
+        return [r for r in out if r]
+
+    def _due(self, key: tuple[int, str], now: float, force: bool = False) -> dict | None:
+        if not force and now - self.reported.get(key, float("-inf")) < self.every:
+            return None
+        report = self.waiting.pop(key)
+        self.reported[key] = now
+        report["window_s"] = round(now - report.pop("since"))
+        try:
+            report["name"] = question_name(report.pop("message"))
+        except ValueError:
+            report["name"] = ""
+        return report

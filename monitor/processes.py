@@ -124,6 +124,19 @@ CALLS = {
 }  # a refused call's name
 
 
+FAMILIES = {2: "IPv4", 10: "IPv6", 17: "AF_PACKET"}
+SOCKET_TYPES = {1: "stream", 2: "datagram", 3: "raw", 5: "seqpacket", 10: "packet"}
+
+
+def socket_text(kind: str, family: int, sock_type: int, protocol: int, unix_path: str = "") -> str:
+    """A socket made, as staff read it: "raw socket (IPv4, raw, protocol 1)"; or a unix
+    socket connected to: "unix socket /var/run/docker.sock (stream)"."""
+    shown = SOCKET_TYPES.get(sock_type & 0xF, f"type {sock_type & 0xF}")
+    if kind == "unix":
+        return f"unix socket {unix_path} ({shown})"
+    return f"{kind} socket ({FAMILIES.get(family, f'family {family}')}, {shown}, protocol {protocol})"
+
+
 def judge(
     event: dict, ruleset: RuleSet, container: str | None, rule_for_slot=lambda slot: "", in_kernel=lambda rule_id: False
 ) -> None:
@@ -146,7 +159,9 @@ def judge(
         return
     scope = {"cgroup_id": event["cgroup_id"], "cgroup_path": event["cgroup_path"], "container": container}
     parents = (event["parent_binary"], event["parent_comm"])
-    if event["kind"] == "open":
+    if event["kind"] == "socket":  # every socket rule is the kernel's: one found here it did not have yet
+        rule = ruleset.evaluate_socket(event["socket"], **scope, path=event.get("unix_path", ""))
+    elif event["kind"] == "open":
         found = Open(event["path"], event["access"], event["binary"], parents, **scope)
         rule = next((r for r in _agent_rules(ruleset, "open", in_kernel) if r.matches_open(found)), None)
     else:

@@ -22,7 +22,7 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 RULE_KEYS = ("id", "description", "priority", "severity", "tags", "match", "action", "mode", "expires", "limit",
              "hold")  # fmt: skip
 MATCH_KEYS = ("cgroup_id", "cgroup_path", "container", "dest_ip", "dest_fqdn", "dest_port", "binary", "parent", "path",
-              "access", "source_ip", "fileless", "sha256")  # fmt: skip
+              "access", "source_ip", "fileless", "sha256", "socket", "unix_path")  # fmt: skip
 SOURCE_KEYS = ("source_ip",)  # a rule with it judges packets arriving at the node's XDP interfaces
 CONNECT_KEYS = ("dest_ip", "dest_fqdn", "dest_port")
 EXEC_KEYS = ("binary", "parent", "fileless", "sha256")  # a rule with one of these judges execs, not connections
@@ -31,6 +31,9 @@ MAX_HASHES = 1000  # content hashes one rule names
 FILE_KEYS = ("path", "access")  # ... with a path, opens (binary and parent then name the opener)
 ACCESSES = ("read", "write", "create", "truncate")  # what an open asks for
 SCOPE_KEYS = ("cgroup_id", "cgroup_path", "container")
+# sockets a container sends with past the connect() and sendto() judges: raw IP, AF_PACKET, ICMP "ping" and SCTP
+SOCKETS = ("raw", "packet", "icmp", "sctp")
+MAX_UNIX_PATH = 107  # sun_path's bytes, less its NUL
 # what a limit rule counts, per second: a container's new destinations (a scan), a source's TCP SYNs at XDP (a
 # flood), a container's bytes sent and connect() calls (limits it is held to)
 LIMITS = ("new_destinations", "syn_per_source", "egress_bytes_per_s", "connections_per_s")
@@ -138,6 +141,8 @@ class Rule:
     expires: dt.datetime | None = None  # after this the rule no longer applies (ingress rules)
     limit: tuple[str, int] | None = None  # (what, per second): a limit rule's threshold or rate (LIMITS)
     hold: int | None = None  # seconds a deny limit rule refuses the container's calls
+    socket: tuple[str, ...] | None = None  # a socket rule: the kinds of socket it judges at creation (SOCKETS)
+    unix_path: str | None = None  # a unix socket rule: the path connected to ("@name": an abstract one)
     mode: str = DEFAULT_MODE
     order: int = field(default=0, compare=False)
 
@@ -154,12 +159,17 @@ class Rule:
     def kind(self) -> str:
         """What the rule judges: "ingress" (a source network, at XDP), "scan" (a container's
         new destinations per second), "flood" (a source's SYNs per second, at XDP), "limit" (a
-        container's egress or connection rate), "open" (it names a path), "exec" (a binary or
-        parent) or "connect"."""
+        container's egress or connection rate), "socket" (a raw, packet, ICMP or SCTP socket
+        made), "unix" (a unix socket connected to by path), "open" (it names a path), "exec"
+        (a binary or parent) or "connect"."""
         if self.limit is not None:
             return {"new_destinations": "scan", "syn_per_source": "flood"}.get(self.limit[0], "limit")
         if self.source_net is not None:
             return "ingress"
+        if self.socket is not None:
+            return "socket"
+        if self.unix_path is not None:
+            return "unix"
         if self.path is not None:
             return "open"
         if self.binary is not None or self.parent is not None or self.fileless or self.sha256 is not None:
@@ -202,6 +212,17 @@ class Rule:
         if self.parent is not None and not (op.parents and op.parents[0] and glob_match(op.parents[0], self.parent)):
             return False
         return True
+
+    def matches_socket(self, kind: str, cgroup_id: int | None, cgroup_path: str | None, container: str | None,
+                       path: str = "") -> bool:  # fmt: skip
+        """A socket made (kind in SOCKETS), or a unix socket connected to (kind "unix", its path)."""
+        if kind == "unix":
+            return (
+                self.kind == "unix"
+                and path in unix_spellings(self.unix_path)
+                and self.matches_scope(cgroup_id, cgroup_path, container)
+            )
+        return self.kind == "socket" and kind in self.socket and self.matches_scope(cgroup_id, cgroup_path, container)
 
     def matches(self, flow: Flow) -> bool:
         if self.kind != "connect":
@@ -249,6 +270,10 @@ class Rule:
             match["access"] = list(self.access)
         if self.source_net is not None:
             match["source_ip"] = str(self.source_net)
+        if self.socket is not None:
+            match["socket"] = self.socket[0] if len(self.socket) == 1 else list(self.socket)
+        if self.unix_path is not None:
+            match["unix_path"] = self.unix_path
         spec = {"id": self.id, "description": self.description, "match": match, "action": self.action}
         if self.expires is not None:
             spec["expires"] = self.expires.isoformat().replace("+00:00", "Z")
@@ -366,6 +391,8 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
             raise RuleError(rule_id, "expires", "applies to ingress rules (match.source_ip) only")
         expires = parse_expiry(rule_id, expires)
     limit, hold = _limit(rule_id, data, match, action)
+    socket_kinds = _socket(rule_id, match)
+    unix_path = _unix_path(rule_id, match)
     try:
         dest_net = parse_network(match["dest_ip"]) if "dest_ip" in match else None
     except ValueError as exc:
@@ -410,9 +437,49 @@ def parse_rule(data, *, order: int = 0, where: str | None = None) -> Rule:
         expires=expires,
         limit=limit,
         hold=hold,
+        socket=socket_kinds,
+        unix_path=unix_path,
         mode=mode,
         order=order,
     )
+
+
+def _unix_path(rule_id: str, match: dict) -> str | None:
+    """A unix socket rule's path, checked: absolute (or "@name"), alone with containers."""
+    if "unix_path" not in match:
+        return None
+    path = _text(rule_id, "match.unix_path", match["unix_path"], required=True, limit=MAX_UNIX_PATH)
+    if not path.startswith(("/", "@")) or "\0" in path or GLOB_CHARS & set(path):
+        raise RuleError(rule_id, "match.unix_path", "must be a socket's absolute path (/var/run/docker.sock) or an "
+                        "abstract name (@name), without wildcards")  # fmt: skip
+    if set(match) - {"unix_path", *SCOPE_KEYS}:
+        raise RuleError(rule_id, "match.unix_path", "a unix socket rule names only the path and containers "
+                        "(container, cgroup_path, cgroup_id)")  # fmt: skip
+    return path
+
+
+def unix_spellings(path: str) -> tuple[str, ...]:
+    """The names a unix socket rule's path is matched as: itself and, for a path below /run
+    or /var/run (one directory on every current distribution), the other."""
+    for one, other in (("/var/run/", "/run/"), ("/run/", "/var/run/")):
+        if path.startswith(one):
+            return path, other + path[len(one) :]
+    return (path,)
+
+
+def _socket(rule_id: str, match: dict) -> tuple[str, ...] | None:
+    """A socket rule's kinds, checked: it names only them and containers."""
+    if "socket" not in match:
+        return None
+    kinds = match["socket"]
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if not isinstance(kinds, list) or not kinds or any(k not in SOCKETS for k in kinds):
+        raise RuleError(rule_id, "match.socket", f"must be one of {', '.join(SOCKETS)} or a list of them (raw: raw IP; "
+                        "packet: AF_PACKET; icmp: ping sockets; sctp)")  # fmt: skip
+    if set(match) - {"socket", *SCOPE_KEYS}:
+        raise RuleError(rule_id, "match.socket", "a socket rule names only the kind of socket and containers "
+                        "(container, cgroup_path, cgroup_id): it is judged when the socket is made")  # fmt: skip
+    return tuple(k for k in SOCKETS if k in kinds)
 
 
 def _limit(rule_id: str, data: dict, match: dict, action: str) -> tuple[tuple[str, int] | None, int | None]:
@@ -597,6 +664,14 @@ class RuleSet:
         for rank in self.open_ranks:
             if self.rules[rank].matches_open(op):
                 return self.rules[rank]
+        return None
+
+    def evaluate_socket(self, kind: str, cgroup_id: int | None, cgroup_path: str | None,
+                        container: str | None, path: str = "") -> Rule | None:  # fmt: skip
+        """First matching socket or unix socket rule, or None (reports of these are rare: scanned)."""
+        for rule in self.rules:
+            if rule.matches_socket(kind, cgroup_id, cgroup_path, container, path):
+                return rule
         return None
 
     def evaluate_linear(self, flow: Flow) -> Rule | None:

@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_datetime
 from monitor.dns import Pattern
 
 ACTIONS = ("allow", "alert", "deny")
-KINDS = ("connect", "exec", "exit", "open", "call", "scan", "flood", "limit")
+KINDS = ("connect", "exec", "exit", "open", "call", "scan", "flood", "limit", "dns", "socket")
 
 
 class FilterError(ValueError):

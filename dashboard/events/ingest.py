@@ -155,7 +155,7 @@ def _store(batches: list[_Batch]) -> None:
                 return containers.get((node.pk, e["cgroup_path"]))
 
             conns = [e for e in fresh if e["kind"] == "connect"]
-            procs = [e for e in fresh if e["kind"] not in ("connect", "traffic", "flood", "limit")]
+            procs = [e for e in fresh if e["kind"] not in ("connect", "traffic", "flood", "limit", "dns")]
             mine = [_traffic_row(node, e, box(e)) for e in fresh if e["kind"] == "traffic"]
             events = [_event_row(node, e, box(e)) for e in conns]
             processes = [_process_row(node, e, box(e)) for e in procs]
@@ -170,6 +170,7 @@ def _store(batches: list[_Batch]) -> None:
                         if e["verdict"] != "allow"]  # fmt: skip
             reports = [_flood_violation(node, e) for e in fresh if e["kind"] == "flood"]
             reports += [_limit_violation(node, e, box(e)) for e in fresh if e["kind"] == "limit"]
+            reports += [_dns_violation(node, e, box(e)) for e in fresh if e["kind"] == "dns"]
             traffic += mine
             rows += events
             proc_rows += processes
@@ -303,7 +304,7 @@ def _process_row(node: Node, e: dict, container: Container | None) -> SimpleName
         lifetime_ns=e.get("lifetime_ns"),
         path=e.get("path", ""),
         access=",".join(e.get("access", ())),
-        result=e.get("result") if e["kind"] == "open" else None,
+        result=e.get("result") if e["kind"] in ("open", "socket") else None,
         enforced=e["enforced"],
     )
 
@@ -336,6 +337,8 @@ def _process_target(ev: SimpleNamespace) -> str:
         return f"{ev.path} ({ev.access})"
     if ev.kind == "call":
         return f"{ev.path}() refused"
+    if ev.kind == "socket":
+        return ev.path
     return (ev.binary or ev.comm) + (" (fileless)" if ev.fileless else "")
 
 
@@ -385,6 +388,42 @@ def _limit_violation(node: Node, e: dict, container: Container | None) -> Simple
         count=e["refused"] or 1,
         comm="",
         pid=0,
+    )
+
+
+DNS_TARGETS = {
+    "unsolicited": "DNS answer from {peer} that answers no query the container sent",
+    "untrusted": "DNS answer from {peer}, a resolver this node does not trust",
+    "forged": "DNS response sent as the trusted resolver {peer}",
+}
+
+
+def _dns_violation(node: Node, e: dict, container: Container | None) -> SimpleNamespace:  # a Violation row
+    peer = f"[{e['peer']}]" if ":" in e["peer"] else e["peer"]
+    what = DNS_TARGETS[e["reason"]].format(peer=f"{peer}:53")
+    named = f" naming {e['name']}" if e["name"] else ""
+    outcome = "dropped" if e["reason"] == "forged" else "taught nothing"
+    many = f" ({e['count']:,} in {e['window_s']} s)" if e["count"] > 1 else ""
+    return bulk.row(
+        Violation,
+        kind="dns",
+        seq=e["seq"],
+        target=f"{what}{named}: {outcome}{many}",
+        node=node,
+        container=container,
+        ts=dt.datetime.fromtimestamp(e["ts_ns"] / 1e9, tz=dt.UTC),
+        rule_id=e["rule_id"],
+        action=e["verdict"],
+        severity=e["severity"],
+        enforced=e["enforced"],
+        audit=False,
+        op="",
+        count=e["count"],
+        comm="",
+        pid=0,
+        dest_ip=e["peer"],
+        dest_port=53,
+        dest_name=e["name"] or None,
     )
 
 

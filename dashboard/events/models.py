@@ -17,9 +17,10 @@ from dashboard.fleet.models import Container, Node
 __all__ = ["ConnectionEvent", "ProcessEvent", "Violation", "Rollup", "VERDICTS", "KINDS"]
 
 VERDICTS = [("allow", "allow"), ("alert", "alert"), ("deny", "deny")]
-OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg")]
+OPS = [("connect", "connect"), ("sendmsg", "sendto/sendmsg"), ("packet", "packet (raw, ping, SCTP)")]
 KINDS = [("connect", "connection"), ("exec", "process exec"), ("exit", "process exit"), ("open", "file open"),
-         ("call", "refused call"), ("scan", "scan"), ("flood", "SYN flood"), ("limit", "rate limit")]  # fmt: skip
+         ("call", "refused call"), ("scan", "scan"), ("flood", "SYN flood"), ("limit", "rate limit"),
+         ("dns", "DNS answer"), ("socket", "socket made")]  # fmt: skip
 
 
 class ConnectionEvent(models.Model):
@@ -91,7 +92,7 @@ class ProcessEvent(models.Model):
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
     seq = models.BigIntegerField(help_text="The agent's sequence number: (node, seq) is unique.")
-    kind = models.CharField(max_length=5, choices=KINDS[1:])
+    kind = models.CharField(max_length=7, choices=KINDS[1:])
     ts = models.DateTimeField()
     received_at = models.DateTimeField(auto_now_add=True)
     minute = models.BigIntegerField(default=0)
@@ -149,6 +150,8 @@ class ProcessEvent(models.Model):
             return f"open {self.path} ({self.access}) by {self.comm}[{self.pid}]"
         if self.kind == "call":
             return f"{self.path} refused to {self.comm}[{self.pid}]"
+        if self.kind == "socket":
+            return f"{self.path} by {self.comm}[{self.pid}]"
         return f"{self.kind} {self.binary or self.comm}[{self.pid}]"
 
     @property

@@ -47,6 +47,10 @@ KIND_FIELDS["open"] = KIND_FIELDS["exec"] | {
     "result": (int, (-4095, (1 << 31) - 1)),  # a file descriptor, or -errno
 }
 KIND_FIELDS["call"] = KIND_FIELDS["exec"] | {"path": (str, 64)}  # a call refused to keep an open deny whole
+KIND_FIELDS["socket"] = KIND_FIELDS["exec"] | {  # a raw, packet, ping or SCTP socket made
+    "path": (str, 160),  # what it is: "raw socket (IPv4, raw, protocol 1)", "unix socket /run/x.sock (stream)"
+    "result": (int, (-4095, 0)),  # 0, or -errno (refused)
+}
 ACCESSES = ("read", "write", "create", "truncate")
 KINDS = tuple(KIND_FIELDS)
 # An agent before process events sent its backend's name as `kind`: those are connections.
@@ -59,7 +63,7 @@ CONTAINER_FIELDS = {"runtime": 20, "id": 64, "name": 255, "pod_uid": 64}
 OPTIONAL_CONTAINER_FIELDS = {"image": 255}
 MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 64, 128, 256
 VERDICTS = ("allow", "alert", "deny")
-OPS = ("connect", "sendmsg")
+OPS = ("connect", "sendmsg", "packet")
 MAX_UNENFORCED = 200
 MAX_NAME = 255  # a DNS name's text form
 
@@ -94,6 +98,24 @@ FLOOD_FIELDS = {
     "policy_version": (int, (0, (1 << 31) - 1)),
 }
 
+
+DNS_REASONS = ("unsolicited", "untrusted", "forged")
+DNS_FIELDS = {
+    "seq": (int, (1, INT64[1])),
+    "ts_ns": (int, (0, INT64[1])),
+    "cgroup_id": (int, INT64),
+    "cgroup_path": (str, 1024),
+    "rule_id": (str, 64),
+    "verdict": (str, 5),
+    "severity": (str, 10),
+    "reason": (str, 12),
+    "peer": (str, 45),
+    "family": (int, (4, 6)),
+    "name": (str, MAX_NAME),
+    "count": (int, (1, 1_000_000_000)),
+    "window_s": (int, (0, 1 << 31)),
+    "policy_version": (int, (0, (1 << 31) - 1)),
+}
 
 LIMIT_FIELDS = {
     "seq": (int, (1, INT64[1])),
@@ -157,6 +179,8 @@ def check_event(event) -> dict:
         return _check_flood(event)
     if kind == "limit":
         return _check_limit(event)
+    if kind == "dns":
+        return _check_dns(event)
     if kind in SOURCES or kind is None:
         kind = event["kind"] = "connect"
     if kind not in KINDS:
@@ -230,6 +254,19 @@ def _check_limit(event: dict) -> dict:
         raise EventError("what: egress or connections, held back by a deny rule")
     if not (event["held_bytes"] if event["what"] == "egress" else event["refused"]):
         raise EventError("a limit report holds what was held back")
+    _check_flags(event)
+    _check_container(event)
+    return event
+
+
+def _check_dns(event: dict) -> dict:
+    """DNS answers a container got that the kernel learned nothing from, or responses it
+    dropped because the container sent them as a trusted resolver (monitor.dns)."""
+    _check_fields(event, DNS_FIELDS)
+    _check_address(event, "peer")
+    reason, verdict = event["reason"], event["verdict"]
+    if reason not in DNS_REASONS or verdict != ("deny" if reason == "forged" else "alert") or not event["rule_id"]:
+        raise EventError(f"reason: one of {', '.join(DNS_REASONS)} (forged: deny, the rest: alert)")
     _check_flags(event)
     _check_container(event)
     return event

@@ -77,8 +77,8 @@ def overview(request):
 
 
 FEED_KINDS = {
-    "processes": ("exec", "exit", "open", "call"),
-    "violations": ("connect", "exec", "open", "call", "scan", "flood", "limit"),
+    "processes": ("exec", "exit", "open", "call", "socket"),
+    "violations": ("connect", "exec", "open", "call", "scan", "flood", "limit", "dns", "socket"),
 }
 
 

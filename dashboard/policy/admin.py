@@ -56,6 +56,11 @@ class RuleAdmin(admin.ModelAdmin):
             {"fields": ("path", "access")},
         ),
         (
+            "Or sockets: raw, packet, ICMP or SCTP sockets a container makes, or a unix socket it connects to by "
+            "path (nothing else named but containers)",
+            {"fields": ("socket", "unix_path")},
+        ),
+        (
             "Or ingress: packets from a source network, dropped at XDP on the nodes' chosen interfaces",
             {"fields": ("source_ip", "expires")},
         ),

@@ -126,6 +126,22 @@ class Rule(models.Model):
         help_text="scan or SYN flood rule, deny: how long the container's connections are refused, or the source "
         f"dropped (default {engine.DEFAULT_HOLD})",
     )
+    socket = models.JSONField(
+        "sockets",
+        default=list,
+        blank=True,
+        help_text="socket rule (naming nothing but containers): the kinds of socket it judges when one is made, of "
+        '"raw" (raw IP), "packet" (AF_PACKET), "icmp" (ping sockets) and "sctp", e.g. ["raw", "packet"]; a deny '
+        "refuses socket() with EPERM (a packet socket's caller is killed)",
+    )
+    unix_path = models.CharField(
+        "unix socket path",
+        max_length=107,
+        blank=True,
+        help_text="unix socket rule (naming nothing but containers): a socket's path as a process connects to it, "
+        "e.g. /var/run/docker.sock (/run/docker.sock too), or @name for an abstract one; a deny makes connect() "
+        "fail with EPERM (README: the names it does not hold against)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -150,6 +166,10 @@ class Rule(models.Model):
         if self.syn_per_source:
             held = f", dropped for {self.hold} s" if self.hold else ""
             return f"SYN flood: {self.syn_per_source} SYNs in 1 s from one source{held}"
+        if self.socket:
+            return f"{', '.join(self.socket)} sockets made"
+        if self.unix_path:
+            return f"unix socket {self.unix_path}"
         if self.source_ip:
             until = f" until {self.expires:%Y-%m-%d %H:%M} UTC" if self.expires else ""
             return f"packets from {self.source_ip}{until}"
@@ -166,7 +186,7 @@ class Rule(models.Model):
         if self.cgroup_id is not None:
             match["cgroup_id"] = self.cgroup_id
         for key in ("cgroup_path", "container", "dest_ip", "dest_fqdn", "source_ip", "binary", "parent", "path",
-                    "access"):  # fmt: skip
+                    "access", "socket", "unix_path"):  # fmt: skip
             if getattr(self, key):
                 match[key] = getattr(self, key)
         if self.dest_port:
@@ -213,6 +233,8 @@ class Rule(models.Model):
         self.sha256 = list(rule.sha256) if rule.sha256 is not None else None
         self.path = rule.path or ""
         self.access = list(rule.access or ())
+        self.socket = list(rule.socket or ())
+        self.unix_path = rule.unix_path or ""
         self.source_ip = str(rule.source_net) if rule.source_net else ""
         self.expires = rule.expires
         for name in engine.LIMITS:  # one field per kind of limit, named as in the policy file

@@ -58,8 +58,8 @@ def rules(request):
 def rule(request, rule_id):
     row = Rule.objects.filter(rule_id=rule_id).first()
     history = list(RuleChange.objects.filter(rule_id=rule_id).select_related("user")[:50])
-    if row is None and not history:
-        raise Http404(f"no rule {rule_id}")
+    if row is None and not history and not Violation.objects.filter(rule_id=rule_id).exists():
+        raise Http404(f"no rule {rule_id}")  # (a check of the kernel's own, dns-forged, has violations only)
     now = timezone.now()
     period = request.GET.get("period", "24h")
     if period not in PERIODS:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ..dns import NONE, Pattern
 from ..files import WRITES, Watch
-from ..rules import ACCESSES, GLOB_CHARS, Rule, RuleSet
+from ..rules import ACCESSES, GLOB_CHARS, Rule, RuleSet, unix_spellings
 from . import patterns as kernel_patterns
 from .layout import (
     ACTION_CODES,
@@ -46,6 +46,9 @@ from .layout import (
     PSCOPE,
     SCAN_RULES_LEN,
     SLOT,
+    SOCK_KEY,
+    SOCK_KINDS,
+    UNIX_KEY,
     KernelRule,
     access_bits,
     encode_block,
@@ -57,6 +60,7 @@ from .layout import (
     encode_pconfig,
     encode_scan_limits,
     encode_source_key,
+    fnv1a,
 )
 
 ANY_V4 = ipaddress.ip_network("0.0.0.0/0")
@@ -76,8 +80,11 @@ SCAN_MAP = "scan_limits"  # containers -> the summing threshold and their scan r
 SCAN_EVERY_MAP = "scan_every"  # ...and every container's: one array entry
 FLOOD_MAP = "flood_limits"  # the SYN flood rules (xdp.bpf.h): one array entry
 LIMIT_MAP = "limits"  # containers -> their egress and connection rates (limits.bpf.h)
+SOCK_MAP = "sock_rules"  # (container | every container, kind of socket) -> its rule (sock.bpf.h)
+UNIX_MAP = "unix_rules"  # (container | every container, unix socket path) -> its rule (unix_connect.bpf.c)
 POLICY_MAPS = (*MAPS.values(), FWD_MAP, REV_MAP, IDS_MAP, CONFIG_MAP, PSCOPE_MAP, HASHES_MAP, FQDN_MAP, UNNAMED_MAP,
-               *BLOCK_MAPS.values(), SCAN_MAP, SCAN_EVERY_MAP, FLOOD_MAP, LIMIT_MAP)  # fmt: skip
+               *BLOCK_MAPS.values(), SCAN_MAP, SCAN_EVERY_MAP, FLOOD_MAP, LIMIT_MAP, SOCK_MAP,
+               UNIX_MAP)  # fmt: skip
 MIN_BURST_NS = 100_000_000  # a rate limit lets this much time's worth through at once, at least...
 MIN_BURST_BYTES = 128 << 10  # ...and for egress at least this (two 64 KiB GSO packets)
 SUMMARISE = 200  # new destinations per second per container from which the kernel sums calls (a scan)
@@ -103,6 +110,7 @@ class Compiled:
     kernel_rules: set[str] = field(default_factory=set)  # exec and open rules the kernel judges (by id)
     guard: set[tuple[int, str]] = field(default_factory=set)  # (cgroup, path) to make immutable (monitor.guard)
     open_denies: bool = False  # some open rule denies in the kernel (then 32-bit calls are refused)
+    packet_rules: bool = False  # some rule names packet sockets (then socket() itself is watched)
 
     def note(self, rule: Rule, message: str) -> None:
         self.notes.append({"rule_id": rule.id, "message": message})
@@ -159,7 +167,35 @@ def compile_rules(
     _scan_entries(ruleset, scopes, summarise, out)
     _flood_entry(ruleset, out)
     _limit_entries(ruleset, scopes, out)
+    _sock_entries(ruleset, scopes, out)
     return out
+
+
+def _sock_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
+    """Socket rules into `sock_rules`, and unix socket rules into `unix_rules` (each of the
+    path's spellings, unix_spellings): per scope and kind of socket (path), the best-ranked
+    rule (the programs compare a container's own with every container's by rank)."""
+    for rank, rule in enumerate(ruleset.rules, start=1):
+        if rule.kind == "unix":
+            for cgid in _cgroup_ids(rule, scopes, out) or []:
+                for path in unix_spellings(rule.unix_path):
+                    key = UNIX_KEY.pack(cgid, fnv1a(path.encode()))
+                    if key not in out.entries[UNIX_MAP]:
+                        value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
+                        out.entries[UNIX_MAP][key] = value.encode()
+                        if cgid:
+                            out.own.add(cgid)
+        if rule.kind != "socket":
+            continue
+        out.packet_rules |= "packet" in rule.socket
+        for cgid in _cgroup_ids(rule, scopes, out) or []:
+            for kind in rule.socket:
+                key = SOCK_KEY.pack(cgid, SOCK_KINDS[kind], 0)
+                if key not in out.entries[SOCK_MAP]:  # rank order: the first is the best
+                    value = KernelRule(rank, out.slots.get(rule.id, 0), rule.action, rule.audit, rule.id)
+                    out.entries[SOCK_MAP][key] = value.encode()
+                    if cgid:
+                        out.own.add(cgid)
 
 
 def _limit_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:

@@ -44,13 +44,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import dns
+from .. import dns, resolvers
 from ..cgroups import cgroup2_mount, cgroup_id
 from ..containers import DEFAULT_DOCKER_ROOT, DEFAULT_PODMAN_ROOT, identify, is_container_cgroup
 from ..files import Watch
 from ..guard import Guard, identity
 from ..rules import GLOB_CHARS, RuleSet
-from . import batch, bpftool, links, patterns
+from . import batch, bpftool, links, patterns, unix_hook
 from .compile import (
     CONFIG_MAP,
     FLOOD_MAP,
@@ -72,6 +72,7 @@ from .layout import (
     ADDR_KEY,
     CGROUP,
     COUNTER,
+    DNS_STATS,
     FQDN_KEY,
     FQDN_NOTHING,
     ID,
@@ -98,6 +99,7 @@ from .layout import (
     decode_scan_limits,
     decode_traffic,
     encode_fqdn_key,
+    encode_resolver,
     from_json_bytes,
     hex_bytes,
 )
@@ -114,6 +116,7 @@ PROGRAMS = {
     "crossedge_s6": ("sendmsg6", "cgroup_udp6_sendmsg"),
     "crossedge_in": ("ingress", "cgroup_inet_ingress"),  # traffic and DNS answers; passes every packet
     "crossedge_out": ("egress", "cgroup_inet_egress"),  # traffic; passes every packet
+    "crossedge_sock": ("sock_create", "cgroup_inet_sock_create"),  # raw, ping and SCTP sockets (sock.bpf.h)
 }
 XDP_MODES = (("xdpdrv", "native"), ("xdpgeneric", "generic"))  # tried in this order...
 # ...except on these virtual devices, whose native XDP converts every packet the local stack
@@ -126,6 +129,12 @@ TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit", "crossedge_for
 # ...and the one that sees the 32-bit calls no syscall tracepoint does (process.bpf.h): it runs at
 # every system call of the node, so it is attached only while an open deny is in force
 COMPAT = "crossedge_compat"
+# ...and the one that judges AF_PACKET sockets at socket()'s entry (sock.bpf.h): a syscall tracepoint, which
+# puts every system call of the node on the slow path, so it is attached only while a rule names packet sockets
+PACKET = "crossedge_psock"
+PACKET_TRACEPOINT = "syscalls/sys_enter_socket"
+# crossedge_out's tail call for the packets no call hook judged (raw, ping, SCTP): loaded, never attached
+PACKET_JUDGE = "crossedge_pkt"
 # syscall tracepoint programs (links.attach_tracepoint) -> their tracepoint: the opens judged at
 # their exit (file.bpf.h), and the calls refused where an open deny applies (process.bpf.h)
 TRACEPOINTS = {
@@ -256,7 +265,7 @@ class Layout:
         return str(self.root / "links" / name)
 
     def complete(self) -> bool:
-        progs = [*PROGRAMS, *TRACING, COMPAT, *TRACEPOINTS]
+        progs = [*PROGRAMS, *TRACING, COMPAT, PACKET, PACKET_JUDGE, *TRACEPOINTS]
         return all(os.path.exists(self.prog(p)) for p in progs) and os.path.exists(self.map("lifecycle"))
 
 
@@ -276,12 +285,16 @@ class Enforcer:
         io_uring: bool = True,
         compat: bool = True,
         guard_state: str | None = None,
+        dns_resolvers: tuple[str, ...] = (),
     ):
         self.obj = Path(obj)
+        self.resolvers = resolvers.trusted(dns_resolvers)  # whose answers teach names (monitor.resolvers)
         self.guard = Guard(guard_state)  # files made immutable for write denies
         self.io_uring = io_uring  # refuse io_uring_setup() where an open deny applies
         self.compat = compat  # ...and 32-bit system calls
         self.compat_error = ""
+        self.packet_error = ""  # the packet socket program could not be attached
+        self.unix_error = ""  # the unix socket programs could not be loaded or attached
         self.kernel_rules: frozenset[str] = frozenset()  # exec and open rules the kernel judges (by id)
         self.identities: dict[tuple[int, str], tuple[int, int]] = {}  # (cgroup, exact path) -> its file (dev, inode)
         self.id_paths: frozenset[str] = frozenset()  # the exact paths the identities are of
@@ -331,15 +344,19 @@ class Enforcer:
         """Adopt or load this object's generation, attach it, retire older generations."""
         if not self.obj.exists():
             raise EnforcerError(f"{self.obj} is missing: build it with `make bpf` (needs clang and libbpf-dev)")
-        digest = hashlib.sha256(self.obj.read_bytes()).hexdigest()[:16]
+        unix_obj = self.obj.with_name(unix_hook.OBJECT_NAME)
+        unix_bytes = unix_obj.read_bytes() if unix_obj.exists() else b""
+        digest = hashlib.sha256(self.obj.read_bytes() + unix_bytes).hexdigest()[:16]
         self.layout = Layout(self.pin_root / f"gen-{digest}")
         if self.layout.complete():
             self.adopted = True
             log.info("adopting pinned enforcement %s", self.layout.root)
         else:
             self._load()
+        self._load_unix(unix_obj)
         self.prog_ids = {name: bpftool.prog_show(self.layout.prog(name))["id"] for name in PROGRAMS}
         self._read_maps()
+        self._write_resolvers()  # before the programs run anywhere new: no answer is learned without
         self.make_runtime_parents()
         self.rescan(force=True)
         self.lifecycle_error = ""
@@ -352,6 +369,20 @@ class Enforcer:
         self.set_open_hooks(self.files)  # off: an adopted generation's, from before --no-files
         self._retire_old_generations()
         self._attach_xdp()
+
+    def _load_unix(self, unix_obj: Path) -> None:
+        """The unix socket programs (unix_hook.py), over this generation's maps: without them
+        (a kernel before 6.7, no libbpf.so.1) unix socket rules are judged by nobody, and say so."""
+        self.unix_error = ""
+        if os.path.exists(self.layout.prog(unix_hook.UNIX_CONNECT)):
+            return
+        try:
+            if not unix_obj.exists():
+                raise links.LinkError(2, f"{unix_obj} is missing: build it with `make bpf`")
+            unix_hook.load(str(unix_obj), self.layout)
+        except links.LinkError as exc:
+            self.unix_error = f"unix socket programs not loaded ({exc}): unix socket rules are not enforced"
+            log.error(self.unix_error)
 
     def set_open_hooks(self, on: bool) -> None:
         """Attach the open() tracepoint programs (pinned links), or detach them: while any is
@@ -380,17 +411,29 @@ class Enforcer:
         applies, or detach it. 32-bit calls are hidden from the open programs, so under an
         open deny they must be refused; but the program runs at every system call of the
         node (BENCHMARKS.md), so only while some open deny is in force."""
-        link = self.layout.link(COMPAT)
-        self.compat_error = ""
+        problem = self._on_demand(COMPAT, on, links.attach_tracing)
+        self.compat_error = f"{problem}: 32-bit system calls can open files unjudged" if problem else ""
+
+    def _set_packet_hook(self, on: bool) -> None:
+        """Attach the program that judges AF_PACKET sockets (no cgroup hook sees them made)
+        while a rule names them, or detach it: it runs at every system call of the node."""
+        problem = self._on_demand(PACKET, on, lambda prog, link: links.attach_tracepoint(prog, PACKET_TRACEPOINT, link))
+        self.packet_error = f"{problem}: packet sockets are not judged" if problem else ""
+
+    def _on_demand(self, name: str, on: bool, attach) -> str:
+        """Attach (`attach(prog_pin, link_pin)`) or detach a program that costs the whole node,
+        as the rules need it: the problem, "" if none."""
+        link = self.layout.link(name)
         if not on:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(link)
-            return
+            return ""
         try:
-            links.attach_tracing(self.layout.prog(COMPAT), link)
+            attach(self.layout.prog(name), link)
         except links.LinkError as exc:
-            self.compat_error = f"{COMPAT} not attached ({exc}): 32-bit system calls can open files unjudged"
-            log.error(self.compat_error)
+            log.error("%s not attached: %s", name, exc)
+            return f"{name} not attached ({exc})"
+        return ""
 
     def _quiet_command(self, value: int, slot: int = POLICY_VERSION) -> str:
         """Set one of `pgen` (quiet.bpf.h): the policy version the kernel's memory of files no
@@ -558,6 +601,16 @@ class Enforcer:
         self.monitored = {cgid for cgid, _ in entries}
         self.own = {cgid for cgid, value in entries if value & MON_OWN}
 
+    def _write_resolvers(self) -> None:
+        """The trusted resolvers into `dns_resolvers` (an adopted generation's set made this one)."""
+        pin = self.layout.map("dns_resolvers")
+        want = {encode_resolver(a) for a in self.resolvers}
+        held = {key for key, _value in batch.dump(pin)}
+        commands = [bpftool.update_command(pin, hex_bytes(k), "01") for k in sorted(want - held)]
+        commands += [bpftool.delete_command(pin, hex_bytes(k)) for k in sorted(held - want)]
+        if commands:
+            bpftool.batch(commands)
+
     def _write_attach_points(self) -> None:
         """The attach points' cgroup ids, for crossedge_mkdir to know a container's place."""
         want = set()
@@ -611,8 +664,14 @@ class Enforcer:
                 if self.prog_ids[name] not in present:
                     bpftool.cgroup_attach(path, attach_type, self.layout.prog(name))
                     log.info("enforcing on %s (%s)", rel, attach_type)
+            if not self.unix_error:
+                unix_hook.attach(self.layout, path, cgroup_id(path))
         except bpftool.NotFound:
             pass  # the container went away while we looked
+        except (links.LinkError, FileNotFoundError) as exc:
+            if os.path.isdir(path):  # (else: it went away)
+                self.unix_error = f"unix socket programs not attached at {rel} ({exc}): unix socket rules not enforced"
+                log.error(self.unix_error)
 
     def _attach_xdp(self) -> None:
         """The blocklist program on each chosen interface: native XDP where the driver has
@@ -758,6 +817,7 @@ class Enforcer:
         self.policy_version = ruleset.version
         self.synced = True
         self._set_compat_hook(self.compat and self.files and compiled.open_denies and runs_32_bit_calls())
+        self._set_packet_hook(compiled.packet_rules)
         self.error = ""
         log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))
 
@@ -802,9 +862,10 @@ class Enforcer:
         return sum(v for _k, v in batch.sums(self.layout.map("traffic_lost")))
 
     def dns_stats(self) -> dict[str, int]:
-        """Answers the DNS program parsed, could not send, found malformed (summed over CPUs)."""
+        """The DNS program's counts (layout.DNS_STATS, summed over CPUs): answers parsed, not
+        sent, malformed, matching no query (learned from nothing), forged (dropped), queries."""
         sums = dict(batch.sums(self.layout.map("dns_stats")))
-        return {name: sums.get(SLOT.pack(i), 0) for i, name in enumerate(("answers", "lost", "malformed"))}
+        return {name: sums.get(SLOT.pack(i), 0) for i, name in enumerate(DNS_STATS)}
 
     def in_kernel(self, rule_id: str) -> bool:
         """Whether the kernel judges this exec or open rule (else the agent does, after the fact)."""
@@ -954,12 +1015,17 @@ class Enforcer:
             "files_error": self.files_error or self.compat_error,
             "files": self.files_hook(),
             "compat_refused": self.layout is not None and os.path.exists(self.layout.link(COMPAT)),
+            "packet_sockets": self.packet_error or ("judged" if self._packet_hooked() else "no rule names them"),
+            "unix_sockets": self.unix_error or "judged (connect_unix, sendmsg_unix)",
             "immutable": {
                 "files": len(self.guard.held),
                 "restored": self.guard.restored,
                 "problems": {f"{c}:{p}": why for (c, p), why in self.guard.problems.items()},
             },  # fmt: skip
         }
+
+    def _packet_hooked(self) -> bool:
+        return self.layout is not None and os.path.exists(self.layout.link(PACKET))
 
     def files_hook(self) -> str:
         """How this node watches file opens, for the Nodes page."""

@@ -21,9 +21,10 @@ MAX_FLOWS = 65536
 ACTION_CODES = {"allow": 0, "alert": 1, "deny": 2}
 ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
 VERDICT_NAMES = {0: "allow", 1: "deny", 2: "audit"}  # CE_V_*: what the program did with a call
-OP_NAMES = {0: "connect", 1: "sendmsg", 2: "flood"}  # CE_OP_*: which call was judged (flood: a SYN flood report)
+# CE_OP_*: which call was judged (flood: a SYN flood report; packet: a raw, ping or SCTP socket's, at egress)
+OP_NAMES = {0: "connect", 1: "sendmsg", 2: "flood", 3: "packet"}
 LIFECYCLE_TYPES = {1: "new"}  # CE_LC_*
-PROC_TYPES = {1: "exec", 2: "exit", 3: "open", 4: "refuse"}  # CE_PROC_*
+PROC_TYPES = {1: "exec", 2: "exit", 3: "open", 4: "refuse", 5: "socket"}  # CE_PROC_*
 # CE_HOW_*: how an exec came about, which call a refusal refused, or that an open failed
 HOWS = {1: "loader", 2: "io_uring_setup", 3: "clone_files", 4: "pidfd_getfd", 5: "clone_files_parent", 6: "as_given",
         7: "runtime", 8: "truncate", 9: "rename", 10: "unlink", 11: "link", 12: "chmod", 13: "chown",
@@ -63,10 +64,19 @@ FQDN_KINDS = {"exact": 0, "wild": 1, "none": 2}  # CE_FQDN_*
 FQDN_NOTHING = 255
 ADDR_KEY = struct.Struct("<QB7x16s")
 RESOLVED = struct.Struct(f"<QQ{FQDN_KEY.size}s")
-DNS_HEAD = struct.Struct("<QQQHBBB3x")  # a ce_dns up to its msg, which is sent as used
+DNS_HEAD = struct.Struct("<QQQHBBBB2x16s")  # a ce_dns up to its msg, which is sent as used
 DNS_LEN = 1024
 DNS = struct.Struct(f"{DNS_HEAD.format}{DNS_LEN}s")
-DNS_FLAGS = {"cut": 1, "tcp": 2}
+DNS_FLAGS = {"cut": 1, "tcp": 2, "unmatched": 4, "untrusted": 8, "forged": 16}
+RESOLVER_KEY = struct.Struct("<B3x16s")
+SOCK_KEY = struct.Struct("<QII")
+SOCK_KINDS = {"raw": 1, "packet": 2, "icmp": 3, "sctp": 4, "unix": 5}  # CE_SOCK_*
+UNIX_KEY = struct.Struct("<QQ")
+SOCK_NAMES = {v: k for k, v in SOCK_KINDS.items()}
+DNS_ASKED_LEN = 16  # CE_DNS_ASKED
+DNS_QUERY = struct.Struct("<Q16sHBB4x")
+DNS_ASKED = struct.Struct(f"<I4x{DNS_QUERY.size * DNS_ASKED_LEN}s")
+DNS_STATS = ("answers", "lost", "malformed", "unmatched", "forged", "queries")  # CE_DNS_STAT_*
 TRAFFIC_KEY = struct.Struct("<QBBHH2x16s")
 TRAFFIC = struct.Struct("<QQQQQQ")  # bytes in/out, payload in/out, packets in/out
 SRC_KEY4 = struct.Struct("<I4s")
@@ -90,7 +100,9 @@ STRUCTS = {"ce_key4": KEY4, "ce_key6": KEY6, "ce_rule": RULE, "ce_event": EVENT,
            "ce_hash_key": HASH_KEY, "ce_hash": HASH,
            "ce_proc_key": PROC_KEY, "ce_fqdn_key": FQDN_KEY,
            "ce_fqdn_rule": FQDN_RULE, "ce_fqdn_rules": FQDN_RULES, "ce_addr_key": ADDR_KEY,
-           "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_traffic_key": TRAFFIC_KEY,
+           "ce_resolved": RESOLVED, "ce_dns": DNS, "ce_resolver_key": RESOLVER_KEY,
+           "ce_sock_key": SOCK_KEY, "ce_unix_key": UNIX_KEY, "ce_dns_query": DNS_QUERY,
+           "ce_dns_asked": DNS_ASKED, "ce_traffic_key": TRAFFIC_KEY,
            "ce_traffic": TRAFFIC, "ce_src_key4": SRC_KEY4, "ce_src_key6": SRC_KEY6, "ce_block": BLOCK,
            "ce_scan_rule": SCAN_RULE, "ce_scan_limits": SCAN_LIMITS, "ce_scan": SCAN, "ce_src": SRC,
            "ce_syn_rate": SYN_RATE, "ce_flooder": FLOODER, "ce_limit": LIMIT}  # fmt: skip
@@ -253,11 +265,11 @@ def decode_traffic(key: bytes, value: bytes) -> tuple[tuple, tuple]:
 
 
 def decode_dns(data: bytes) -> dict:
-    """One struct ce_dns: a DNS response a monitored container received (its message as
-    far as the program read it)."""
+    """One struct ce_dns: a DNS response a monitored container received, or would have sent
+    as a trusted resolver (its message as far as the program read it)."""
     if len(data) < DNS_HEAD.size:
         raise ValueError(f"dns record is {len(data)} bytes, expected at least {DNS_HEAD.size}")
-    ts_ns, cgroup_id, name_hash, length, flags, written, pattern_kind = DNS_HEAD.unpack_from(data)
+    ts_ns, cgroup_id, name_hash, length, flags, written, pattern_kind, family, peer = DNS_HEAD.unpack_from(data)
     msg = data[DNS_HEAD.size : DNS_HEAD.size + length]
     if len(msg) != length:
         raise ValueError(f"dns record holds {len(msg)} bytes of message, says {length}")
@@ -266,11 +278,17 @@ def decode_dns(data: bytes) -> dict:
         "cgroup_id": cgroup_id,
         "name_hash": name_hash,
         "message": msg,
-        "cut": bool(flags & DNS_FLAGS["cut"]),
-        "tcp": bool(flags & DNS_FLAGS["tcp"]),
+        **{flag: bool(flags & bit) for flag, bit in DNS_FLAGS.items()},
+        "peer": _address(family, peer),
         "written": written,
         "matched": pattern_kind != FQDN_NOTHING,
     }
+
+
+def encode_resolver(address: str) -> bytes:
+    """A `dns_resolvers` key (ValueError for no IP address)."""
+    ip = ipaddress.ip_address(address)
+    return RESOLVER_KEY.pack(ip.version, ip.packed)
 
 
 def encode_fqdn_key(cgroup_id: int, name_hash: int, kind: str) -> bytes:
@@ -319,7 +337,7 @@ def decode_proc(data: bytes) -> dict:
         raise ValueError(f"process record has type {kind}")
     if verdict not in VERDICT_NAMES:
         raise ValueError(f"process record has verdict {verdict}")
-    if how and how not in HOWS:
+    if how and how not in (SOCK_NAMES if kind == 5 else HOWS):
         raise ValueError(f"process record has how {how}")
     body = data[PROC_HEAD.size :]
     if len(body) < path_len + args_len + given_len:
@@ -344,7 +362,7 @@ def decode_proc(data: bytes) -> dict:
         "rule_id": "",
         "folded": folded,
         "fileless": bool(fileless),
-        "how": HOWS.get(how, ""),
+        "how": HOWS.get(how, "") if kind != 5 else "",
         "given": _cstr(body[path_len + args_len : path_len + args_len + given_len]),
     }
     if kind == 3:  # an open: the file's path, what it asked for, what it got (the agent adds the opener)
@@ -354,6 +372,12 @@ def decode_proc(data: bytes) -> dict:
                               "group": proc_group(cgroup_id, kind, access, exit_code, path)}  # fmt: skip
     if kind == 4:  # a refused call: which one is in `how`
         return record | {"binary": "", "args": [], "group": proc_group(cgroup_id, kind, ppid, how, comm)}
+    if kind == 5:  # a socket made (or a unix one connected to): its kind in `how`, its family etc. in lifetime_ns
+        group = (cgroup_id, (fnv1a(comm) + how) & (2**64 - 1), ppid, kind, exit_code)
+        return record | {"binary": "", "args": [], "socket": SOCK_NAMES[how], "result": exit_code,
+                         "unix_path": _cstr(body[:path_len]),
+                         "family": lifetime_ns >> 32, "type": (lifetime_ns >> 16) & 0xFFFF,
+                         "protocol": lifetime_ns & 0xFFFF, "group": group}  # fmt: skip
     return (
         record
         | {

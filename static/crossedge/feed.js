@@ -20,7 +20,7 @@
   const dest = (r) => (r.dest_name ? r.dest_name + " · " : "") +  // the name the container resolved
     (r.dest_ip.includes(":") ? `[${r.dest_ip}]` : r.dest_ip) + ":" + r.dest_port +
     (r.dest_port_hi != null ? `–${r.dest_port_hi} · scan, new destinations` : "") +  // summed in the kernel
-    (r.op === "sendmsg" ? " (udp sendto)" : "") + (r.count > 1 ? ` ×${r.count}` : "");  // ×: folded in a storm
+    (r.op === "sendmsg" ? " (udp sendto)" : r.op === "packet" ? " (raw/ICMP/SCTP packet)" : "") + (r.count > 1 ? ` ×${r.count}` : "");  // ×: folded in a storm
   const proc = (r) => `${r.comm} [${r.pid}]`;
   const short = (text, n) => (text.length > n ? text.slice(0, n - 1) + "…" : text);
   const tail = (path, n) => (path.length > n ? "…" + path.slice(-(n - 1)) : path);  // a path's end says most
@@ -35,7 +35,7 @@
   // A deny the kernel did not apply says so, with why: staff must never read "deny" for a call that went through.
   const enforcement = (r) => (r.enforced ? (r.kind === "connect" || r.kind === "scan" ? " · refused by kernel" :
     r.kind === "flood" ? " · dropped at XDP" : r.kind === "limit" ? " · held back by kernel" :
-    r.kind === "call" ? " · refused, killed" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
+    r.kind === "dns" ? " · dropped by kernel" : r.kind === "socket" ? " · refused by kernel" : r.kind === "call" ? " · refused, killed" : ` · killed at ${r.kind}`) : r.audit ? " · audit only" :
     r.unenforced ? ` · NOT enforced: ${r.unenforced}` : "");
   const columns = {
     connections: (r) => [time(r.ts), r.node, container(r), proc(r), dest(r),
@@ -43,13 +43,15 @@
     processes: (r) => [time(r.ts), r.node, container(r), { href: `/processes/${r.id}/`, text: proc(r) }, r.kind,
       r.kind === "exit" ? `${r.exit} after ${r.lifetime_ms} ms` + (r.count > 1 ? ` ×${r.count}` : "") :
         r.kind === "open" ? `${tail(r.path, 40)} (${r.access}) → ${r.result}` + (r.count > 1 ? ` ×${r.count}` : "") :
-        r.kind === "call" ? `${r.path}() refused` : binary(r),
+        r.kind === "call" ? `${r.path}() refused` :
+        r.kind === "socket" ? r.path + (r.result < 0 ? " → refused" : "") : binary(r),
       `${tail(r.parent_binary || r.parent_comm, 24)} [${r.ppid}]`,
       pill(r.verdict + (r.unenforced ? " · NOT enforced" : ""), r.verdict), r.rule_id || "—"],
     violations: (r) => [time(r.ts), r.node, r.kind === "flood" ? "— (ingress)" : container(r),
       r.process_id ? { href: `/processes/${r.process_id}/`, text: proc(r) } : r.pid === 0 && !r.comm ? "—" : proc(r),
       r.kind === "connect" ? dest(r) : r.kind === "scan" ? `scan: ${r.target}` :
-        r.kind === "flood" ? `SYN flood: ${r.target}` : r.kind === "limit" ? `limit: ${r.target}` : `${r.kind} ${r.target}`,
+        r.kind === "flood" ? `SYN flood: ${r.target}` : r.kind === "limit" ? `limit: ${r.target}` :
+        r.kind === "dns" || r.kind === "socket" ? r.target : `${r.kind} ${r.target}`,
       r.rule_id, pill(r.action + enforcement(r), r.action), r.severity],
   }[feed];
 

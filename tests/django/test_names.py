@@ -133,10 +133,47 @@ def test_rules_by_name_through_the_policy_file(tmp_path):
 
 def test_the_nodes_page_says_what_the_dns_program_read_and_lost(client, staff, node):
     node.health = {"kernel": {"policy_version": 1}, "dns": {"kernel_answers": 5, "names": 3, "kernel_lost": 1,
-                                                             "answers": 4, "odd": "x"}}  # fmt: skip
+                                                             "answers": 4, "odd": "x", "kernel_unmatched": 2,
+                                                             "kernel_forged": 7}}  # fmt: skip
     node.save()
-    assert node.dns == {"kernel_answers": 5, "names": 3, "kernel_lost": 1, "answers": 4}
+    assert node.dns == {"kernel_answers": 5, "names": 3, "kernel_lost": 1, "answers": 4, "kernel_unmatched": 2,
+                        "kernel_forged": 7}  # fmt: skip
     client.force_login(staff)
     page = " ".join(client.get("/nodes/").content.decode().split())
     assert "DNS: 5 answers read in the kernel, 3 names learned" in page
     assert "1 not passed to the agent (counted)" in page
+    assert "2 answering no query taught nothing" in page and "7 forged dropped" in page
+
+
+def dns_report(seq, **overrides):
+    event = agent_event(seq=seq)
+    return {k: event[k] for k in ("seq", "ts_ns", "cgroup_id", "cgroup_path", "container", "policy_version")} | {
+        "kind": "dns", "rule_id": "dns-unsolicited", "verdict": "alert", "severity": "high", "enforced": False,
+        "audit": False, "reason": "unsolicited", "peer": "127.53.53.53", "family": 4, "name": "ok.test",
+        "count": 1, "window_s": 0,
+    } | overrides  # fmt: skip
+
+
+def test_answers_the_kernel_learned_nothing_from_are_violations_and_bad_reports_are_refused(node, client, staff):
+    forged = {"rule_id": "dns-forged", "verdict": "deny", "reason": "forged", "enforced": True, "peer": "127.0.0.11"}
+    result = ingest_batch(node, [
+        dns_report(1),
+        dns_report(2, **forged, count=40, window_s=10),
+        dns_report(3, reason="untrusted", peer="::1\nX", family=6),  # no address
+        dns_report(4, reason="forged"),  # a forged response is dropped: a deny, not an alert
+        dns_report(5, reason="whatever"),
+        dns_report(6, name="x" * 300),
+        dns_report(7, reason="untrusted", rule_id="dns-untrusted", peer="fd00::53", family=6, name=""),
+    ])  # fmt: skip
+    assert [r["seq"] for r in result.rejected] == [3, 4, 5, 6]
+    first, many, untrusted = Violation.objects.filter(kind="dns").order_by("seq")
+    assert first.target == "DNS answer from 127.53.53.53:53 that answers no query the container sent naming ok.test: " \
+                           "taught nothing"  # fmt: skip
+    assert (first.action, first.enforced, first.dest_name, first.container.name) == ("alert", False, "ok.test",
+                                                                                      "edge-app-prod")  # fmt: skip
+    assert many.target == "DNS response sent as the trusted resolver 127.0.0.11:53 naming ok.test: dropped (40 in 10 s)"
+    assert (many.action, many.enforced, many.count) == ("deny", True, 40)
+    assert untrusted.target == "DNS answer from [fd00::53]:53, a resolver this node does not trust: taught nothing"
+    client.force_login(staff)
+    page = client.get("/events/", {"kind": "violations", "event": "dns"})
+    assert page.status_code == 200 and "a resolver this node does not trust" in page.content.decode()

@@ -79,3 +79,32 @@ def test_an_agent_rule_above_a_kernel_deny_is_saved_with_a_warning_naming_the_de
     assert not [str(m) for m in response.context["messages"] if "judged by the agent" in str(m)]
     response = client.post("/admin/policy/rule/add/", {**FORM, "rule_id": "r3", "action": "deny", "fileless": "on"})
     assert response.status_code == 302 and Rule.objects.get(rule_id="r3").to_spec()["match"] == {"fileless": True}
+
+
+@pytest.mark.django_db
+def test_a_socket_rule_through_the_admin_and_the_policy_file(client, staff, tmp_path):
+    import io
+
+    import yaml
+    from django.core.management import CommandError, call_command
+
+    client.force_login(staff)
+    form = {**FORM, "access": "[]", "container": "web-*", "socket": '["packet", "raw"]'}
+    assert client.post("/admin/policy/rule/add/", form).status_code == 302
+    rule = Rule.objects.get()
+    assert rule.socket == ["raw", "packet"] and rule.what == "raw, packet sockets made"
+    bad = client.post("/admin/policy/rule/add/", {**form, "rule_id": "bad", "socket": '["tcp"]'})
+    assert bad.status_code == 200 and "must be one of raw, packet, icmp, sctp" in bad.content.decode()
+    mixed = client.post("/admin/policy/rule/add/", {**form, "rule_id": "mixed", "dest_port": "53"})
+    assert mixed.status_code == 200 and "names only the kind of socket and containers" in mixed.content.decode()
+    out = tmp_path / "out.yaml"
+    call_command("policy", "export", str(out), stderr=io.StringIO())
+    (spec,) = yaml.safe_load(out.read_text())["rules"]
+    assert spec["match"] == {"container": "web-*", "socket": ["raw", "packet"]}
+    out.write_text(yaml.safe_dump({"rules": [spec | {"id": "from-file", "match": {"socket": "icmp"}}]}))
+    call_command("policy", "import", str(out), stdout=io.StringIO())
+    assert Rule.objects.get(rule_id="from-file").socket == ["icmp"]
+    out.write_text(yaml.safe_dump({"rules": [spec | {"id": "broken", "match": {"socket": {"raw": 1}}}]}))
+    with pytest.raises(CommandError, match="match.socket"):
+        call_command("policy", "import", str(out), stdout=io.StringIO())
+    assert set(Rule.objects.values_list("rule_id", flat=True)) == {"rule-010", "from-file"}

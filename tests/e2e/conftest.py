@@ -104,7 +104,9 @@ def browser_jail(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     tag = uuid.uuid4().hex[:8]
     jail = SimulatedContainer("e2e-browser", f"crossedge-test-{tag}-browser.slice", str(tmp / "docker")).create()
-    enforcer = Enforcer(pin_root=f"/sys/fs/bpf/crossedge-test-{tag}-browser", scope=jail.cgroup_path)
+    enforcer = Enforcer(
+        pin_root=f"/sys/fs/bpf/crossedge-test-{tag}-browser", scope=jail.cgroup_path, dns_resolvers=("127.53.53.53",)
+    )  # (the browser test's DNS server)
     launcher = tmp / "chromium-in-jail"
     launcher.write_text(f'#!/bin/sh\necho $$ > {jail.dir}/cgroup.procs\nexec {CHROMIUM} "$@"\n')
     launcher.chmod(0o755)
@@ -154,6 +156,7 @@ def product(tmp_path_factory):
         "CROSSEDGE_PIN_ROOT": pins,
         "CROSSEDGE_DOCKER_ROOTS": str(tmp / "docker"),
         "CROSSEDGE_XDP_IFACES": f"{netns[1]}/ce-b",
+        "CROSSEDGE_DNS_RESOLVERS": "127.53.53.53",  # the tests' DNS server (the env the agent's option reads)
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
 

@@ -79,7 +79,8 @@ def enforcement(kernel, cgroup_parent, tmp_path):
         made.append(SimulatedContainer(name, cgroup_parent, str(tmp_path), runtime_prefix).create())
         return made[-1]
 
-    enforcer = Enforcer(pin_root=pin_root, scope=f"/{cgroup_parent}/*", docker_roots=(str(tmp_path),))
+    enforcer = Enforcer(pin_root=pin_root, scope=f"/{cgroup_parent}/*", docker_roots=(str(tmp_path),),
+                        dns_resolvers=(DNS_SERVER,))  # fmt: skip
     yield SimpleNamespace(enforcer=enforcer, container=container, pin_root=pin_root, parent=cgroup_parent)
     try:
         enforcer.uninstall()

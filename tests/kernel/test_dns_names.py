@@ -182,6 +182,7 @@ async def test_agent_shows_names_and_applies_a_new_rule_to_names_learned_before(
 def test_ipv6_answers_over_ipv6(enforcement, v6_listener):
     """An AAAA answer from a DNS server on ::1: the IPv6 path of the program, both ways."""
     app = enforcement.container("dns-v6")
+    enforcement.enforcer.resolvers |= {"::1"}  # this test's server, trusted as the node would be told
     enforcement.enforcer.start()
     rules = [{"id": "deny-v6", "match": {"dest_fqdn": "v6.test"}, "action": "deny"}]
     enforcement.enforcer.sync(RuleSet.from_specs(rules, 1))

@@ -174,3 +174,28 @@ def test_a_call_waits_for_the_answer_that_named_it_and_not_longer(monkeypatch):
     monkeypatch.setattr("monitor.agent.NAME_WAIT", 0)
     agent.release_unnamed(force=True)
     assert agent.outbox[-1]["dest_name"] is None and agent.names.counts["calls_unnamed"] == 1
+
+
+def test_answers_learned_from_nothing_are_reported_once_a_window_per_container_and_reason():
+    from monitor.dns import RefusedAnswers, refused_reason
+
+    query = dns.message.make_query("ok.test", "A").to_wire()
+    record = {"cgroup_id": 7, "peer": "127.0.0.1", "message": query, "unmatched": True, "untrusted": True}
+    assert refused_reason(record) == "untrusted"
+    assert refused_reason(record | {"untrusted": False}) == "unsolicited"
+    assert refused_reason(record | {"forged": True}) == "forged"
+    assert refused_reason({"unmatched": False}) is None
+    reports = RefusedAnswers(every=10)
+    first = reports.add(record, "untrusted", now=100.0)
+    assert first == {"cgroup_id": 7, "reason": "untrusted", "count": 1, "peer": "127.0.0.1", "window_s": 0,
+                     "name": "ok.test"}  # fmt: skip
+    assert reports.add(record, "untrusted", 101.0) is None and reports.add(record, "untrusted", 102.0) is None
+    other = reports.add(record | {"cgroup_id": 8}, "untrusted", 102.0)  # another container: its own at once
+    assert other["cgroup_id"] == 8 and other["count"] == 1
+    assert reports.due(105.0) == []
+    [summed] = reports.due(110.0)
+    assert (summed["cgroup_id"], summed["count"], summed["window_s"]) == (7, 2, 9)
+    assert reports.due(125.0) == [] and reports.add(record, "untrusted", 125.0)["count"] == 1  # quiet: at once again
+    reports.add(record | {"message": b"garbage"}, "untrusted", 126.0)
+    [last] = reports.due(126.0, force=True)
+    assert last["name"] == "" and last["count"] == 1

@@ -218,3 +218,27 @@ def test_file_rules_match_path_access_and_opener():
 def test_bad_file_rules_say_what_is_wrong(match, message):
     with pytest.raises(RuleError, match=message):
         parse_rule({"id": "bad", "match": match, "action": "deny"})
+
+
+def test_socket_and_unix_socket_rules_are_checked_and_judged():
+    from monitor.rules import unix_spellings
+
+    raw = parse_rule({"id": "r", "match": {"container": "web-*", "socket": ["packet", "raw"]}, "action": "deny"})
+    assert (raw.kind, raw.socket) == ("socket", ("raw", "packet"))
+    assert raw.to_spec()["match"] == {"container": "web-*", "socket": ["raw", "packet"]}
+    unix = parse_rule({"id": "u", "match": {"unix_path": "/var/run/docker.sock"}, "action": "deny"})
+    assert unix.kind == "unix" and unix_spellings(unix.unix_path) == ("/var/run/docker.sock", "/run/docker.sock")
+    assert unix_spellings("/tmp/x.sock") == ("/tmp/x.sock",) and unix_spellings("@abstract") == ("@abstract",)
+    for match, text in (({"socket": "tcp"}, "must be one of raw"), ({"socket": []}, "must be one of raw"),
+                        ({"socket": "raw", "dest_port": 53}, "names only the kind"),
+                        ({"unix_path": "docker.sock"}, "absolute path"), ({"unix_path": "/run/*.sock"}, "wildcards"),
+                        ({"unix_path": "/x" * 60}, "longer than 107"),
+                        ({"unix_path": "/run/x.sock", "binary": "/bin/sh"}, "names only the path")):  # fmt: skip
+        with pytest.raises(RuleError, match=text):
+            parse_rule({"id": "bad", "match": match, "action": "deny"})
+    rules = RuleSet([raw, unix])
+    scope = {"cgroup_id": 5, "cgroup_path": "/docker/x", "container": "web-1"}
+    assert rules.evaluate_socket("raw", **scope) is raw and rules.evaluate_socket("icmp", **scope) is None
+    assert rules.evaluate_socket("raw", **(scope | {"container": "db"})) is None
+    assert rules.evaluate_socket("unix", **scope, path="/run/docker.sock") is unix
+    assert rules.evaluate_socket("unix", **scope, path="/run/other.sock") is None

@@ -28,7 +28,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.fleet.models import Node
 from dashboard.policy import policyfile
-from monitor import features
+from monitor import features, resolvers
 from monitor.agent import Agent
 from monitor.backends import BACKENDS
 from monitor.files import WatchError, parse_watches
@@ -141,6 +141,16 @@ class Command(BaseCommand):
             "(env CROSSEDGE_COMPAT_SYSCALLS; default refuse)",
         )
         parser.add_argument(
+            "--dns-resolver",
+            action="append",
+            default=os.environ.get("CROSSEDGE_DNS_RESOLVERS", "").split(),
+            metavar="ADDR",
+            help="a DNS resolver whose answers teach the kernel names, besides the host's resolv.conf nameservers "
+            "and Docker's 127.0.0.11: only an answer from one of these to a query the container's socket sent is "
+            "learned, and a container sending as one is dropped; repeatable (env CROSSEDGE_DNS_RESOLVERS, "
+            "whitespace-separated)",
+        )
+        parser.add_argument(
             "--xdp-iface",
             action="append",
             default=os.environ.get("CROSSEDGE_XDP_IFACES", "").split(),
@@ -182,7 +192,8 @@ class Command(BaseCommand):
                 raise CommandError(f"{env}={opts[opt]!r}: use refuse or allow")
         try:
             watches = parse_watches(opts["file_watch"])
-        except WatchError as exc:
+            dns_resolvers = resolvers.parse(opts["dns_resolver"])
+        except (WatchError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         if opts["uninstall"] or opts["status"] or not opts["no_enforce"]:
             enforcer = Enforcer(
@@ -194,6 +205,7 @@ class Command(BaseCommand):
                 scan_summary=opts["scan_summary"],
                 io_uring=opts["io_uring"] == "refuse",
                 compat=opts["compat_syscalls"] == "refuse",
+                dns_resolvers=dns_resolvers,
                 guard_state=str(settings.VAR_DIR / "immutable.json"),  # node-wide: what to clear when rules go
             )
         if opts["status"]:

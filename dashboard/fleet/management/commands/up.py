@@ -15,6 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from .demo import DNS_SERVER as DEMO_DNS
 from .demo import PARENT as DEMO_PARENT
 
 # What the web process needs, checked as its user: the code, the database, the var directory.
@@ -47,7 +48,11 @@ class Command(BaseCommand):
         stopping = []
         # The demo's enforcement is the demo's own: its cgroups only, its own pins, removed after.
         demo_pins = f"{settings.PIN_ROOT}-demo"
-        demo_enforcement = ["--enforce-scope", f"/{DEMO_PARENT}/*", "--pin-root", demo_pins] if opts["demo"] else []
+        demo_enforcement = (
+            ["--enforce-scope", f"/{DEMO_PARENT}/*", "--pin-root", demo_pins, "--dns-resolver", DEMO_DNS]
+            if opts["demo"]
+            else []
+        )  # (the demo's names come from its own DNS server)
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
         try:

@@ -1,0 +1,147 @@
+"""Names an attacker cannot bend, on the real kernel: after a real answer named 127.20.0.2
+blocked.test (a deny), a container tries to have the kernel name that address otherwise with
+a forged answer: from a resolver the node does not trust, from a trusted resolver's address
+it bound in its own namespace, with a raw socket claiming the real resolver's address and
+the query's own id and question, and from a neighbour's TCP segment sent from port 53. Each
+teaches nothing: the next connect() is still refused. Real Docker and Podman containers too,
+and the agent raises each as a violation."""
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from dashboard.events.models import Violation
+from monitor.rules import RuleSet
+
+from .conftest import DNS_SERVER, ROOT, deliver_until, runtime_agent
+from .test_dns_names import connect_in, resolve_in, run_agent
+from .test_enforce_agent import stop
+from .test_first_call import cgroups_made
+
+pytestmark = pytest.mark.kernel
+EPERM = 1
+FORGE = Path(__file__).with_name("dnsforge.py")
+BLOCKED = "127.20.0.2"  # blocked.test, by the test's resolver
+RULES = [{"id": "deny-blocked", "match": {"dest_fqdn": "blocked.test"}, "action": "deny"}]
+
+
+def forge(container, *args: str) -> str:
+    proc = container.spawn([sys.executable, str(FORGE), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)  # fmt: skip
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
+@pytest.fixture
+def named(enforcement, resolver):
+    """A container whose resolver named 127.20.0.2 blocked.test: its connect() there is refused."""
+    app = enforcement.container("dns-victim")
+    enforcement.enforcer.start()
+    enforcement.enforcer.sync(RuleSet.from_specs(RULES, 1))
+    assert resolve_in(app, resolver.port, "blocked.test") == [(BLOCKED, EPERM)]
+    return app
+
+
+@pytest.mark.parametrize(
+    "attack, outcome",
+    [
+        (("untrusted", "ok.test", BLOCKED), "received"),  # delivered, learned from nothing
+        (("as-resolver", "127.0.0.11", "ok.test", BLOCKED), "refused"),  # Docker's resolver address, free here
+        (("raw", DNS_SERVER, "nothing.test", BLOCKED), "refused"),  # the real resolver's, by a raw socket
+    ],
+    ids=["untrusted-resolver", "bound-as-resolver", "raw-socket-as-resolver"],
+)
+def test_a_container_cannot_rename_an_address_by_answering_itself(enforcement, resolver, named, attack, outcome):
+    before = enforcement.enforcer.dns_stats()
+    assert forge(named, *attack) == outcome
+    assert connect_in(named, BLOCKED, resolver.port) == EPERM, "the forged name was learned"
+    stats = enforcement.enforcer.dns_stats()
+    if outcome == "refused":
+        assert stats["forged"] == before["forged"] + 1
+    else:
+        assert stats["unmatched"] == before["unmatched"] + 1
+    # and its real queries are still learned from
+    assert resolve_in(named, resolver.port, "ok.test") == [("127.20.0.3", 0)]
+
+
+def test_a_neighbours_tcp_segment_from_port_53_teaches_nothing(enforcement, resolver, named):
+    """One TCP segment from port 53 at any port of another container."""
+    neighbour = enforcement.container("dns-neighbour")
+    listener = named.spawn([sys.executable, str(FORGE), "listen"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        port = listener.stdout.readline().strip()
+        assert forge(neighbour, "tcp-at", "127.0.0.1", port, "ok.test", BLOCKED) == "sent"
+        assert listener.wait(timeout=10) == 0 and listener.stdout.read().strip() == "received"
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    assert connect_in(named, BLOCKED, resolver.port) == EPERM, "a neighbour renamed the address"
+    assert enforcement.enforcer.dns_stats()["unmatched"] >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_agent_raises_forged_and_unsolicited_answers(enforcement, resolver, tmp_path):
+    from dashboard.fleet.models import Node
+    from monitor.agent import Agent
+
+    node = await sync_to_async(Node.objects.create)(name="dns-forgery", token_hash="f" * 64)
+    app = enforcement.container("dns-forger")
+    agent = Agent(backends=(), docker_roots=(str(tmp_path),), enforcer=enforcement.enforcer)
+    agent.set_policy(1, RULES)
+    runner = await run_agent(agent)
+    try:
+        for _ in range(3):  # three of a kind in a window: one violation, counted
+            assert await sync_to_async(forge)(app, "untrusted", "ok.test", BLOCKED) == "received"
+        assert await sync_to_async(forge)(app, "as-resolver", "127.0.0.11", "ok.test", BLOCKED) == "refused"
+
+        def raised():
+            return Violation.objects.filter(kind="dns").count() >= 2
+
+        await deliver_until(agent, node, raised, timeout=10)
+        await agent.read_kernel_tables(final=True)  # the rest of the window, as when the agent stops
+        await deliver_until(agent, node, lambda: Violation.objects.filter(kind="dns").count() >= 3, timeout=10)
+        rows = [v async for v in Violation.objects.filter(kind="dns").select_related("container").order_by("id")]
+        untrusted = [v for v in rows if v.rule_id == "dns-untrusted"]
+        assert sum(v.count for v in untrusted) == 3
+        assert untrusted[0].target.startswith("DNS answer from 127.0.0.1:53, a resolver this node does not trust")
+        assert "naming ok.test: taught nothing" in untrusted[0].target and untrusted[0].action == "alert"
+        [forged] = [v for v in rows if v.rule_id == "dns-forged"]
+        assert forged.action == "deny" and forged.enforced and forged.dest_ip == "127.0.0.11"
+        assert "sent as the trusted resolver 127.0.0.11:53 naming ok.test: dropped" in forged.target
+        assert all(v.container and v.container.name == "dns-forger" for v in rows)
+        assert agent.health()["dns"]["refused_untrusted"] == 3
+    finally:
+        await stop(runner)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_in_real_containers_a_forged_answer_teaches_nothing(runtime, enforcement, resolver):
+    """Docker and Podman (busybox, the host's network, netprobe built static): one container
+    resolves blocked.test (refused), then answers its own query from 127.0.0.1:53 naming the
+    same address ok.test: still refused, and raised as a violation naming the container."""
+    tag = uuid.uuid4().hex[:6]
+    name = f"forger-{tag}"
+    node, agent = await runtime_agent(runtime, enforcement, "rtdns", RULES)
+    script = (f"/bin/netprobe resolve {DNS_SERVER} blocked.test {resolver.port}; "
+              f"/bin/netprobe forge ok.test {BLOCKED} {resolver.port}")  # fmt: skip
+    with cgroups_made(enforcement.enforcer.cgroup_root, [enforcement.parent]):
+        runner = await run_agent(agent)
+        try:
+            done = await asyncio.to_thread(runtime.run, name, ["/bin/sh", "-c", script])
+            assert done.stdout.decode().split("\n")[:2] == [f"{BLOCKED} {EPERM}", str(EPERM)], done.stderr.decode()
+
+            def raised():
+                return Violation.objects.filter(kind="dns", container__name=name).exists()
+
+            await deliver_until(agent, node, raised, timeout=10)
+        finally:
+            await stop(runner)
+    v = await Violation.objects.aget(kind="dns", container__name=name)
+    assert (v.rule_id, v.action, v.dest_name) == ("dns-untrusted", "alert", "ok.test")
