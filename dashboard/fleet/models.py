@@ -23,6 +23,12 @@ def is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _sockets(kernel: dict) -> str:
+    """How a node judges packet and unix sockets, as its agent said ("" from an older one)."""
+    packet, unix = (str(kernel.get(k) or "") for k in ("packet_sockets", "unix_sockets"))
+    return f"packet sockets: {packet or '?'}; unix sockets: {unix or '?'}" if packet or unix else ""
+
+
 def as_count(value) -> int:
     return value if is_count(value) else 0
 
@@ -138,6 +144,7 @@ class Node(models.Model):
             "lifecycle_error": str(raw.get("lifecycle_error") or ""),
             "files_error": str(raw.get("files_error") or ""),
             "files": str(raw.get("files") or ""),
+            "sockets": _sockets(raw),
             "generation": str(raw.get("generation") or ""),
             "xdp": {str(k): str(v) for k, v in xdp.items()},
         }

@@ -132,7 +132,9 @@ def test_rules_by_name_through_the_policy_file(tmp_path):
 
 
 def test_the_nodes_page_says_what_the_dns_program_read_and_lost(client, staff, node):
-    node.health = {"kernel": {"policy_version": 1}, "dns": {"kernel_answers": 5, "names": 3, "kernel_lost": 1,
+    node.health = {"kernel": {"policy_version": 1, "packet_sockets": "no rule names them",
+                              "unix_sockets": "unix socket programs not loaded (a kernel before 6.7?)"},
+                   "dns": {"kernel_answers": 5, "names": 3, "kernel_lost": 1,
                                                              "answers": 4, "odd": "x", "kernel_unmatched": 2,
                                                              "kernel_forged": 7}}  # fmt: skip
     node.save()
@@ -143,6 +145,7 @@ def test_the_nodes_page_says_what_the_dns_program_read_and_lost(client, staff, n
     assert "DNS: 5 answers read in the kernel, 3 names learned" in page
     assert "1 not passed to the agent (counted)" in page
     assert "2 answering no query taught nothing" in page and "7 forged dropped" in page
+    assert "packet sockets: no rule names them; unix sockets: unix socket programs not loaded" in page
 
 
 def dns_report(seq, **overrides):
