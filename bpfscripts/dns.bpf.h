@@ -460,35 +460,51 @@ static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pk
 	dns_tell(skb, s, p, p->saddr, cgid, flags, qend + 5, len); /* the header and the question */
 }
 
+/* Docker's embedded resolver: user-defined networks DNAT 127.0.0.11:53 to a port of its own
+ * in the container's OUTPUT chain, before cgroup egress sees the query. */
+#define CE_DOCKER_DNS 0x0b00007f /* 127.0.0.11, as the bytes of an address read as a __u32 */
+
+/* Whether crossedge_out hands the packet to dns_sent: to or from port 53, a fragment (which
+ * hides its ports), or to Docker's embedded resolver whatever its port. */
+static __always_inline int dns_related(const struct ce_pkt *p)
+{
+	__u32 d4;
+
+	__builtin_memcpy(&d4, p->daddr, 4);
+	return p->sport == bpf_htons(CE_DNS_PORT) || p->dport == bpf_htons(CE_DNS_PORT) || p->fragment ||
+	       p->proto == CE_IPPROTO_FRAGMENT || (p->family == 4 && d4 == CE_DOCKER_DNS);
+}
+
 /* A packet a monitored container sends to or from port 53 (crossedge_out): a query to a
- * trusted resolver is remembered with its socket; a response sent as a trusted resolver is
- * dropped (0) and reported. */
+ * trusted resolver is remembered with its socket. Anything sent from a trusted resolver's
+ * port 53, or as a fragment from its address (which hides the port), is a container
+ * answering as that resolver: dropped (0) and reported, whatever it holds (a UDP GSO
+ * packet's first segment may be a query and its second a forged answer). */
 static __always_inline int dns_sent(struct __sk_buff *skb, const struct ce_pkt *p, __u64 cgid)
 {
-	int as_resolver = p->sport == bpf_htons(CE_DNS_PORT) && trusted(p->family, p->saddr);
-	int to_resolver = p->dport == bpf_htons(CE_DNS_PORT) && trusted(p->family, p->daddr);
-	__u32 which = CE_DNS_SENT;
+	int unported = p->fragment || p->proto == CE_IPPROTO_FRAGMENT;
+	int as_resolver = (p->sport == bpf_htons(CE_DNS_PORT) || unported) && trusted(p->family, p->saddr);
+	__u32 d4, which = CE_DNS_SENT;
 	__u8 flags = 0;
 
+	__builtin_memcpy(&d4, p->daddr, 4);
+	int to_resolver = !unported && (p->dport == bpf_htons(CE_DNS_PORT) || (p->family == 4 && d4 == CE_DOCKER_DNS)) &&
+			  trusted(p->family, p->daddr);
 	if (!as_resolver && !to_resolver)
 		return 1;
 	struct dns_scratch *s = scratch(&which);
 	if (!s)
-		return 1;
-	__u32 len = dns_read(skb, p, s, &flags);
-	if (!len)
-		return 1;
-	__u8 *m = s->rec.msg;
-	if (m[2] & 0x80) { /* a response */
-		if (!as_resolver)
-			return 1;
+		return as_resolver ? 0 : 1;
+	__u32 len = unported ? 0 : dns_read(skb, p, s, &flags);
+	if (as_resolver) {
 		__builtin_memset(&s->w, 0, sizeof(s->w));
 		dns_stat(CE_DNS_STAT_FORGED);
 		dns_tell(skb, s, p, p->saddr, cgid, flags | CE_DNS_FORGED, CE_DNS_HEADER + CE_DNS_MAX_NAME + 5, len);
 		return 0;
 	}
+	__u8 *m = s->rec.msg;
 	__u16 qdcount = (__u16)m[4] << 8 | m[5];
-	if (!to_resolver || (m[2] & 0x78) || qdcount != 1 || !dns_question(s, &which, cgid, len, 1))
+	if (!len || (m[2] & 0xf8) || qdcount != 1 || !dns_question(s, &which, cgid, len, 1))
 		return 1; /* no standard query with one question: nothing to answer */
 	struct ce_dns_asked *asked = asked_of(skb, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!asked)

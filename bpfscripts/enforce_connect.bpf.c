@@ -455,12 +455,12 @@ int crossedge_out(struct __sk_buff *skb)
 	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
 	if (!mon || pkt_parse(skb, &p))
 		return 1;
-	if ((p.sport == bpf_htons(CE_DNS_PORT) || p.dport == bpf_htons(CE_DNS_PORT)) && !p.fragment &&
-	    !dns_sent(skb, &p, cgid))
-		return 0; /* a response sent as a trusted resolver: forged */
+	if (dns_related(&p) && !dns_sent(skb, &p, cgid))
+		return 0; /* sent as a trusted resolver: forged */
 	if (unjudged(skb, &p)) {
 		bpf_tail_call(skb, &packet_judge, CE_PACKET_JUDGE);
-		lost_one(); /* (only if the slot were empty: let through, counted) */
+		lost_one(); /* (only if the slot were empty: refused unjudged, counted) */
+		return 0;
 	}
 	return egress_rest(skb, &p, cgid, *mon);
 }

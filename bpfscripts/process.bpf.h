@@ -440,17 +440,33 @@ static __always_inline int refusal_due(struct ce_pconfig **cfgp, __u64 *cgidp, _
 
 extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, __u64 value) __ksym __weak;
 
+/* sock.bpf.h's: a packet socket deny refuses the same calls as an open deny */
+static __always_inline int packet_refuse_call(void *ctx, __u32 need, __u8 how);
+static __always_inline struct ce_rule *packet_deny(__u32 need, __u64 *cgidp);
+static __always_inline void packet_refused(void *ctx, struct ce_rule *rule, __u64 cgid, __u8 how);
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(crossedge_fork, struct task_struct *parent, struct task_struct *child)
 {
 	struct ce_pconfig *cfg;
-	__u64 cgid;
+	__u64 cgid = 0;
 
 	if (child->files != parent->files || child->tgid == parent->tgid)
 		return 0; /* its own table, or a thread of the same process */
 	int bit = refusal_due(&cfg, &cgid, CE_PC_ON);
-	if (bit < 0)
+	if (bit < 0) {
+		struct ce_rule *rule = packet_deny(CE_PC_ON, &cgid);
+		if (!rule)
+			return 0;
+		if (bpf_send_signal_task) {
+			bpf_send_signal_task(child, CE_SIGKILL, PIDTYPE_TGID, 0);
+			packet_refused(ctx, rule, cgid, CE_HOW_CLONE_FILES);
+		} else {
+			bpf_send_signal(CE_SIGKILL);
+			packet_refused(ctx, rule, cgid, CE_HOW_CLONE_PARENT);
+		}
 		return 0;
+	}
 	if (bpf_send_signal_task) { /* the child dies before it runs an instruction */
 		bpf_send_signal_task(child, CE_SIGKILL, PIDTYPE_TGID, 0);
 		refused(ctx, cfg, bit, cgid, CE_HOW_CLONE_FILES);
@@ -461,15 +477,19 @@ int BPF_PROG(crossedge_fork, struct task_struct *parent, struct task_struct *chi
 	return 0;
 }
 
-/* Kill the caller of a call an open deny refuses, and report it. */
+/* Kill the caller of a call an open deny (or a packet socket deny) refuses, and report it. */
 static __always_inline int refuse_call(void *ctx, __u32 need, __u8 how)
 {
 	struct ce_pconfig *cfg;
 	__u64 cgid;
 	int bit = refusal_due(&cfg, &cgid, need);
 
-	if (bit >= 0 && bpf_send_signal(CE_SIGKILL) == 0)
-		refused(ctx, cfg, bit, cgid, how);
+	if (bit >= 0) {
+		if (bpf_send_signal(CE_SIGKILL) == 0)
+			refused(ctx, cfg, bit, cgid, how);
+		return 0;
+	}
+	packet_refuse_call(ctx, need, how);
 	return 0;
 }
 
@@ -479,13 +499,9 @@ int crossedge_getfd(struct trace_event_raw_sys_enter *ctx)
 	return refuse_call(ctx, CE_PC_ON, CE_HOW_PIDFD_GETFD);
 }
 
-static __always_inline int uring_packet_refused(void *ctx); /* sock.bpf.h */
-
 SEC("tracepoint/syscalls/sys_enter_io_uring_setup")
 int crossedge_uring(struct trace_event_raw_sys_enter *ctx)
 {
-	if (uring_packet_refused(ctx))
-		return 0;
 	return refuse_call(ctx, CE_PC_ON | CE_PC_IO_URING, CE_HOW_IO_URING);
 }
 

@@ -11,15 +11,18 @@
  * none): crossedge_psock, on the socket() syscall's tracepoint, judges them and kills the
  * caller of a denied one before the socket exists. A program there puts every system call
  * of the node on the slow path, so the agent attaches it only while some rule names packet
- * sockets. io_uring's IORING_OP_SOCKET makes a socket without the syscall: where a packet
- * deny applies, io_uring_setup() is refused too (its caller killed, as under an open deny;
- * `--io-uring allow` lets it be).
+ * sockets. AF_XDP sockets and (AF_INET, SOCK_PACKET) ones send frames as a packet socket
+ * does: they are packet sockets here. The kill takes effect when socket() returns, so the
+ * calls that would let another process use what the killed caller made (or make one no
+ * socket() shows) are refused where a packet deny applies: packet_refuse_call.
  */
 
 #define CE_AF_INET 2
 #define CE_AF_INET6 10
 #define CE_AF_PACKET 17
+#define CE_AF_XDP 44 /* AF_XDP: frames to a device, as a packet socket sends them (CAP_NET_RAW) */
 #define CE_SOCK_DGRAM 2
+#define CE_SOCK_PACKET_TYPE 10 /* (AF_INET, SOCK_PACKET): the kernel makes an AF_PACKET socket of it */
 #define CE_SOCK_TYPE_MASK 0xf
 #define CE_IPPROTO_ICMP 1
 #define CE_IPPROTO_ICMPV6 58
@@ -38,7 +41,8 @@ struct {
 /* The CE_SOCK_* kind of a socket, 0 for one the connect() and sendto() judges see. */
 static __always_inline __u32 sock_kind(__u32 family, __u32 type, __u32 protocol)
 {
-	if (family == CE_AF_PACKET)
+	if (family == CE_AF_PACKET || family == CE_AF_XDP ||
+	    (family == CE_AF_INET && (type & CE_SOCK_TYPE_MASK) == CE_SOCK_PACKET_TYPE))
 		return CE_SOCK_PACKET;
 	if (family != CE_AF_INET && family != CE_AF_INET6)
 		return 0;
@@ -105,29 +109,53 @@ int crossedge_sock(struct bpf_sock *sk)
 	return verdict == CE_V_DENY ? 0 : 1;
 }
 
-/* io_uring_setup() in a container a packet socket deny applies to (crossedge_uring): its
- * caller killed and reported (1), as io_uring would make sockets no syscall shows. */
-static __always_inline int uring_packet_refused(void *ctx)
+/* The enforcing packet socket deny that applies to the current task's container, or NULL:
+ * where one does, the calls that would make or lend a packet socket no socket() call shows
+ * are refused like those under an open deny (process.bpf.h: refuse_call, crossedge_fork):
+ * io_uring_setup() (IORING_OP_SOCKET), 32-bit calls, clone(CLONE_FILES) and pidfd_getfd()
+ * (a sibling that shares or takes the killed maker's descriptors). `need`: the pconfig
+ * flags the refusal needs (CE_PC_IO_URING for io_uring). */
+static __always_inline struct ce_rule *packet_deny(__u32 need, __u64 *cgidp)
 {
 	__u32 zero = 0;
 	__u64 cgid = bpf_get_current_cgroup_id();
 	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);
 	struct ce_pconfig *cfg = bpf_map_lookup_elem(&pconfig, &zero);
 
-	if (!mon || !cfg || !(cfg->flags & CE_PC_IO_URING))
-		return 0;
+	if (!mon || !cfg || (cfg->flags & need) != need || runtime_task(cfg, bpf_get_current_task_btf()))
+		return NULL;
 	struct ce_rule *rule = sock_rule(cgid, *mon, CE_SOCK_PACKET);
-	if (verdict_of(rule) != CE_V_DENY || bpf_send_signal(CE_SIGKILL))
-		return 0;
+	if (verdict_of(rule) != CE_V_DENY)
+		return NULL;
+	*cgidp = cgid;
+	return rule;
+}
+
+/* Report a call refused for a packet socket deny (the killing is the caller's). */
+static __always_inline void packet_refused(void *ctx, struct ce_rule *rule, __u64 cgid, __u8 how)
+{
+	__u32 zero = 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
-	if (ev) {
-		proc_common(ev, bpf_get_current_task_btf(), cgid, CE_PROC_REFUSE);
-		ev->how = CE_HOW_IO_URING;
-		ev->slot = rule->slot;
-		ev->verdict = CE_V_DENY;
-		proc_send(ctx, ev, 1);
-	}
+
 	count_slot(rule->slot);
+	if (!ev)
+		return;
+	proc_common(ev, bpf_get_current_task_btf(), cgid, CE_PROC_REFUSE);
+	ev->how = how;
+	ev->slot = rule->slot;
+	ev->verdict = CE_V_DENY;
+	proc_send(ctx, ev, 1);
+}
+
+/* refuse_call's second reason: a packet socket deny (1 if the caller was killed). */
+static __always_inline int packet_refuse_call(void *ctx, __u32 need, __u8 how)
+{
+	__u64 cgid = 0;
+	struct ce_rule *rule = packet_deny(need, &cgid);
+
+	if (!rule || bpf_send_signal(CE_SIGKILL))
+		return 0;
+	packet_refused(ctx, rule, cgid, how);
 	return 1;
 }
 
@@ -136,7 +164,7 @@ int crossedge_psock(struct trace_event_raw_sys_enter *ctx)
 {
 	__u32 family = ctx->args[0];
 
-	if (family != CE_AF_PACKET)
+	if (sock_kind(family, ctx->args[1], ctx->args[2]) != CE_SOCK_PACKET)
 		return 0;
 	__u64 cgid = bpf_get_current_cgroup_id();
 	__u8 *mon = bpf_map_lookup_elem(&monitored, &cgid);

@@ -22,6 +22,7 @@
 #define CE_ETH_P_IPV6 0x86DD
 #define CE_IPPROTO_TCP 6
 #define CE_IPPROTO_UDP 17
+#define CE_IPPROTO_FRAGMENT 44 /* an IPv6 fragment header (no ports follow it in view) */
 #define CE_MAX_L4 60 /* the furthest a TCP/UDP header starts (an IPv4 header with every option) */
 
 struct {

@@ -130,7 +130,7 @@ class Agent:
         self.proc_groups = ProcGroups()  # like records the programs counted instead of sending
         self.held_execs: set[int] = set()  # held processes whose exec record has been judged
         self.proc_counts = collections.Counter()  # exec, exit, killed (by the kernel or at a hold)
-        self.proc_lost = (0, 0, 0)  # exec, exit and open records the programs could not send
+        self.proc_lost = (0,) * len(kernel_processes.LOST)  # records the process programs could not send
         self.exec_counts: dict[int, int] = {}  # cgroup id -> execs (counted in the kernel)
         self.names = Names()  # what the containers resolved (monitor.dns)
         self.unnamed: collections.deque[tuple[float, dict]] = collections.deque()  # calls awaiting their name
@@ -793,8 +793,7 @@ class Agent:
             "covered": self.covered,
             "bad_counts": self.flows.bad,  # tracer count entries that could not be read
             "kernel_lost": self.kernel_lost + sum(self.proc_lost),
-            "processes": dict(self.proc_counts)
-            | dict(zip(("lost_exec", "lost_exit", "lost_open"), self.proc_lost, strict=True)),
+            "processes": dict(self.proc_counts) | dict(zip(kernel_processes.LOST, self.proc_lost, strict=True)),
             "exec_counts": self._exec_counts(),
             "not_enforced": sum(self.unenforced.values()),
             "not_enforced_reasons": dict(self.unenforced.most_common(10)),

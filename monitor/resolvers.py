@@ -2,10 +2,13 @@
 the kernel which name an address has (bpfscripts/dns.bpf.h).
 
 By default: the nameservers of the host's resolv.conf (what a container on the host's
-network, or on Docker's default bridge, is given) and Docker's embedded resolver
-127.0.0.11 (user-defined networks); plus those the node is configured with
-(`runagent --dns-resolver`). A container's own /etc/resolv.conf is not read: the container
-can write it, and a resolver it picks could name any address as it likes.
+network, or on Docker's default bridge, is given), and where those are only loopback (a
+local stub such as systemd-resolved's 127.0.0.53, which a bridged container cannot reach)
+the stub's upstream servers as Docker gives them to such containers
+(/run/systemd/resolve/resolv.conf); Docker's embedded resolver 127.0.0.11 (user-defined
+networks); plus those the node is configured with (`runagent --dns-resolver`). A
+container's own /etc/resolv.conf is not read: the container can write it, and a resolver
+it picks could name any address as it likes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import ipaddress
 import dns.resolver
 
 HOST_RESOLV_CONF = "/etc/resolv.conf"
+STUB_UPSTREAM = "/run/systemd/resolve/resolv.conf"  # Docker's choice when the host's are loopback
 DOCKER_EMBEDDED = "127.0.0.11"
 
 
@@ -39,9 +43,13 @@ def parse(configured) -> tuple[str, ...]:
     return tuple(out)
 
 
-def trusted(configured=(), host_resolv_conf: str = HOST_RESOLV_CONF) -> frozenset[str]:
-    """The node's trusted resolvers: the host's, Docker's embedded one and the configured."""
-    return frozenset(nameservers(host_resolv_conf) | {DOCKER_EMBEDDED} | set(parse(configured)))
+def trusted(configured=(), host_resolv_conf: str = HOST_RESOLV_CONF, upstream: str = STUB_UPSTREAM) -> frozenset[str]:
+    """The node's trusted resolvers: the host's (and its stub's upstream servers), Docker's
+    embedded one and the configured."""
+    host = nameservers(host_resolv_conf)
+    if all(ipaddress.ip_address(a).is_loopback for a in host):
+        host |= nameservers(upstream)
+    return frozenset(host | {DOCKER_EMBEDDED} | set(parse(configured)))
 
 
 def _is_address(text) -> bool:

@@ -449,7 +449,7 @@ def _unix_path(rule_id: str, match: dict) -> str | None:
     if "unix_path" not in match:
         return None
     path = _text(rule_id, "match.unix_path", match["unix_path"], required=True, limit=MAX_UNIX_PATH)
-    if not path.startswith(("/", "@")) or "\0" in path or GLOB_CHARS & set(path):
+    if not path.startswith(("/", "@")) or path == "@" or "\0" in path or GLOB_CHARS & set(path):
         raise RuleError(rule_id, "match.unix_path", "must be a socket's absolute path (/var/run/docker.sock) or an "
                         "abstract name (@name), without wildcards")  # fmt: skip
     if set(match) - {"unix_path", *SCOPE_KEYS}:

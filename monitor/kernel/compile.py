@@ -111,6 +111,7 @@ class Compiled:
     guard: set[tuple[int, str]] = field(default_factory=set)  # (cgroup, path) to make immutable (monitor.guard)
     open_denies: bool = False  # some open rule denies in the kernel (then 32-bit calls are refused)
     packet_rules: bool = False  # some rule names packet sockets (then socket() itself is watched)
+    packet_denies: bool = False  # ...and one denies them (then 32-bit calls are refused where it applies)
 
     def note(self, rule: Rule, message: str) -> None:
         self.notes.append({"rule_id": rule.id, "message": message})
@@ -188,6 +189,7 @@ def _sock_entries(ruleset: RuleSet, scopes: list[Scope], out: Compiled) -> None:
         if rule.kind != "socket":
             continue
         out.packet_rules |= "packet" in rule.socket
+        out.packet_denies |= "packet" in rule.socket and rule.action == "deny" and not rule.audit
         for cgid in _cgroup_ids(rule, scopes, out) or []:
             for kind in rule.socket:
                 key = SOCK_KEY.pack(cgid, SOCK_KINDS[kind], 0)

@@ -407,10 +407,10 @@ class Enforcer:
         bpftool.batch([self._quiet_command(0, IN_FLIGHT), self._quiet_command(self._quiet_version(self.synced))])
 
     def _set_compat_hook(self, on: bool) -> None:
-        """Attach the program that kills a 32-bit system call's caller where an open deny
-        applies, or detach it. 32-bit calls are hidden from the open programs, so under an
-        open deny they must be refused; but the program runs at every system call of the
-        node (BENCHMARKS.md), so only while some open deny is in force."""
+        """Attach the program that kills a 32-bit system call's caller where an open deny or a
+        packet socket deny applies, or detach it. 32-bit calls are hidden from the open and
+        socket() programs, so under such a deny they must be refused; but the program runs at
+        every system call of the node (BENCHMARKS.md), so only while such a deny is in force."""
         problem = self._on_demand(COMPAT, on, links.attach_tracing)
         self.compat_error = f"{problem}: 32-bit system calls can open files unjudged" if problem else ""
 
@@ -816,7 +816,8 @@ class Enforcer:
         self.next_expiry = compiled.next_expiry
         self.policy_version = ruleset.version
         self.synced = True
-        self._set_compat_hook(self.compat and self.files and compiled.open_denies and runs_32_bit_calls())
+        refusing = (self.files and compiled.open_denies) or compiled.packet_denies
+        self._set_compat_hook(self.compat and refusing and runs_32_bit_calls())
         self._set_packet_hook(compiled.packet_rules)
         self.error = ""
         log.info("kernel holds policy %d (%d changes)", ruleset.version, len(commands))

@@ -286,8 +286,9 @@ def decode_dns(data: bytes) -> dict:
 
 
 def encode_resolver(address: str) -> bytes:
-    """A `dns_resolvers` key (ValueError for no IP address)."""
+    """A `dns_resolvers` key (ValueError for no IP address; ::ffff:a.b.c.d is a.b.c.d, as packets have it)."""
     ip = ipaddress.ip_address(address)
+    ip = getattr(ip, "ipv4_mapped", None) or ip
     return RESOLVER_KEY.pack(ip.version, ip.packed)
 
 

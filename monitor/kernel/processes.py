@@ -33,11 +33,15 @@ def forget_groups(layout, raws) -> None:
     bpftool.batch([bpftool.delete_command(pin, hex_bytes(raw)) for raw in raws])
 
 
-def lost(layout) -> tuple[int, int, int]:
-    """Exec, exit and open records the programs could not send (summed over CPUs)."""
-    totals = [0, 0, 0]
+LOST = ("lost_exec", "lost_exit", "lost_open", "lost_refused_call", "lost_socket")  # proc_lost's slots
+
+
+def lost(layout) -> tuple[int, ...]:
+    """Exec, exit, open, refused call and socket records the programs could not send
+    (summed over CPUs)."""
+    totals = [0] * len(LOST)
     for key, count in batch.sums(layout.map("proc_lost")):
         index = int.from_bytes(key, "little")
         if index < len(totals):
             totals[index] = count
-    return totals[0], totals[1], totals[2]
+    return tuple(totals)

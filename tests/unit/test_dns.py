@@ -199,3 +199,20 @@ def test_answers_learned_from_nothing_are_reported_once_a_window_per_container_a
     reports.add(record | {"message": b"garbage"}, "untrusted", 126.0)
     [last] = reports.due(126.0, force=True)
     assert last["name"] == "" and last["count"] == 1
+
+
+def test_the_trusted_resolvers_are_the_hosts_its_stubs_upstream_dockers_and_the_configured(tmp_path):
+    from monitor import resolvers
+    from monitor.kernel.layout import encode_resolver
+
+    host, upstream = tmp_path / "resolv.conf", tmp_path / "upstream.conf"
+    host.write_text("nameserver 127.0.0.53\noptions edns0\n")
+    upstream.write_text("nameserver 192.0.2.53\nnameserver 2001:db8::53\n")
+    assert resolvers.trusted(["127.53.53.53"], str(host), str(upstream)) == {
+        "127.0.0.53", "192.0.2.53", "2001:db8::53", "127.0.0.11", "127.53.53.53"}  # fmt: skip
+    host.write_text("nameserver 192.0.2.1\n")  # not a stub: its upstream is not the containers'
+    assert resolvers.trusted((), str(host), str(upstream)) == {"192.0.2.1", "127.0.0.11"}
+    assert resolvers.trusted((), str(tmp_path / "missing"), str(upstream)) >= {"127.0.0.11", "192.0.2.53"}
+    with pytest.raises(ValueError, match="not a resolver's IP address"):
+        resolvers.trusted(["dns.example"], str(host))
+    assert encode_resolver("::ffff:127.0.0.11") == encode_resolver("127.0.0.11")  # as packets carry it
