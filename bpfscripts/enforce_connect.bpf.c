@@ -552,6 +552,54 @@ static __always_inline int below_attach_point(struct cgroup *cgrp)
 	return 0;
 }
 
+/* Cgroups made inside each container (by its outermost cgroup's id): at CE_MAX_NESTED the
+ * next one's maker is killed, so that no container can fill `monitored` and leave the
+ * containers made after it unjudged. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, CE_MAX_MONITORED);
+	__type(key, __u64);
+	__type(value, __u32);
+} nested SEC(".maps");
+
+/* The container a cgroup is inside: its outermost monitored ancestor (0: none, it is the
+ * container or outside one). */
+static __always_inline __u64 holder_of(struct cgroup *cgrp)
+{
+	struct cgroup_subsys_state *css = BPF_CORE_READ(cgrp, self.parent);
+	__u64 top = 0;
+
+	for (int i = 0; i < CE_MAX_DEPTH && css; i++) {
+		__u64 id = BPF_CORE_READ(css, cgroup, kn, id);
+		if (!bpf_map_lookup_elem(&monitored, &id))
+			break;
+		top = id;
+		css = BPF_CORE_READ(css, parent);
+	}
+	return top;
+}
+
+/* Kill a process (the current one, or `task`) for a cgroup inside its container past the
+ * bound, and report it (a refused call, CE_HOW_CGROUPS). */
+static __always_inline void cgroup_refused(void *ctx, struct task_struct *task)
+{
+	__u32 zero = 0;
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
+
+	if (task && bpf_send_signal_task)
+		bpf_send_signal_task(task, CE_SIGKILL, PIDTYPE_TGID, 0);
+	else
+		bpf_send_signal(CE_SIGKILL);
+	if (!ev)
+		return;
+	proc_common(ev, bpf_get_current_task_btf(), cgid, CE_PROC_REFUSE);
+	ev->how = CE_HOW_CGROUPS;
+	ev->verdict = CE_V_DENY;
+	proc_send(ctx, ev, 1);
+}
+
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(crossedge_mkdir, struct cgroup *cgrp, const char *path)
 {
@@ -566,6 +614,17 @@ int BPF_PROG(crossedge_mkdir, struct cgroup *cgrp, const char *path)
 		int len = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name)) - 1;
 		if (len <= 0 || !container_shaped(name, len) || !below_attach_point(cgrp))
 			return 0;
+	} else { /* a cgroup inside a container: counted against it */
+		__u64 top = holder_of(cgrp);
+		__u32 first = 1, *made = bpf_map_lookup_elem(&nested, &top);
+		if (made && *made >= CE_MAX_NESTED) {
+			cgroup_refused(ctx, NULL); /* (the cgroup stays, unjudged: a process moved in is killed) */
+			return 0;
+		}
+		if (made)
+			__sync_fetch_and_add(made, 1);
+		else if (bpf_map_update_elem(&nested, &top, &first, BPF_NOEXIST) && (made = bpf_map_lookup_elem(&nested, &top)))
+			__sync_fetch_and_add(made, 1);
 	}
 	/* A container, or a cgroup inside one: every rule naming no container applies now. */
 	bpf_map_update_elem(&monitored, &id, &mon, BPF_ANY);
@@ -573,6 +632,40 @@ int BPF_PROG(crossedge_mkdir, struct cgroup *cgrp, const char *path)
 	struct ce_lifecycle ev = {.ts_ns = bpf_ktime_get_ns(), .cgroup_id = id, .parent_id = parent, .type = CE_LC_NEW};
 	if (bpf_perf_event_output(ctx, &lifecycle, BPF_F_CURRENT_CPU, &ev, sizeof(ev)) != 0)
 		bpf_map_delete_elem(&pending, &id); /* no agent reading: nobody would release a hold */
+	return 0;
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(crossedge_rmdir, struct cgroup *cgrp, const char *path)
+{
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	if (!bpf_map_lookup_elem(&monitored, &id))
+		return 0;
+	__u64 top = holder_of(cgrp);
+	if (!top) { /* the container itself */
+		bpf_map_delete_elem(&nested, &id);
+		return 0;
+	}
+	__u32 *made = bpf_map_lookup_elem(&nested, &top);
+	if (made && *made > 0)
+		__sync_fetch_and_add(made, (__u32)-1); /* (clang 14 has no BPF atomic sub) */
+	return 0;
+}
+
+/* A process moved into a cgroup inside a container that is not judged (made past the bound,
+ * or when `monitored` was full): killed, so no cgroup inside a container runs unjudged. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(crossedge_attach, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
+{
+	if (BPF_CORE_READ(dst, root, hierarchy_id) != 0)
+		return 0;
+	__u64 id = BPF_CORE_READ(dst, kn, id);
+	__u64 parent = BPF_CORE_READ(dst, self.parent, cgroup, kn, id);
+	if (bpf_map_lookup_elem(&monitored, &id) || !bpf_map_lookup_elem(&monitored, &parent))
+		return 0;
+	cgroup_refused(ctx, task);
 	return 0;
 }
 

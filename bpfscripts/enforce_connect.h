@@ -144,6 +144,9 @@ struct ce_lifecycle {
 #define CE_HOW_CHMOD 12
 #define CE_HOW_CHOWN 13
 #define CE_HOW_COMPAT 14 /* refuse: a 32-bit (or x32) system call, which no syscall tracepoint sees */
+#define CE_HOW_CGROUPS 15 /* refuse: a cgroup made inside a container past CE_MAX_NESTED, or a process moved
+			   * into one (its maker, or the process, killed) */
+#define CE_MAX_NESTED 1024 /* cgroups inside one container that are judged (each takes a `monitored` entry) */
 
 /* A file as it was when the kernel saw it: a content hash the agent computed for it holds
  * while all of these stay (a write changes ctime). `exec_hashes` keys on it. */

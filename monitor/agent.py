@@ -304,6 +304,8 @@ class Agent:
               enforcer.in_kernel if listed and not refused else lambda _rule_id: False)  # fmt: skip
         if refused and event["verdict"] == "deny" and not event["audit"]:
             event["enforced"] = True  # refused by the file's immutable attribute: nothing was changed
+        if how == "cgroups":  # the bound on a container's cgroups (CE_MAX_NESTED), no rule's
+            event.update(rule_id="cgroup-flood", severity="high")
         event.pop("how", None)
         event.pop("socket", None)
         event.pop("unix_path", None)

@@ -121,6 +121,7 @@ CALLS = {
     "clone_files_parent": "clone(CLONE_FILES)",
     "pidfd_getfd": "pidfd_getfd",
     "compat": "a 32-bit system call",
+    "cgroups": "mkdir of a cgroup past the container's 1,024, or a move into one",
 }  # a refused call's name
 
 

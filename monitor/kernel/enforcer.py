@@ -79,6 +79,7 @@ from .layout import (
     ID_KEY,
     MAX_ENTRIES,
     MAX_FLOWS,
+    MAX_NESTED,
     MON,
     MON_OWN,
     PAT,
@@ -125,7 +126,8 @@ XDP_GENERIC_FIRST = ("veth",)
 XDP_SHOWN = {"driver": "xdpdrv", "generic": "xdpgeneric", "offload": "xdpoffload"}  # `net show` mode -> attach type
 TRAFFIC_GRACE = 0.05  # seconds after an epoch flip before the old table is read (programs run for µs)
 # tp_btf programs (links.attach_tracing)
-TRACING = ("crossedge_mkdir", "crossedge_exec", "crossedge_exit", "crossedge_fork")
+TRACING = ("crossedge_mkdir", "crossedge_rmdir", "crossedge_attach", "crossedge_exec", "crossedge_exit",
+           "crossedge_fork")  # fmt: skip
 # ...and the one that sees the 32-bit calls no syscall tracepoint does (process.bpf.h): it runs at
 # every system call of the node, so it is attached only while an open deny is in force
 COMPAT = "crossedge_compat"
@@ -503,22 +505,36 @@ class Enforcer:
 
     # -- attachment ---------------------------------------------------------------
     def _walk(self) -> tuple[list[str], list[Scope]]:
-        """Container cgroups in scope, and every cgroup at or below them."""
-        containers, scopes = [], []
+        """Container cgroups in scope, and the cgroups below them: at most MAX_NESTED in each
+        container, as the kernel judges (those it took first; a process moved into another
+        is killed), so no container can fill `monitored`."""
+        if self.layout is not None:
+            self._read_monitored()  # the cgroups the kernel took itself count first
+        containers, found = [], []
         for dirpath, _dirs, _files in os.walk(self.cgroup_root):
             rel = "/" + os.path.relpath(dirpath, self.cgroup_root)
             if rel == "/.":
                 continue
-            inside = any(at_or_below(rel, t) for t in containers)
-            if not inside and self._is_target(rel):
+            holder = next((t for t in containers if at_or_below(rel, t)), None)
+            if holder is None and self._is_target(rel):
                 containers.append(rel)
-                inside = True
-            if inside:
+                holder = rel
+            if holder is not None:
                 try:
-                    ref = identify(rel, self.docker_roots, self.podman_roots)
-                    scopes.append(Scope(cgroup_id(dirpath), rel, ref.name if ref else None))
+                    found.append((holder, rel, cgroup_id(dirpath)))
                 except FileNotFoundError:
                     continue
+        room = collections.Counter()  # nested cgroups taken, per container
+        for holder, rel, cgid in found:
+            room[holder] += holder != rel and cgid in self.monitored
+        scopes = []
+        for holder, rel, cgid in found:
+            if holder != rel and cgid not in self.monitored:
+                if room[holder] >= MAX_NESTED:
+                    continue  # past the bound: not judged (the kernel kills what moves in)
+                room[holder] += 1
+            ref = identify(rel, self.docker_roots, self.podman_roots)
+            scopes.append(Scope(cgid, rel, ref.name if ref else None))
         return containers, scopes
 
     def _is_target(self, rel: str) -> bool:

@@ -28,7 +28,8 @@ PROC_TYPES = {1: "exec", 2: "exit", 3: "open", 4: "refuse", 5: "socket"}  # CE_P
 # CE_HOW_*: how an exec came about, which call a refusal refused, or that an open failed
 HOWS = {1: "loader", 2: "io_uring_setup", 3: "clone_files", 4: "pidfd_getfd", 5: "clone_files_parent", 6: "as_given",
         7: "runtime", 8: "truncate", 9: "rename", 10: "unlink", 11: "link", 12: "chmod", 13: "chown",
-        14: "compat"}  # fmt: skip
+        14: "compat", 15: "cgroups"}  # fmt: skip
+MAX_NESTED = 1024  # CE_MAX_NESTED: cgroups inside one container that are judged
 WRITE_CALLS = ("truncate", "rename", "unlink", "link", "chmod", "chown")  # refused by an immutable file (CE_PC_GUARD)
 ACCESS_BITS = {"read": 1, "write": 2, "create": 4, "truncate": 8}  # CE_ACC_*: what an open asks for
 PC_ON, PC_IDS, PC_LOADER, PC_IO_URING, PC_OPENS, PC_NS_HOLD, PC_GUARD = 1, 2, 4, 8, 16, 32, 64  # CE_PC_*
