@@ -414,6 +414,31 @@ static __always_inline void dns_tell(struct __sk_buff *skb, struct dns_scratch *
 		dns_stat(CE_DNS_STAT_LOST);
 }
 
+/* Over TCP, whether a segment starts an answer: the stream's first data, or where the last
+ * answer said the next begins (a message carried inside another's data, starting a segment
+ * the sender cut there, is no answer). Notes where the one after it begins. */
+static __always_inline int tcp_message_start(struct __sk_buff *skb, const struct ce_pkt *p)
+{
+	struct ce_dns_asked *asked = asked_of(skb, 0);
+	struct bpf_sock *sk = skb->sk;
+	__u16 prefix;
+
+	if (!asked || !sk)
+		return 1; /* no query of the socket's: taught nothing whatever it is */
+	if (asked->tcp_next) {
+		if (p->seq != asked->tcp_next)
+			return 0;
+	} else {
+		struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+		if (!tp || tp->bytes_received != 0)
+			return 0;
+	}
+	if (bpf_skb_load_bytes(skb, p->payload, &prefix, 2))
+		return 0;
+	asked->tcp_next = (p->seq + 2 + bpf_ntohs(prefix)) ?: 1;
+	return 1;
+}
+
 /* A packet from port 53 to a monitored cgroup (crossedge_in): if it holds a DNS response,
  * learn its addresses if it answers a query its socket sent, and tell the agent. */
 static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pkt *p, __u64 cgid)
@@ -425,7 +450,7 @@ static __always_inline void dns_answer(struct __sk_buff *skb, const struct ce_pk
 	if (!s)
 		return;
 	__u32 len = dns_read(skb, p, s, &flags);
-	if (!len)
+	if (!len || (p->proto == CE_IPPROTO_TCP && !tcp_message_start(skb, p)))
 		return;
 	__u8 *m = s->rec.msg;
 	__u16 qdcount = (__u16)m[4] << 8 | m[5];

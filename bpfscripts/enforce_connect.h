@@ -415,7 +415,7 @@ struct ce_dns_query {
 
 struct ce_dns_asked {
 	__u32 next; /* the slot the next query takes */
-	__u32 pad;
+	__u32 tcp_next; /* over TCP: the sequence number the next answer starts at (0: the first) */
 	struct ce_dns_query q[CE_DNS_ASKED];
 };
 

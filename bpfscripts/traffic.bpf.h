@@ -62,6 +62,7 @@ struct ce_pkt {
 	__u8 proto;
 	__u8 fragment; /* 1: an IPv4 fragment after the first (no ports) */
 	__u8 handshake; /* 1: a TCP SYN, SYN-ACK or RST (a connection begins, or is refused) */
+	__u32 seq; /* TCP: the segment's sequence number (host byte order) */
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
@@ -120,6 +121,7 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct ce_pkt *p)
 			p->dport = th.dest;
 			p->payload = p->l4 + th.doff * 4;
 			p->handshake = th.syn || th.rst;
+			p->seq = bpf_ntohl(th.seq);
 		}
 	}
 	return 0;

@@ -12,6 +12,9 @@
     python dnsforge.py frag RESOLVER NAME ADDR    ask RESOLVER, answer with raw IPv4 fragments claiming it: the
                                                   first holding the UDP header alone
     python dnsforge.py tcp-at HOST PORT NAME ADDR send a DNS answer over TCP from port 53 to HOST:PORT
+    python dnsforge.py pipeline RESOLVER NAME     over one TCP connection, ask RESOLVER for carrier.test's TXT
+                                                  and NAME's A (the resolver's answer to the first carries
+                                                  a crafted answer to the second): read all it sends
     python dnsforge.py listen                     (the victim's side of tcp-at: print a port, read one
                                                   connection to the end)
 
@@ -142,6 +145,16 @@ def tcp_at(host: str, port: int, name: str, addr: str) -> str:
     return "sent"
 
 
+def pipeline(resolver: str, name: str) -> str:
+    sock = socket.create_connection((resolver, 53), timeout=5)
+    for query in (dns.message.make_query("carrier.test", "TXT"), dns.message.make_query(name, "A")):
+        wire = query.to_wire()
+        sock.sendall(struct.pack("!H", len(wire)) + wire)
+    while sock.recv(4096):
+        pass
+    return "received"
+
+
 def listen() -> str:
     server = socket.create_server(("127.0.0.1", 0))
     print(server.getsockname()[1], flush=True)
@@ -157,6 +170,6 @@ if __name__ == "__main__":
     if mode == "tcp-at":
         args[1] = int(args[1])
     print({"untrusted": untrusted, "as-resolver": as_resolver, "raw": raw, "gso": gso, "frag": frag, "tcp-at": tcp_at,
-           "listen": listen}[mode](
+           "pipeline": pipeline, "listen": listen}[mode](
         *args
     ))  # fmt: skip

@@ -7,8 +7,11 @@ teaches nothing: the next connect() is still refused. Real Docker and Podman con
 and the agent raises each as a violation."""
 
 import asyncio
+import socket
+import struct
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -189,3 +192,63 @@ def test_dockers_embedded_resolver_behind_its_dnat_teaches_names(enforcement):
             server.stdin.close()
             server.wait(10)
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def carrying_resolver(address: str, blocked: str):
+    """A resolver that answers the first of two queries on a TCP connection with a TXT
+    record whose data is a complete answer to the second (as any resolver serves a domain's
+    TXT records as their owner wrote them), and cuts its write so that a segment starts
+    with that crafted answer. Returns (listening socket, thread)."""
+    import threading
+
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rdtypes.ANY.TXT
+    import dns.rrset
+
+    server = socket.create_server((address, 53))
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream, messages = b"", []
+            while len(messages) < 2:
+                while len(stream) < 2 or len(stream) < 2 + struct.unpack("!H", stream[:2])[0]:
+                    stream += conn.recv(4096)
+                size = struct.unpack("!H", stream[:2])[0]
+                messages.append(dns.message.from_wire(stream[2 : 2 + size]))
+                stream = stream[2 + size :]
+            carrier, target = messages
+            forged = dns.message.make_response(target)
+            forged.answer.append(dns.rrset.from_text(target.question[0].name, 3600, "IN", "A", blocked))
+            crafted = struct.pack("!H", len(forged.to_wire())) + forged.to_wire()
+            txt = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, [crafted])
+            response = dns.message.make_response(carrier)
+            response.answer.append(dns.rrset.from_rdata(carrier.question[0].name, 60, txt))
+            wire = response.to_wire()
+            cut = wire.find(crafted)
+            conn.sendall(struct.pack("!H", len(wire)) + wire[:cut])
+            time.sleep(0.2)  # (its own segment)
+            conn.sendall(wire[cut:])
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_an_answer_carried_inside_another_over_tcp_teaches_nothing(enforcement, resolver, named):
+    """A trusted resolver serving a domain the attacker owns carries, in a TXT record's data,
+    a crafted answer to the attacker's second pipelined query; the resolver's write is cut
+    so that a TCP segment starts with it. Only the stream's message boundaries are answers."""
+    carrier = "127.53.53.54"
+    enforcement.enforcer.resolvers |= {carrier}
+    enforcement.enforcer.start()  # (again: the trusted set is written at start)
+    server, thread = carrying_resolver(carrier, BLOCKED)
+    try:
+        assert forge(named, "pipeline", carrier, "ok.test") == "received"
+        thread.join(10)
+    finally:
+        server.close()
+    assert connect_in(named, BLOCKED, resolver.port) == EPERM, "the carried answer was learned"

@@ -90,7 +90,7 @@ MEMBERS = {
     "ce_resolver_key": ["family", "pad", "addr"],
     "ce_sock_key": ["cgroup_id", "kind", "pad"],
     "ce_dns_query": ["name_hash", "addr", "id", "family", "used", "pad"],
-    "ce_dns_asked": ["next", "pad", "q"],
+    "ce_dns_asked": ["next", "tcp_next", "q"],
     "ce_proc": [
         "ts_ns",
         "cgroup_id",
