@@ -584,20 +584,11 @@ static __always_inline __u64 holder_of(struct cgroup *cgrp)
  * bound, and report it (a refused call, CE_HOW_CGROUPS). */
 static __always_inline void cgroup_refused(void *ctx, struct task_struct *task)
 {
-	__u32 zero = 0;
-	__u64 cgid = bpf_get_current_cgroup_id();
-	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
-
 	if (task && bpf_send_signal_task)
 		bpf_send_signal_task(task, CE_SIGKILL, PIDTYPE_TGID, 0);
 	else
 		bpf_send_signal(CE_SIGKILL);
-	if (!ev)
-		return;
-	proc_common(ev, bpf_get_current_task_btf(), cgid, CE_PROC_REFUSE);
-	ev->how = CE_HOW_CGROUPS;
-	ev->verdict = CE_V_DENY;
-	proc_send(ctx, ev, 1);
+	refusal_report(ctx, bpf_get_current_cgroup_id(), 0, CE_HOW_CGROUPS);
 }
 
 SEC("tp_btf/cgroup_mkdir")

@@ -406,20 +406,28 @@ static __always_inline int refusing(struct ce_pconfig *cfg, __u64 cgid, __u8 mon
 }
 
 /* Report a refused call (the killing is the caller's). */
-static __always_inline void refused(void *ctx, struct ce_pconfig *cfg, int bit, __u64 cgid, __u8 how)
+/* One refused call to the agent (CE_HOW_*; slot: the deciding rule's, 0 for a bound of the
+ * kernel's own): the one record every refusal sends. */
+static __always_inline void refusal_report(void *ctx, __u64 cgid, __u32 slot, __u8 how)
 {
 	__u32 zero = 0;
 	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
 
-	struct ce_prule *rule = prule_at(cfg, CE_K_OPEN, bit);
-
-	if (!ev || !rule)
+	if (!ev)
 		return;
 	proc_common(ev, bpf_get_current_task_btf(), cgid, CE_PROC_REFUSE);
 	ev->how = how;
-	ev->slot = rule->slot;
+	ev->slot = slot;
 	ev->verdict = CE_V_DENY;
 	proc_send(ctx, ev, 1);
+}
+
+static __always_inline void refused(void *ctx, struct ce_pconfig *cfg, int bit, __u64 cgid, __u8 how)
+{
+	struct ce_prule *rule = prule_at(cfg, CE_K_OPEN, bit);
+
+	if (rule)
+		refusal_report(ctx, cgid, rule->slot, how);
 }
 
 /* The refusal's checks: a monitored container that an enforcing open deny applies to. */

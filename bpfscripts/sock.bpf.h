@@ -134,17 +134,8 @@ static __always_inline struct ce_rule *packet_deny(__u32 need, __u64 *cgidp)
 /* Report a call refused for a packet socket deny (the killing is the caller's). */
 static __always_inline void packet_refused(void *ctx, struct ce_rule *rule, __u64 cgid, __u8 how)
 {
-	__u32 zero = 0;
-	struct ce_proc *ev = bpf_map_lookup_elem(&proc_scratch, &zero);
-
 	count_slot(rule->slot);
-	if (!ev)
-		return;
-	proc_common(ev, bpf_get_current_task_btf(), cgid, CE_PROC_REFUSE);
-	ev->how = how;
-	ev->slot = rule->slot;
-	ev->verdict = CE_V_DENY;
-	proc_send(ctx, ev, 1);
+	refusal_report(ctx, cgid, rule->slot, how);
 }
 
 /* refuse_call's second reason: a packet socket deny (1 if the caller was killed). */

@@ -508,8 +508,6 @@ class Enforcer:
         """Container cgroups in scope, and the cgroups below them: at most MAX_NESTED in each
         container, as the kernel judges (those it took first; a process moved into another
         is killed), so no container can fill `monitored`."""
-        if self.layout is not None:
-            self._read_monitored()  # the cgroups the kernel took itself count first
         containers, found = [], []
         for dirpath, _dirs, _files in os.walk(self.cgroup_root):
             rel = "/" + os.path.relpath(dirpath, self.cgroup_root)
@@ -524,6 +522,9 @@ class Enforcer:
                     found.append((holder, rel, cgroup_id(dirpath)))
                 except FileNotFoundError:
                     continue
+        room = collections.Counter(holder for holder, rel, _ in found if holder != rel)
+        if self.layout is not None and max(room.values(), default=0) > MAX_NESTED:
+            self._read_monitored()  # a container past the bound: the cgroups the kernel took count first
         room = collections.Counter()  # nested cgroups taken, per container
         for holder, rel, cgid in found:
             room[holder] += holder != rel and cgid in self.monitored
